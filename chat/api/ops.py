@@ -1,0 +1,61 @@
+"""Operations: liveness, readiness, metrics, the API docs' assets and the landing page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from quart import Blueprint, Response, send_from_directory
+from quart_schema import document_response, hide
+from swagger_ui_bundle import swagger_ui_path
+
+from chat.api.deps import services
+from chat.errors import Unavailable
+from chat.metrics import CONTENT_TYPE
+from chat.models import Status
+
+bp = Blueprint("ops", __name__)
+
+STATIC_DIR = Path(__file__).resolve().parent.parent.parent / "static"
+DOCS_ASSETS = "/docs/assets"
+
+
+@bp.get("/healthz")
+@document_response(Status)
+async def healthz() -> dict[str, str]:
+    """200 while the process runs."""
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+@document_response(Status)
+async def readyz() -> dict[str, str]:
+    """200 when the store and the broker answer; 503 otherwise and while shutting down."""
+    svc = services()
+    if svc.shutting_down:
+        raise Unavailable("shutting down")
+    try:
+        await svc.store.ping()
+    except Exception as exc:
+        raise Unavailable(f"the store does not answer: {exc}") from exc
+    if not await svc.broker.ready():
+        raise Unavailable("the broker does not answer")
+    return {"status": "ready"}
+
+
+@bp.get("/metrics")
+@hide
+async def metrics() -> Response:
+    return Response(services().metrics.render(), content_type=CONTENT_TYPE)
+
+
+@bp.get(DOCS_ASSETS + "/<path:name>")
+@hide
+async def docs_assets(name: str) -> Response:
+    """Swagger UI's files, served from the installed package: /docs works offline."""
+    return await send_from_directory(str(swagger_ui_path), name)
+
+
+@bp.get("/")
+@hide
+async def index() -> Response:
+    return await send_from_directory(str(STATIC_DIR), "index.html")

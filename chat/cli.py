@@ -1,0 +1,88 @@
+"""``python -m chat``: serve, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sqlite3
+import sys
+from collections.abc import Sequence
+
+from chat import __version__
+from chat.config import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m chat",
+        description="Real-time multi-room chat and activity-feed service. Settings come from "
+        "CHAT_* environment variables or a .env file (see README.md).",
+    )
+    parser.add_argument("--version", action="version", version=f"chat {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="start the HTTP server",
+        description="Start the service under Hypercorn. The database (CHAT_DATABASE, default "
+        "chat.db) is created and migrated on start. SIGTERM or Ctrl-C ends every stream "
+        "and exits.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (default 1); more than 1 needs a shared broker (CHAT_BROKER)",
+    )
+
+    commands.add_parser(
+        "migrate",
+        help="apply pending database migrations",
+        description="Apply the migrations in migrations/ that CHAT_DATABASE has not seen yet.",
+    )
+    return parser
+
+
+def _migrate(settings: Settings) -> int:
+    from chat.migrations import apply_pending
+
+    conn = sqlite3.connect(settings.database, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute("PRAGMA journal_mode = WAL")
+        applied = apply_pending(conn, settings.migrations_dir)
+    finally:
+        conn.close()
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print(f"{settings.database}: up to date ({len(applied)} applied)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.command == "migrate":
+        return _migrate(settings)
+    if args.workers < 1:
+        print("--workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.workers > 1 and settings.broker == "local":
+        print(
+            "--workers > 1 needs a broker shared by the workers: with the local broker each "
+            "worker would only see its own events. Set CHAT_BROKER=redis://host:port/0.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.workers > 1:
+        print("--workers > 1 is not supported yet", file=sys.stderr)
+        return 2
+    from chat.serve import run
+
+    run(settings, args.host, args.port)
+    return 0

@@ -1,0 +1,51 @@
+"""Settings: every knob of the service, read once from ``CHAT_*`` variables (and ``.env``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class Settings(BaseSettings):
+    """Read from the environment (``CHAT_DATABASE=...``) or a ``.env`` file; nothing else reads
+    the environment. Units are in the names."""
+
+    model_config = SettingsConfigDict(env_prefix="CHAT_", env_file=".env", extra="ignore")
+
+    database: str = Field("chat.db", description="SQLite file of the embedded store.")
+    migrations_dir: Path = Field(MIGRATIONS_DIR, description="Folder of numbered .sql files.")
+    heartbeat_seconds: float = Field(
+        15.0, gt=0, description="Idle streams get `: ping` this often."
+    )
+    retry_ms: int = Field(3000, ge=0, description="Reconnect delay sent to EventSource clients.")
+    replay_limit: int = Field(
+        10000, ge=0, description="A resume gap larger than this gets a `reset` event instead."
+    )
+    max_body_bytes: int = Field(65536, gt=0, description="Largest request body accepted.")
+    auto_create_rooms: bool = Field(True, description="Posting into an unknown room creates it.")
+    broker: str = Field("local", description="`local`, or a `redis://` URL for several processes.")
+    subscriber_buffer_bytes: int = Field(
+        1 << 20,
+        gt=0,
+        description="Frames queued for one subscriber before it counts as behind and catches up "
+        "from the store.",
+    )
+    max_streams: int = Field(
+        15000, gt=0, description="Open streams this process accepts; more get 503 unavailable."
+    )
+    replay_page_size: int = Field(500, gt=0, description="Events read per store query on replay.")
+    write_batch_max: int = Field(500, gt=0, description="Most writes committed in one transaction.")
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
+        "NORMAL",
+        description="NORMAL survives a crash of the process (kill -9); FULL also a power cut.",
+    )
+    shutdown_grace_seconds: float = Field(
+        5.0, ge=0, description="How long shutdown waits for open requests to finish."
+    )
+    loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="The event loop.")
+    log_level: str = Field("INFO", description="Python logging level.")

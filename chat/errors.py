@@ -1,0 +1,91 @@
+"""The one exception tree. Each class carries its HTTP status and the ``code`` of API.md;
+the api layer turns any of them into the JSON envelope in one place.
+
+* ChatError
+  * InvalidJSON (400 invalid_json)
+  * InvalidRoom (400 invalid_room)
+  * InvalidQuery (400 invalid_query)
+  * Forbidden (403 forbidden)
+  * NotFound (404 not_found)
+  * MethodNotAllowed (405 method_not_allowed)
+  * Conflict (409 conflict)
+  * PayloadTooLarge (413 payload_too_large)
+  * UnsupportedMediaType (415 unsupported_media_type)
+  * ValidationFailed (422 validation_error)
+  * RateLimited (429 rate_limited)
+  * Unavailable (503 unavailable)
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class ChatError(Exception):
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    retry_after_s: int | None = None
+
+    def __init__(self, message: str, details: list[Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: list[Any] = details or []
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidJSON(ChatError):
+    status, code = 400, "invalid_json"
+
+
+class InvalidRoom(ChatError):
+    status, code = 400, "invalid_room"
+
+
+class InvalidQuery(ChatError):
+    status, code = 400, "invalid_query"
+
+
+class Forbidden(ChatError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(ChatError):
+    status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ChatError):
+    status, code = 405, "method_not_allowed"
+
+
+class Conflict(ChatError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ChatError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ChatError):
+    status, code = 415, "unsupported_media_type"
+
+
+class ValidationFailed(ChatError):
+    status, code = 422, "validation_error"
+
+
+class RateLimited(ChatError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unavailable(ChatError):
+    status, code = 503, "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

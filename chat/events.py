@@ -1,0 +1,85 @@
+"""An event: what happens in a room, as a JSON object and as its SSE frame (both encoded once).
+
+``Event`` is what the store returns, the broker carries and the hubs fan out. Persisted events
+have an ``id``; ephemeral ones (``typing``, ``presence``, ``reset``) do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from chat import sse
+
+PERSISTED_TYPES = frozenset(
+    {
+        "message",
+        "message.edited",
+        "message.deleted",
+        "reaction.added",
+        "reaction.removed",
+        "activity",
+    }
+)
+EPHEMERAL_TYPES = frozenset({"typing", "presence", "reset"})
+EVENT_TYPES = PERSISTED_TYPES | EPHEMERAL_TYPES
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Event:
+    id: int | None
+    type: str
+    room: str
+    payload: Mapping[str, Any]  # the flat event object, exactly as clients receive it
+    json: bytes  # payload encoded once
+    frame: bytes  # the SSE frame, encoded once
+
+    @property
+    def author(self) -> str | None:
+        """Who the event is by: ``author`` of messages, ``actor`` of activity, ``user`` of
+        typing and presence. The ``authors``/``exclude_authors`` filters test this."""
+        p = self.payload
+        who = p.get("author") or p.get("actor") or p.get("user")
+        return who if isinstance(who, str) else None
+
+
+def now_rfc3339() -> str:
+    """UTC with milliseconds: ``2026-11-21T20:52:49.123Z``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_event(
+    event_type: str,
+    room: str,
+    fields: Mapping[str, Any],
+    *,
+    event_id: int | None = None,
+    created_at: str | None = None,
+) -> Event:
+    """Build an event: ``id`` (if persisted), ``type``, ``room``, ``created_at``, then fields."""
+    payload: dict[str, Any] = {} if event_id is None else {"id": event_id}
+    payload["type"] = event_type
+    payload["room"] = room
+    payload["created_at"] = created_at or now_rfc3339()
+    payload.update(fields)
+    return event_from_json(orjson.dumps(payload), payload)
+
+
+def event_from_json(data: bytes, payload: Mapping[str, Any] | None = None) -> Event:
+    """Rebuild an event from its stored JSON (the store keeps exactly what was sent)."""
+    if payload is None:
+        payload = orjson.loads(data)
+    event_id = payload.get("id")
+    event_type = str(payload["type"])
+    return Event(
+        id=event_id if isinstance(event_id, int) else None,
+        type=event_type,
+        room=str(payload["room"]),
+        payload=payload,
+        json=data,
+        frame=sse.event_frame(event_id if isinstance(event_id, int) else None, event_type, data),
+    )

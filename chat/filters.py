@@ -1,0 +1,90 @@
+"""A subscriber's filter: parsed once from the stream's query string, tested against each event.
+
+All parameters are optional; each is a comma-separated list:
+``types`` (only these event types), ``authors`` (only these authors, actors or users),
+``exclude_authors`` (never these: no echo of one's own posts), ``mentions`` (only messages
+whose text mentions ``@name`` as a whole word, case-insensitively).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from chat.errors import InvalidQuery
+from chat.events import EVENT_TYPES, Event
+
+MAX_LIST_ITEMS = 100
+MAX_NAME_CHARS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    types: frozenset[str] | None = None
+    authors: frozenset[str] | None = None
+    exclude_authors: frozenset[str] = frozenset()
+    mentions: re.Pattern[str] | None = None
+
+    def matches(self, event: Event) -> bool:
+        if self.types is not None and event.type not in self.types:
+            return False
+        if self.authors is not None or self.exclude_authors:
+            author = event.author
+            if self.authors is not None and author not in self.authors:
+                return False
+            if author in self.exclude_authors:
+                return False
+        if self.mentions is not None:
+            text = event.payload.get("text")
+            if not isinstance(text, str) or self.mentions.search(text) is None:
+                return False
+        return True
+
+
+def split_list(raw: str | None, name: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; an absent parameter is an empty list."""
+    if raw is None:
+        return []
+    items = [item.strip() for item in raw.split(",")]
+    items = [item for item in items if item]
+    if len(items) > MAX_LIST_ITEMS:
+        raise InvalidQuery(f"`{name}` lists more than {MAX_LIST_ITEMS} values")
+    return items
+
+
+def _names(query: Mapping[str, str], name: str) -> frozenset[str] | None:
+    items = split_list(query.get(name), name)
+    for item in items:
+        if len(item) > MAX_NAME_CHARS:
+            raise InvalidQuery(f"`{name}` has a value longer than {MAX_NAME_CHARS} characters")
+    return frozenset(items) if items else None
+
+
+def mention_pattern(names: frozenset[str]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(n) for n in sorted(names))
+    return re.compile(rf"(?<![\w@])@(?:{alternatives})(?!\w)", re.IGNORECASE)
+
+
+def parse_filter(query: Mapping[str, str]) -> Filter | None:
+    """The filter a stream's query asks for, or None when it asks for everything.
+    Raises InvalidQuery (400) for unknown event types or oversized lists."""
+    types = _names(query, "types")
+    if types is not None:
+        unknown = sorted(types - EVENT_TYPES)
+        if unknown:
+            raise InvalidQuery(
+                f"unknown event type(s) in `types`: {', '.join(unknown)}",
+                [{"param": "types", "unknown": unknown, "allowed": sorted(EVENT_TYPES)}],
+            )
+    authors = _names(query, "authors")
+    exclude = _names(query, "exclude_authors") or frozenset()
+    mentions = _names(query, "mentions")
+    if types is None and authors is None and not exclude and mentions is None:
+        return None
+    return Filter(
+        types=types,
+        authors=authors,
+        exclude_authors=exclude,
+        mentions=mention_pattern(mentions) if mentions else None,
+    )

@@ -1,0 +1,130 @@
+"""One room's subscribers, and the subscriber itself: the sans-IO heart of fan-out.
+
+``Hub.broadcast`` never awaits: it appends the event (whose frame is already encoded) to each
+matching subscriber's pending list and wakes the subscriber if it is parked. A subscriber
+whose pending frames pass its byte bound is marked *behind*: its pending list is dropped and
+it ignores live events until its stream has caught up from the store (see
+docs/design/delivery.md). So a slow reader costs the publisher nothing and memory stays
+bounded, and nothing is lost, because everything dropped here is in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from chat.events import Event
+from chat.filters import Filter
+
+
+class Subscriber:
+    __slots__ = (
+        "behind",
+        "closed",
+        "filter",
+        "last_id",
+        "limit_bytes",
+        "pending",
+        "pending_bytes",
+        "ping_due",
+        "rooms",
+        "user",
+        "waiter",
+        "wrote",
+    )
+
+    def __init__(
+        self,
+        rooms: tuple[str, ...] | None,
+        flt: Filter | None = None,
+        *,
+        limit_bytes: int = 1 << 20,
+        user: str | None = None,
+    ) -> None:
+        self.rooms = rooms  # None: every room, including rooms created later
+        self.filter = flt
+        self.user = user
+        self.limit_bytes = limit_bytes
+        self.pending: list[Event] = []
+        self.pending_bytes = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.behind = False  # pending overflowed: catch up from the store
+        self.closed = False  # the server is ending this stream
+        self.ping_due = False  # idle for a heartbeat period: send a comment
+        self.wrote = False  # wrote something since the last heartbeat tick
+        self.last_id = 0  # the largest persisted id this subscriber has been sent
+
+    def wants(self, event: Event) -> bool:
+        return self.filter is None or self.filter.matches(event)
+
+    def push(self, event: Event) -> None:
+        if self.behind or self.closed:
+            return
+        self.pending.append(event)
+        self.pending_bytes += len(event.frame)
+        if self.pending_bytes > self.limit_bytes:
+            self.pending = []
+            self.pending_bytes = 0
+            self.behind = True
+        self.wake()
+
+    def take(self) -> list[Event]:
+        """Everything pending, in arrival order; the list is the caller's now."""
+        events = self.pending
+        if events:
+            self.pending = []
+            self.pending_bytes = 0
+        return events
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.pending) or self.behind or self.closed or self.ping_due
+
+    async def wait(self) -> None:
+        """Park until something is pending (or the stream must catch up, ping or close)."""
+        if self.has_work:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self.waiter is waiter:
+                self.waiter = None
+
+    def heartbeat_tick(self) -> None:
+        """Called every heartbeat period: a subscriber that wrote nothing since the last tick
+        is due a keep-alive comment."""
+        if self.wrote:
+            self.wrote = False
+        else:
+            self.ping_due = True
+            self.wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake()
+
+
+class Hub:
+    """The subscribers of one room (or of every room, for ``rooms=*``)."""
+
+    __slots__ = ("subscribers",)
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+
+    def broadcast(self, event: Event) -> int:
+        """Queue the event for every subscriber whose filter wants it; returns how many."""
+        count = 0
+        for sub in self.subscribers:
+            if sub.filter is None or sub.filter.matches(event):
+                sub.push(event)
+                count += 1
+        return count

@@ -1,0 +1,58 @@
+"""Prometheus metrics, one registry per app (tests run several apps in one process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+# The *_created series only add noise to a scrape.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    def __init__(self, subscriber_count: Callable[[], float], hub_count: Callable[[], float]):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        Gauge("chat_subscribers", "Open event streams.", registry=r).set_function(subscriber_count)
+        Gauge("chat_hubs", "Rooms with at least one subscriber.", registry=r).set_function(
+            hub_count
+        )
+        self.events_published = Counter(
+            "chat_events_published", "Events handed to the hubs, by type.", ["type"], registry=r
+        )
+        self.frames_sent = Counter(
+            "chat_frames_sent", "Event frames written to streams (live and replayed).", registry=r
+        )
+        self.writes = Counter(
+            "chat_stream_writes",
+            "Chunks written to streams (frames coalesce into one).",
+            registry=r,
+        )
+        self.replayed = Counter(
+            "chat_replayed_events", "Events sent from the store (resume and catch-up).", registry=r
+        )
+        self.catchups = Counter(
+            "chat_slow_subscriber_catchups",
+            "Times a subscriber fell behind its buffer and caught up from the store.",
+            registry=r,
+        )
+        self.resets = Counter(
+            "chat_resets", "Reset events sent (resume point unknown or gap too large).", registry=r
+        )
+        self.streams_opened = Counter("chat_streams_opened", "Streams opened.", registry=r)
+        self.requests_rejected = Counter(
+            "chat_errors", "Error responses, by status code.", ["status"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

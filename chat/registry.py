@@ -1,0 +1,72 @@
+"""Room name -> hub. A hub exists while it has subscribers: created on the first subscribe,
+dropped after the last unsubscribe. A multi-room subscriber sits in several hubs; a
+``rooms=*`` subscriber sits in the one hub that sees every room."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from chat.events import Event
+from chat.hub import Hub, Subscriber
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.hubs: dict[str, Hub] = {}
+        self.everywhere = Hub()  # subscribers of every room
+        self.subscribers: set[Subscriber] = set()
+        # The id of the newest persisted event dispatched: where a stream without a resume
+        # point starts (set from the store at start-up, then advanced by dispatch).
+        self.position = 0
+
+    def subscribe(self, sub: Subscriber) -> None:
+        self.subscribers.add(sub)
+        if sub.rooms is None:
+            self.everywhere.subscribers.add(sub)
+            return
+        for room in sub.rooms:
+            hub = self.hubs.get(room)
+            if hub is None:
+                hub = self.hubs[room] = Hub()
+            hub.subscribers.add(sub)
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+        if sub.rooms is None:
+            self.everywhere.subscribers.discard(sub)
+            return
+        for room in sub.rooms:
+            hub = self.hubs.get(room)
+            if hub is not None:
+                hub.subscribers.discard(sub)
+                if not hub.subscribers:
+                    del self.hubs[room]
+
+    def dispatch(self, event: Event) -> int:
+        """Hand a committed (or ephemeral) event to every subscriber of its room."""
+        if event.id is not None and event.id > self.position:
+            self.position = event.id
+        count = 0
+        hub = self.hubs.get(event.room)
+        if hub is not None:
+            count = hub.broadcast(event)
+        if self.everywhere.subscribers:
+            count += self.everywhere.broadcast(event)
+        return count
+
+    def dispatch_all(self, events: Iterable[Event]) -> None:
+        for event in events:
+            self.dispatch(event)
+
+    def count(self, room: str) -> int:
+        hub = self.hubs.get(room)
+        return (len(hub.subscribers) if hub is not None else 0) + len(self.everywhere.subscribers)
+
+    def heartbeat_tick(self) -> None:
+        for sub in self.subscribers:
+            sub.heartbeat_tick()
+
+    def close_all(self) -> None:
+        """Shutdown: end every open stream (clients resume elsewhere or later)."""
+        for sub in list(self.subscribers):
+            sub.close()

@@ -1,0 +1,71 @@
+"""Serving: Hypercorn with a shutdown trigger that first ends every open stream.
+
+Hypercorn waits for open connections before it exits (hypercorn issue 308), and an SSE
+stream never ends by itself; so on SIGTERM or SIGINT the trigger marks the service as
+shutting down (``/readyz`` answers 503, new streams get 503) and closes every stream, and
+only then lets Hypercorn stop. Clients reconnect and resume with ``Last-Event-ID``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import cast
+
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
+from quart import Quart
+
+from chat.api import Services
+from chat.app import create_app
+from chat.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def hypercorn_config(settings: Settings, host: str, port: int) -> Config:
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None  # one log line per request costs more than the request itself
+    config.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup
+    config.graceful_timeout = settings.shutdown_grace_seconds
+    config.backlog = 2048
+    # read_timeout stays unset: it would cut idle SSE streams.
+    return config
+
+
+async def serve(app: Quart, config: Config, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set (SIGTERM/SIGINT set it when run from the command line)."""
+    svc: Services = app.extensions["chat"]
+
+    async def trigger() -> None:
+        await stop.wait()
+        log.info("shutting down: closing %d open streams", len(svc.registry.subscribers))
+        svc.begin_shutdown()
+
+    await hypercorn_serve(app, config, shutdown_trigger=trigger)
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    if name == "uvloop":
+        import uvloop
+
+        return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+    return asyncio.new_event_loop
+
+
+def run(settings: Settings, host: str, port: int) -> None:
+    app = create_app(settings)
+    config = hypercorn_config(settings, host, port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(app, config, stop)
+
+    with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
+        runner.run(main())

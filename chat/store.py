@@ -1,0 +1,341 @@
+"""The SQLite store: the only code that speaks SQL.
+
+Writes go through one writer task that owns the write connection: callers queue a write
+operation (a plain function of a ``Tx``) and await its result; the writer takes everything
+queued (up to ``write_batch_max``), runs it on the connection's thread in ONE hop as one
+``BEGIN IMMEDIATE`` transaction (a savepoint per operation, so one failing operation does not
+undo the others), commits, and only then hands the committed events, in id order, to
+``on_commit`` (the broker). So an event reaches a subscriber only after it is committed, and a
+caller's ``await`` returning means its write is durable.
+
+Reads use a second connection (WAL: readers never block the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import aiosqlite
+
+from chat import migrations
+from chat.config import Settings
+from chat.errors import NotFound, Unavailable, ValidationFailed
+from chat.events import Event, event_from_json, make_event, now_rfc3339
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Tx:
+    """What a write operation sees: the write connection inside the open transaction, and
+    ``append`` to add an event with the next id."""
+
+    def __init__(self, conn: sqlite3.Connection, next_id: int) -> None:
+        self.conn = conn
+        self.next_id = next_id
+        self.now = now_rfc3339()
+        self.events: list[Event] = []
+
+    def append(self, room: str, event_type: str, fields: dict[str, Any]) -> Event:
+        event = make_event(event_type, room, fields, event_id=self.next_id, created_at=self.now)
+        self.next_id += 1
+        self.conn.execute(
+            "INSERT INTO events (id, room, type, author, created_at, data) VALUES (?,?,?,?,?,?)",
+            (event.id, room, event_type, event.author, self.now, event.json),
+        )
+        self.events.append(event)
+        return event
+
+    def ensure_room(self, room: str, *, create: bool) -> None:
+        if create:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO rooms (name, title, created_at) VALUES (?, ?, ?)",
+                (room, room, self.now),
+            )
+        elif self.conn.execute("SELECT 1 FROM rooms WHERE name = ?", (room,)).fetchone() is None:
+            raise NotFound(f"no room {room!r}")
+
+
+WriteOp = Callable[[Tx], T]
+
+
+@dataclass(slots=True)
+class _Pending(Generic[T]):
+    op: WriteOp[T]
+    future: asyncio.Future[T]
+
+
+def _commit_batch(
+    conn: sqlite3.Connection, ops: Sequence[WriteOp[Any]]
+) -> tuple[list[tuple[bool, Any]], list[Event]]:
+    """Runs on the write connection's thread: one transaction for the whole batch."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        tx = Tx(conn, (row[0] if row else 0) + 1)
+        results: list[tuple[bool, Any]] = []
+        for op in ops:
+            event_mark, id_mark = len(tx.events), tx.next_id
+            conn.execute("SAVEPOINT op")
+            try:
+                results.append((True, op(tx)))
+            except Exception as exc:  # the operation's own failure: undo it alone
+                conn.execute("ROLLBACK TO op")
+                del tx.events[event_mark:]
+                tx.next_id = id_mark
+                results.append((False, exc))
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results, tx.events
+
+
+async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., R], *args: Any) -> R:
+    """Run ``fn(sqlite3_connection, *args)`` on the connection's own thread, in one hop.
+    aiosqlite's public methods make one hop per statement; this queues a whole function
+    through the same queue they use (``Connection._execute``)."""
+    return cast(R, await conn._execute(fn, conn._conn, *args))  # type: ignore[no-untyped-call]
+
+
+class Store:
+    def __init__(self, settings: Settings, on_commit: Callable[[list[Event]], None]) -> None:
+        self.settings = settings
+        self.on_commit = on_commit
+        self._write: aiosqlite.Connection | None = None
+        self._read: aiosqlite.Connection | None = None
+        self._queue: list[_Pending[Any]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def _connect(self) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.settings.database, isolation_level=None)
+        await conn.execute("PRAGMA busy_timeout = 10000")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute(f"PRAGMA synchronous = {self.settings.sqlite_synchronous}")
+        return conn
+
+    async def open(self) -> None:
+        self._write = await self._connect()
+        await _in_thread(self._write, migrations.apply_pending, self.settings.migrations_dir)
+        self._read = await self._connect()
+        await self._read.execute("PRAGMA query_only = 1")
+        self._writer = asyncio.create_task(self._write_loop(), name="chat-store-writer")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            self._wakeup.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._writer), 10)
+            except TimeoutError:
+                self._writer.cancel()
+            self._writer = None
+        for conn in (self._read, self._write):
+            if conn is not None:
+                await conn.close()
+        self._read = self._write = None
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def write(self, op: WriteOp[T]) -> T:
+        """Queue a write; returns its result once committed (and its events published)."""
+        if self._closing or self._writer is None:
+            raise Unavailable("the store is shutting down")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(op, future))
+        self._wakeup.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        assert self._write is not None
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            limit = self.settings.write_batch_max
+            batch, self._queue = self._queue[:limit], self._queue[limit:]
+            try:
+                results, events = await _in_thread(
+                    self._write, _commit_batch, [p.op for p in batch]
+                )
+            except asyncio.CancelledError:
+                for pending in batch:
+                    pending.future.cancel()
+                raise
+            except Exception as exc:
+                log.exception("write batch of %d failed", len(batch))
+                for pending in batch:
+                    if not pending.future.done():
+                        pending.future.set_exception(Unavailable(f"the store failed: {exc}"))
+                continue
+            if events:
+                try:
+                    self.on_commit(events)
+                except Exception:
+                    log.exception("publishing committed events failed")
+            for pending, (ok, value) in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue  # the caller went away; its write is committed all the same
+                if ok:
+                    pending.future.set_result(value)
+                else:
+                    pending.future.set_exception(value)
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        if self._read is None:
+            raise Unavailable("the store is not open")
+        return list(await self._read.execute_fetchall(sql, params))
+
+    async def ping(self) -> None:
+        await self._rows("SELECT 1")
+
+    async def latest_id(self) -> int:
+        rows = await self._rows("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        return int(rows[0][0]) if rows else 0
+
+    async def get_room(self, name: str) -> dict[str, Any] | None:
+        rows = await self._rows(_ROOM_SQL + " WHERE r.name = ?", (name,))
+        return _room(rows[0]) if rows else None
+
+    async def list_rooms(self) -> list[dict[str, Any]]:
+        return [_room(row) for row in await self._rows(_ROOM_SQL + " ORDER BY r.name")]
+
+    async def history(
+        self, room: str, *, before: int | None, after: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Messages of a room, ascending by id, deleted ones left out; and whether more lie
+        beyond the page (older ones without ``after``, newer ones with it)."""
+        where, params = "room = ? AND deleted_at IS NULL", [cast(Any, room)]
+        if before is not None:
+            where += " AND id < ?"
+            params.append(before)
+        if after is not None:
+            where += " AND id > ?"
+            params.append(after)
+        order = "ASC" if after is not None else "DESC"
+        rows = await self._rows(
+            f"SELECT id, room, author, text, reply_to, created_at, edited_at FROM messages "
+            f"WHERE {where} ORDER BY id {order} LIMIT ?",
+            (*params, limit + 1),
+        )
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if order == "DESC":
+            rows.reverse()
+        return [_message(row) for row in rows], has_more
+
+    async def events_after(
+        self, rooms: tuple[str, ...] | None, after: int, limit: int
+    ) -> list[Event]:
+        """Stored events with id > ``after`` in these rooms (None: all rooms), by id."""
+        where, params = _rooms_clause(rooms)
+        rows = await self._rows(
+            f"SELECT data FROM events WHERE {where} id > ? ORDER BY id LIMIT ?",
+            (*params, after, limit),
+        )
+        return [event_from_json(row[0]) for row in rows]
+
+    async def count_after(self, rooms: tuple[str, ...] | None, after: int, cap: int) -> int:
+        """How many stored events follow ``after`` in these rooms, counting at most ``cap``."""
+        where, params = _rooms_clause(rooms)
+        rows = await self._rows(
+            f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {where} id > ? LIMIT ?)",
+            (*params, after, cap),
+        )
+        return int(rows[0][0])
+
+
+_ROOM_SQL = (
+    "SELECT r.name, r.title, r.created_at, "
+    "(SELECT max(e.id) FROM events e WHERE e.room = r.name) FROM rooms r"
+)
+
+
+def _room(row: sqlite3.Row) -> dict[str, Any]:
+    return {"name": row[0], "title": row[1], "created_at": row[2], "last_event_id": row[3] or 0}
+
+
+def _message(row: sqlite3.Row) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "id": row[0],
+        "type": "message",
+        "room": row[1],
+        "created_at": row[5],
+        "author": row[2],
+        "text": row[3],
+    }
+    if row[4] is not None:
+        message["reply_to"] = row[4]
+    if row[6] is not None:
+        message["edited_at"] = row[6]
+    return message
+
+
+def _rooms_clause(rooms: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
+    if rooms is None:
+        return "", ()
+    return f"room IN ({','.join('?' * len(rooms))}) AND", rooms
+
+
+# -- write operations: plain functions of a Tx, run inside the writer's transaction ------
+
+
+def put_room(name: str, title: str | None) -> WriteOp[tuple[bool, None]]:
+    """Create the room (returns created=True) or update its title."""
+
+    def op(tx: Tx) -> tuple[bool, None]:
+        cur = tx.conn.execute(
+            "INSERT OR IGNORE INTO rooms (name, title, created_at) VALUES (?, ?, ?)",
+            (name, title if title is not None else name, tx.now),
+        )
+        created = cur.rowcount == 1
+        if not created and title is not None:
+            tx.conn.execute("UPDATE rooms SET title = ? WHERE name = ?", (title, name))
+        return created, None
+
+    return op
+
+
+def post_message(
+    room: str, author: str, text: str, reply_to: int | None, *, create_room: bool
+) -> WriteOp[Event]:
+    def op(tx: Tx) -> Event:
+        tx.ensure_room(room, create=create_room)
+        fields: dict[str, Any] = {"author": author, "text": text}
+        if reply_to is not None:
+            found = tx.conn.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND room = ?", (reply_to, room)
+            ).fetchone()
+            if found is None:
+                raise ValidationFailed(
+                    "reply_to must name a message of the same room",
+                    [{"loc": ["reply_to"], "msg": f"no message {reply_to} in room {room!r}"}],
+                )
+            fields["reply_to"] = reply_to
+        event = tx.append(room, "message", fields)
+        tx.conn.execute(
+            "INSERT INTO messages (id, room, author, text, reply_to, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (event.id, room, author, text, reply_to, tx.now),
+        )
+        return event
+
+    return op

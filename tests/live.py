@@ -1,0 +1,183 @@
+"""Test helpers: a real ``python -m chat serve`` on a free port, and a small SSE reader.
+
+Every wait here is bounded; a helper that times out raises, so a test never hangs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveServer:
+    """One service process on 127.0.0.1 with its own SQLite file."""
+
+    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.database = workdir / "chat.db"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = dict(env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "server.log"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+        env.update({"CHAT_DATABASE": str(self.database), "CHAT_LOG_LEVEL": "WARNING"})
+        env.update(self.extra_env)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the process keeps it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited at start:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"server did not answer /healthz in {timeout_s}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def terminate(self, timeout_s: float = 15.0) -> int:
+        """SIGTERM, then wait; returns the exit code (SIGKILL and raise if it hangs)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+            raise
+        finally:
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def restart(self) -> None:
+        self.start()
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+@dataclass
+class SSEEvent:
+    event: str | None
+    data: str
+    id: str | None
+
+    def json(self) -> Any:
+        return orjson.loads(self.data)
+
+
+@dataclass
+class SSEStream:
+    """Reads a live ``text/event-stream`` response, frame by frame."""
+
+    response: httpx.Response
+    lines: AsyncIterator[str]
+    comments: list[str] = field(default_factory=list)
+    retry: int | None = None
+
+    async def next(self, timeout_s: float = 10.0) -> SSEEvent:
+        """The next event (comments and ``retry`` are recorded, not returned)."""
+        async with asyncio.timeout(timeout_s):
+            fields: dict[str, list[str]] = {}
+            async for line in self.lines:
+                if line == "":
+                    if "data" in fields or "event" in fields:
+                        return SSEEvent(
+                            event=fields["event"][-1] if "event" in fields else None,
+                            data="\n".join(fields.get("data", [])),
+                            id=fields["id"][-1] if "id" in fields else None,
+                        )
+                    fields = {}
+                    continue
+                if line.startswith(":"):
+                    self.comments.append(line[1:].strip())
+                    continue
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "retry":
+                    self.retry = int(value)
+                else:
+                    fields.setdefault(name, []).append(value)
+            raise EOFError("the stream ended")
+
+    async def take(self, count: int, timeout_s: float = 10.0) -> list[SSEEvent]:
+        async with asyncio.timeout(timeout_s):
+            return [await self.next(timeout_s) for _ in range(count)]
+
+    async def until_comment(self, text: str, timeout_s: float = 10.0) -> None:
+        """Read until a comment with this text arrives (events read meanwhile are dropped)."""
+        async with asyncio.timeout(timeout_s):
+            while text not in self.comments:
+                line = await anext(self.lines)
+                if line.startswith(":"):
+                    self.comments.append(line[1:].strip())
+
+
+@contextlib.asynccontextmanager
+async def open_stream(
+    client: httpx.AsyncClient,
+    path: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    params: Mapping[str, str] | None = None,
+    timeout_s: float = 10.0,
+) -> AsyncIterator[SSEStream]:
+    """Open a stream and wait for its ``: connected`` comment, so that it is subscribed."""
+    async with asyncio.timeout(timeout_s):
+        request = client.build_request("GET", path, headers=headers, params=params)
+        response = await client.send(request, stream=True)
+    try:
+        assert response.status_code == 200, (response.status_code, await response.aread())
+        stream = SSEStream(response, response.aiter_lines())
+        await stream.until_comment("connected", timeout_s)
+        yield stream
+    finally:
+        await response.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from prometheus_client import (
@@ -19,6 +20,13 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
+def _task_count() -> float:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # no running loop (a scrape outside the server)
+        return 0
+
+
 class Metrics:
     def __init__(self, subscriber_count: Callable[[], float], hub_count: Callable[[], float]):
         self.registry = CollectorRegistry()
@@ -26,6 +34,9 @@ class Metrics:
         Gauge("chat_subscribers", "Open event streams.", registry=r).set_function(subscriber_count)
         Gauge("chat_hubs", "Rooms with at least one subscriber.", registry=r).set_function(
             hub_count
+        )
+        Gauge("chat_asyncio_tasks", "Tasks alive in the event loop.", registry=r).set_function(
+            _task_count
         )
         self.events_published = Counter(
             "chat_events_published", "Events handed to the hubs, by type.", ["type"], registry=r

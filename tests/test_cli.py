@@ -1,0 +1,77 @@
+"""The command line as a user runs it: --help, migrate, serve's refusals."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.live import ROOT
+
+
+def run_chat(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "chat", *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_help_lists_commands_and_options(tmp_path: Path) -> None:
+    top = run_chat("--help", cwd=tmp_path)
+    assert top.returncode == 0
+    assert "serve" in top.stdout and "migrate" in top.stdout
+    serve = run_chat("serve", "--help", cwd=tmp_path)
+    assert serve.returncode == 0
+    for option in ("--host", "--port", "--workers"):
+        assert option in serve.stdout
+    assert run_chat("migrate", "--help", cwd=tmp_path).returncode == 0
+
+
+def test_migrate_creates_the_schema_once(tmp_path: Path) -> None:
+    database = tmp_path / "fresh.db"
+    first = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database))
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_initial" in first.stdout
+    with sqlite3.connect(database) as conn:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+    assert {"rooms", "events", "messages", "schema_migrations"} <= tables
+    assert versions == [1]
+    second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database))
+    assert second.returncode == 0
+    assert "(0 applied)" in second.stdout
+
+
+def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
+    result = run_chat("serve", "--workers", "2", cwd=tmp_path, CHAT_DATABASE="x.db")
+    assert result.returncode == 2
+    assert "CHAT_BROKER" in result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    readme = (ROOT / "README.md").read_text()
+    head = readme.split("```sh", 1)[1].split("```", 1)[0]
+    commands = [line.split("#")[0].strip() for line in head.strip().splitlines()]
+    assert commands == ["scripts/serve", "bash .ci/run"]
+    assert os.access(ROOT / "scripts" / "serve", os.X_OK)
+    assert "scripts/install test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_lists_every_setting() -> None:
+    from chat.config import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [
+        f"CHAT_{name.upper()}"
+        for name in Settings.model_fields
+        if f"`CHAT_{name.upper()}`" not in readme
+    ]
+    assert missing == []

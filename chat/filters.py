@@ -63,7 +63,9 @@ def _names(query: Mapping[str, str], name: str) -> frozenset[str] | None:
 
 def mention_pattern(names: frozenset[str]) -> re.Pattern[str]:
     alternatives = "|".join(re.escape(n) for n in sorted(names))
-    return re.compile(rf"(?<![\w@])@(?:{alternatives})(?!\w)", re.IGNORECASE)
+    # A name ends where no name character follows: "@alice." and "@alice," mention alice,
+    # "@alice-bob", "@alice.smith" and "@alicex" do not (names may hold "-" and ".").
+    return re.compile(rf"(?<![\w@])@(?:{alternatives})(?![\w-]|\.\w)", re.IGNORECASE)
 
 
 def parse_filter(query: Mapping[str, str]) -> Filter | None:

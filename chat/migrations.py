@@ -35,16 +35,23 @@ def discover(folder: Path) -> list[Migration]:
 
 
 def statements(script: str) -> list[str]:
-    """Split a script into statements (``sqlite3.complete_statement`` knows where one ends)."""
+    """Split a script into statements: a ``;`` ends one where ``sqlite3.complete_statement``
+    agrees (not inside a string, a comment or a trigger body). Raises ValueError when the
+    script ends inside a statement."""
     found, current = [], ""
-    for line in script.splitlines(keepends=True):
-        current += line
+    for piece in re.split(r"(?<=;)", script):
+        current += piece
         if sqlite3.complete_statement(current):
             found.append(current.strip())
             current = ""
-    if current.strip() and not current.strip().startswith("--"):
-        raise ValueError("migration ends inside a statement")
+    rest = [line for line in current.splitlines() if line.strip() and not _is_comment(line)]
+    if rest:
+        raise ValueError(f"migration ends inside a statement: {rest[0][:80]!r}")
     return found
+
+
+def _is_comment(line: str) -> bool:
+    return line.strip().startswith("--")
 
 
 def apply_pending(conn: sqlite3.Connection, folder: Path) -> list[Migration]:

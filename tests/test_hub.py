@@ -1,0 +1,233 @@
+"""One room's fan-out: pending frames, the byte bound, parking and waking, heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from chat.events import Event, make_event
+from chat.filters import parse_filter
+from chat.hub import Hub, Subscriber
+
+TIMEOUT_S = 1.0
+
+
+def msg(event_id: int, author: str = "alice", text: str = "hi") -> Event:
+    return make_event("message", "r", {"author": author, "text": text}, event_id=event_id)
+
+
+def sub(limit_bytes: int = 1 << 20, **query: str) -> Subscriber:
+    return Subscriber(("r",), parse_filter(query), limit_bytes=limit_bytes)
+
+
+async def settle() -> None:
+    """Let every ready callback run, so a task that could finish has finished."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def test_broadcast_reaches_only_matching_subscribers() -> None:
+    hub = Hub()
+    everyone, only_bob, no_alice = sub(), sub(authors="bob"), sub(exclude_authors="alice")
+    hub.subscribers.update({everyone, only_bob, no_alice})
+    event = msg(1, "alice")
+    assert hub.broadcast(event) == 1
+    assert everyone.take() == [event]
+    assert only_bob.take() == [] and no_alice.take() == []
+    assert hub.broadcast(msg(2, "bob")) == 3
+
+
+def test_every_subscriber_gets_the_same_frame_object() -> None:
+    hub = Hub()
+    subs = [sub() for _ in range(5)]
+    hub.subscribers.update(subs)
+    event = msg(1)
+    hub.broadcast(event)
+    taken = [s.take() for s in subs]
+    assert all(len(t) == 1 for t in taken)
+    assert all(t[0].frame is event.frame for t in taken)
+
+
+def test_broadcast_to_an_empty_hub() -> None:
+    assert Hub().broadcast(msg(1)) == 0
+
+
+def test_take_returns_in_arrival_order_and_empties() -> None:
+    s = sub()
+    events = [msg(i) for i in range(1, 6)]
+    for e in events:
+        s.push(e)
+    assert s.pending_bytes == sum(len(e.frame) for e in events)
+    assert s.take() == events
+    assert s.take() == []
+    assert s.pending_bytes == 0
+    assert not s.has_work
+
+
+def test_pending_up_to_the_bound_is_kept() -> None:
+    events = [msg(1), msg(2)]
+    s = sub(limit_bytes=sum(len(e.frame) for e in events))
+    for e in events:
+        s.push(e)
+    assert not s.behind
+    assert s.take() == events
+
+
+def test_push_over_the_bound_marks_behind_and_drops_pending() -> None:
+    first = msg(1)
+    s = sub(limit_bytes=len(first.frame) + 10)
+    s.push(first)
+    assert not s.behind
+    s.push(msg(2))
+    assert s.behind
+    assert s.pending_bytes == 0
+    assert s.take() == []
+    assert s.has_work  # the stream must wake up to catch up from the store
+
+
+def test_behind_subscriber_ignores_pushes_until_reset() -> None:
+    first = msg(1)
+    s = sub(limit_bytes=len(first.frame) + 10)
+    s.push(first)
+    s.push(msg(2))
+    assert s.behind
+    s.push(msg(3))  # would fit in the bound, but a behind subscriber takes no live events
+    assert s.take() == [] and s.pending_bytes == 0
+    s.behind = False  # what the stream does before it replays from the store
+    later = msg(4)
+    s.push(later)
+    assert s.take() == [later]
+    assert not s.behind
+
+
+def test_slow_subscriber_does_not_affect_others() -> None:
+    hub = Hub()
+    slow, fast = sub(limit_bytes=1), sub()
+    hub.subscribers.update({slow, fast})
+    events = [msg(i) for i in range(1, 4)]
+    for e in events:
+        hub.broadcast(e)
+    assert slow.behind and slow.take() == []
+    assert not fast.behind and fast.take() == events
+
+
+def test_closed_subscriber_ignores_pushes() -> None:
+    s = sub()
+    s.close()
+    s.push(msg(1))
+    assert s.take() == []
+    assert s.closed and s.has_work
+
+
+async def test_wait_returns_at_once_when_work_is_pending() -> None:
+    s = sub()
+    s.push(msg(1))
+    await asyncio.wait_for(s.wait(), TIMEOUT_S)
+    assert s.waiter is None
+    assert len(s.take()) == 1
+
+
+@pytest.mark.parametrize("reason", ["behind", "closed", "ping_due"])
+async def test_wait_returns_at_once_for_catch_up_close_and_ping(reason: str) -> None:
+    s = sub()
+    setattr(s, reason, True)
+    await asyncio.wait_for(s.wait(), TIMEOUT_S)
+
+
+async def test_wait_parks_until_a_push() -> None:
+    hub = Hub()
+    s = sub()
+    hub.subscribers.add(s)
+    task = asyncio.create_task(s.wait())
+    await settle()
+    assert not task.done()
+    event = msg(1)
+    hub.broadcast(event)
+    await asyncio.wait_for(task, TIMEOUT_S)
+    assert s.take() == [event]
+    assert s.waiter is None
+
+
+async def test_wait_parks_through_pushes_the_filter_rejects() -> None:
+    hub = Hub()
+    s = sub(authors="bob")
+    hub.subscribers.add(s)
+    task = asyncio.create_task(s.wait())
+    try:
+        await settle()
+        hub.broadcast(msg(1, "alice"))
+        await settle()
+        assert not task.done()
+        hub.broadcast(msg(2, "bob"))
+        await asyncio.wait_for(task, TIMEOUT_S)
+    finally:
+        task.cancel()
+
+
+async def test_wait_is_woken_by_close() -> None:
+    s = sub()
+    task = asyncio.create_task(s.wait())
+    await settle()
+    assert not task.done()
+    s.close()
+    await asyncio.wait_for(task, TIMEOUT_S)
+    assert s.closed
+
+
+async def test_wait_is_woken_by_overflow() -> None:
+    s = sub(limit_bytes=1)
+    task = asyncio.create_task(s.wait())
+    await settle()
+    s.push(msg(1))
+    await asyncio.wait_for(task, TIMEOUT_S)
+    assert s.behind
+
+
+async def test_cancelled_wait_leaves_no_waiter() -> None:
+    s = sub()
+    task = asyncio.create_task(s.wait())
+    await settle()
+    assert s.waiter is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, TIMEOUT_S)
+    assert s.waiter is None
+    s.push(msg(1))  # waking with nobody parked is harmless
+    assert len(s.take()) == 1
+
+
+async def test_heartbeat_wakes_an_idle_subscriber() -> None:
+    s = sub()
+    task = asyncio.create_task(s.wait())
+    await settle()
+    assert not task.done()
+    s.heartbeat_tick()
+    await asyncio.wait_for(task, TIMEOUT_S)
+    assert s.ping_due
+
+
+def test_heartbeat_pings_only_subscribers_that_wrote_nothing() -> None:
+    busy, idle = sub(), sub()
+    busy.wrote = True  # what the stream sets after a write
+    busy.heartbeat_tick()
+    idle.heartbeat_tick()
+    assert not busy.ping_due and not busy.has_work
+    assert idle.ping_due and idle.has_work
+    busy.heartbeat_tick()  # nothing written during this period
+    assert busy.ping_due
+
+
+async def test_heartbeat_after_a_write_does_not_wake() -> None:
+    s = sub()
+    s.wrote = True
+    task = asyncio.create_task(s.wait())
+    try:
+        await settle()
+        s.heartbeat_tick()
+        await settle()
+        assert not task.done()
+        s.heartbeat_tick()
+        await asyncio.wait_for(task, TIMEOUT_S)
+    finally:
+        task.cancel()

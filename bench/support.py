@@ -1,0 +1,154 @@
+"""What bench/fanout.py needs besides the measurement itself: the server under test as a
+process (start it pinned, read its memory and CPU from /proc, stop it) and HTTP/1.1 response
+parsing (head, chunked body)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PROBLEM = re.compile(rb"ERROR|WARNING|CRITICAL|Traceback|Exception")
+
+
+class Server:
+    """VmRSS and CPU of a pid and its descendants, read from /proc (nothing when pid is None)."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid, self.pids, self.peak = pid, [pid] if pid else [], 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Find the descendants again (a Hypercorn worker, for instance)."""
+        if not self.pid:
+            return
+        kids: dict[int, list[int]] = {}
+        for d in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError), open(f"/proc/{d}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+                kids.setdefault(ppid, []).append(int(d))
+        self.pids, todo = [], [self.pid]
+        while todo:
+            self.pids.append(todo.pop())
+            todo.extend(kids.get(self.pids[-1], []))
+
+    def rss_kb(self) -> int | None:
+        if not self.pid:
+            return None
+        total = 0
+        for p in self.pids:
+            with contextlib.suppress(OSError), open(f"/proc/{p}/status", "rb") as f:
+                total += next((int(ln.split()[1]) for ln in f if ln.startswith(b"VmRSS:")), 0)
+        self.peak = max(self.peak, total)
+        return total
+
+    def cpu_s(self) -> float | None:
+        if not self.pid:
+            return None
+        ticks = 0
+        for p in self.pids:
+            with contextlib.suppress(OSError), open(f"/proc/{p}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / CLK_TCK
+
+
+def start_server(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m chat serve` on a free port with its own database in `tmp`, log in
+    `tmp/server.log`. With taskset and two or more cores the server gets the first core and
+    this process the second."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "chat", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cpus = sorted(os.sched_getaffinity(0))
+    if shutil.which("taskset") and len(cpus) >= 2:
+        cmd = ["taskset", "-c", str(cpus[0]), *cmd]  # taskset execs: the pid is the server's
+        os.sched_setaffinity(0, {cpus[1]})
+    env = dict(os.environ, CHAT_DATABASE=os.path.join(tmp, "chat.db"))
+    with open(os.path.join(tmp, "server.log"), "wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            start_new_session=True,
+        )  # fmt: skip
+    for _ in range(200):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}, see {tmp}/server.log")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as c:
+            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            if c.recv(4096).startswith(b"HTTP/1.1 200"):
+                return proc, port
+        time.sleep(0.1)
+    stop_server(proc)
+    raise RuntimeError("server did not answer /healthz within 20 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM to the server's own session, SIGKILL after `grace` seconds."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(wait)
+            break
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)  # anything the server left in its session
+
+
+def log_problems(path: str) -> dict[str, object]:
+    """Lines of the server's log that say something went wrong (errors, warnings, tracebacks)."""
+    with open(path, "rb") as f:
+        bad = [ln.decode(errors="replace").rstrip() for ln in f if PROBLEM.search(ln)]
+    return dict(problems=len(bad), samples=bad[:5])
+
+
+def own_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def split_head(buf: bytes) -> tuple[int, dict[bytes, bytes], bytes] | None:
+    """(status, lower-cased headers, what follows) once an HTTP response head is complete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = buf[:end].split(b"\r\n")
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(b":")
+        headers[k.strip().lower()] = v.strip().lower()
+    return int(lines[0].split()[1]), headers, buf[end + 4 :]
+
+
+class Dechunker:
+    """Incremental decoder of an HTTP/1.1 chunked body."""
+
+    def __init__(self) -> None:
+        self.buf, self.left, self.skip, self.done = b"", 0, 0, False
+
+    def feed(self, data: bytes) -> bytes:
+        buf, pos, out = self.buf + data, 0, []
+        while pos < len(buf) and not self.done:
+            if self.left:  # inside a chunk's data
+                take = min(self.left, len(buf) - pos)
+                out.append(buf[pos : pos + take])
+                pos, self.left = pos + take, self.left - take
+            elif self.skip:  # the CRLF after a chunk's data
+                take = min(self.skip, len(buf) - pos)
+                pos, self.skip = pos + take, self.skip - take
+            else:  # a chunk-size line
+                nl = buf.find(b"\r\n", pos)
+                if nl < 0:
+                    break
+                size = int(buf[pos:nl].split(b";")[0], 16)
+                pos, self.left, self.skip, self.done = nl + 2, size, 2, size == 0
+        self.buf = buf[pos:]
+        return b"".join(out)

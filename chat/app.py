@@ -10,6 +10,7 @@ from quart import Quart
 from quart_schema import Info, QuartSchema
 
 from chat import __version__, api
+from chat.api import limits
 from chat.api.ops import DOCS_ASSETS
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
@@ -31,7 +32,8 @@ def make_broker(settings: Settings, registry: Registry) -> Broker:
 def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings()
     app = Quart("chat")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    limits.install(app, settings.max_body_bytes)
+    app.url_map.merge_slashes = False  # "//" would be a redirect with an HTML page; now a 404
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = DOCS_ASSETS + "/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = DOCS_ASSETS + "/swagger-ui.css"
     QuartSchema(

@@ -327,7 +327,14 @@ def post_message(
             if found is None:
                 raise ValidationFailed(
                     "reply_to must name a message of the same room",
-                    [{"loc": ["reply_to"], "msg": f"no message {reply_to} in room {room!r}"}],
+                    [
+                        {
+                            "loc": ["reply_to"],
+                            "field": "reply_to",
+                            "msg": f"no message {reply_to} in room {room!r}",
+                            "type": "reply_to_not_found",
+                        }
+                    ],
                 )
             fields["reply_to"] = reply_to
         event = tx.append(room, "message", fields)

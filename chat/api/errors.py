@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from typing import Any
 
@@ -14,6 +16,7 @@ from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from chat.api.deps import services
+from chat.api.limits import TOO_LARGE
 from chat.errors import ChatError, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
@@ -26,11 +29,38 @@ _HTTP_CODES = {
     415: "unsupported_media_type",
 }
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+DRAIN_S = 2.0
 
 
 class ChatRequest(Request):
+    async def get_data(  # type: ignore[override]
+        self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False
+    ) -> str | bytes:
+        data = await super().get_data(cache, as_text, parse_form_data)
+        if TOO_LARGE in self.scope:
+            limit = services().settings.max_body_bytes
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        return data
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force, silent, cache)
+        except UnicodeDecodeError as error:  # Quart decodes outside its JSON error handling
+            raise InvalidJSON(f"the body is not UTF-8: {error}") from error
+
     def on_json_loading_failed(self, error: Exception) -> Any:
         raise InvalidJSON(f"the body is not valid JSON: {error}")
+
+
+async def discard_unread_body() -> None:
+    """Let Quart receive (and drop) what is left of a request body we answer without reading.
+    Hypercorn closes a connection whose request was not read to the end, and the kernel then
+    resets it, which can destroy the error response on its way to the client. Bounded: a
+    client that keeps sending gets its answer after DRAIN_S all the same."""
+    complete = getattr(request.body, "_complete", None)  # Quart's Body has no public flag
+    if isinstance(complete, asyncio.Event) and not complete.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(complete.wait(), DRAIN_S)
 
 
 def envelope(status: int, code: str, message: str, details: list[Any] | None = None) -> Response:
@@ -53,8 +83,8 @@ def field_errors(error: ValidationError) -> list[dict[str, Any]]:
 
 async def check_body() -> None:
     """Before a body is read: its size (Content-Length) and its media type."""
-    if request.method not in _BODY_METHODS:
-        return
+    if request.method not in _BODY_METHODS or request.routing_exception is not None:
+        return  # an unknown path or method is a 404 or 405, whatever the body
     length = request.content_length
     limit = services().settings.max_body_bytes
     if length is not None and length > limit:
@@ -100,9 +130,11 @@ def register(app: Quart) -> None:
     app.before_request(check_body)
 
     @app.after_request
-    async def count_errors(response: Response) -> Response:
+    async def after_error(response: Response) -> Response:
         if response.status_code >= 400:
             services().metrics.requests_rejected.labels(str(response.status_code)).inc()
+            if request.method in _BODY_METHODS:
+                await discard_unread_body()
         return response
 
     app.register_error_handler(ChatError, _chat_error)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 from quart import Quart
 from quart_schema import Info, QuartSchema
@@ -14,13 +15,18 @@ from chat.api import limits
 from chat.api.ops import DOCS_ASSETS
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
-from chat.events import Event
+from chat.errors import Unavailable
+from chat.events import Event, make_event
 from chat.metrics import Metrics
+from chat.presence import Presence
+from chat.ratelimit import RateLimiter
 from chat.registry import Registry
-from chat.store import Store
+from chat.store import Store, writes
 from chat.stream import Streams
 
 log = logging.getLogger(__name__)
+
+PURGE_EVERY_S = 3600.0
 
 
 def make_broker(settings: Settings, registry: Registry) -> Broker:
@@ -48,6 +54,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         scalar_ui_path=None,
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the fields in event order
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # emoji as they are
 
     registry = Registry()
     metrics = Metrics(lambda: len(registry.subscribers), lambda: len(registry.hubs))
@@ -59,34 +66,57 @@ def create_app(settings: Settings | None = None) -> Quart:
             published.labels(event.type).inc()
         broker.publish(events)
 
+    def announce(room: str, user: str, state: str) -> None:
+        broker.publish([make_event("presence", room, {"user": user, "state": state})])
+
     store = Store(settings, on_commit)
+    presence = Presence(settings.presence_grace_seconds, announce)
     services = api.Services(
-        settings, store, registry, broker, metrics, Streams(settings, store, registry, metrics)
+        settings,
+        store,
+        registry,
+        broker,
+        metrics,
+        Streams(settings, store, registry, metrics, presence),
+        presence,
+        RateLimiter(settings.typing_interval_seconds),
     )
     app.extensions["chat"] = services
     api.register(app)
-    heartbeat: list[asyncio.Task[None]] = []
+    background: list[asyncio.Task[None]] = []
 
     async def beat() -> None:
         while True:
             await asyncio.sleep(settings.heartbeat_seconds)
             registry.heartbeat_tick()
 
+    async def forget_idempotency_keys() -> None:
+        ttl = timedelta(hours=settings.idempotency_ttl_hours)
+        while True:
+            cutoff = (datetime.now(UTC) - ttl).isoformat(timespec="milliseconds")
+            try:
+                await store.write(writes.purge_idempotency_keys(cutoff.replace("+00:00", "Z")))
+            except Unavailable:
+                log.warning("could not purge old idempotency keys; will try again")
+            await asyncio.sleep(PURGE_EVERY_S)
+
     @app.before_serving
     async def start() -> None:
         await store.open()
         registry.position = await store.latest_id()
         await broker.start()
-        heartbeat.append(asyncio.create_task(beat(), name="chat-heartbeat"))
+        background.append(asyncio.create_task(beat(), name="chat-heartbeat"))
+        background.append(asyncio.create_task(forget_idempotency_keys(), name="chat-purge"))
         log.info("chat ready: database %s, broker %s", settings.database, settings.broker)
 
     @app.after_serving
     async def stop() -> None:
         services.begin_shutdown()
-        for task in heartbeat:
+        presence.close()
+        for task in background:
             task.cancel()
-        if heartbeat:
-            await asyncio.wait(heartbeat)
+        if background:
+            await asyncio.wait(background)
         await broker.stop()
         await store.close()
 

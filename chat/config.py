@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     max_streams: int = Field(
         15000, gt=0, description="Open streams this process accepts; more get 503 unavailable."
     )
+    presence_grace_seconds: float = Field(
+        5.0, ge=0, description="A user leaves a room this long after their last stream closed."
+    )
+    typing_interval_seconds: float = Field(
+        1.0, ge=0, description="At most one typing event per user and room this often."
+    )
+    idempotency_ttl_hours: float = Field(
+        24.0, ge=24, description="How long an Idempotency-Key is remembered (at least 24 h)."
+    )
     replay_page_size: int = Field(500, gt=0, description="Events read per store query on replay.")
     write_batch_max: int = Field(500, gt=0, description="Most writes committed in one transaction.")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(

@@ -4,8 +4,10 @@ response shapes (documented in /openapi.json). One definition of each field."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+import unicodedata
+from typing import Annotated, Any, Literal
 
+import regex
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from chat.errors import InvalidRoom
@@ -29,9 +31,28 @@ def _not_blank(value: str) -> str:
     return value
 
 
+_GRAPHEME = regex.compile(r"\X")
+_SHORTCODE = re.compile(r":[a-z0-9_+-]{1,32}:")
+
+
+def _emoji(value: str) -> str:
+    """One grapheme cluster that is a symbol (an emoji, with its modifiers and joiners), or a
+    ``:shortcode:``; never a letter, a digit, a space or a word."""
+    if _SHORTCODE.fullmatch(value):
+        return value
+    if _GRAPHEME.fullmatch(value) is None:
+        raise ValueError("must be one emoji (a single grapheme cluster) or a :shortcode:")
+    categories = {unicodedata.category(ch)[0] for ch in value}
+    single_non_symbol = len(value) == 1 and categories != {"S"}
+    if single_non_symbol or "Z" in categories or "Cc" in {unicodedata.category(c) for c in value}:
+        raise ValueError("must be an emoji or a :shortcode:, not a letter, digit or space")
+    return value
+
+
 Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
 Text = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_not_blank)]
 EventId = Annotated[int, Field(ge=1)]
+Emoji = Annotated[str, Field(min_length=1, max_length=34), AfterValidator(_emoji)]
 
 
 class _Body(BaseModel):
@@ -48,12 +69,58 @@ class MessageIn(_Body):
     reply_to: EventId | None = None
 
 
+class EditIn(_Body):
+    author: Name
+    text: Text
+
+
+class AuthorIn(_Body):
+    author: Name
+
+
+class ReactionIn(_Body):
+    author: Name
+    emoji: Emoji
+
+
+class ActivityIn(_Body):
+    actor: Name
+    verb: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
+    object: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
+    summary: Annotated[str, Field(max_length=1000)] | None = None
+    data: dict[str, Any] | None = None
+
+    def fields(self) -> dict[str, Any]:
+        """The activity event's fields, optional ones only when given."""
+        return self.model_dump(exclude_none=True)
+
+
+class TypingIn(_Body):
+    user: Name
+
+
+class ReadIn(_Body):
+    user: Name
+    last_read_id: Annotated[int, Field(ge=0)]
+
+
+class IdempotencyHeaders(BaseModel):
+    idempotency_key: str | None = Field(
+        None,
+        description="Makes retries safe: the same key in the same room returns the first "
+        "answer (200, Idempotent-Replayed: true) and posts nothing; with another body, 409.",
+    )
+
+
 class HistoryQuery(BaseModel):
     before: EventId | None = Field(None, description="Only messages with a smaller id.")
     after: Annotated[int, Field(ge=0)] | None = Field(
         None, description="Only messages with a larger id."
     )
     limit: Annotated[int, Field(ge=1, le=200)] = 50
+    q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="Full-text search: every word must appear; newest first."
+    )
 
 
 class StreamQuery(BaseModel):
@@ -93,11 +160,33 @@ class MessageEvent(BaseModel):
     author: str
     text: str
     reply_to: int | None = None
+
+
+class HistoryMessage(MessageEvent):
     edited_at: str | None = None
+    reactions: dict[str, list[str]] = Field(description="emoji -> the authors who reacted")
+
+
+class EventOut(BaseModel):
+    """Any stored event: `id`, `type`, `room`, `created_at` and the type's own fields."""
+
+    model_config = ConfigDict(extra="allow")
+    id: int
+    type: str
+    room: str
+    created_at: str
+
+
+class Presence(BaseModel):
+    users: list[str]
+
+
+class Unread(BaseModel):
+    rooms: dict[str, int] = Field(description="room -> messages after the user's read marker")
 
 
 class History(BaseModel):
-    messages: list[MessageEvent]
+    messages: list[HistoryMessage]
     has_more: bool
 
 

@@ -22,6 +22,7 @@ from chat.events import Event, make_event
 from chat.filters import Filter
 from chat.hub import Subscriber
 from chat.metrics import Metrics
+from chat.presence import Presence
 from chat.registry import Registry
 from chat.store import Store
 
@@ -36,12 +37,18 @@ class StreamRequest:
 
 class Streams:
     def __init__(
-        self, settings: Settings, store: Store, registry: Registry, metrics: Metrics
+        self,
+        settings: Settings,
+        store: Store,
+        registry: Registry,
+        metrics: Metrics,
+        presence: Presence,
     ) -> None:
         self.settings = settings
         self.store = store
         self.registry = registry
         self.metrics = metrics
+        self.presence = presence
         self._hello = sse.hello(settings.retry_ms)
 
     async def open(self, request: StreamRequest) -> AsyncIterator[bytes]:
@@ -56,7 +63,10 @@ class Streams:
         self.registry.subscribe(sub)
         sub.last_id = self.registry.position
         self.metrics.streams_opened.inc()
+        present = request.rooms if request.user is not None and request.rooms else ()
         try:
+            for room in present:
+                self.presence.connect(room, request.user)  # type: ignore[arg-type]
             yield self._hello
             if request.resume_from is not None:
                 async for chunk in self._resume(sub, request.resume_from):
@@ -82,12 +92,16 @@ class Streams:
                 await sub.wait()
         finally:
             self.registry.unsubscribe(sub)
+            for room in present:
+                self.presence.disconnect(room, request.user)  # type: ignore[arg-type]
 
     def _live(self, sub: Subscriber, events: list[Event]) -> bytes:
         frames = []
         last_id = sub.last_id
         for event in events:
             if event.id is None:
+                if event.type == "typing" and event.author == sub.user:
+                    continue  # one's own typing is for the others
                 frames.append(event.frame)
             elif event.id > last_id:
                 frames.append(event.frame)

@@ -42,8 +42,15 @@ def test_migrate_creates_the_schema_once(tmp_path: Path) -> None:
     with sqlite3.connect(database) as conn:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
         versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
-    assert {"rooms", "events", "messages", "schema_migrations"} <= tables
-    assert versions == [1]
+    assert {
+        "rooms",
+        "events",
+        "messages",
+        "reactions",
+        "messages_fts",
+        "schema_migrations",
+    } <= tables
+    assert versions == [1, 2]
     second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database))
     assert second.returncode == 0
     assert "(0 applied)" in second.stdout

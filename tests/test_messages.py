@@ -71,7 +71,7 @@ async def test_post_returns_the_event(client: httpx.AsyncClient, room: str) -> N
     ids, has_more = await page(client, room)
     assert ids == [event["id"]] and has_more is False
     history = (await client.get(f"/api/rooms/{room}/messages")).json()["messages"]
-    assert history == [event]
+    assert history == [{**event, "reactions": {}}]  # the event, plus its (no) reactions
 
 
 async def test_longest_author_and_text_are_accepted(client: httpx.AsyncClient, room: str) -> None:
@@ -162,7 +162,7 @@ async def test_reply_to_a_message_of_the_same_room(client: httpx.AsyncClient, ro
     assert set(reply) == EVENT_FIELDS | {"reply_to"}
     assert reply["reply_to"] == original["id"]
     history = (await client.get(f"/api/rooms/{room}/messages")).json()["messages"]
-    assert history == [original, reply]
+    assert history == [{**original, "reactions": {}}, {**reply, "reactions": {}}]
 
 
 async def test_bad_reply_to_is_422_and_stores_nothing(client: httpx.AsyncClient, room: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Quart
 
-from chat.api import errors, messages, ops, rooms, streams
+from chat.api import activity, errors, messages, ops, rooms, streams
 from chat.api.deps import Services, services
 
 __all__ = ["Services", "register", "services"]
@@ -12,5 +12,5 @@ __all__ = ["Services", "register", "services"]
 
 def register(app: Quart) -> None:
     errors.register(app)
-    for module in (rooms, messages, streams, ops):
+    for module in (rooms, messages, activity, streams, ops):
         app.register_blueprint(module.bp)

@@ -5,14 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import cast
 
-from quart import current_app
+from quart import Response, current_app, request
 
 from chat.broker import Broker
 from chat.config import Settings
+from chat.errors import ValidationFailed
+from chat.events import Event
 from chat.metrics import Metrics
+from chat.presence import Presence
+from chat.ratelimit import RateLimiter
 from chat.registry import Registry
-from chat.store import Store
+from chat.store import Store, WriteOp, writes
 from chat.stream import Streams
+
+IDEMPOTENCY_KEY_CHARS = 200
 
 
 @dataclass(slots=True)
@@ -23,6 +29,8 @@ class Services:
     broker: Broker
     metrics: Metrics
     streams: Streams
+    presence: Presence
+    typing: RateLimiter
     shutting_down: bool = False
 
     def begin_shutdown(self) -> None:
@@ -33,3 +41,27 @@ class Services:
 
 def services() -> Services:
     return cast(Services, current_app.extensions["chat"])
+
+
+def event_response(body: bytes, status: int) -> Response:
+    """The stored event's JSON, byte for byte what subscribers receive."""
+    return Response(body, status=status, content_type="application/json")
+
+
+async def commit_event(room: str, body: object, op: WriteOp[Event]) -> Response:
+    """Commit a write that creates one event and answer 201 with it, honouring the
+    ``Idempotency-Key`` header: a retry gets the first answer (200, ``Idempotent-Replayed:
+    true``) and nothing is written or broadcast again; the key with another body is 409."""
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_CHARS and key.isprintable()):
+        raise ValidationFailed(
+            "Idempotency-Key must be 1-200 printable characters",
+            [{"loc": ["header", "Idempotency-Key"], "field": "Idempotency-Key"}],
+        )
+    fingerprint = writes.fingerprint(request.method, request.path, body)
+    data, replayed = await services().store.write(writes.idempotent(room, key, fingerprint, op))
+    if replayed:
+        response = event_response(data, 200)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+    return event_response(data, 201)

@@ -1,51 +1,99 @@
-"""Messages: post one, read the history."""
+"""Messages: post, history and search, edit, delete, reactions."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from quart import Blueprint, Response
-from quart_schema import document_response, validate_querystring, validate_request
+from quart_schema import document_headers, document_response, validate_querystring, validate_request
 
-from chat.api.deps import services
+from chat.api.deps import commit_event, event_response, services
 from chat.errors import NotFound
-from chat.models import History, HistoryQuery, MessageEvent, MessageIn, check_room
-from chat.store import post_message
+from chat.models import (
+    AuthorIn,
+    EditIn,
+    EventOut,
+    History,
+    HistoryQuery,
+    IdempotencyHeaders,
+    MessageEvent,
+    MessageIn,
+    ReactionIn,
+    check_room,
+)
+from chat.store import writes
 
 bp = Blueprint("messages", __name__)
 
 
-def event_response(body: bytes, status: int) -> Response:
-    """The stored event's JSON, byte for byte what subscribers receive."""
-    return Response(body, status=status, content_type="application/json")
-
-
 @bp.post("/api/rooms/<room>/messages")
 @validate_request(MessageIn)
+@document_headers(IdempotencyHeaders)
 @document_response(MessageEvent, 201)
 async def post(room: str, data: MessageIn) -> Response:
-    """Post a message: 201 with the stored `message` event once it is committed."""
+    """Post a message: 201 with the stored `message` event once it is committed. With an
+    `Idempotency-Key`, a retry returns the first answer (200) and posts nothing."""
     check_room(room)
-    svc = services()
-    event = await svc.store.write(
-        post_message(
-            room, data.author, data.text, data.reply_to, create_room=svc.settings.auto_create_rooms
-        )
-    )
-    return event_response(event.json, 201)
+    create = services().settings.auto_create_rooms
+    op = writes.post_message(room, data.author, data.text, data.reply_to, create_room=create)
+    return await commit_event(room, data.model_dump(), op)
 
 
 @bp.get("/api/rooms/<room>/messages")
 @validate_querystring(HistoryQuery)
 @document_response(History)
 async def history(room: str, query_args: HistoryQuery) -> dict[str, Any]:
-    """Messages ascending by id. Neither cursor: the newest page; `before`: the page just
-    older; `after`: the page just newer. `has_more` says whether more lie beyond it."""
+    """Messages ascending by id, edits applied, deleted ones left out. Neither cursor: the
+    newest page; `before`: the page just older; `after`: the page just newer; `has_more`:
+    more lie beyond. `q`: full-text search, the matches newest first, paged with `before`."""
     check_room(room)
     store = services().store
     if await store.get_room(room) is None:
         raise NotFound(f"no room {room!r}")
+    q = query_args
     messages, has_more = await store.history(
-        room, before=query_args.before, after=query_args.after, limit=query_args.limit
+        room, before=q.before, after=q.after, limit=q.limit, q=q.q
     )
     return {"messages": messages, "has_more": has_more}
+
+
+@bp.patch("/api/rooms/<room>/messages/<int:message_id>")
+@validate_request(EditIn)
+@document_response(EventOut)
+async def edit(room: str, message_id: int, data: EditIn) -> Response:
+    """Edit one's own message: 200 with the `message.edited` event (403 if not the author,
+    404 if the message is unknown or deleted)."""
+    check_room(room)
+    op = writes.edit_message(room, message_id, data.author, data.text)
+    return event_response((await services().store.write(op)).json, 200)
+
+
+@bp.delete("/api/rooms/<room>/messages/<int:message_id>")
+@validate_request(AuthorIn)
+@document_response(EventOut)
+async def delete(room: str, message_id: int, data: AuthorIn) -> Response:
+    """Delete one's own message: 200 with the `message.deleted` event."""
+    check_room(room)
+    op = writes.delete_message(room, message_id, data.author)
+    return event_response((await services().store.write(op)).json, 200)
+
+
+@bp.post("/api/rooms/<room>/messages/<int:message_id>/reactions")
+@validate_request(ReactionIn)
+@document_headers(IdempotencyHeaders)
+@document_response(EventOut, 201)
+async def react(room: str, message_id: int, data: ReactionIn) -> Response:
+    """React: 201 with `reaction.added`; the same author and emoji twice is 409."""
+    check_room(room)
+    op = writes.add_reaction(room, message_id, data.author, data.emoji)
+    return await commit_event(room, data.model_dump(), op)
+
+
+@bp.delete("/api/rooms/<room>/messages/<int:message_id>/reactions")
+@validate_request(ReactionIn)
+@document_response(EventOut)
+async def unreact(room: str, message_id: int, data: ReactionIn) -> Response:
+    """Take a reaction back: 200 with `reaction.removed` (404 if there was none)."""
+    check_room(room)
+    op = writes.remove_reaction(room, message_id, data.author, data.emoji)
+    return event_response((await services().store.write(op)).json, 200)

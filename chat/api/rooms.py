@@ -10,7 +10,7 @@ from quart_schema import document_response, validate_request
 from chat.api.deps import services
 from chat.errors import NotFound
 from chat.models import Room, RoomIn, RoomList, check_room
-from chat.store import put_room
+from chat.store import writes
 
 bp = Blueprint("rooms", __name__)
 
@@ -28,7 +28,7 @@ async def put(room: str, data: RoomIn) -> tuple[dict[str, Any], int]:
     """Create the room (201) or update its title (200)."""
     check_room(room)
     store = services().store
-    created, _ = await store.write(put_room(room, data.title))
+    created = await store.write(writes.put_room(room, data.title))
     found = await store.get_room(room)
     assert found is not None
     return _with_subscribers(found), 201 if created else 200

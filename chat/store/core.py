@@ -24,7 +24,7 @@ import aiosqlite
 
 from chat import migrations
 from chat.config import Settings
-from chat.errors import NotFound, Unavailable, ValidationFailed
+from chat.errors import NotFound, Unavailable
 from chat.events import Event, event_from_json, make_event, now_rfc3339
 
 log = logging.getLogger(__name__)
@@ -219,28 +219,68 @@ class Store:
         return [_room(row) for row in await self._rows(_ROOM_SQL + " ORDER BY r.name")]
 
     async def history(
-        self, room: str, *, before: int | None, after: int | None, limit: int
+        self,
+        room: str,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        q: str | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        """Messages of a room, ascending by id, deleted ones left out; and whether more lie
-        beyond the page (older ones without ``after``, newer ones with it)."""
-        where, params = "room = ? AND deleted_at IS NULL", [cast(Any, room)]
+        """Messages of a room, edits applied, deleted ones left out, each with its reactions.
+        Ascending by id, and ``has_more`` says whether more lie beyond the page (older ones
+        without ``after``, newer ones with it). With ``q`` (full-text search): the matches,
+        newest first, ``before`` paging to older ones."""
+        where, params = "m.room = ? AND m.deleted_at IS NULL", [cast(Any, room)]
+        source = "messages m"
+        if q is not None:
+            source = "messages_fts f JOIN messages m ON m.id = f.rowid"
+            where += " AND messages_fts MATCH ?"
+            params.append(fts_query(q))
         if before is not None:
-            where += " AND id < ?"
+            where += " AND m.id < ?"
             params.append(before)
         if after is not None:
-            where += " AND id > ?"
+            where += " AND m.id > ?"
             params.append(after)
-        order = "ASC" if after is not None else "DESC"
+        ascending = after is not None and q is None
         rows = await self._rows(
-            f"SELECT id, room, author, text, reply_to, created_at, edited_at FROM messages "
-            f"WHERE {where} ORDER BY id {order} LIMIT ?",
+            "SELECT m.id, m.room, m.author, m.text, m.reply_to, m.created_at, m.edited_at "
+            f"FROM {source} WHERE {where} ORDER BY m.id {'ASC' if ascending else 'DESC'} "
+            "LIMIT ?",
             (*params, limit + 1),
         )
         has_more = len(rows) > limit
         rows = rows[:limit]
-        if order == "DESC":
+        if not ascending and q is None:
             rows.reverse()
-        return [_message(row) for row in rows], has_more
+        messages = [_message(row) for row in rows]
+        await self._add_reactions(messages)
+        return messages, has_more
+
+    async def _add_reactions(self, messages: list[dict[str, Any]]) -> None:
+        by_id = {m["id"]: m for m in messages}
+        for message in messages:
+            message["reactions"] = {}
+        if not by_id:
+            return
+        rows = await self._rows(
+            "SELECT message_id, emoji, author FROM reactions "
+            f"WHERE message_id IN ({','.join('?' * len(by_id))}) ORDER BY created_at, author",
+            tuple(by_id),
+        )
+        for message_id, emoji, author in rows:
+            by_id[message_id]["reactions"].setdefault(emoji, []).append(author)
+
+    async def unread(self, user: str) -> dict[str, int]:
+        """For each room the user has a read marker in: messages after it (not deleted)."""
+        rows = await self._rows(
+            "SELECT r.room, (SELECT count(*) FROM messages m WHERE m.room = r.room "
+            "AND m.id > r.last_read_id AND m.deleted_at IS NULL) "
+            "FROM read_markers r WHERE r.user = ? ORDER BY r.room",
+            (user,),
+        )
+        return {row[0]: int(row[1]) for row in rows}
 
     async def events_after(
         self, rooms: tuple[str, ...] | None, after: int, limit: int
@@ -289,60 +329,17 @@ def _message(row: sqlite3.Row) -> dict[str, Any]:
     return message
 
 
+def fts_query(text: str) -> str:
+    """A person's search text as an FTS5 query: every word must appear (each quoted, so no
+    word is read as FTS5 syntax), the last one as a prefix (search as you type)."""
+    words = ['"' + word.replace('"', '""') + '"' for word in text.split()]
+    if not words:
+        return '""'
+    words[-1] += "*"
+    return " ".join(words)
+
+
 def _rooms_clause(rooms: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
     if rooms is None:
         return "", ()
     return f"room IN ({','.join('?' * len(rooms))}) AND", rooms
-
-
-# -- write operations: plain functions of a Tx, run inside the writer's transaction ------
-
-
-def put_room(name: str, title: str | None) -> WriteOp[tuple[bool, None]]:
-    """Create the room (returns created=True) or update its title."""
-
-    def op(tx: Tx) -> tuple[bool, None]:
-        cur = tx.conn.execute(
-            "INSERT OR IGNORE INTO rooms (name, title, created_at) VALUES (?, ?, ?)",
-            (name, title if title is not None else name, tx.now),
-        )
-        created = cur.rowcount == 1
-        if not created and title is not None:
-            tx.conn.execute("UPDATE rooms SET title = ? WHERE name = ?", (title, name))
-        return created, None
-
-    return op
-
-
-def post_message(
-    room: str, author: str, text: str, reply_to: int | None, *, create_room: bool
-) -> WriteOp[Event]:
-    def op(tx: Tx) -> Event:
-        tx.ensure_room(room, create=create_room)
-        fields: dict[str, Any] = {"author": author, "text": text}
-        if reply_to is not None:
-            found = tx.conn.execute(
-                "SELECT 1 FROM messages WHERE id = ? AND room = ?", (reply_to, room)
-            ).fetchone()
-            if found is None:
-                raise ValidationFailed(
-                    "reply_to must name a message of the same room",
-                    [
-                        {
-                            "loc": ["reply_to"],
-                            "field": "reply_to",
-                            "msg": f"no message {reply_to} in room {room!r}",
-                            "type": "reply_to_not_found",
-                        }
-                    ],
-                )
-            fields["reply_to"] = reply_to
-        event = tx.append(room, "message", fields)
-        tx.conn.execute(
-            "INSERT INTO messages (id, room, author, text, reply_to, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (event.id, room, author, text, reply_to, tx.now),
-        )
-        return event
-
-    return op

@@ -1,0 +1,78 @@
+"""Activity items, typing, presence, read markers and unread counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint, Response
+from quart_schema import document_headers, document_response, validate_request
+
+from chat.api.deps import commit_event, services
+from chat.errors import InvalidQuery, RateLimited
+from chat.events import make_event
+from chat.models import (
+    ActivityIn,
+    EventOut,
+    IdempotencyHeaders,
+    Presence,
+    ReadIn,
+    TypingIn,
+    Unread,
+    check_room,
+)
+from chat.store import writes
+
+bp = Blueprint("activity", __name__)
+
+
+@bp.post("/api/rooms/<room>/activity")
+@validate_request(ActivityIn)
+@document_headers(IdempotencyHeaders)
+@document_response(EventOut, 201)
+async def post_activity(room: str, data: ActivityIn) -> Response:
+    """An activity item from a bot or service ("ci built main #412"): 201 `activity` event."""
+    check_room(room)
+    create = services().settings.auto_create_rooms
+    fields = data.fields()
+    return await commit_event(room, fields, writes.post_activity(room, fields, create_room=create))
+
+
+@bp.post("/api/rooms/<room>/typing")
+@validate_request(TypingIn)
+async def typing(room: str, data: TypingIn) -> tuple[dict[str, Any], int]:
+    """202; the room's subscribers get an ephemeral `typing` event (no id, never stored).
+    At most one per user and room per `CHAT_TYPING_INTERVAL_SECONDS`: more is 429."""
+    check_room(room)
+    svc = services()
+    wait_s = svc.typing.wait_s((room, data.user))
+    if wait_s > 0:
+        raise RateLimited("one typing event per user and room per interval", max(1, round(wait_s)))
+    svc.broker.publish([make_event("typing", room, {"user": data.user})])
+    return {"status": "accepted"}, 202
+
+
+@bp.get("/api/rooms/<room>/presence")
+@document_response(Presence)
+async def presence(room: str) -> dict[str, Any]:
+    """Users connected to the room now (streams opened with `user=`), sorted."""
+    check_room(room)
+    return {"users": services().presence.users(room)}
+
+
+@bp.put("/api/rooms/<room>/read")
+@validate_request(ReadIn)
+async def mark_read(room: str, data: ReadIn) -> Response:
+    """Move the user's read marker (never backwards): 204."""
+    check_room(room)
+    await services().store.write(writes.mark_read(room, data.user, data.last_read_id))
+    return Response(status=204)
+
+
+@bp.get("/api/users/<user>/unread")
+@document_response(Unread)
+async def unread(user: str) -> dict[str, Any]:
+    """Messages after the user's read marker, for each room where the user has one."""
+    if not 0 < len(user) <= 64:
+        raise InvalidQuery("a user name is 1-64 characters")
+    rooms = await services().store.unread(user)
+    return {"rooms": rooms}

@@ -1,0 +1,209 @@
+"""Write operations: plain functions of a ``Tx``, run by the writer inside its transaction.
+Each returns its result; the events it appends are published after the commit."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from chat.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from chat.events import Event
+from chat.store.core import Tx, WriteOp
+
+
+def put_room(name: str, title: str | None) -> WriteOp[bool]:
+    """Create the room (returns True) or update its title (returns False)."""
+
+    def op(tx: Tx) -> bool:
+        cur = tx.conn.execute(
+            "INSERT OR IGNORE INTO rooms (name, title, created_at) VALUES (?, ?, ?)",
+            (name, title if title is not None else name, tx.now),
+        )
+        created = cur.rowcount == 1
+        if not created and title is not None:
+            tx.conn.execute("UPDATE rooms SET title = ? WHERE name = ?", (title, name))
+        return created
+
+    return op
+
+
+def _field_error(field: str, msg: str, kind: str) -> ValidationFailed:
+    return ValidationFailed(msg, [{"loc": [field], "field": field, "msg": msg, "type": kind}])
+
+
+def post_message(
+    room: str, author: str, text: str, reply_to: int | None, *, create_room: bool
+) -> WriteOp[Event]:
+    def op(tx: Tx) -> Event:
+        tx.ensure_room(room, create=create_room)
+        fields: dict[str, Any] = {"author": author, "text": text}
+        if reply_to is not None:
+            found = tx.conn.execute(
+                "SELECT 1 FROM messages WHERE id = ? AND room = ?", (reply_to, room)
+            ).fetchone()
+            if found is None:
+                raise _field_error(
+                    "reply_to",
+                    f"reply_to must name a message of room {room!r}; {reply_to} is not one",
+                    "reply_to_not_found",
+                )
+            fields["reply_to"] = reply_to
+        event = tx.append(room, "message", fields)
+        tx.conn.execute(
+            "INSERT INTO messages (id, room, author, text, reply_to, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (event.id, room, author, text, reply_to, tx.now),
+        )
+        return event
+
+    return op
+
+
+def _message(tx: Tx, room: str, message_id: int) -> tuple[str, str]:
+    """(author, text) of a message of the room that is not deleted, or 404."""
+    row = tx.conn.execute(
+        "SELECT author, text FROM messages WHERE id = ? AND room = ? AND deleted_at IS NULL",
+        (message_id, room),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no message {message_id} in room {room!r}")
+    return str(row[0]), str(row[1])
+
+
+def _own_message(tx: Tx, room: str, message_id: int, author: str) -> str:
+    """The text of the author's own message, 404 if there is none, 403 if it is not theirs."""
+    owner, text = _message(tx, room, message_id)
+    if owner != author:
+        raise Forbidden(f"only {owner!r}, the message's author, may change it")
+    return text
+
+
+def edit_message(room: str, message_id: int, author: str, text: str) -> WriteOp[Event]:
+    def op(tx: Tx) -> Event:
+        old_text = _own_message(tx, room, message_id, author)
+        event = tx.append(
+            room, "message.edited", {"author": author, "message_id": message_id, "text": text}
+        )
+        tx.conn.execute(
+            "UPDATE messages SET text = ?, edited_at = ? WHERE id = ?", (text, tx.now, message_id)
+        )
+        tx.conn.execute(
+            "INSERT INTO message_edits (event_id, message_id, author, old_text, text, edited_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (event.id, message_id, author, old_text, text, tx.now),
+        )
+        return event
+
+    return op
+
+
+def delete_message(room: str, message_id: int, author: str) -> WriteOp[Event]:
+    def op(tx: Tx) -> Event:
+        _own_message(tx, room, message_id, author)
+        event = tx.append(room, "message.deleted", {"author": author, "message_id": message_id})
+        tx.conn.execute("UPDATE messages SET deleted_at = ? WHERE id = ?", (tx.now, message_id))
+        return event
+
+    return op
+
+
+def add_reaction(room: str, message_id: int, author: str, emoji: str) -> WriteOp[Event]:
+    def op(tx: Tx) -> Event:
+        _message(tx, room, message_id)
+        cur = tx.conn.execute(
+            "INSERT OR IGNORE INTO reactions (message_id, author, emoji, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (message_id, author, emoji, tx.now),
+        )
+        if cur.rowcount == 0:
+            raise Conflict(f"{author!r} already reacted with {emoji} to message {message_id}")
+        fields = {"author": author, "message_id": message_id, "emoji": emoji}
+        return tx.append(room, "reaction.added", fields)
+
+    return op
+
+
+def remove_reaction(room: str, message_id: int, author: str, emoji: str) -> WriteOp[Event]:
+    def op(tx: Tx) -> Event:
+        _message(tx, room, message_id)
+        cur = tx.conn.execute(
+            "DELETE FROM reactions WHERE message_id = ? AND author = ? AND emoji = ?",
+            (message_id, author, emoji),
+        )
+        if cur.rowcount == 0:
+            raise NotFound(f"{author!r} has no {emoji} reaction on message {message_id}")
+        fields = {"author": author, "message_id": message_id, "emoji": emoji}
+        return tx.append(room, "reaction.removed", fields)
+
+    return op
+
+
+def post_activity(room: str, fields: dict[str, Any], *, create_room: bool) -> WriteOp[Event]:
+    def op(tx: Tx) -> Event:
+        tx.ensure_room(room, create=create_room)
+        return tx.append(room, "activity", fields)
+
+    return op
+
+
+def mark_read(room: str, user: str, last_read_id: int) -> WriteOp[None]:
+    """Move the user's read marker forward (never backwards)."""
+
+    def op(tx: Tx) -> None:
+        tx.ensure_room(room, create=False)
+        tx.conn.execute(
+            "INSERT INTO read_markers (user, room, last_read_id, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (user, room) DO UPDATE SET "
+            "last_read_id = max(last_read_id, excluded.last_read_id), "
+            "updated_at = excluded.updated_at",
+            (user, room, last_read_id, tx.now),
+        )
+
+    return op
+
+
+def idempotent(
+    room: str, key: str | None, fingerprint: str, op: WriteOp[Event]
+) -> WriteOp[tuple[bytes, bool]]:
+    """Run ``op`` once per (room, key): returns (the event's JSON, replayed). A retry with the
+    same key and the same request returns the first answer and appends nothing; the same key
+    with a different request is 409."""
+
+    def run(tx: Tx) -> tuple[bytes, bool]:
+        if key is None:
+            return op(tx).json, False
+        row = tx.conn.execute(
+            "SELECT fingerprint, response FROM idempotency_keys WHERE room = ? AND key = ?",
+            (room, key),
+        ).fetchone()
+        if row is not None:
+            if row[0] != fingerprint:
+                raise Conflict("this Idempotency-Key was used for a different request in this room")
+            return bytes(row[1]), True
+        event = op(tx)
+        tx.conn.execute(
+            "INSERT INTO idempotency_keys (room, key, fingerprint, response, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (room, key, fingerprint, event.json, tx.now),
+        )
+        return event.json, False
+
+    return run
+
+
+def purge_idempotency_keys(older_than: str) -> WriteOp[int]:
+    """Forget keys created before ``older_than`` (an RFC 3339 time); returns how many."""
+
+    def op(tx: Tx) -> int:
+        cur = tx.conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (older_than,))
+        return int(cur.rowcount)
+
+    return op
+
+
+def fingerprint(method: str, path: str, body: Any) -> str:
+    """What identifies a request for idempotency: method, path and the validated body."""
+    canonical = orjson.dumps([method, path, body], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import logging
 import sqlite3
 import sys
 from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from chat import __version__
 from chat.config import Settings
@@ -37,6 +40,31 @@ def _parser() -> argparse.ArgumentParser:
         help="worker processes (default 1); more than 1 needs a shared broker (CHAT_BROKER)",
     )
 
+    post = commands.add_parser(
+        "post",
+        help="post a message to a room",
+        description="Post a message and print the stored event (JSON).",
+    )
+    post.add_argument("room")
+    post.add_argument("text")
+    post.add_argument("--author", required=True, help="who the message is from")
+    post.add_argument("--url", help="the service (default: CHAT_URL, http://127.0.0.1:8000)")
+
+    tail = commands.add_parser(
+        "tail",
+        help="print a room's events as they arrive",
+        description="Follow one or more rooms (or * for all) and print each event once. "
+        "Reconnects by itself after a dropped connection or a server restart and resumes "
+        "where it left off (Last-Event-ID). Ctrl-C stops it.",
+    )
+    tail.add_argument("rooms", nargs="+", metavar="ROOM", help="room names, or * for all")
+    tail.add_argument("--types", help="only these event types, e.g. message,activity")
+    tail.add_argument("--authors", help="only events by these authors or actors")
+    tail.add_argument("--mentions", help="only messages mentioning @NAME")
+    tail.add_argument("--since", type=int, help="start after this event id (replays history)")
+    tail.add_argument("--json", action="store_true", help="print each event as one JSON line")
+    tail.add_argument("--url", help="the service (default: CHAT_URL, http://127.0.0.1:8000)")
+
     commands.add_parser(
         "migrate",
         help="apply pending database migrations",
@@ -61,6 +89,35 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
+def _client(args: argparse.Namespace, url: str) -> int:
+    from chat import client
+
+    if urlsplit(url).scheme != "http":
+        print(f"--url must be an http:// URL, not {url!r}", file=sys.stderr)
+        return 2
+    if args.command == "post":
+        try:
+            event = client.post_message(url, args.room, args.author, args.text)
+        except client.ClientError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        print(json.dumps(event, ensure_ascii=False))
+        return 0
+    query = {
+        name: value
+        for name, value in (
+            ("types", args.types),
+            ("authors", args.authors),
+            ("mentions", args.mentions),
+        )
+        if value
+    }
+    tail = client.Tail(url, args.rooms, query, as_json=args.json, last_id=args.since)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail ends
+        tail.run()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = Settings()
@@ -69,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command == "migrate":
         return _migrate(settings)
+    if args.command in ("post", "tail"):
+        return _client(args, args.url or settings.url)
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2

@@ -56,5 +56,8 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(
         5.0, ge=0, description="How long shutdown waits for open requests to finish."
     )
+    url: str = Field(
+        "http://127.0.0.1:8000", description="Where `python -m chat post/tail` find the service."
+    )
     loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="The event loop.")
     log_level: str = Field("INFO", description="Python logging level.")

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
 from chat import __version__, api
 from chat.api import limits
+from chat.api.deps import JSON
 from chat.api.ops import DOCS_ASSETS
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
 from chat.errors import Unavailable
-from chat.events import Event, make_event
+from chat.events import Event, make_event, now_rfc3339
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
@@ -27,6 +31,10 @@ from chat.stream import Streams
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
+
+
+def orjson_loads(data: str | bytes, **_: Any) -> Any:
+    return orjson.loads(data)
 
 
 def make_broker(settings: Settings, registry: Registry) -> Broker:
@@ -55,6 +63,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the fields in event order
     app.json.ensure_ascii = False  # type: ignore[attr-defined]  # emoji as they are
+    app.json.mimetype = JSON  # type: ignore[attr-defined]
+    # Request bodies are parsed by orjson: strict JSON (no NaN), a depth limit instead of a
+    # RecursionError, and faster than the json module.
+    app.json.loads = orjson_loads  # type: ignore[method-assign,assignment]
 
     registry = Registry()
     metrics = Metrics(lambda: len(registry.subscribers), lambda: len(registry.hubs))
@@ -64,7 +76,11 @@ def create_app(settings: Settings | None = None) -> Quart:
     def on_commit(events: Sequence[Event]) -> None:
         for event in events:
             published.labels(event.type).inc()
-        broker.publish(events)
+        try:
+            broker.publish(events)
+        except Exception:
+            log.exception("publishing committed events failed; every stream catches up")
+            registry.resync_all()
 
     def announce(room: str, user: str, state: str) -> None:
         broker.publish([make_event("presence", room, {"user": user, "state": state})])
@@ -86,16 +102,18 @@ def create_app(settings: Settings | None = None) -> Quart:
     background: list[asyncio.Task[None]] = []
 
     async def beat() -> None:
+        # Ticks at a quarter period: an idle stream is pinged after 3/4 to 1 period.
+        tick_s = settings.heartbeat_seconds / 4
         while True:
-            await asyncio.sleep(settings.heartbeat_seconds)
-            registry.heartbeat_tick()
+            await asyncio.sleep(tick_s)
+            registry.heartbeat_tick(time.monotonic(), settings.heartbeat_seconds - tick_s)
 
     async def forget_idempotency_keys() -> None:
         ttl = timedelta(hours=settings.idempotency_ttl_hours)
         while True:
-            cutoff = (datetime.now(UTC) - ttl).isoformat(timespec="milliseconds")
+            cutoff = now_rfc3339(datetime.now(UTC) - ttl)
             try:
-                await store.write(writes.purge_idempotency_keys(cutoff.replace("+00:00", "Z")))
+                await store.write(writes.purge_idempotency_keys(cutoff))
             except Unavailable:
                 log.warning("could not purge old idempotency keys; will try again")
             await asyncio.sleep(PURGE_EVERY_S)

@@ -128,6 +128,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command in ("post", "tail"):
         return _client(args, args.url or settings.url)
+    if settings.broker != "local":
+        print(
+            f"CHAT_BROKER={settings.broker!r} is not supported by this version: use 'local' "
+            "(one process). A Redis broker for several processes is planned.",
+            file=sys.stderr,
+        )
+        return 2
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
         24.0, ge=24, description="How long an Idempotency-Key is remembered (at least 24 h)."
     )
     replay_page_size: int = Field(500, gt=0, description="Events read per store query on replay.")
+    write_queue_max: int = Field(
+        10000, gt=0, description="Writes waiting for the store before more get 503."
+    )
     write_batch_max: int = Field(500, gt=0, description="Most writes committed in one transaction.")
     sqlite_synchronous: Literal["NORMAL", "FULL"] = Field(
         "NORMAL",

@@ -1,5 +1,6 @@
 """The one exception tree. Each class carries its HTTP status and the ``code`` of API.md;
-the api layer turns any of them into the JSON envelope in one place.
+the api layer turns any of them into the JSON envelope in one place (404 and 405 for unknown
+paths and methods come from the router).
 
 * ChatError
   * InvalidJSON (400 invalid_json)
@@ -7,7 +8,6 @@ the api layer turns any of them into the JSON envelope in one place.
   * InvalidQuery (400 invalid_query)
   * Forbidden (403 forbidden)
   * NotFound (404 not_found)
-  * MethodNotAllowed (405 method_not_allowed)
   * Conflict (409 conflict)
   * PayloadTooLarge (413 payload_too_large)
   * UnsupportedMediaType (415 unsupported_media_type)
@@ -31,9 +31,6 @@ class ChatError(Exception):
         self.message = message
         self.details: list[Any] = details or []
 
-    def envelope(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
-
 
 class InvalidJSON(ChatError):
     status, code = 400, "invalid_json"
@@ -53,10 +50,6 @@ class Forbidden(ChatError):
 
 class NotFound(ChatError):
     status, code = 404, "not_found"
-
-
-class MethodNotAllowed(ChatError):
-    status, code = 405, "method_not_allowed"
 
 
 class Conflict(ChatError):

@@ -47,9 +47,10 @@ class Event:
         return who if isinstance(who, str) else None
 
 
-def now_rfc3339() -> str:
-    """UTC with milliseconds: ``2026-11-21T20:52:49.123Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+def now_rfc3339(when: datetime | None = None) -> str:
+    """UTC with milliseconds: ``2026-11-21T20:52:49.123Z`` (now, or ``when``)."""
+    when = datetime.now(UTC) if when is None else when.astimezone(UTC)
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def make_event(

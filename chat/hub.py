@@ -22,6 +22,7 @@ class Subscriber:
         "closed",
         "filter",
         "last_id",
+        "last_write",
         "limit_bytes",
         "pending",
         "pending_bytes",
@@ -29,7 +30,6 @@ class Subscriber:
         "rooms",
         "user",
         "waiter",
-        "wrote",
     )
 
     def __init__(
@@ -50,7 +50,7 @@ class Subscriber:
         self.behind = False  # pending overflowed: catch up from the store
         self.closed = False  # the server is ending this stream
         self.ping_due = False  # idle for a heartbeat period: send a comment
-        self.wrote = False  # wrote something since the last heartbeat tick
+        self.last_write = 0.0  # when the stream last wrote (monotonic seconds)
         self.last_id = 0  # the largest persisted id this subscriber has been sent
 
     def wants(self, event: Event) -> bool:
@@ -98,12 +98,9 @@ class Subscriber:
             if self.waiter is waiter:
                 self.waiter = None
 
-    def heartbeat_tick(self) -> None:
-        """Called every heartbeat period: a subscriber that wrote nothing since the last tick
-        is due a keep-alive comment."""
-        if self.wrote:
-            self.wrote = False
-        else:
+    def heartbeat_tick(self, now: float, idle_s: float) -> None:
+        """A subscriber that wrote nothing for ``idle_s`` is due a keep-alive comment."""
+        if now - self.last_write >= idle_s and not self.ping_due:
             self.ping_due = True
             self.wake()
 
@@ -124,7 +121,7 @@ class Hub:
         """Queue the event for every subscriber whose filter wants it; returns how many."""
         count = 0
         for sub in self.subscribers:
-            if sub.filter is None or sub.filter.matches(event):
+            if sub.filter is None or sub.filter.matches(event):  # Subscriber.wants, inlined
                 sub.push(event)
                 count += 1
         return count

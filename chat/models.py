@@ -7,6 +7,7 @@ import re
 import unicodedata
 from typing import Annotated, Any, Literal
 
+import orjson
 import regex
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
@@ -23,6 +24,21 @@ def check_room(name: str) -> str:
             "(starting with a letter or digit)"
         )
     return name
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must not hold control characters")
+    return value
+
+
+def _encodable(value: dict[str, Any]) -> dict[str, Any]:
+    """``data`` must be storable as it came: JSON that orjson can write back (nesting depth)."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as error:
+        raise ValueError(f"cannot be stored: {error}") from error
+    return value
 
 
 def _not_blank(value: str) -> str:
@@ -51,7 +67,10 @@ def _emoji(value: str) -> str:
 
 Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
 Text = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_not_blank)]
-EventId = Annotated[int, Field(ge=1)]
+MAX_ID = 2**63 - 1  # SQLite's largest integer
+EventId = Annotated[int, Field(ge=1, le=MAX_ID)]
+Cursor = Annotated[int, Field(ge=0, le=MAX_ID)]
+SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
 Emoji = Annotated[str, Field(min_length=1, max_length=34), AfterValidator(_emoji)]
 
 
@@ -88,7 +107,7 @@ class ActivityIn(_Body):
     verb: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
     object: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
     summary: Annotated[str, Field(max_length=1000)] | None = None
-    data: dict[str, Any] | None = None
+    data: Annotated[dict[str, Any], AfterValidator(_encodable)] | None = None
 
     def fields(self) -> dict[str, Any]:
         """The activity event's fields, optional ones only when given."""
@@ -101,7 +120,7 @@ class TypingIn(_Body):
 
 class ReadIn(_Body):
     user: Name
-    last_read_id: Annotated[int, Field(ge=0)]
+    last_read_id: Cursor
 
 
 class IdempotencyHeaders(BaseModel):
@@ -114,11 +133,9 @@ class IdempotencyHeaders(BaseModel):
 
 class HistoryQuery(BaseModel):
     before: EventId | None = Field(None, description="Only messages with a smaller id.")
-    after: Annotated[int, Field(ge=0)] | None = Field(
-        None, description="Only messages with a larger id."
-    )
+    after: Cursor | None = Field(None, description="Only messages with a larger id.")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
-    q: Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    q: SearchText | None = Field(
         None, description="Full-text search: every word must appear; newest first."
     )
 

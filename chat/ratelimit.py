@@ -13,6 +13,7 @@ class RateLimiter:
         self.interval_s = interval_s
         self.clock = clock
         self.last: dict[Hashable, float] = {}
+        self.pruned_at = float("-inf")
 
     def wait_s(self, key: Hashable) -> float:
         """0 when the action may happen now (and it is counted); otherwise how long to wait."""
@@ -20,7 +21,8 @@ class RateLimiter:
         last = self.last.get(key)
         if last is not None and now - last < self.interval_s:
             return self.interval_s - (now - last)
-        if len(self.last) >= PRUNE_ABOVE:
+        if len(self.last) >= PRUNE_ABOVE and now - self.pruned_at >= self.interval_s:
             self.last = {k: t for k, t in self.last.items() if now - t < self.interval_s}
+            self.pruned_at = now  # at most once an interval: pruning is O(keys)
         self.last[key] = now
         return 0.0

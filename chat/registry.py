@@ -18,8 +18,11 @@ class Registry:
         # The id of the newest persisted event dispatched: where a stream without a resume
         # point starts (set from the store at start-up, then advanced by dispatch).
         self.position = 0
+        self.closed = False
 
     def subscribe(self, sub: Subscriber) -> None:
+        if self.closed:  # a stream admitted just before shutdown ends at once
+            sub.close()
         self.subscribers.add(sub)
         if sub.rooms is None:
             self.everywhere.subscribers.add(sub)
@@ -62,11 +65,21 @@ class Registry:
         hub = self.hubs.get(room)
         return (len(hub.subscribers) if hub is not None else 0) + len(self.everywhere.subscribers)
 
-    def heartbeat_tick(self) -> None:
+    def heartbeat_tick(self, now: float, idle_s: float) -> None:
         for sub in self.subscribers:
-            sub.heartbeat_tick()
+            sub.heartbeat_tick(now, idle_s)
+
+    def resync_all(self) -> None:
+        """Something went wrong between the store and the hubs (a dispatch failed half way):
+        every subscriber catches up from the store, so none silently misses an event."""
+        for sub in self.subscribers:
+            sub.behind = True
+            sub.pending = []
+            sub.pending_bytes = 0
+            sub.wake()
 
     def close_all(self) -> None:
         """Shutdown: end every open stream (clients resume elsewhere or later)."""
+        self.closed = True
         for sub in list(self.subscribers):
             sub.close()

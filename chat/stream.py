@@ -13,6 +13,7 @@ step 2 from the last id it was sent: catch-up from the store, then live again.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -62,6 +63,7 @@ class Streams:
         # `finally`, so registering earlier could leak the subscriber (quart issue 218).
         self.registry.subscribe(sub)
         sub.last_id = self.registry.position
+        sub.last_write = time.monotonic()
         self.metrics.streams_opened.inc()
         present = request.rooms if request.user is not None and request.rooms else ()
         try:
@@ -82,11 +84,12 @@ class Streams:
                 if events:
                     chunk = self._live(sub, events)
                     if chunk:
-                        sub.wrote = True
+                        sub.last_write = time.monotonic()
                         yield chunk
                     continue
                 if sub.ping_due:
                     sub.ping_due = False
+                    sub.last_write = time.monotonic()
                     yield sse.PING
                     continue
                 await sub.wait()
@@ -107,6 +110,8 @@ class Streams:
                 frames.append(event.frame)
                 last_id = event.id
         sub.last_id = last_id
+        if not frames:
+            return b""
         self.metrics.frames_sent.inc(len(frames))
         self.metrics.writes.inc()
         return frames[0] if len(frames) == 1 else b"".join(frames)
@@ -146,7 +151,7 @@ class Streams:
                 self.metrics.replayed.inc(len(frames))
                 self.metrics.frames_sent.inc(len(frames))
                 self.metrics.writes.inc()
-                sub.wrote = True
+                sub.last_write = time.monotonic()
                 yield b"".join(frames)
             if len(events) < page:
                 return

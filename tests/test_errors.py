@@ -347,3 +347,47 @@ async def test_unexpected_exception_is_a_json_500(tmp_path: Path) -> None:
         assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
         assert body["error"]["code"] == "internal_error"
         assert "secret internals" not in body["error"]["message"]
+
+
+HUGE = 2**63  # one past SQLite's largest integer
+EDGE_CASES = [
+    # (method, path template, body (raw bytes or JSON), status, code)
+    ("POST", "/api/rooms/{r}/messages", {**GOOD, "reply_to": HUGE}, 422, "validation_error"),
+    ("PUT", "/api/rooms/{r}/read", {"user": "u", "last_read_id": HUGE}, 422, "validation_error"),
+    ("GET", f"/api/rooms/{{r}}/messages?before={HUGE}", None, 400, "invalid_query"),
+    ("GET", f"/api/rooms/{{r}}/messages?after={HUGE}", None, 400, "invalid_query"),
+    ("GET", "/api/rooms/{r}/messages?q=%00", None, 400, "invalid_query"),
+    ("PATCH", "/api/rooms/{r}/messages/99999999999999999999999", GOOD, 404, "not_found"),
+    ("POST", "/api/rooms/{r}/messages", b'{"author": "a", "text": NaN}', 400, "invalid_json"),
+    ("POST", "/api/rooms/{r}/messages", b"[" * 5000 + b"]" * 5000, 400, "invalid_json"),
+    (
+        "POST",
+        "/api/rooms/{r}/activity",
+        b'{"actor":"a","verb":"v","object":"o","data":' + b'{"x":' * 300 + b"1" + b"}" * 301,
+        422,
+        "validation_error",
+    ),
+    ("GET", "/api/rooms/{r}/events?user=" + "u" * 65, None, 400, "invalid_query"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "code"), EDGE_CASES)
+async def test_edge_input_is_a_4xx_never_a_500(
+    client: httpx.AsyncClient,
+    seeded: str,
+    method: str,
+    path: str,
+    body: object,
+    status: int,
+    code: str,
+) -> None:
+    """Numbers past SQLite's range, NaN, deep nesting, control characters in a search: each
+    gets its 4xx from the contract and the store keeps what it had."""
+    kwargs: dict[str, Any] = {}
+    if isinstance(body, bytes):
+        kwargs = {"content": body, "headers": {"content-type": "application/json"}}
+    elif body is not None:
+        kwargs = {"json": body}
+    async with unchanged(client, seeded):
+        response = await request(client, method, path.format(r=seeded), **kwargs)
+        assert_error(response, status, code)

@@ -202,32 +202,32 @@ async def test_heartbeat_wakes_an_idle_subscriber() -> None:
     task = asyncio.create_task(s.wait())
     await settle()
     assert not task.done()
-    s.heartbeat_tick()
+    s.heartbeat_tick(100.0, 15.0)
     await asyncio.wait_for(task, TIMEOUT_S)
     assert s.ping_due
 
 
-def test_heartbeat_pings_only_subscribers_that_wrote_nothing() -> None:
+def test_heartbeat_pings_only_subscribers_idle_for_the_period() -> None:
     busy, idle = sub(), sub()
-    busy.wrote = True  # what the stream sets after a write
-    busy.heartbeat_tick()
-    idle.heartbeat_tick()
+    busy.last_write = 95.0  # what the stream sets after a write
+    busy.heartbeat_tick(100.0, 15.0)
+    idle.heartbeat_tick(100.0, 15.0)
     assert not busy.ping_due and not busy.has_work
     assert idle.ping_due and idle.has_work
-    busy.heartbeat_tick()  # nothing written during this period
+    busy.heartbeat_tick(110.0, 15.0)  # idle for 15 s now
     assert busy.ping_due
 
 
 async def test_heartbeat_after_a_write_does_not_wake() -> None:
     s = sub()
-    s.wrote = True
+    s.last_write = 95.0
     task = asyncio.create_task(s.wait())
     try:
         await settle()
-        s.heartbeat_tick()
+        s.heartbeat_tick(100.0, 15.0)
         await settle()
         assert not task.done()
-        s.heartbeat_tick()
+        s.heartbeat_tick(110.0, 15.0)
         await asyncio.wait_for(task, TIMEOUT_S)
     finally:
         task.cancel()

@@ -143,8 +143,8 @@ def test_heartbeat_tick_reaches_every_subscriber_once() -> None:
     multi, star, busy = Subscriber(("a", "b")), Subscriber(None), Subscriber(("a",))
     for s in (multi, star, busy):
         reg.subscribe(s)
-    busy.wrote = True
-    reg.heartbeat_tick()
+    busy.last_write = 95.0
+    reg.heartbeat_tick(100.0, 15.0)
     assert multi.ping_due and star.ping_due
     assert not busy.ping_due  # one tick, even though busy and multi share hub "a"
 

@@ -7,7 +7,7 @@ from typing import Any
 from quart import Blueprint, Response
 from quart_schema import document_headers, document_response, validate_request
 
-from chat.api.deps import commit_event, services
+from chat.api.deps import commit_event, require_room, services
 from chat.errors import InvalidQuery, RateLimited
 from chat.events import make_event
 from chat.models import (
@@ -44,6 +44,7 @@ async def typing(room: str, data: TypingIn) -> tuple[dict[str, Any], int]:
     At most one per user and room per `CHAT_TYPING_INTERVAL_SECONDS`: more is 429."""
     check_room(room)
     svc = services()
+    await require_room(room)
     wait_s = svc.typing.wait_s((room, data.user))
     if wait_s > 0:
         raise RateLimited("one typing event per user and room per interval", max(1, round(wait_s)))
@@ -56,6 +57,7 @@ async def typing(room: str, data: TypingIn) -> tuple[dict[str, Any], int]:
 async def presence(room: str) -> dict[str, Any]:
     """Users connected to the room now (streams opened with `user=`), sorted."""
     check_room(room)
+    await require_room(room)
     return {"users": services().presence.users(room)}
 
 

@@ -9,7 +9,7 @@ from quart import Response, current_app, request
 
 from chat.broker import Broker
 from chat.config import Settings
-from chat.errors import ValidationFailed
+from chat.errors import NotFound, ValidationFailed
 from chat.events import Event
 from chat.metrics import Metrics
 from chat.presence import Presence
@@ -19,6 +19,7 @@ from chat.store import Store, WriteOp, writes
 from chat.stream import Streams
 
 IDEMPOTENCY_KEY_CHARS = 200
+JSON = "application/json; charset=utf-8"
 
 
 @dataclass(slots=True)
@@ -43,9 +44,16 @@ def services() -> Services:
     return cast(Services, current_app.extensions["chat"])
 
 
+async def require_room(room: str) -> None:
+    """404 for a room that does not exist, unless rooms are created on first use."""
+    svc = services()
+    if not svc.settings.auto_create_rooms and await svc.store.get_room(room) is None:
+        raise NotFound(f"no room {room!r}")
+
+
 def event_response(body: bytes, status: int) -> Response:
     """The stored event's JSON, byte for byte what subscribers receive."""
-    return Response(body, status=status, content_type="application/json")
+    return Response(body, status=status, content_type=JSON)
 
 
 async def commit_event(room: str, body: object, op: WriteOp[Event]) -> Response:
@@ -58,7 +66,7 @@ async def commit_event(room: str, body: object, op: WriteOp[Event]) -> Response:
             "Idempotency-Key must be 1-200 printable characters",
             [{"loc": ["header", "Idempotency-Key"], "field": "Idempotency-Key"}],
         )
-    fingerprint = writes.fingerprint(request.method, request.path, body)
+    fingerprint = "" if key is None else writes.fingerprint(request.method, request.path, body)
     data, replayed = await services().store.write(writes.idempotent(room, key, fingerprint, op))
     if replayed:
         response = event_response(data, 200)

@@ -15,7 +15,7 @@ from quart_schema import RequestSchemaValidationError
 from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from chat.api.deps import services
+from chat.api.deps import JSON, services
 from chat.api.limits import TOO_LARGE
 from chat.errors import ChatError, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
 
@@ -65,7 +65,7 @@ async def discard_unread_body() -> None:
 
 def envelope(status: int, code: str, message: str, details: list[Any] | None = None) -> Response:
     body = {"error": {"code": code, "message": message, "details": details or []}}
-    return Response(orjson.dumps(body), status=status, content_type="application/json")
+    return Response(orjson.dumps(body), status=status, content_type=JSON)
 
 
 def field_errors(error: ValidationError) -> list[dict[str, Any]]:

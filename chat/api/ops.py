@@ -33,6 +33,8 @@ async def readyz() -> dict[str, str]:
     svc = services()
     if svc.shutting_down:
         raise Unavailable("shutting down")
+    if not svc.store.writer_alive:
+        raise Unavailable("the store's writer is not running")
     try:
         await svc.store.ping()
     except Exception as exc:

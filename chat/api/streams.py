@@ -5,9 +5,9 @@ from __future__ import annotations
 from quart import Blueprint, Response, request
 from quart_schema import document_querystring
 
-from chat.api.deps import services
-from chat.errors import InvalidQuery, NotFound, Unavailable
-from chat.filters import parse_filter, split_list
+from chat.api.deps import require_room, services
+from chat.errors import InvalidQuery, Unavailable
+from chat.filters import MAX_NAME_CHARS, parse_filter, split_list
 from chat.models import MultiStreamQuery, StreamQuery, check_room
 from chat.stream import StreamRequest
 
@@ -27,15 +27,15 @@ async def _stream(rooms: tuple[str, ...] | None) -> Response:
         raise Unavailable("the server is shutting down; reconnect in a moment")
     if len(svc.registry.subscribers) >= svc.settings.max_streams:
         raise Unavailable("too many open streams on this server", retry_after_s=5)
-    if rooms is not None and not svc.settings.auto_create_rooms:
-        for room in rooms:
-            if await svc.store.get_room(room) is None:
-                raise NotFound(f"no room {room!r}")
+    for room in rooms or ():
+        await require_room(room)
     args = request.args
     flt = parse_filter(args)
     header = request.headers.get("Last-Event-ID", "").strip()
     resume = header or (args.get("last_event_id", "").strip() or None)
     user = args.get("user", "").strip() or None
+    if user is not None and len(user) > MAX_NAME_CHARS:
+        raise InvalidQuery(f"`user` is longer than {MAX_NAME_CHARS} characters")
     body = svc.streams.open(StreamRequest(rooms, flt, resume, user))
     response = Response(body, headers=SSE_HEADERS)
     response.timeout = None  # Quart would end the stream after RESPONSE_TIMEOUT otherwise

@@ -72,6 +72,12 @@ class _Pending(Generic[T]):
     future: asyncio.Future[T]
 
 
+def _fail(pending: Sequence[_Pending[Any]], message: str) -> None:
+    for item in pending:
+        if not item.future.done():
+            item.future.set_exception(Unavailable(message))
+
+
 def _commit_batch(
     conn: sqlite3.Connection, ops: Sequence[WriteOp[Any]]
 ) -> tuple[list[tuple[bool, Any]], list[Event]]:
@@ -142,7 +148,10 @@ class Store:
                 await asyncio.wait_for(asyncio.shield(self._writer), 10)
             except TimeoutError:
                 self._writer.cancel()
+                await asyncio.wait([self._writer])
             self._writer = None
+        _fail(self._queue, "the store is shutting down")
+        self._queue = []
         for conn in (self._read, self._write):
             if conn is not None:
                 await conn.close()
@@ -152,12 +161,18 @@ class Store:
 
     async def write(self, op: WriteOp[T]) -> T:
         """Queue a write; returns its result once committed (and its events published)."""
-        if self._closing or self._writer is None:
+        if self._closing or not self.writer_alive:
             raise Unavailable("the store is shutting down")
+        if len(self._queue) >= self.settings.write_queue_max:
+            raise Unavailable("too many writes are waiting for the store", retry_after_s=1)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(op, future))
         self._wakeup.set()
         return await future
+
+    @property
+    def writer_alive(self) -> bool:
+        return self._writer is not None and not self._writer.done()
 
     async def _write_loop(self) -> None:
         assert self._write is not None
@@ -175,14 +190,14 @@ class Store:
                     self._write, _commit_batch, [p.op for p in batch]
                 )
             except asyncio.CancelledError:
-                for pending in batch:
-                    pending.future.cancel()
+                # Only at shutdown, after every stream was closed: the batch may still commit
+                # on the connection's thread (a resume then finds it in the store), and its
+                # callers learn that the outcome is unknown.
+                _fail(batch, "the store stopped during this write; its outcome is unknown")
                 raise
             except Exception as exc:
                 log.exception("write batch of %d failed", len(batch))
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(Unavailable(f"the store failed: {exc}"))
+                _fail(batch, f"the store failed: {exc}")
                 continue
             if events:
                 try:

@@ -3,7 +3,7 @@
 All parameters are optional; each is a comma-separated list:
 ``types`` (only these event types), ``authors`` (only these authors, actors or users),
 ``exclude_authors`` (never these: no echo of one's own posts), ``mentions`` (only messages
-whose text mentions ``@name`` as a whole word, case-insensitively).
+(new ones, not edits) whose text mentions ``@name`` as a whole word, case-insensitively).
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ class Filter:
                 return False
         if self.mentions is not None:
             text = event.payload.get("text")
-            if not isinstance(text, str) or self.mentions.search(text) is None:
+            if event.type != "message" or not isinstance(text, str):
+                return False
+            if self.mentions.search(text) is None:
                 return False
         return True
 

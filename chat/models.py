@@ -48,6 +48,7 @@ def _not_blank(value: str) -> str:
 
 
 _GRAPHEME = regex.compile(r"\X")
+KEYCAP = "\u20e3"  # 1️⃣: a digit made an emoji by the combining keycap
 _SHORTCODE = re.compile(r":[a-z0-9_+-]{1,32}:")
 
 
@@ -58,14 +59,16 @@ def _emoji(value: str) -> str:
         return value
     if _GRAPHEME.fullmatch(value) is None:
         raise ValueError("must be one emoji (a single grapheme cluster) or a :shortcode:")
-    categories = {unicodedata.category(ch)[0] for ch in value}
-    single_non_symbol = len(value) == 1 and categories != {"S"}
-    if single_non_symbol or "Z" in categories or "Cc" in {unicodedata.category(c) for c in value}:
+    categories = {unicodedata.category(ch) for ch in value}
+    symbol = bool(categories & {"So", "Sk", "Sm", "Sc"}) or value.endswith(KEYCAP)
+    if not symbol or any(c[0] in "LZ" or c == "Cc" for c in categories):
         raise ValueError("must be an emoji or a :shortcode:, not a letter, digit or space")
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
+Name = Annotated[
+    str, Field(min_length=1, max_length=64), AfterValidator(_not_blank), AfterValidator(_printable)
+]
 Text = Annotated[str, Field(min_length=1, max_length=4000), AfterValidator(_not_blank)]
 MAX_ID = 2**63 - 1  # SQLite's largest integer
 EventId = Annotated[int, Field(ge=1, le=MAX_ID)]

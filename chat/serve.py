@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from collections.abc import Callable
 from typing import cast
 
@@ -23,6 +25,8 @@ from chat.app import create_app
 from chat.config import Settings
 
 log = logging.getLogger(__name__)
+
+STUCK_MARGIN_S = 2.0
 
 
 def hypercorn_config(settings: Settings, host: str, port: int) -> Config:
@@ -56,6 +60,24 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     return asyncio.new_event_loop
 
 
+async def _exit_if_stuck(stop: asyncio.Event, grace_s: float) -> None:
+    """The last resort of a shutdown. Hypercorn cannot close a connection whose client stopped
+    reading while data is queued for it: its close waits for the socket, ignoring the
+    cancellation, so the process would live as long as that client. Once the grace period
+    and a margin have passed, a thread (the event loop may be the one stuck) ends the process.
+    Every answered write was committed before its answer, so nothing acknowledged is lost."""
+    await stop.wait()
+    timer = threading.Timer(grace_s + STUCK_MARGIN_S, _force_exit)
+    timer.daemon = True
+    timer.start()
+
+
+def _force_exit() -> None:
+    log.warning("shutdown is stuck on connections that do not close; exiting now")
+    logging.shutdown()
+    os._exit(0)
+
+
 def run(settings: Settings, host: str, port: int) -> None:
     app = create_app(settings)
     config = hypercorn_config(settings, host, port)
@@ -65,7 +87,11 @@ def run(settings: Settings, host: str, port: int) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(app, config, stop)
+        watchdog = asyncio.create_task(_exit_if_stuck(stop, settings.shutdown_grace_seconds))
+        try:
+            await serve(app, config, stop)
+        finally:
+            watchdog.cancel()
 
     with asyncio.Runner(loop_factory=loop_factory(settings.loop)) as runner:
         runner.run(main())

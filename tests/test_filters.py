@@ -166,8 +166,8 @@ def test_mention_needs_a_text_string(event: Event) -> None:
     assert not parsed(mentions="alice").matches(event)
 
 
-def test_mentions_in_edited_messages_count() -> None:
-    assert parsed(mentions="alice").matches(msg("x", "now @alice", "message.edited"))
+def test_mentions_notify_new_messages_not_edits() -> None:
+    assert not parsed(mentions="alice").matches(msg("x", "now @alice", "message.edited"))
 
 
 @pytest.mark.parametrize(

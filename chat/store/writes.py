@@ -41,7 +41,8 @@ def post_message(
         fields: dict[str, Any] = {"author": author, "text": text}
         if reply_to is not None:
             found = tx.conn.execute(
-                "SELECT 1 FROM messages WHERE id = ? AND room = ?", (reply_to, room)
+                "SELECT 1 FROM messages WHERE id = ? AND room = ? AND deleted_at IS NULL",
+                (reply_to, room),
             ).fetchone()
             if found is None:
                 raise _field_error(

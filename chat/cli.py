@@ -114,7 +114,11 @@ def _client(args: argparse.Namespace, url: str) -> int:
     }
     tail = client.Tail(url, args.rooms, query, as_json=args.json, last_id=args.since)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail ends
-        tail.run()
+        try:
+            tail.run()
+        except client.RequestRefused as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -25,6 +25,20 @@ class ClientError(Exception):
     """The service answered with an error (its envelope's message), or could not be reached."""
 
 
+class RequestRefused(ClientError):
+    """A 4xx that retrying cannot mend (a bad room name, an unknown type): tail stops."""
+
+
+def _get_json(url: str, timeout_s: float = 10) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        raise ClientError(_error_message(error.code, error.read())) from error
+    except (urllib.error.URLError, OSError) as error:
+        raise ClientError(f"cannot reach {url}: {error}") from error
+
+
 def post_message(url: str, room: str, author: str, text: str, timeout_s: float = 10) -> Any:
     body = json.dumps({"author": author, "text": text}).encode()
     request = urllib.request.Request(
@@ -126,14 +140,25 @@ class Tail:
         prefix = urlsplit(self.url).path.rstrip("/")
         return prefix + base + ("?" + urlencode(query) if query else "")
 
+    def start_position(self) -> int:
+        """The newest event id now. Ids are global, so it is where following any rooms begins:
+        a reconnect then resumes from here even before anything was printed."""
+        rooms = _get_json(f"{self.url.rstrip('/')}/api/rooms")["rooms"]
+        return max((int(room["last_event_id"]) for room in rooms), default=0)
+
     def run(self, max_connections: int | None = None) -> None:
-        """Follow the stream until interrupted, reconnecting with a growing pause."""
+        """Follow the stream until interrupted, reconnecting with a growing pause. Raises
+        RequestRefused when the server refuses the request itself (4xx)."""
         failures, connections = 0, 0
         while max_connections is None or connections < max_connections:
             connections += 1
             try:
+                if self.last_id is None:
+                    self.last_id = self.start_position()
                 printed = self._follow_once()
                 reason = "the stream ended"
+            except RequestRefused:
+                raise
             except (OSError, http.client.HTTPException, ClientError) as error:
                 printed, reason = False, str(error) or type(error).__name__
             failures = 0 if printed else failures + 1
@@ -154,7 +179,10 @@ class Tail:
             conn.request("GET", self.path(), headers=headers)
             response = conn.getresponse()
             if response.status != 200:
-                raise ClientError(_error_message(response.status, response.read()))
+                why = _error_message(response.status, response.read())
+                if 400 <= response.status < 500 and response.status not in (408, 429):
+                    raise RequestRefused(why)
+                raise ClientError(why)
             lines = (raw.decode("utf-8").rstrip("\r\n") for raw in iter(response.readline, b""))
             printed = False
             for message in parse_sse(lines, self._set_retry):

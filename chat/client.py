@@ -29,14 +29,15 @@ class RequestRefused(ClientError):
     """A 4xx that retrying cannot mend (a bad room name, an unknown type): tail stops."""
 
 
-def _get_json(url: str, timeout_s: float = 10) -> Any:
+def _fetch_json(request: urllib.request.Request, timeout_s: float = 10) -> Any:
+    """The JSON answer of a request; ClientError with the envelope's message otherwise."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as error:
         raise ClientError(_error_message(error.code, error.read())) from error
     except (urllib.error.URLError, OSError) as error:
-        raise ClientError(f"cannot reach {url}: {error}") from error
+        raise ClientError(f"cannot reach {request.full_url}: {error}") from error
 
 
 def post_message(url: str, room: str, author: str, text: str, timeout_s: float = 10) -> Any:
@@ -47,13 +48,7 @@ def post_message(url: str, room: str, author: str, text: str, timeout_s: float =
         headers={"Content-Type": "application/json"},
         method="POST",
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        raise ClientError(_error_message(error.code, error.read())) from error
-    except (urllib.error.URLError, OSError) as error:
-        raise ClientError(f"cannot reach {url}: {error}") from error
+    return _fetch_json(request, timeout_s)
 
 
 def _error_message(status: int, body: bytes) -> str:
@@ -143,7 +138,7 @@ class Tail:
     def start_position(self) -> int:
         """The newest event id now. Ids are global, so it is where following any rooms begins:
         a reconnect then resumes from here even before anything was printed."""
-        rooms = _get_json(f"{self.url.rstrip('/')}/api/rooms")["rooms"]
+        rooms = _fetch_json(urllib.request.Request(f"{self.url.rstrip('/')}/api/rooms"))["rooms"]
         return max((int(room["last_event_id"]) for room in rooms), default=0)
 
     def run(self, max_connections: int | None = None) -> None:

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ from chat.stream import Streams
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
+CURL_EXAMPLES = Path(__file__).resolve().parent / "api" / "curl.md"  # shown at the top of /docs
 
 
 def orjson_loads(data: str | bytes, **_: Any) -> Any:
@@ -55,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         info=Info(
             title="chat",
             version=__version__,
-            description="Real-time multi-room chat and activity feed: REST in, SSE out.",
+            description=CURL_EXAMPLES.read_text(),
         ),
         swagger_ui_path="/docs",
         redoc_ui_path=None,

@@ -24,6 +24,8 @@ from chat.models import (
 from chat.store import writes
 
 bp = Blueprint("messages", __name__)
+# `<string:room>` where a second placeholder follows: quart-schema's path pattern would
+# otherwise read `<room>/messages/<id:message_id>` as one placeholder in /openapi.json.
 
 
 @bp.post("/api/rooms/<room>/messages")
@@ -57,7 +59,7 @@ async def history(room: str, query_args: HistoryQuery) -> dict[str, Any]:
     return {"messages": messages, "has_more": has_more}
 
 
-@bp.patch("/api/rooms/<room>/messages/<int(max=9223372036854775807):message_id>")
+@bp.patch("/api/rooms/<string:room>/messages/<id:message_id>")
 @validate_request(EditIn)
 @document_response(EventOut)
 async def edit(room: str, message_id: int, data: EditIn) -> Response:
@@ -68,7 +70,7 @@ async def edit(room: str, message_id: int, data: EditIn) -> Response:
     return event_response((await services().store.write(op)).json, 200)
 
 
-@bp.delete("/api/rooms/<room>/messages/<int(max=9223372036854775807):message_id>")
+@bp.delete("/api/rooms/<string:room>/messages/<id:message_id>")
 @validate_request(AuthorIn)
 @document_response(EventOut)
 async def delete(room: str, message_id: int, data: AuthorIn) -> Response:
@@ -78,7 +80,7 @@ async def delete(room: str, message_id: int, data: AuthorIn) -> Response:
     return event_response((await services().store.write(op)).json, 200)
 
 
-@bp.post("/api/rooms/<room>/messages/<int(max=9223372036854775807):message_id>/reactions")
+@bp.post("/api/rooms/<string:room>/messages/<id:message_id>/reactions")
 @validate_request(ReactionIn)
 @document_headers(IdempotencyHeaders)
 @document_response(EventOut, 201)
@@ -89,7 +91,7 @@ async def react(room: str, message_id: int, data: ReactionIn) -> Response:
     return await commit_event(room, data.model_dump(), op)
 
 
-@bp.delete("/api/rooms/<room>/messages/<int(max=9223372036854775807):message_id>/reactions")
+@bp.delete("/api/rooms/<string:room>/messages/<id:message_id>/reactions")
 @validate_request(ReactionIn)
 @document_response(EventOut)
 async def unreact(room: str, message_id: int, data: ReactionIn) -> Response:

@@ -17,7 +17,7 @@ from quart_schema import Info, QuartSchema
 from chat import __version__, api
 from chat.api import limits
 from chat.api.deps import JSON
-from chat.api.ops import DOCS_ASSETS
+from chat.api.ops import DOCS_ASSETS, STATIC_DIR
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
 from chat.errors import Unavailable
@@ -47,7 +47,7 @@ def make_broker(settings: Settings, registry: Registry) -> Broker:
 
 def create_app(settings: Settings | None = None) -> Quart:
     settings = settings or Settings()
-    app = Quart("chat")
+    app = Quart("chat", static_folder=str(STATIC_DIR), static_url_path="/static")
     limits.install(app, settings.max_body_bytes)
     app.url_map.merge_slashes = False  # "//" would be a redirect with an HTML page; now a 404
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = DOCS_ASSETS + "/swagger-ui-bundle.js"

@@ -222,3 +222,13 @@ class ErrorBody(BaseModel):
 
 class Status(BaseModel):
     status: str
+
+
+class ActivityQuery(BaseModel):
+    before: EventId | None = Field(None, description="Only items with a smaller id.")
+    limit: Annotated[int, Field(ge=1, le=200)] = 50
+
+
+class ActivityPage(BaseModel):
+    items: list[EventOut]
+    has_more: bool

@@ -425,3 +425,21 @@ async def test_ephemeral_events_carry_no_id_and_are_not_replayed(r: Room) -> Non
     presence = event(got[2], "presence", r.name, user="carol", state="join")
     assert got == [m1, typing, presence, m2]
     assert await r.replayed(seed["id"]) == [m1, m2]
+
+
+async def test_activity_history_pages_backwards(client: httpx.AsyncClient, room: str) -> None:
+    posted = []
+    for i in range(5):
+        body = {"actor": "ci", "verb": "built", "object": f"#{i}"}
+        response = await client.post(f"/api/rooms/{room}/activity", json=body)
+        assert response.status_code == 201
+        posted.append(response.json())
+    await client.post(f"/api/rooms/{room}/messages", json={"author": "a", "text": "not activity"})
+    newest = (await client.get(f"/api/rooms/{room}/activity", params={"limit": 3})).json()
+    assert newest == {"items": posted[2:], "has_more": True}
+    older = await client.get(
+        f"/api/rooms/{room}/activity", params={"limit": 3, "before": posted[2]["id"]}
+    )
+    assert older.json() == {"items": posted[:2], "has_more": False}
+    missing = await client.get(f"/api/rooms/{room}-none/activity")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response
-from quart_schema import document_headers, document_response, validate_request
+from quart_schema import (
+    document_headers,
+    document_response,
+    validate_querystring,
+    validate_request,
+)
 
 from chat.api.deps import commit_event, require_room, services
-from chat.errors import InvalidQuery, RateLimited
+from chat.errors import InvalidQuery, NotFound, RateLimited
 from chat.events import make_event
 from chat.models import (
     ActivityIn,
+    ActivityPage,
+    ActivityQuery,
     EventOut,
     IdempotencyHeaders,
     Presence,
@@ -35,6 +42,22 @@ async def post_activity(room: str, data: ActivityIn) -> Response:
     create = services().settings.auto_create_rooms
     fields = data.fields()
     return await commit_event(room, fields, writes.post_activity(room, fields, create_room=create))
+
+
+@bp.get("/api/rooms/<room>/activity")
+@validate_querystring(ActivityQuery)
+@document_response(ActivityPage)
+async def activity_history(room: str, query_args: ActivityQuery) -> dict[str, Any]:
+    """Activity items, ascending by id: the newest page, or with `before` the page just older;
+    `has_more` says whether older ones exist."""
+    check_room(room)
+    svc = services()
+    if await svc.store.get_room(room) is None:
+        raise NotFound(f"no room {room!r}")
+    items, has_more = await svc.store.activity(
+        room, before=query_args.before, limit=query_args.limit
+    )
+    return {"items": items, "has_more": has_more}
 
 
 @bp.post("/api/rooms/<room>/typing")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
 import aiosqlite
+import orjson
 
 from chat import migrations
 from chat.config import Settings
@@ -286,6 +287,22 @@ class Store:
         )
         for message_id, emoji, author in rows:
             by_id[message_id]["reactions"].setdefault(emoji, []).append(author)
+
+    async def activity(
+        self, room: str, *, before: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Activity items of a room: the newest page (or the page just older than
+        ``before``), ascending by id, and whether older ones exist."""
+        where, params = "room = ? AND type = 'activity'", [cast(Any, room)]
+        if before is not None:
+            where += " AND id < ?"
+            params.append(before)
+        rows = await self._rows(
+            f"SELECT data FROM events WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
+        )
+        has_more = len(rows) > limit
+        items = [orjson.loads(row[0]) for row in reversed(rows[:limit])]
+        return items, has_more
 
     async def unread(self, user: str) -> dict[str, int]:
         """For each room the user has a read marker in: messages after it (not deleted)."""

@@ -1,0 +1,167 @@
+"""Helpers of the browser tests: Debian's Chromium driven by Playwright, a watch on each page's
+console and errors, and REST shortcuts. Every wait is bounded (10 s unless told)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tests.conftest import need
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page
+
+try:
+    from playwright.async_api import async_playwright, expect
+
+    HAVE_PLAYWRIGHT = True
+except ImportError:  # pragma: no cover - the test extras install it
+    HAVE_PLAYWRIGHT = False
+    expect = None  # type: ignore[assignment]
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+CHROMIUM_PRESENT = os.path.exists(CHROMIUM)
+WAIT_MS = 10_000
+Json = dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    """One headless Chromium for one test, closed whatever happens."""
+    need(HAVE_PLAYWRIGHT, "playwright is not installed")
+    need(CHROMIUM_PRESENT, "Debian's chromium is not installed")
+    expect.set_options(timeout=WAIT_MS)
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS, timeout=30_000
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@dataclass
+class Watch:
+    """Console errors, uncaught page errors and dialogs of every page of a test."""
+
+    errors: list[str] = field(default_factory=list)
+    dialogs: list[str] = field(default_factory=list)
+    contexts: list[BrowserContext] = field(default_factory=list)
+    # Network failures expected while the server is down (the restart test), by pattern.
+    tolerated: re.Pattern[str] | None = None
+
+    def attach(self, page: Page, label: str) -> None:
+        def on_console(msg: ConsoleMessage) -> None:
+            if msg.type == "error":
+                self.errors.append(f"{label} console: {msg.text} @ {msg.location}")
+
+        async def on_dialog(dialog: Any) -> None:
+            self.dialogs.append(f"{label} {dialog.type}: {dialog.message}")
+            await dialog.dismiss()
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda exc: self.errors.append(f"{label} pageerror: {exc}"))
+        page.on("dialog", on_dialog)
+
+    async def new_page(
+        self, browser: Browser, label: str, width: int = 1280, height: int = 800
+    ) -> Page:
+        context = await browser.new_context(viewport={"width": width, "height": height})
+        self.contexts.append(context)
+        context.set_default_timeout(WAIT_MS)
+        context.set_default_navigation_timeout(15_000)
+        page = await context.new_page()
+        self.attach(page, label)
+        return page
+
+    async def close(self) -> None:
+        for context in self.contexts:
+            with contextlib.suppress(Exception):
+                await context.close()
+        self.contexts.clear()
+
+    def assert_clean(self) -> None:
+        errors = self.errors
+        if self.tolerated is not None:
+            errors = [e for e in errors if not self.tolerated.search(e)]
+        assert errors == [], "\n".join(errors)
+        assert self.dialogs == [], self.dialogs
+
+
+@contextlib.asynccontextmanager
+async def watched(browser: Browser) -> AsyncIterator[Watch]:
+    watch = Watch()
+    try:
+        yield watch
+    finally:
+        await watch.close()
+
+
+async def open_as(page: Page, url: str, name: str, room: str = "general") -> Page:
+    """Open the page, choose a name and wait until the room is open and the stream is up."""
+    response = await page.goto(url + "/")
+    assert response is not None and response.status == 200
+    name_input = page.get_by_test_id("name-input")
+    await expect(name_input).to_be_visible()
+    await name_input.fill(name)
+    await name_input.press("Enter")
+    await expect(name_input).to_be_hidden()
+    await expect(room_item(page, room)).to_have_attribute("aria-current", "true")
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+    return page
+
+
+def room_item(page: Page, room: str) -> Locator:
+    return page.locator(f'[data-testid="room-item"][data-room="{room}"]')
+
+
+def messages(page: Page) -> Locator:
+    return page.get_by_test_id("message-list").get_by_test_id("message")
+
+
+def message_with(page: Page, text: str) -> Locator:
+    """The messages (or activity items) of the open room whose text is exactly ``text``."""
+    return messages(page).filter(
+        has=page.get_by_test_id("message-text").get_by_text(text, exact=True)
+    )
+
+
+async def post(client: httpx.AsyncClient, path: str, body: Json, status: int = 201) -> Json:
+    response = await client.post(path, json=body)
+    assert response.status_code == status, response.text
+    result: Json = response.json() if response.content else {}
+    return result
+
+
+async def say(client: httpx.AsyncClient, room: str, author: str, text: str, **extra: Any) -> Json:
+    body: Json = {"author": author, "text": text, **extra}
+    return await post(client, f"/api/rooms/{room}/messages", body)
+
+
+async def react(
+    client: httpx.AsyncClient, room: str, message_id: int, author: str, emoji: str
+) -> Json:
+    body = {"author": author, "emoji": emoji}
+    return await post(client, f"/api/rooms/{room}/messages/{message_id}/reactions", body)
+
+
+async def data_ids(page: Page) -> list[str]:
+    ids: list[str] = await messages(page).evaluate_all(
+        "els => els.map(e => e.getAttribute('data-id'))"
+    )
+    return ids

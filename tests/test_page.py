@@ -1,0 +1,344 @@
+"""The browser chat page in Debian's Chromium, driven by Playwright, through the page's fixed
+``data-testid`` hooks (design/PAGE.md): what a person sees, with two people when it matters.
+
+Each test runs a server of its own, fresh browser contexts, and ends by asserting that no page
+logged a console error (CSP violations included), threw, or opened a dialog."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import struct
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from tests.live import ROOT, LiveServer, open_stream
+from tests.page_helpers import (
+    chromium,
+    data_ids,
+    expect,
+    message_with,
+    messages,
+    open_as,
+    post,
+    react,
+    room_item,
+    say,
+    watched,
+)
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+SCREENSHOT = ROOT / "docs" / "screenshot.png"
+FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def live(make_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_server(**FAST, CHAT_SHUTDOWN_GRACE_SECONDS="1")
+
+
+@pytest.fixture
+async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as c:
+        yield c
+
+
+async def test_two_people_see_each_others_messages_presence_and_typing(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        a = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        b = await open_as(await watch.new_page(browser, "ben"), live.url, "ben")
+        await expect(b.get_by_test_id("presence-list")).to_contain_text("ann")
+        await expect(a.get_by_test_id("presence-list")).to_contain_text("ben")
+
+        composer = a.get_by_test_id("composer")
+        await composer.click()
+        await composer.press_sequentially("hello from ann", delay=40)
+        await expect(b.get_by_test_id("typing")).to_contain_text("ann")
+        await composer.press("Enter")
+        await expect(composer).to_have_value("")
+
+        seen = message_with(b, "hello from ann")
+        await expect(seen).to_have_count(1)
+        await expect(seen.get_by_test_id("message-author")).to_have_text("ann")
+        # The stream's echo of ann's message comes before a later message: after it, still once.
+        await say(client, "general", "zed", "marker after ann")
+        await expect(message_with(a, "marker after ann")).to_have_count(1)
+        await expect(message_with(a, "hello from ann")).to_have_count(1)
+        ids = await data_ids(a)
+        assert len(ids) == len(set(ids)) == 2, ids
+
+        # Shift+Enter adds a line; nothing is sent until Enter.
+        await composer.press_sequentially("line one")
+        await composer.press("Shift+Enter")
+        await composer.press_sequentially("line two")
+        await expect(composer).to_have_value("line one\nline two")
+        await expect(messages(a)).to_have_count(2)
+        await composer.press("Enter")
+        sent = b.get_by_test_id("message-text").filter(has_text="line two")
+        await expect(sent).to_have_count(1)
+        assert await sent.evaluate("el => el.textContent") == "line one\nline two"
+        await expect(messages(a)).to_have_count(3)
+        await expect(b.get_by_test_id("typing")).not_to_contain_text("ann", timeout=15_000)
+        watch.assert_clean()
+
+
+async def test_rest_message_and_activity_appear_and_activity_toggles(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await say(client, "general", "rest-bot", "posted over REST")
+        message = message_with(page, "posted over REST")
+        await expect(message).to_have_attribute("data-type", "message")
+        await expect(message.get_by_test_id("message-author")).to_have_text("rest-bot")
+
+        body = {"actor": "ci", "verb": "passed", "object": "build 42", "summary": "build 42 green"}
+        event = await post(client, "/api/rooms/general/activity", body)
+        item = messages(page).and_(page.locator(f'[data-id="{event["id"]}"]'))
+        await expect(item).to_have_attribute("data-type", "activity")
+        await expect(item.get_by_test_id("message-text")).to_contain_text("build 42 green")
+        toggle = page.get_by_test_id("toggle-activity")
+        await toggle.click()
+        await expect(item).to_be_hidden()
+        await expect(message).to_be_visible()
+        await toggle.click()
+        await expect(item).to_be_visible()
+        watch.assert_clean()
+
+
+async def test_html_in_a_message_is_shown_as_text(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    payload = "<img src=x onerror=alert(1)>"
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await say(client, "general", "mallory", payload)
+        await say(client, "general", "mallory", "<script>alert(2)</script><b>bold</b>")
+        shown = message_with(page, payload)
+        await expect(shown).to_have_count(1)
+        await expect(shown.get_by_test_id("message-text")).to_have_text(payload)
+        await expect(message_with(page, "<script>alert(2)</script><b>bold</b>")).to_have_count(1)
+        await page.wait_for_timeout(500)  # an onerror handler would have run by now
+        list_ = page.get_by_test_id("message-list")
+        await expect(list_.locator("img[src='x'], img[onerror], script, b")).to_have_count(0)
+        assert watch.dialogs == []
+        watch.assert_clean()
+
+
+async def test_server_restart_shows_missed_messages_without_reload(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await say(client, "general", "bob", "before the restart")
+        await expect(message_with(page, "before the restart")).to_have_count(1)
+        url = page.url
+        await page.evaluate("window.__noReload = 'still here'")
+
+        await asyncio.to_thread(live.terminate)
+        # While the server is down, the browser logs refused connections: expected, tolerated.
+        watch.tolerated = re.compile(r"ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|503")
+        connection = page.get_by_test_id("connection")
+        await expect(connection).to_have_attribute(
+            "data-state", re.compile("^(connecting|closed)$")
+        )
+        await asyncio.to_thread(live.start)
+        texts = [f"missed {i}" for i in range(3)]
+        for text in texts:
+            await say(client, "general", "bob", text)
+
+        await expect(connection).to_have_attribute("data-state", "open", timeout=20_000)
+        for text in texts:
+            await expect(message_with(page, text)).to_have_count(1, timeout=20_000)
+        await expect(message_with(page, "before the restart")).to_have_count(1)
+        ids = await data_ids(page)
+        assert len(ids) == len(set(ids)) == 4, ids
+        assert page.url == url
+        assert await page.evaluate("window.__noReload") == "still here"
+        watch.assert_clean()
+
+
+async def test_scrolling_up_loads_older_history(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    # One by one: /messages/batch (design/API.md) is not served by the service yet.
+    for i in range(120):
+        await say(client, "general", ("amy", "bo", "cy")[i % 3], f"m{i}")
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        last = message_with(page, "m119")
+        await expect(last).to_be_in_viewport()
+        first = message_with(page, "m0")
+        assert await first.count() == 0, "the whole history was loaded at once"
+        loaded = await messages(page).count()
+
+        message_list = page.get_by_test_id("message-list")
+        for _ in range(30):
+            if await first.count():
+                break
+            await message_list.evaluate("el => { el.scrollTop = 0; }")
+            await message_list.hover()
+            await page.mouse.wheel(0, -5000)
+            await page.wait_for_timeout(300)
+        await expect(first).to_have_count(1)
+        assert await messages(page).count() > loaded
+        ids = await data_ids(page)
+        assert len(ids) == len(set(ids)) == 120, (len(ids), len(set(ids)))
+        texts = await page.get_by_test_id("message-text").all_text_contents()
+        assert texts == [f"m{i}" for i in range(120)]
+        watch.assert_clean()
+
+
+async def test_reactions_count_per_author(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        event = await say(client, "general", "bob", "react to me")
+        message = message_with(page, "react to me")
+        await expect(message).to_have_count(1)
+
+        # The page's way: the message's "Add reaction" button opens a picker.
+        await message.hover()
+        await message.get_by_role("button", name="Add reaction").click()
+        await message.get_by_role("button", name="React with 👍").click()
+        thumbs = message.locator('[data-testid="reaction"][data-emoji="👍"]')
+        await expect(thumbs).to_contain_text("1")
+        await expect(thumbs).to_have_attribute("aria-pressed", "true")
+
+        await react(client, "general", event["id"], "carol", "👍")
+        await expect(thumbs).to_contain_text("2")
+        await react(client, "general", event["id"], "carol", "🎉")
+        party = message.locator('[data-testid="reaction"][data-emoji="🎉"]')
+        await expect(party).to_contain_text("1")
+
+        await thumbs.click()  # ann takes hers back
+        await expect(thumbs).to_contain_text("1")
+        await expect(thumbs).to_have_attribute("aria-pressed", "false")
+        history = (await client.get("/api/rooms/general/messages")).json()["messages"]
+        assert history[0]["reactions"] == {"👍": ["carol"], "🎉": ["carol"]}
+        watch.assert_clean()
+
+
+async def test_rooms_join_and_unread_counts(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        new = page.get_by_test_id("room-new")
+        await new.fill("side-room")
+        await new.press("Enter")
+        side = room_item(page, "side-room")
+        await expect(page.get_by_test_id("room-list").locator(side)).to_have_count(1)
+        await expect(side).to_have_attribute("aria-current", "true")
+        general = room_item(page, "general")
+        await expect(general).not_to_have_attribute("aria-current", "true")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+
+        await say(client, "general", "bob", "while you were away")
+        await say(client, "general", "bob", "and again")
+        await expect(general.get_by_test_id("room-unread")).to_have_text(re.compile(r"^\s*2\s*$"))
+        await say(client, "side-room", "bob", "here in side")
+        await expect(message_with(page, "here in side")).to_have_count(1)
+        await expect(side.get_by_test_id("room-unread")).to_have_count(0)
+
+        await general.click()
+        await expect(general).to_have_attribute("aria-current", "true")
+        await expect(message_with(page, "and again")).to_have_count(1)
+        unread = general.get_by_test_id("room-unread")
+        await expect(unread.filter(has_text=re.compile(r"\S"))).to_have_count(0)
+        watch.assert_clean()
+
+
+async def test_page_sends_a_csp_that_forbids_inline_script(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await watch.new_page(browser, "ann")
+        response = await page.goto(live.url + "/")
+        assert response is not None and response.status == 200
+        csp = await response.header_value("content-security-policy")
+        assert csp, "no Content-Security-Policy on GET /"
+        directives = {d.split()[0]: d.split()[1:] for d in csp.split(";") if d.strip()}
+        script_src = directives.get("script-src", directives.get("default-src"))
+        assert script_src is not None, csp
+        assert "'unsafe-inline'" not in script_src and "'unsafe-eval'" not in script_src, csp
+        assert "*" not in script_src, csp
+        await expect(page.get_by_test_id("name-input")).to_be_visible()
+        watch.assert_clean()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR", "not a PNG"
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+async def test_screenshot_of_the_page_in_use(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """Regenerates docs/screenshot.png (the README shows it): a conversation of several people
+    with a reply, reactions, an activity item and presence."""
+    room = "general"
+    async with (
+        watched(browser) as watch,
+        open_stream(client, "/api/events", params={"rooms": room, "user": "priya"}),
+        open_stream(client, "/api/events", params={"rooms": room, "user": "marco"}),
+    ):
+        first = await say(client, room, "priya", "Morning! The new deploy pipeline is live.")
+        await say(client, room, "marco", "Nice. Did the flaky integration test finally go away?")
+        await say(client, room, "priya", "Yes, it was a race in the fixture. Fixed in #214.")
+        activity = {
+            "actor": "ci-bot",
+            "verb": "deployed",
+            "object": "api v2.8.1",
+            "summary": "ci-bot deployed api v2.8.1 to production",
+            "data": {"env": "production", "status": "success"},
+        }
+        await post(client, f"/api/rooms/{room}/activity", activity)
+        reply = await say(
+            client, room, "marco", "Great work, rollout looks clean.", reply_to=first["id"]
+        )
+        # Symbols that render without a colour-emoji font (Debian's Chromium has none by default).
+        for author, emoji in [("marco", "❤️"), ("lena", "❤️"), ("lena", "✔️")]:
+            await react(client, room, first["id"], author, emoji)
+        await react(client, room, reply["id"], "priya", "★")
+
+        page = await open_as(await watch.new_page(browser, "lena"), live.url, "lena")
+        await page.get_by_test_id("room-new").fill("deploys")
+        await page.get_by_test_id("room-new").press("Enter")
+        await expect(room_item(page, "deploys")).to_have_attribute("aria-current", "true")
+        await room_item(page, "general").click()
+        await expect(room_item(page, "general")).to_have_attribute("aria-current", "true")
+        await say(client, "deploys", "priya", "Rollout of api v2.8.1 started")
+        await say(client, "deploys", "priya", "Canary at 10%, error rate flat")
+        unread = room_item(page, "deploys").get_by_test_id("room-unread")
+        await expect(unread).to_have_text(re.compile(r"^\s*2\s*$"))
+        composer = page.get_by_test_id("composer")
+        await composer.fill("Thanks both, I'll write it up in the changelog.")
+        await composer.press("Enter")
+        await expect(messages(page)).to_have_count(6)
+        presence = page.get_by_test_id("presence-list")
+        for name in ("priya", "marco", "lena"):
+            await expect(presence).to_contain_text(name)
+        await page.mouse.move(0, 0)
+        await page.wait_for_timeout(300)  # let transitions settle
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOT), timeout=15_000)
+        watch.assert_clean()
+    assert png_size(SCREENSHOT) == (1280, 800)

@@ -232,3 +232,18 @@ class ActivityQuery(BaseModel):
 class ActivityPage(BaseModel):
     items: list[EventOut]
     has_more: bool
+
+
+BATCH_MAX = 500
+
+
+class MessageBatchIn(_Body):
+    messages: Annotated[list[MessageIn], Field(min_length=1, max_length=BATCH_MAX)]
+
+
+class ActivityBatchIn(_Body):
+    items: Annotated[list[ActivityIn], Field(min_length=1, max_length=BATCH_MAX)]
+
+
+class EventBatch(BaseModel):
+    events: list[EventOut]

@@ -16,9 +16,11 @@ from chat.api.deps import commit_event, require_room, services
 from chat.errors import InvalidQuery, NotFound, RateLimited
 from chat.events import make_event
 from chat.models import (
+    ActivityBatchIn,
     ActivityIn,
     ActivityPage,
     ActivityQuery,
+    EventBatch,
     EventOut,
     IdempotencyHeaders,
     Presence,
@@ -41,7 +43,22 @@ async def post_activity(room: str, data: ActivityIn) -> Response:
     check_room(room)
     create = services().settings.auto_create_rooms
     fields = data.fields()
-    return await commit_event(room, fields, writes.post_activity(room, fields, create_room=create))
+    op = writes.post_activity(room, fields, create_room=create)
+    return await commit_event(room, fields, writes.event_json(op))
+
+
+@bp.post("/api/rooms/<room>/activity/batch")
+@validate_request(ActivityBatchIn)
+@document_headers(IdempotencyHeaders)
+@document_response(EventBatch, 201)
+async def post_activity_batch(room: str, data: ActivityBatchIn) -> Response:
+    """1-500 activity items in one transaction, all or none: 201 `{"events": [...]}` with
+    consecutive ids in the given order, each broadcast as if posted alone."""
+    check_room(room)
+    create = services().settings.auto_create_rooms
+    items = [item.fields() for item in data.items]
+    ops = [writes.post_activity(room, fields, create_room=create) for fields in items]
+    return await commit_event(room, items, writes.batch("items", ops))
 
 
 @bp.get("/api/rooms/<room>/activity")

@@ -10,7 +10,6 @@ from quart import Response, current_app, request
 from chat.broker import Broker
 from chat.config import Settings
 from chat.errors import NotFound, ValidationFailed
-from chat.events import Event
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
@@ -56,8 +55,8 @@ def event_response(body: bytes, status: int) -> Response:
     return Response(body, status=status, content_type=JSON)
 
 
-async def commit_event(room: str, body: object, op: WriteOp[Event]) -> Response:
-    """Commit a write that creates one event and answer 201 with it, honouring the
+async def commit_event(room: str, body: object, op: WriteOp[bytes]) -> Response:
+    """Commit a write that creates events and answer 201 with its body, honouring the
     ``Idempotency-Key`` header: a retry gets the first answer (200, ``Idempotent-Replayed:
     true``) and nothing is written or broadcast again; the key with another body is 409."""
     key = request.headers.get("Idempotency-Key")

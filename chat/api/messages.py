@@ -12,10 +12,12 @@ from chat.errors import NotFound
 from chat.models import (
     AuthorIn,
     EditIn,
+    EventBatch,
     EventOut,
     History,
     HistoryQuery,
     IdempotencyHeaders,
+    MessageBatchIn,
     MessageEvent,
     MessageIn,
     ReactionIn,
@@ -38,7 +40,24 @@ async def post(room: str, data: MessageIn) -> Response:
     check_room(room)
     create = services().settings.auto_create_rooms
     op = writes.post_message(room, data.author, data.text, data.reply_to, create_room=create)
-    return await commit_event(room, data.model_dump(), op)
+    return await commit_event(room, data.model_dump(), writes.event_json(op))
+
+
+@bp.post("/api/rooms/<room>/messages/batch")
+@validate_request(MessageBatchIn)
+@document_headers(IdempotencyHeaders)
+@document_response(EventBatch, 201)
+async def post_batch(room: str, data: MessageBatchIn) -> Response:
+    """1-500 messages in one transaction, all or none (422 names the failing item's index):
+    201 `{"events": [...]}` with consecutive ids in the given order, each broadcast as if
+    posted alone. An `Idempotency-Key` covers the whole batch."""
+    check_room(room)
+    create = services().settings.auto_create_rooms
+    ops = [
+        writes.post_message(room, m.author, m.text, m.reply_to, create_room=create)
+        for m in data.messages
+    ]
+    return await commit_event(room, data.model_dump(), writes.batch("messages", ops))
 
 
 @bp.get("/api/rooms/<room>/messages")
@@ -88,7 +107,7 @@ async def react(room: str, message_id: int, data: ReactionIn) -> Response:
     """React: 201 with `reaction.added`; the same author and emoji twice is 409."""
     check_room(room)
     op = writes.add_reaction(room, message_id, data.author, data.emoji)
-    return await commit_event(room, data.model_dump(), op)
+    return await commit_event(room, data.model_dump(), writes.event_json(op))
 
 
 @bp.delete("/api/rooms/<string:room>/messages/<id:message_id>/reactions")

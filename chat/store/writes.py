@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from chat.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from chat.errors import ChatError, Conflict, Forbidden, NotFound, ValidationFailed
 from chat.events import Event
 from chat.store.core import Tx, WriteOp
 
@@ -149,6 +149,34 @@ def post_activity(room: str, fields: dict[str, Any], *, create_room: bool) -> Wr
     return op
 
 
+def event_json(op: WriteOp[Event]) -> WriteOp[bytes]:
+    """The JSON of the one event ``op`` appends: the answer to a POST."""
+    return lambda tx: op(tx).json
+
+
+def batch(kind: str, ops: list[WriteOp[Event]]) -> WriteOp[bytes]:
+    """Every operation or none (one savepoint), consecutive ids in the given order; answers
+    ``{"events": [...]}``. A failing item's error names its index (``details[].loc``)."""
+
+    def op(tx: Tx) -> bytes:
+        events = []
+        for index, item in enumerate(ops):
+            try:
+                events.append(item(tx))
+            except ChatError as error:
+                error.details = [
+                    {**d, "loc": [kind, index, *d.get("loc", [])], "index": index}
+                    if isinstance(d, dict)
+                    else {"loc": [kind, index], "index": index, "msg": str(d)}
+                    for d in error.details
+                ] or [{"loc": [kind, index], "index": index, "msg": error.message}]
+                error.message = f"{kind}[{index}]: {error.message}"
+                raise
+        return b'{"events":[' + b",".join(e.json for e in events) + b"]}"
+
+    return op
+
+
 def mark_read(room: str, user: str, last_read_id: int) -> WriteOp[None]:
     """Move the user's read marker forward (never backwards)."""
 
@@ -166,15 +194,15 @@ def mark_read(room: str, user: str, last_read_id: int) -> WriteOp[None]:
 
 
 def idempotent(
-    room: str, key: str | None, fingerprint: str, op: WriteOp[Event]
+    room: str, key: str | None, fingerprint: str, op: WriteOp[bytes]
 ) -> WriteOp[tuple[bytes, bool]]:
-    """Run ``op`` once per (room, key): returns (the event's JSON, replayed). A retry with the
-    same key and the same request returns the first answer and appends nothing; the same key
-    with a different request is 409."""
+    """Run ``op`` (which returns the response body) once per (room, key): returns (the body,
+    replayed). A retry with the same key and the same request returns the first answer and
+    appends nothing; the same key with a different request is 409."""
 
     def run(tx: Tx) -> tuple[bytes, bool]:
         if key is None:
-            return op(tx).json, False
+            return op(tx), False
         row = tx.conn.execute(
             "SELECT fingerprint, response FROM idempotency_keys WHERE room = ? AND key = ?",
             (room, key),
@@ -183,13 +211,13 @@ def idempotent(
             if row[0] != fingerprint:
                 raise Conflict("this Idempotency-Key was used for a different request in this room")
             return bytes(row[1]), True
-        event = op(tx)
+        body = op(tx)
         tx.conn.execute(
             "INSERT INTO idempotency_keys (room, key, fingerprint, response, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (room, key, fingerprint, event.json, tx.now),
+            (room, key, fingerprint, body, tx.now),
         )
-        return event.json, False
+        return body, False
 
     return run
 

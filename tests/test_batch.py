@@ -1,0 +1,66 @@
+"""Batch publishing: all or none, consecutive ids, each broadcast as if posted alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tests.live import open_stream
+
+
+def messages(n: int, prefix: str = "b") -> list[dict[str, Any]]:
+    return [{"author": "bot", "text": f"{prefix}{i}"} for i in range(n)]
+
+
+async def history_ids(client: httpx.AsyncClient, room: str) -> list[int]:
+    response = await client.get(f"/api/rooms/{room}/messages", params={"limit": 200})
+    return [m["id"] for m in response.json()["messages"]]
+
+
+async def test_message_batch_is_streamed_in_order(client: httpx.AsyncClient, room: str) -> None:
+    async with open_stream(client, f"/api/rooms/{room}/events") as stream:
+        body = {"messages": [*messages(3), {"author": "ann", "text": "re", "reply_to": None}]}
+        response = await client.post(f"/api/rooms/{room}/messages/batch", json=body)
+        assert response.status_code == 201, response.text
+        events = response.json()["events"]
+        got = await stream.take(4)
+    ids = [e["id"] for e in events]
+    assert ids == list(range(ids[0], ids[0] + 4))  # consecutive, in the given order
+    assert [e["text"] for e in events] == ["b0", "b1", "b2", "re"]
+    assert [e.json() for e in got] == events  # each broadcast exactly as answered
+    assert await history_ids(client, room) == ids
+
+
+async def test_a_bad_item_fails_the_whole_batch(client: httpx.AsyncClient, room: str) -> None:
+    await client.post(f"/api/rooms/{room}/messages", json={"author": "a", "text": "before"})
+    before = await history_ids(client, room)
+    bad_schema = {"messages": [*messages(2), {"author": "x", "text": ""}]}
+    response = await client.post(f"/api/rooms/{room}/messages/batch", json=bad_schema)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"][0]["loc"][:2] == ["messages", 2]
+    bad_reply = {"messages": [*messages(2), {"author": "x", "text": "y", "reply_to": 999999}]}
+    response = await client.post(f"/api/rooms/{room}/messages/batch", json=bad_reply)
+    assert response.status_code == 422
+    detail = response.json()["error"]["details"][0]
+    assert detail["loc"] == ["messages", 2, "reply_to"] and detail["index"] == 2
+    for empty in ({"messages": []}, {"messages": messages(501, "x")}):
+        response = await client.post(f"/api/rooms/{room}/messages/batch", json=empty)
+        assert response.status_code in (413, 422)
+    assert await history_ids(client, room) == before  # nothing of any failed batch stored
+
+
+async def test_activity_batch_and_idempotency(client: httpx.AsyncClient, room: str) -> None:
+    items = [{"actor": "ci", "verb": "built", "object": f"#{i}"} for i in range(3)]
+    path = f"/api/rooms/{room}/activity/batch"
+    headers = {"Idempotency-Key": f"{room}-batch"}
+    first = await client.post(path, json={"items": items}, headers=headers)
+    assert first.status_code == 201
+    assert [e["object"] for e in first.json()["events"]] == ["#0", "#1", "#2"]
+    again = await client.post(path, json={"items": items}, headers=headers)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    other = await client.post(path, json={"items": items[:1]}, headers=headers)
+    assert other.status_code == 409
+    page = (await client.get(f"/api/rooms/{room}/activity")).json()
+    assert page["items"] == first.json()["events"]  # stored once

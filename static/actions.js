@@ -1,0 +1,106 @@
+// What the buttons on a message do: react, reply, edit, delete, jump to the quoted message.
+import { api } from './api.js';
+import { els, roomData, state } from './state.js';
+import { toast } from './util.js';
+import { applyEvent } from './events.js';
+import { renderMessages } from './messages.js';
+import { setReply } from './composer.js';
+
+function findMessage(id) {
+  return roomData(state.current).events.get(id);
+}
+
+async function toggleReaction(ev, emoji) {
+  const room = state.current;
+  const mine = (ev.reactions?.[emoji] || []).includes(state.me);
+  try {
+    const res = mine ? await api.unreact(room, ev.id, state.me, emoji) : await api.react(room, ev.id, state.me, emoji);
+    applyEvent(res);
+  } catch (e) {
+    if (e.code !== 'conflict') toast(e.message);
+  }
+}
+
+export const actions = {
+  react(ev) {
+    state.picking = state.picking === ev.id ? null : ev.id;
+    renderMessages();
+    if (state.picking) state.nodes.get(ev.id)?.node.querySelector('.pick')?.focus();
+  },
+  pick(ev, emoji) {
+    state.picking = null;
+    renderMessages();
+    state.nodes.get(ev.id)?.node.querySelector('[data-action="react"]')?.focus({ preventScroll: true });
+    toggleReaction(findMessage(ev.id) || ev, emoji);
+  },
+  'toggle-reaction': (ev, emoji) => toggleReaction(findMessage(ev.id) || ev, emoji),
+  reply(ev) {
+    setReply({ id: ev.id, author: ev.author, text: ev.text });
+    els.composer.focus();
+  },
+  edit(ev) {
+    state.editing = ev.id;
+    state.confirming = state.picking = null;
+    renderMessages();
+    const area = state.nodes.get(ev.id)?.node.querySelector('.edit-input');
+    if (area) { area.focus(); area.setSelectionRange(area.value.length, area.value.length); }
+  },
+  'cancel-edit': (ev) => {
+    state.editing = null;
+    renderMessages();
+    state.nodes.get(ev.id)?.node.querySelector('[data-action="edit"]')?.focus({ preventScroll: true });
+  },
+  async 'save-edit'(ev, text) {
+    const value = text.trim();
+    if (!value || value === ev.text) { actions['cancel-edit'](ev); return; }
+    try {
+      const res = await api.edit(state.current, ev.id, state.me, value);
+      state.editing = null;
+      applyEvent(res);
+      renderMessages();
+      els.composer.focus();
+    } catch (e) {
+      toast(e.message);
+    }
+  },
+  delete(ev) {
+    state.confirming = ev.id;
+    state.editing = state.picking = null;
+    renderMessages();
+    state.nodes.get(ev.id)?.node.querySelector('[data-action="confirm-delete"]')?.focus();
+  },
+  'cancel-delete': (ev) => {
+    state.confirming = null;
+    renderMessages();
+    state.nodes.get(ev.id)?.node.querySelector('[data-action="delete"]')?.focus({ preventScroll: true });
+  },
+  async 'confirm-delete'(ev) {
+    try {
+      const res = await api.remove(state.current, ev.id, state.me);
+      state.confirming = null;
+      applyEvent(res);
+      els.composer.focus();
+    } catch (e) {
+      toast(e.message);
+    }
+  },
+  jump(ev, id) {
+    const node = state.nodes.get(id)?.node;
+    if (!node) { toast('That message is further up: scroll to load it.', 'info'); return; }
+    node.scrollIntoView({ block: 'center', behavior: 'smooth' });
+    node.classList.remove('flash');
+    void node.offsetWidth;
+    node.classList.add('flash');
+  },
+};
+
+export function bindActions() {
+  // Escape closes the picker / confirm / edit.
+  els.list.addEventListener('keydown', (e) => {
+    if (e.key !== 'Escape') return;
+    if (state.picking || state.confirming) {
+      state.picking = state.confirming = null;
+      renderMessages();
+    }
+  });
+}

@@ -1,0 +1,94 @@
+// Events from the stream (or from a POST's answer) applied to the page's state.
+import { state } from './state.js';
+import { addEvent } from './history.js';
+import { renderMessages } from './messages.js';
+import { setReply } from './composer.js';
+import { renderPresence, showTyping, stopTyping } from './presence.js';
+import { markRead, openRoom, refreshUnread, renderRooms } from './rooms.js';
+
+/** Apply one event (from the stream or from a POST's answer), at most once per id. */
+export function applyEvent(ev) {
+  if (!ev || !ev.type) return;
+  if (typeof ev.id === 'number') {
+    if (state.seen.has(ev.id)) return;
+    state.seen.add(ev.id);
+  }
+  const room = ev.room;
+  switch (ev.type) {
+    case 'reset':
+      handleReset();
+      return;
+    case 'typing':
+      if (room === state.current && ev.user !== state.me) showTyping(ev.user);
+      return;
+    case 'presence': {
+      const set = state.presence.get(room) || new Set();
+      if (ev.state === 'join') set.add(ev.user);
+      else if (ev.user !== state.me) set.delete(ev.user);
+      state.presence.set(room, set);
+      if (room === state.current) renderPresence();
+      return;
+    }
+    default:
+      break;
+  }
+  if (ev.type === 'message' && room !== state.current && ev.author !== state.me && state.rooms.includes(room)) {
+    state.unread[room] = (state.unread[room] || 0) + 1;
+    renderRooms();
+  }
+  if (ev.type === 'message' && room === state.current) stopTyping(ev.author);
+  const rd = state.data.get(room);
+  if (!rd) return; // never opened: its history is loaded when it is
+  if (rd.loading) { rd.pending.push(ev); return; }
+  if (!rd.loaded) return;
+  applyToRoom(rd, ev);
+  if (room === state.current) {
+    renderMessages();
+    if (ev.type === 'message' || ev.type === 'activity') markRead();
+  }
+}
+
+export function applyToRoom(rd, ev) {
+  switch (ev.type) {
+    case 'message':
+    case 'activity':
+      addEvent(rd, ev);
+      break;
+    case 'message.edited': {
+      const m = rd.events.get(ev.message_id);
+      if (m) rd.events.set(m.id, { ...m, text: ev.text, edited_at: ev.created_at });
+      break;
+    }
+    case 'message.deleted':
+      rd.events.delete(ev.message_id);
+      rd.deleted.add(ev.message_id);
+      if (state.editing === ev.message_id) state.editing = null;
+      if (state.replyTo && state.replyTo.id === ev.message_id) setReply(null);
+      break;
+    case 'reaction.added':
+    case 'reaction.removed': {
+      const m = rd.events.get(ev.message_id);
+      if (!m) break;
+      const reactions = { ...(m.reactions || {}) };
+      const users = new Set(reactions[ev.emoji] || []);
+      if (ev.type === 'reaction.added') users.add(ev.author); else users.delete(ev.author);
+      if (users.size) reactions[ev.emoji] = [...users]; else delete reactions[ev.emoji];
+      rd.events.set(m.id, { ...m, reactions });
+      break;
+    }
+    default:
+      break;
+  }
+  if (typeof ev.id === 'number' && ev.id > rd.maxId) rd.maxId = ev.id;
+}
+
+/** The stream could not replay the gap (or the database was replaced): reload over REST. */
+function handleReset() {
+  state.seen.clear();
+  for (const [room, rd] of state.data) {
+    rd.gen++;
+    state.data.delete(room);
+  }
+  if (state.current) openRoom(state.current);
+  refreshUnread();
+}

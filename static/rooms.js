@@ -1,0 +1,124 @@
+// Joined rooms: the sidebar list with unread badges, joining and leaving, opening a room and
+// telling the server what has been read.
+import { api, ROOM_RE } from './api.js';
+import { h } from './render.js';
+import { LS, els, roomData, save, state } from './state.js';
+import { stream } from './connection.js';
+import { loadInitial } from './history.js';
+import { renderMessages } from './messages.js';
+import { setReply } from './composer.js';
+import { loadPresence, renderPresence, renderTyping } from './presence.js';
+import { closeNav } from './nav.js';
+
+export function renderRooms() {
+  const items = state.rooms.map((room) => {
+    const n = state.unread[room] || 0;
+    const current = room === state.current;
+    const btn = h('button', {
+      type: 'button', class: 'room-item', 'data-testid': 'room-item', 'data-room': room,
+      'aria-current': current ? 'true' : null,
+      'aria-label': n ? `${room}, ${n} unread` : room,
+      onclick: () => { openRoom(room); closeNav(); },
+    },
+    h('span', { class: 'hash', 'aria-hidden': 'true', text: '#' }),
+    h('span', { class: 'room-name', text: room }),
+    n ? h('span', { class: 'badge', 'data-testid': 'room-unread', text: n > 99 ? '99+' : String(n) }) : null);
+    const leave = h('button', {
+      type: 'button', class: 'leave icon-btn', 'aria-label': `Leave ${room}`, title: `Leave ${room}`, text: '✕',
+      onclick: () => leaveRoom(room),
+    });
+    return h('li', { class: current ? 'current' : null }, btn, leave);
+  });
+  els.roomList.replaceChildren(...items);
+}
+
+async function joinRoom(raw) {
+  const room = raw.trim();
+  els.roomError.textContent = '';
+  if (!ROOM_RE.test(room)) {
+    els.roomError.textContent = 'Room names use lowercase letters, digits, “.”, “_” and “-” (up to 64, starting with a letter or digit).';
+    return;
+  }
+  try {
+    await api.joinRoom(room);
+  } catch (e) {
+    els.roomError.textContent = e.message;
+    return;
+  }
+  els.roomNew.value = '';
+  if (!state.rooms.includes(room)) {
+    state.rooms.push(room);
+    save(LS.rooms, state.rooms);
+    stream.open(state.rooms, state.me);
+  }
+  openRoom(room);
+  closeNav();
+  els.composer.focus();
+}
+
+function leaveRoom(room) {
+  state.rooms = state.rooms.filter((r) => r !== room);
+  if (!state.rooms.length) state.rooms = ['general'];
+  save(LS.rooms, state.rooms);
+  state.data.delete(room);
+  delete state.unread[room];
+  stream.open(state.rooms, state.me);
+  if (state.current === room) openRoom(state.rooms[0]);
+  else renderRooms();
+}
+
+export async function refreshUnread() {
+  try {
+    const res = await api.unread(state.me);
+    const rooms = (res && res.rooms) || {};
+    for (const room of state.rooms) state.unread[room] = room === state.current ? 0 : (rooms[room] || 0);
+    renderRooms();
+  } catch { /* shown by the connection state */ }
+}
+
+export function openRoom(room) {
+  state.current = room;
+  save(LS.room, room);
+  state.editing = state.confirming = state.picking = null;
+  setReply(null);
+  state.unread[room] = 0;
+  state.nodes.clear();
+  for (const t of state.typers.values()) clearTimeout(t);
+  state.typers.clear();
+  renderTyping();
+  els.list.replaceChildren(h('li', { class: 'list-head', id: 'list-head' }));
+  els.roomTitle.textContent = room;
+  els.composer.placeholder = `Message #${room}`;
+  document.title = `#${room} · chat`;
+  renderRooms();
+  renderPresence();
+  loadPresence(room);
+  const rd = roomData(room);
+  if (rd.loaded) {
+    renderMessages({ bottom: true });
+    markRead();
+  } else if (!rd.loading) {
+    loadInitial(room);
+  } else {
+    renderMessages({ bottom: true });
+  }
+}
+
+export function markRead() {
+  const room = state.current;
+  const rd = roomData(room);
+  state.unread[room] = 0;
+  if (!rd.maxId || rd.maxId <= rd.readSent) return;
+  clearTimeout(state.readTimer);
+  state.readTimer = setTimeout(() => {
+    const id = rd.maxId;
+    api.markRead(room, state.me, id).then(() => { rd.readSent = Math.max(rd.readSent, id); }).catch(() => {});
+  }, 300);
+}
+
+export function bindRooms() {
+  els.roomNew.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') { e.preventDefault(); joinRoom(els.roomNew.value); }
+  });
+  els.roomForm.addEventListener('submit', (e) => { e.preventDefault(); joinRoom(els.roomNew.value); });
+}

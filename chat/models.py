@@ -210,16 +210,6 @@ class History(BaseModel):
     has_more: bool
 
 
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    details: list[object]
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
 class Status(BaseModel):
     status: str
 

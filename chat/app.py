@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from quart import Quart
@@ -25,6 +26,8 @@ from chat.events import Event, make_event, now_rfc3339
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
+from chat.redis_broker import RedisBroker
+from chat.redis_state import SharedPresence, SharedTypingLimit
 from chat.registry import Registry
 from chat.store import Store, writes
 from chat.stream import Streams
@@ -37,12 +40,6 @@ CURL_EXAMPLES = Path(__file__).resolve().parent / "api" / "curl.md"  # shown at 
 
 def orjson_loads(data: str | bytes, **_: Any) -> Any:
     return orjson.loads(data)
-
-
-def make_broker(settings: Settings, registry: Registry) -> Broker:
-    if settings.broker == "local":
-        return LocalBroker(registry)
-    raise ValueError(f"CHAT_BROKER={settings.broker!r} is not supported: use 'local'")
 
 
 def create_app(settings: Settings | None = None) -> Quart:
@@ -72,7 +69,6 @@ def create_app(settings: Settings | None = None) -> Quart:
 
     registry = Registry()
     metrics = Metrics(lambda: len(registry.subscribers), lambda: len(registry.hubs))
-    broker = make_broker(settings, registry)
     published = metrics.events_published
 
     def on_commit(events: Sequence[Event]) -> None:
@@ -88,7 +84,21 @@ def create_app(settings: Settings | None = None) -> Quart:
         broker.publish([make_event("presence", room, {"user": user, "state": state})])
 
     store = Store(settings, on_commit)
-    presence = Presence(settings.presence_grace_seconds, announce)
+    broker: Broker
+    presence: Presence
+    typing: RateLimiter
+    if settings.broker == "local":
+        broker = LocalBroker(registry)
+        presence = Presence(settings.presence_grace_seconds, announce)
+        typing = RateLimiter(settings.typing_interval_seconds)
+    else:  # several processes: events, presence and the typing limit go through Redis
+
+        async def read_after(after: int, limit: int) -> list[Event]:
+            return await store.events_after(None, after, limit)
+
+        broker = redis = RedisBroker(settings, registry, read_after, store.latest_id, metrics)
+        presence = SharedPresence(redis, settings.presence_grace_seconds, announce)
+        typing = SharedTypingLimit(redis, settings.typing_interval_seconds)
     services = api.Services(
         settings,
         store,
@@ -97,7 +107,7 @@ def create_app(settings: Settings | None = None) -> Quart:
         metrics,
         Streams(settings, store, registry, metrics, presence),
         presence,
-        RateLimiter(settings.typing_interval_seconds),
+        typing,
     )
     app.extensions["chat"] = services
     api.register(app)
@@ -125,14 +135,17 @@ def create_app(settings: Settings | None = None) -> Quart:
         await store.open()
         registry.position = await store.latest_id()
         await broker.start()
+        presence.start()
         background.append(asyncio.create_task(beat(), name="chat-heartbeat"))
         background.append(asyncio.create_task(forget_idempotency_keys(), name="chat-purge"))
-        log.info("chat ready: database %s, broker %s", settings.database, settings.broker)
+        where = urlsplit(settings.broker)
+        broker_name = f"{where.scheme}://{where.hostname}:{where.port}" if where.scheme else "local"
+        log.info("chat ready: database %s, broker %s", settings.database, broker_name)
 
     @app.after_serving
     async def stop() -> None:
         services.begin_shutdown()
-        presence.close()
+        await presence.stop()
         for task in background:
             task.cancel()
         if background:

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
 from chat import __version__
 from chat.config import Settings
 
@@ -37,8 +39,10 @@ def _parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="worker processes (default 1); more than 1 needs a shared broker (CHAT_BROKER)",
+        help="worker processes on the same port (default 1); more than 1 needs the Redis "
+        "broker (CHAT_BROKER=redis://host:port/0)",
     )
+    serve.add_argument("--worker-of", type=int, default=1, help=argparse.SUPPRESS)
 
     post = commands.add_parser(
         "post",
@@ -124,7 +128,13 @@ def _client(args: argparse.Namespace, url: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            name = "CHAT_" + "_".join(str(part) for part in problem["loc"]).upper()
+            print(f"{name}: {problem['msg']}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -132,13 +142,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _migrate(settings)
     if args.command in ("post", "tail"):
         return _client(args, args.url or settings.url)
-    if settings.broker != "local":
-        print(
-            f"CHAT_BROKER={settings.broker!r} is not supported by this version: use 'local' "
-            "(one process). A Redis broker for several processes is planned.",
-            file=sys.stderr,
-        )
-        return 2
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2
@@ -150,9 +153,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     if args.workers > 1:
-        print("--workers > 1 is not supported yet", file=sys.stderr)
-        return 2
+        from chat.workers import run_workers
+
+        return run_workers(args.host, args.port, args.workers, settings.shutdown_grace_seconds)
     from chat.serve import run
 
-    run(settings, args.host, args.port)
+    run(settings, args.host, args.port, reuse_port=args.worker_of > 1)
     return 0

@@ -28,7 +28,33 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(65536, gt=0, description="Largest request body accepted.")
     auto_create_rooms: bool = Field(True, description="Posting into an unknown room creates it.")
-    broker: str = Field("local", description="`local`, or a `redis://` URL for several processes.")
+    broker: str = Field(
+        "local",
+        pattern=r"^(local|(redis|rediss|unix)://.*)$",
+        description="`local` (one process), or a `redis://host:port/db` URL: several "
+        "processes or hosts share events through Redis (docs/design/scale-out.md).",
+    )
+    broker_prefix: str = Field(
+        "chat",
+        min_length=1,
+        description="Prefix of the Redis channel and keys, so several deployments can share "
+        "one Redis.",
+    )
+    broker_gap_wait_ms: float = Field(
+        50.0,
+        ge=0,
+        description="How long an event that arrived ahead of a smaller id waits for it before "
+        "the missing ids are read from the store.",
+    )
+    broker_poll_seconds: float = Field(
+        1.0,
+        gt=0,
+        description="How often each process checks the store for events the broker did not "
+        "bring (Redis away, a process that died before publishing).",
+    )
+    broker_reconnect_max_seconds: float = Field(
+        2.0, gt=0, description="Longest wait between attempts to reconnect to Redis."
+    )
     subscriber_buffer_bytes: int = Field(
         1 << 20,
         gt=0,

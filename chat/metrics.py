@@ -61,6 +61,25 @@ class Metrics:
             "chat_resets", "Reset events sent (resume point unknown or gap too large).", registry=r
         )
         self.streams_opened = Counter("chat_streams_opened", "Streams opened.", registry=r)
+        self.broker_connected = Gauge(
+            "chat_broker_connected",
+            "1 while subscribed to the Redis broker (always 1 with the local broker).",
+            registry=r,
+        )
+        self.broker_connected.set(1)
+        self.broker_reconnects = Counter(
+            "chat_broker_reconnects", "Attempts to reconnect to the Redis broker.", registry=r
+        )
+        self.broker_dropped = Counter(
+            "chat_broker_unsent",
+            "Batches of events not sent to Redis (the other processes read them from the store).",
+            registry=r,
+        )
+        self.gap_fills = Counter(
+            "chat_broker_gap_fills",
+            "Reads of the store for events the broker brought late, out of order or not at all.",
+            registry=r,
+        )
         self.requests_rejected = Counter(
             "chat_errors", "Error responses, by status code.", ["status"], registry=r
         )

@@ -48,11 +48,17 @@ class Presence:
             del self.streams[room]
         self.announce(room, user, "leave")
 
-    def users(self, room: str) -> list[str]:
+    async def users(self, room: str) -> list[str]:
         """Present users, sorted (those inside their grace period still count)."""
         return sorted(self.streams.get(room, {}))
+
+    def start(self) -> None:
+        return None
 
     def close(self) -> None:
         for timer in self.leaving.values():
             timer.cancel()
         self.leaving.clear()
+
+    async def stop(self) -> None:
+        self.close()

@@ -26,3 +26,7 @@ class RateLimiter:
             self.pruned_at = now  # at most once an interval: pruning is O(keys)
         self.last[key] = now
         return 0.0
+
+    async def check(self, key: Hashable) -> float:
+        """``wait_s`` as the routes call it (a shared limiter asks Redis)."""
+        return self.wait_s(key)

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from typing import cast
@@ -78,9 +79,22 @@ def _force_exit() -> None:
     os._exit(0)
 
 
-def run(settings: Settings, host: str, port: int) -> None:
+def _reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A socket bound with SO_REUSEPORT: every worker binds its own on the same port, and the
+    kernel spreads the connections over them."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def run(settings: Settings, host: str, port: int, *, reuse_port: bool = False) -> None:
+    """Serve one process. ``reuse_port``: one of several workers sharing the port."""
     app = create_app(settings)
     config = hypercorn_config(settings, host, port)
+    if reuse_port:  # Hypercorn owns (and closes) the descriptor from here on
+        config.bind = [f"fd://{_reuse_port_socket(host, port).detach()}"]
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.live import LiveServer
+from tests.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -72,3 +73,14 @@ def room(request: pytest.FixtureRequest) -> str:
     name = request.node.name.lower()
     cleaned = "".join(ch if ch.isalnum() else "-" for ch in name)[:40].strip("-")
     return f"{cleaned or 'room'}-{next(_room_counter)}"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A real redis-server of the test's own on a free port (``.ci/run`` installs it)."""
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = RedisServer(need_program("redis-server"), workdir)
+    server.start()
+    yield server
+    server.stop()

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +32,19 @@ def free_port() -> int:
 class LiveServer:
     """One service process on 127.0.0.1 with its own SQLite file."""
 
-    def __init__(self, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: Mapping[str, str] | None = None,
+        *,
+        database: Path | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        """``database``: share another server's SQLite file; ``args``: more ``serve`` options
+        (``["--workers", "2"]``)."""
         self.workdir = workdir
-        self.database = workdir / "chat.db"
+        self.database = database or workdir / "chat.db"
+        self.args = list(args)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_env = dict(env or {})
@@ -47,7 +57,7 @@ class LiveServer:
         env.update(self.extra_env)
         log = open(self.log_path, "ab")  # noqa: SIM115 - the process keeps it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "chat", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "chat", "serve", "--port", str(self.port), *self.args],
             cwd=self.workdir,
             env=env,
             stdout=log,

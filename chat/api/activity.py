@@ -85,7 +85,7 @@ async def typing(room: str, data: TypingIn) -> tuple[dict[str, Any], int]:
     check_room(room)
     svc = services()
     await require_room(room)
-    wait_s = svc.typing.wait_s((room, data.user))
+    wait_s = await svc.typing.check((room, data.user))
     if wait_s > 0:
         raise RateLimited("one typing event per user and room per interval", max(1, round(wait_s)))
     svc.broker.publish([make_event("typing", room, {"user": data.user})])
@@ -98,7 +98,7 @@ async def presence(room: str) -> dict[str, Any]:
     """Users connected to the room now (streams opened with `user=`), sorted."""
     check_room(room)
     await require_room(room)
-    return {"users": services().presence.users(room)}
+    return {"users": await services().presence.users(room)}
 
 
 @bp.put("/api/rooms/<room>/read")

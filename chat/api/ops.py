@@ -40,7 +40,7 @@ async def readyz() -> dict[str, str]:
     except Exception as exc:
         raise Unavailable(f"the store does not answer: {exc}") from exc
     if not await svc.broker.ready():
-        raise Unavailable("the broker does not answer")
+        raise Unavailable("the broker is not connected; reconnecting")
     return {"status": "ready"}
 
 

@@ -1,0 +1,204 @@
+"""Room state that several processes share through Redis: presence and the typing limit.
+
+Presence: ``Presence`` still counts this process's streams and applies the grace period; what
+it would announce becomes a change of shared counts instead. Per room, a Redis hash counts in
+how many processes each user is present; per process, a hash remembers what that process
+added, so the counts can be taken back when it dies. A user joins when the count goes 0 -> 1
+and leaves when it goes back to 0, whichever processes their streams are on; both steps are
+Lua scripts, so two processes never both announce. Each process refreshes a key that expires
+after ``ALIVE_S``; one whose key expired (killed, cut off) is reaped by the others, who
+announce the leaves it can no longer announce. After Redis comes back (it may have lost
+everything), each process takes back what it had added and adds its present users again,
+silently: nobody left or joined meanwhile.
+
+Typing: one ``SET NX PX`` per user and room, so the interval holds across processes. While
+Redis is away, presence lists and the typing limit fall back to this process's own view.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import cast
+
+import orjson
+from redis.exceptions import RedisError
+
+from chat.presence import Presence
+from chat.ratelimit import RateLimiter
+from chat.redis_broker import RedisBroker
+
+log = logging.getLogger(__name__)
+
+ALIVE_S = 15  # a process that did not refresh its key for this long is reaped
+KEEP_EVERY_S = 5.0
+
+# KEYS: this process's hash, the room's hash. ARGV: field, user, +1 or -1.
+# Returns the user's new count in the room, or -1 when this process had already done so.
+CHANGE = """
+local had = redis.call('HEXISTS', KEYS[1], ARGV[1])
+local delta = tonumber(ARGV[3])
+if (delta > 0 and had == 1) or (delta < 0 and had == 0) then return -1 end
+if delta > 0 then redis.call('HSET', KEYS[1], ARGV[1], 1)
+else redis.call('HDEL', KEYS[1], ARGV[1]) end
+local n = redis.call('HINCRBY', KEYS[2], ARGV[2], delta)
+if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+return n
+"""
+
+# KEYS: the set of processes. ARGV: key prefix, the process to take back, "force" or "".
+# Takes back everything that process added (unless it is alive and not forced); returns the
+# fields ([room, user] as JSON) whose count reached 0: the users who left.
+REAP = """
+local prefix, origin = ARGV[1], ARGV[2]
+if ARGV[3] ~= 'force' and redis.call('EXISTS', prefix .. ':alive:' .. origin) == 1 then
+  return {}
+end
+local proc = prefix .. ':proc:' .. origin
+local left = {}
+for _, field in ipairs(redis.call('HKEYS', proc)) do
+  local pair = cjson.decode(field)
+  local key = prefix .. ':presence:' .. pair[1]
+  local n = redis.call('HINCRBY', key, pair[2], -1)
+  if n <= 0 then
+    redis.call('HDEL', key, pair[2])
+    table.insert(left, field)
+  end
+end
+redis.call('DEL', proc)
+redis.call('SREM', KEYS[1], origin)
+return left
+"""
+
+RedisList = Awaitable[Iterable[bytes]]  # redis-py types its replies loosely
+Op = tuple[str, str, str]  # (room, user, "join" | "leave"), or ("", "", "resync")
+
+
+class SharedPresence(Presence):
+    def __init__(self, broker: RedisBroker, grace_s: float, announce: Callable[..., None]) -> None:
+        super().__init__(grace_s, self._changed)
+        self.broker = broker
+        self.redis = broker.redis
+        self.publish_change = announce  # (room, user, state): the presence event, to everyone
+        prefix = broker.settings.broker_prefix
+        self.prefix = prefix
+        origin = broker.origin.decode()
+        self.origin = origin
+        self.proc_key = f"{prefix}:proc:{origin}"
+        self.alive_key = f"{prefix}:alive:{origin}"
+        self.procs_key = f"{prefix}:procs"
+        self.change = self.redis.register_script(CHANGE)
+        self.reap = self.redis.register_script(REAP)
+        self._ops: deque[Op] = deque()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        broker.on_connect.append(self._resync)
+
+    def start(self) -> None:  # after the broker's start
+        self._tasks.append(asyncio.create_task(self._apply(), name="chat-presence-apply"))
+        self._tasks.append(asyncio.create_task(self._keep(), name="chat-presence-keep"))
+
+    async def stop(self) -> None:
+        self.close()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        self._tasks.clear()
+        # The others reap what this process added (and announce who left) right away.
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(self.alive_key)
+
+    async def users(self, room: str) -> list[str]:
+        try:
+            names = await cast(RedisList, self.redis.hkeys(f"{self.prefix}:presence:{room}"))
+        except (RedisError, OSError):
+            return await super().users(room)
+        return sorted(name.decode() for name in names)
+
+    def _changed(self, room: str, user: str, state: str) -> None:
+        self._ops.append((room, user, state))
+        self._wake.set()
+
+    async def _resync(self) -> None:
+        self._ops.append(("", "", "resync"))
+        self._wake.set()
+
+    def _field(self, room: str, user: str) -> bytes:
+        return orjson.dumps([room, user])
+
+    async def _apply(self) -> None:
+        """The changes, one at a time and in order (a leave never overtakes its join)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ops:
+                room, user, state = self._ops.popleft()
+                try:
+                    if state == "resync":
+                        await self._readd()
+                        continue
+                    delta = 1 if state == "join" else -1
+                    keys = [self.proc_key, f"{self.prefix}:presence:{room}"]
+                    count = await self.change(keys, [self._field(room, user), user, delta])
+                except (RedisError, OSError) as exc:
+                    log.warning("presence change not shared (Redis: %s)", exc)
+                    continue
+                if (delta > 0 and count == 1) or (delta < 0 and count == 0):
+                    self.publish_change(room, user, state)
+
+    async def _readd(self) -> None:
+        await self.reap([self.procs_key], [self.prefix, self.origin, "force"])
+        await self._refresh()
+        for room, users in list(self.streams.items()):
+            for user in list(users):
+                keys = [self.proc_key, f"{self.prefix}:presence:{room}"]
+                await self.change(keys, [self._field(room, user), user, 1])
+
+    async def _refresh(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.alive_key, b"1", ex=ALIVE_S)
+            pipe.sadd(self.procs_key, self.origin)
+            await pipe.execute()
+
+    async def _keep(self) -> None:
+        """Refresh this process's key; reap processes whose key expired."""
+        while True:
+            try:
+                await self._refresh()
+                for member in await cast(RedisList, self.redis.smembers(self.procs_key)):
+                    origin = member.decode()
+                    if origin == self.origin:
+                        continue
+                    left = await self.reap([self.procs_key], [self.prefix, origin, ""])
+                    for field in left:
+                        room, user = orjson.loads(field)
+                        self.publish_change(room, user, "leave")
+            except (RedisError, OSError) as exc:
+                log.debug("presence keep-alive skipped (Redis: %s)", exc)
+            await asyncio.sleep(KEEP_EVERY_S)
+
+
+class SharedTypingLimit(RateLimiter):
+    """At most one typing event per user and room per interval, across processes."""
+
+    def __init__(self, broker: RedisBroker, interval_s: float) -> None:
+        super().__init__(interval_s)
+        self.redis = broker.redis
+        self.prefix = f"{broker.settings.broker_prefix}:typing:"
+
+    async def check(self, key: Hashable) -> float:
+        if self.interval_s <= 0:
+            return 0.0
+        interval_ms = max(1, int(self.interval_s * 1000))
+        name = self.prefix + orjson.dumps(key).decode()
+        try:
+            if await self.redis.set(name, b"1", px=interval_ms, nx=True):
+                return 0.0
+            left_ms = await self.redis.pttl(name)
+        except (RedisError, OSError):
+            return await super().check(key)
+        return max(int(left_ms), 1) / 1000

@@ -4,6 +4,8 @@ they arrive; what the broker never brings is read from the store."""
 from __future__ import annotations
 
 import asyncio
+import itertools
+from collections.abc import Callable
 
 from chat.events import Event, make_event
 from chat.hub import Subscriber
@@ -46,9 +48,12 @@ def ids(sub: Subscriber) -> list[int | None]:
     return [e.id for e in sub.take()]
 
 
-async def until(condition: object, timeout_s: float = TIMEOUT_S) -> None:
+async def until(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
+    """Let the loop run (timers, the fill task) until the condition holds."""
     async with asyncio.timeout(timeout_s):
-        while not condition():  # type: ignore[operator]
+        for _ in itertools.count():
+            if condition():
+                return
             await asyncio.sleep(0.005)
 
 

@@ -1,0 +1,39 @@
+# The chat service as a container: `python -m chat serve` on 0.0.0.0:8000, as a non-root user,
+# with its SQLite file on the /data volume. docker-compose.yml runs two of these behind nginx,
+# sharing events through Redis (CHAT_BROKER) and the database through the volume.
+FROM python:3.11.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# The code finds migrations/ and static/ next to the chat/ package (chat/config.py
+# MIGRATIONS_DIR, chat/api/ops.py STATIC_DIR), so the source tree stays in /app and is
+# installed in editable mode: the package is imported from /app/chat, not copied away.
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY chat ./chat
+COPY migrations ./migrations
+COPY static ./static
+COPY deploy/bot.py ./deploy/bot.py
+RUN pip install --no-cache-dir -e . \
+    && groupadd --system --gid 10001 chat \
+    && useradd --system --uid 10001 --gid chat --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin chat \
+    && mkdir -p /data \
+    && chown chat:chat /data
+
+# A named volume mounted here starts as a copy of this directory, owned by the chat user.
+ENV CHAT_DATABASE=/data/chat.db
+VOLUME ["/data"]
+
+USER chat
+EXPOSE 8000
+
+# Liveness: slim images have no curl, so Python's urllib asks /healthz (any non-2xx raises).
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
+
+# SIGTERM (docker stop) ends every stream and exits within CHAT_SHUTDOWN_GRACE_SECONDS.
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "chat", "serve", "--host", "0.0.0.0", "--port", "8000"]

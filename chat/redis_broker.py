@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 PUBLISH_MAX_BYTES = 1 << 20  # one PUBLISH carries at most about this much
 QUEUE_MAX_BYTES = 32 << 20  # queued for Redis while it is away; older batches are dropped
 FIRST_BACKOFF_S = 0.1
+REDIS_TIMEOUT_S = 2.0
+SILENCE_CHECK_S = 5.0  # after this long with no message, the listener checks Redis answers
+PRESENCE_ORIGIN = b"~"  # published by Redis itself (a Lua script): every process dispatches
 
 
 class RedisBroker:
@@ -67,11 +72,13 @@ class RedisBroker:
         self.redis = aioredis.Redis.from_url(
             settings.broker,
             socket_connect_timeout=2,
+            socket_timeout=REDIS_TIMEOUT_S,  # a hung Redis fails a command, never hangs it
             socket_keepalive=True,
             health_check_interval=10,
             retry=Retry(NoBackoff(), 0),
         )
         self.connected = False
+        metrics.broker_connected.set(0)
         self.on_connect: list[Callable[[], Awaitable[None]]] = []  # run after each subscribe
         self._outbox: deque[bytes] = deque()
         self._outbox_bytes = 0
@@ -119,7 +126,7 @@ class RedisBroker:
                 payload = self._next_payload()
                 try:
                     await self.redis.publish(self.channel, payload)
-                except (RedisError, OSError) as exc:
+                except Exception as exc:
                     # The other processes read these from the store (their poll, or the gap
                     # the next event shows them); the listener reconnects.
                     log.warning("publishing to Redis failed: %s", exc)
@@ -141,8 +148,9 @@ class RedisBroker:
     # -- in -----------------------------------------------------------------------------
 
     async def _listen(self) -> None:
+        loop = asyncio.get_running_loop()
         backoff = FIRST_BACKOFF_S
-        while True:
+        for attempts in itertools.count():
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -152,13 +160,20 @@ class RedisBroker:
                     await hook()
                 self._set_connected(True)
                 backoff = FIRST_BACKOFF_S
+                heard = loop.time()
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
+                        heard = loop.time()
                         self._receive(message["data"])
-            except (RedisError, OSError) as exc:
-                if self.connected:
-                    log.warning("lost Redis (%s); reconnecting", exc)
+                    elif loop.time() - heard > SILENCE_CHECK_S:
+                        # Quiet, or hung? A Redis that stopped answering (paused, cut off
+                        # without a reset) sends nothing either: ask it, with a timeout.
+                        await asyncio.wait_for(self._ping(), REDIS_TIMEOUT_S)
+                        heard = loop.time()
+            except Exception as exc:  # whatever it was, reconnect: this task must not end
+                if self.connected or attempts == 0:
+                    log.warning("no Redis broker (%r); reconnecting", exc)
                 self._set_connected(False)
             finally:
                 with contextlib.suppress(RedisError, OSError):
@@ -167,10 +182,13 @@ class RedisBroker:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.settings.broker_reconnect_max_seconds)
 
+    async def _ping(self) -> None:
+        await cast(Awaitable[bool], self.redis.ping())
+
     def _receive(self, data: bytes) -> None:
         origin, _, body = data.partition(b"\n")
         if origin == self.origin or not body:
-            return
+            return  # our own: dispatched when published
         try:
             events = [event_from_json(line) for line in body.split(b"\n")]
         except (ValueError, KeyError, TypeError):

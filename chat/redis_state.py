@@ -25,19 +25,21 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import cast
 
 import orjson
-from redis.exceptions import RedisError
 
+from chat.events import make_event
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
-from chat.redis_broker import RedisBroker
+from chat.redis_broker import PRESENCE_ORIGIN, RedisBroker
 
 log = logging.getLogger(__name__)
 
 ALIVE_S = 15  # a process that did not refresh its key for this long is reaped
 KEEP_EVERY_S = 5.0
 
-# KEYS: this process's hash, the room's hash. ARGV: field, user, +1 or -1.
-# Returns the user's new count in the room, or -1 when this process had already done so.
+# KEYS: this process's hash, the room's hash. ARGV: field, user, +1 or -1, the channel, and
+# the message announcing the join or leave. Returns the user's new count in the room, or -1
+# when this process had already done so. The announcement is published by the script itself,
+# so Redis orders every process's joins and leaves: a leave never overtakes the join before it.
 CHANGE = """
 local had = redis.call('HEXISTS', KEYS[1], ARGV[1])
 local delta = tonumber(ARGV[3])
@@ -46,6 +48,7 @@ if delta > 0 then redis.call('HSET', KEYS[1], ARGV[1], 1)
 else redis.call('HDEL', KEYS[1], ARGV[1]) end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], delta)
 if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+if (delta > 0 and n == 1) or (delta < 0 and n <= 0) then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
 return n
 """
 
@@ -95,6 +98,8 @@ class SharedPresence(Presence):
         self._ops: deque[Op] = deque()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.unannounced: dict[tuple[str, str], str] = {}  # changes Redis has not taken yet
+        self.refreshed = False
         broker.on_connect.append(self._resync)
 
     def start(self) -> None:  # after the broker's start
@@ -109,13 +114,13 @@ class SharedPresence(Presence):
             await asyncio.wait(self._tasks)
         self._tasks.clear()
         # The others reap what this process added (and announce who left) right away.
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.delete(self.alive_key)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.redis.delete(self.alive_key), 1.0)
 
     async def users(self, room: str) -> list[str]:
         try:
             names = await cast(RedisList, self.redis.hkeys(f"{self.prefix}:presence:{room}"))
-        except (RedisError, OSError):
+        except Exception:  # Redis away or hung: this process's own view
             return await super().users(room)
         return sorted(name.decode() for name in names)
 
@@ -140,29 +145,55 @@ class SharedPresence(Presence):
                 try:
                     if state == "resync":
                         await self._readd()
-                        continue
-                    delta = 1 if state == "join" else -1
-                    keys = [self.proc_key, f"{self.prefix}:presence:{room}"]
-                    count = await self.change(keys, [self._field(room, user), user, delta])
-                except (RedisError, OSError) as exc:
-                    log.warning("presence change not shared (Redis: %s)", exc)
-                    continue
-                if (delta > 0 and count == 1) or (delta < 0 and count == 0):
-                    self.publish_change(room, user, state)
+                    else:
+                        await self._change(room, user, state)
+                        self.unannounced.pop((room, user), None)
+                except Exception as exc:  # Redis away: announced after the reconnect
+                    log.warning("presence change not shared yet (Redis: %r)", exc)
+                    if state != "resync":
+                        self.unannounced[(room, user)] = state
+
+    async def _change(self, room: str, user: str, state: str) -> int:
+        event = make_event("presence", room, {"user": user, "state": state})
+        message = PRESENCE_ORIGIN + b"\n" + event.json
+        keys = [self.proc_key, f"{self.prefix}:presence:{room}"]
+        delta = 1 if state == "join" else -1
+        args: list[bytes | str | int] = [
+            self._field(room, user),
+            user,
+            delta,
+            self.broker.channel,
+            message,
+        ]
+        return int(await self.change(keys, args))
 
     async def _readd(self) -> None:
+        """After Redis came back, or this process was taken for dead: take back what this
+        process had added and add who is present here again. A join is announced for every
+        user nobody else had (some may be repeats; a join is idempotent for a client, a
+        missing one is not), and the leaves that could not be announced are, if true."""
         await self.reap([self.procs_key], [self.prefix, self.origin, "force"])
         await self._refresh()
         for room, users in list(self.streams.items()):
             for user in list(users):
-                keys = [self.proc_key, f"{self.prefix}:presence:{room}"]
-                await self.change(keys, [self._field(room, user), user, 1])
+                await self._change(room, user, "join")
+                self.unannounced.pop((room, user), None)
+        for (room, user), state in list(self.unannounced.items()):
+            del self.unannounced[(room, user)]
+            key = f"{self.prefix}:presence:{room}"
+            if state == "leave" and not await cast(Awaitable[int], self.redis.hexists(key, user)):
+                self.publish_change(room, user, "leave")
 
     async def _refresh(self) -> None:
+        """Keep this process alive in Redis; if its key had expired (it stalled, or Redis
+        restarted), the others took back its users: add them again."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.alive_key, b"1", ex=ALIVE_S)
+            pipe.set(self.alive_key, b"1", ex=ALIVE_S, get=True)
             pipe.sadd(self.procs_key, self.origin)
-            await pipe.execute()
+            previous, _ = await pipe.execute()
+        if previous is None and self.refreshed:
+            await self._resync()
+        self.refreshed = True
 
     async def _keep(self) -> None:
         """Refresh this process's key; reap processes whose key expired."""
@@ -177,8 +208,8 @@ class SharedPresence(Presence):
                     for field in left:
                         room, user = orjson.loads(field)
                         self.publish_change(room, user, "leave")
-            except (RedisError, OSError) as exc:
-                log.debug("presence keep-alive skipped (Redis: %s)", exc)
+            except Exception as exc:
+                log.debug("presence keep-alive skipped (Redis: %r)", exc)
             await asyncio.sleep(KEEP_EVERY_S)
 
 
@@ -196,9 +227,12 @@ class SharedTypingLimit(RateLimiter):
         interval_ms = max(1, int(self.interval_s * 1000))
         name = self.prefix + orjson.dumps(key).decode()
         try:
-            if await self.redis.set(name, b"1", px=interval_ms, nx=True):
-                return 0.0
-            left_ms = await self.redis.pttl(name)
-        except (RedisError, OSError):
+            for _ in range(2):  # twice: the key may expire between SET and PTTL
+                if await self.redis.set(name, b"1", px=interval_ms, nx=True):
+                    return 0.0
+                left_ms = int(await self.redis.pttl(name))
+                if left_ms > 0:
+                    return left_ms / 1000
+        except Exception:  # Redis away or hung: this process's own limit
             return await super().check(key)
-        return max(int(left_ms), 1) / 1000
+        return self.interval_s

@@ -49,8 +49,11 @@ class Sequencer:
         self.target = 0  # the largest id known to be committed
         self._timer: asyncio.TimerHandle | None = None
         self._filling: asyncio.Task[None] | None = None
+        self.closed = False
 
     def offer(self, events: Iterable[Event]) -> None:
+        if self.closed:
+            return
         registry = self.registry
         for event in events:
             event_id = event.id
@@ -74,7 +77,7 @@ class Sequencer:
 
     def known(self, latest: int) -> None:
         """The store holds every id up to ``latest``: dispatch what is missing from it."""
-        if latest > self.registry.position:
+        if latest > self.registry.position and not self.closed:
             self.target = max(self.target, latest)
             self._fill_now()
 
@@ -90,6 +93,8 @@ class Sequencer:
             self._timer = None
 
     def _fill_now(self) -> None:
+        if self.closed:
+            return
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -119,18 +124,23 @@ class Sequencer:
             self._timer = asyncio.get_running_loop().call_later(self.gap_wait_s, self._fill_now)
 
     def _skip_missing(self) -> None:
-        """The store ends below events that were published as committed: it cannot happen
-        while ids are dense, so rather than hold them forever, dispatch them in order."""
+        """The store ends below events announced as committed. That cannot happen with one
+        database (ids are dense and published after COMMIT), so they belong to another one:
+        a second deployment on the same Redis channel (CHAT_BROKER_PREFIX must differ). They
+        are dropped; dispatching them would move ``position`` past ids of our own."""
         if self.held:
             log.warning(
-                "ids %d..%d are not in the store; going on",
-                self.registry.position + 1,
-                min(self.held) - 1,
+                "dropped %d events that are not in this database (ids %d..%d): does another "
+                "deployment share CHAT_BROKER_PREFIX?",
+                len(self.held),
+                min(self.held),
+                max(self.held),
             )
-            for event_id in sorted(self.held):
-                self.registry.dispatch(self.held.pop(event_id))
+            self.held.clear()
+        self.target = self.registry.position
 
     def close(self) -> None:
+        self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 
 log = logging.getLogger(__name__)
@@ -27,10 +29,16 @@ RESTART_BACKOFF_S = 1.0
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-    """In the worker, before exec: if the parent is killed (-9), the worker gets SIGTERM."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with(parent: int) -> Callable[[], None]:
+    def arrange() -> None:
+        """In the worker, before exec: if the parent dies (even by -9), SIGTERM the worker;
+        if it died already, before this was arranged, stop here."""
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arrange
 
 
 class Supervisor:
@@ -46,7 +54,7 @@ class Supervisor:
         self.stopping = False
 
     def _start(self, slot: int) -> None:
-        self.workers[slot] = subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+        self.workers[slot] = subprocess.Popen(self.command, preexec_fn=_die_with(os.getpid()))
         self.started[slot] = time.monotonic()
         log.info("worker %d started (pid %d)", slot + 1, self.workers[slot].pid)  # type: ignore[union-attr]
 
@@ -70,7 +78,8 @@ class Supervisor:
                     return 1
                 log.warning("worker %d exited with %d; starting it again", slot + 1, code)
                 time.sleep(RESTART_BACKOFF_S)
-                self._start(slot)
+                if not self.stopping:
+                    self._start(slot)
         return self._stop_all()
 
     def _stop_all(self) -> int:
@@ -86,7 +95,8 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 code = proc.wait()
-            worst = worst or (code if code > 0 else 0)
+            if code != 0 and not worst:
+                worst = code if code > 0 else 1  # killed by a signal: not a clean stop
         return worst
 
 

@@ -151,3 +151,28 @@ async def test_a_failed_read_is_tried_again() -> None:
     await until(lambda: seq.registry.position == 3, timeout_s=3.0)
     assert ids(sub) == [1, 2, 3]
     seq.close()
+
+
+async def test_events_of_another_database_are_dropped_and_ours_still_flow() -> None:
+    """A second deployment on the same channel: its ids are not in our store. They must not
+    reach our subscribers, nor move the position past ids of our own."""
+    store = FakeStore(2)
+    seq, sub = setup(store, gap_wait_s=0.01)
+    seq.offer(store.events)
+    foreign = msg(500)
+    seq.offer([foreign])
+    await until(lambda: not seq.held)
+    assert seq.registry.position == 2
+    seq.offer(store.commit(1))
+    assert ids(sub) == [1, 2, 3]
+
+
+async def test_a_closed_sequencer_does_nothing() -> None:
+    store = FakeStore(3)
+    seq, sub = setup(store)
+    seq.close()
+    seq.offer(store.events)
+    seq.known(3)
+    await asyncio.sleep(0.05)
+    assert ids(sub) == []
+    assert store.reads == 0

@@ -18,6 +18,7 @@ from quart_schema import Info, QuartSchema
 from chat import __version__, api
 from chat.api import limits
 from chat.api.deps import JSON
+from chat.api.fast_streams import FastStreams
 from chat.api.ops import DOCS_ASSETS, STATIC_DIR
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
@@ -26,8 +27,6 @@ from chat.events import Event, make_event, now_rfc3339
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
-from chat.redis_broker import RedisBroker
-from chat.redis_state import SharedPresence, SharedTypingLimit
 from chat.registry import Registry
 from chat.store import Store, writes
 from chat.stream import Streams
@@ -47,6 +46,10 @@ def create_app(settings: Settings | None = None) -> Quart:
     app = Quart("chat", static_folder=str(STATIC_DIR), static_url_path="/static")
     limits.install(app, settings.max_body_bytes)
     app.url_map.merge_slashes = False  # "//" would be a redirect with an HTML page; now a 404
+    # No response timeout: with one, Quart runs every response's sending in a task of its own
+    # under asyncio.wait_for (~8% of a POST's time in py-spy). Streams never had one, and a
+    # JSON answer is written at once; a client that stops reading is Hypercorn's to close.
+    app.config["RESPONSE_TIMEOUT"] = None
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = DOCS_ASSETS + "/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = DOCS_ASSETS + "/swagger-ui.css"
     QuartSchema(
@@ -92,6 +95,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         presence = Presence(settings.presence_grace_seconds, announce)
         typing = RateLimiter(settings.typing_interval_seconds)
     else:  # several processes: events, presence and the typing limit go through Redis
+        from chat.redis_broker import RedisBroker  # only then: redis-py costs ~4 MB
+        from chat.redis_state import SharedPresence, SharedTypingLimit
 
         async def read_after(after: int, limit: int) -> list[Event]:
             return await store.events_after(None, after, limit)
@@ -111,6 +116,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     app.extensions["chat"] = services
     api.register(app)
+    # The streams' GETs skip Quart's per-request machinery (chat/api/fast_streams.py).
+    app.asgi_app = FastStreams(app.asgi_app, services)  # type: ignore[method-assign]
     background: list[asyncio.Task[None]] = []
 
     async def beat() -> None:

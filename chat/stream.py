@@ -14,14 +14,14 @@ step 2 from the last id it was sent: catch-up from the store, then live again.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from chat import sse
 from chat.config import Settings
 from chat.events import Event, make_event
 from chat.filters import Filter
-from chat.hub import Subscriber
+from chat.hub import Flusher, Subscriber
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.registry import Registry
@@ -51,14 +51,19 @@ class Streams:
         self.metrics = metrics
         self.presence = presence
         self._hello = sse.hello(settings.retry_ms)
+        self.window_s = settings.coalesce_ms / 1000
+        self.flusher = Flusher(self.window_s)
 
-    async def open(self, request: StreamRequest) -> AsyncIterator[bytes]:
-        sub = Subscriber(
+    def subscriber(self, request: StreamRequest) -> Subscriber:
+        """The stream's subscriber; ``open`` registers it (closing it ends the stream)."""
+        return Subscriber(
             request.rooms,
             request.filter,
             limit_bytes=self.settings.subscriber_buffer_bytes,
             user=request.user,
         )
+
+    async def open(self, request: StreamRequest, sub: Subscriber) -> AsyncGenerator[bytes, None]:
         # Subscribing happens in the generator's body: a generator that never starts runs no
         # `finally`, so registering earlier could leak the subscriber (quart issue 218).
         self.registry.subscribe(sub)
@@ -73,6 +78,8 @@ class Streams:
             if request.resume_from is not None:
                 async for chunk in self._resume(sub, request.resume_from):
                     yield chunk
+            window_s = self.window_s
+            flushed = False
             while not sub.closed:
                 if sub.behind:
                     sub.behind = False  # from here on, live events queue again
@@ -80,9 +87,14 @@ class Streams:
                     async for chunk in self._replay(sub):
                         yield chunk
                     continue
-                events = sub.take()
-                if events:
-                    chunk = self._live(sub, events)
+                if sub.pending:
+                    if window_s and not flushed and time.monotonic() - sub.last_write < window_s:
+                        self.flusher.hold(sub)  # busy: more frames join this write
+                        await sub.park()
+                        flushed = True
+                        continue
+                    flushed = False
+                    chunk = self._live(sub, sub.take())
                     if chunk:
                         sub.last_write = time.monotonic()
                         yield chunk

@@ -43,9 +43,9 @@ def services() -> Services:
     return cast(Services, current_app.extensions["chat"])
 
 
-async def require_room(room: str) -> None:
+async def require_room(room: str, svc: Services | None = None) -> None:
     """404 for a room that does not exist, unless rooms are created on first use."""
-    svc = services()
+    svc = svc or services()
     if not svc.settings.auto_create_rooms and await svc.store.get_room(room) is None:
         raise NotFound(f"no room {room!r}")
 

@@ -1,0 +1,121 @@
+"""The event-stream GETs, served straight on ASGI, in front of Quart.
+
+A stream is the one request that lives for hours, so what it holds is paid once per open
+connection. Under Quart, each stream also holds a request and its contexts, a request body
+with two ``asyncio.Event``s, a Response, and two tasks (the handler and the disconnect
+watcher) besides Hypercorn's own. None of it is used once the stream runs. Served here, a
+stream holds its subscriber, its generator and one small task that waits for the disconnect.
+docs/design/performance.md has the measurements.
+
+The checks are ``stream_request``'s, the same function the Quart routes in ``streams.py``
+call, and errors are the same JSON envelope. Every other request (and HEAD, and any path
+this does not recognise) goes to Quart untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
+from werkzeug.datastructures import MultiDict
+
+from chat.api.deps import JSON, Services
+from chat.api.streams import SSE_HEADERS, stream_request
+from chat.errors import ChatError
+from chat.hub import Subscriber
+
+log = logging.getLogger(__name__)
+
+ROOM_PREFIX = "/api/rooms/"
+ROOM_SUFFIX = "/events"
+START_HEADERS = [(k.lower().encode(), v.encode()) for k, v in SSE_HEADERS.items()]
+
+
+def stream_path(path: str) -> tuple[bool, str | None]:
+    """(is a stream path, its room): ``/api/events`` or ``/api/rooms/{room}/events``."""
+    if path == "/api/events":
+        return True, None
+    if path.startswith(ROOM_PREFIX) and path.endswith(ROOM_SUFFIX):
+        room = path[len(ROOM_PREFIX) : -len(ROOM_SUFFIX)]
+        if room and "/" not in room:
+            return True, room
+    return False, None
+
+
+class FastStreams:
+    def __init__(self, app: Any, services: Services) -> None:
+        self.app = app
+        self.services = services
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET":
+            is_stream, room = stream_path(scope["path"])
+            if is_stream:
+                await self._stream(scope, room, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    async def _stream(
+        self,
+        scope: HTTPScope,
+        room: str | None,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+    ) -> None:
+        svc = self.services
+        query = scope["query_string"].decode("latin-1")
+        args = MultiDict(parse_qsl(query, keep_blank_values=True))
+        last_event_id = ""
+        for name, value in scope["headers"]:
+            if name == b"last-event-id":
+                last_event_id = value.decode("latin-1")
+        try:
+            wanted = await stream_request(svc, room, args, last_event_id)
+        except ChatError as error:
+            await self._error(send, error)
+            return
+        except Exception:
+            log.exception("unhandled error opening a stream on %s", scope["path"])
+            await self._error(send, None)
+            return
+        sub = svc.streams.subscriber(wanted)
+        watcher = asyncio.ensure_future(_close_on_disconnect(receive, sub))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": START_HEADERS})
+            async with contextlib.aclosing(svc.streams.open(wanted, sub)) as body:
+                async for chunk in body:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+
+    async def _error(self, send: ASGISendCallable, error: ChatError | None) -> None:
+        if error is None:
+            status, code = 500, "internal_error"
+            message, details = "an unexpected error occurred; it has been logged", []
+        else:
+            status, code, message = error.status, error.code, error.message
+            details = error.details or []
+        body = orjson.dumps({"error": {"code": code, "message": message, "details": details}})
+        headers = [(b"content-type", JSON.encode()), (b"content-length", b"%d" % len(body))]
+        if error is not None and error.retry_after_s is not None:
+            headers.append((b"retry-after", str(error.retry_after_s).encode()))
+        self.services.metrics.requests_rejected.labels(str(status)).inc()
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _close_on_disconnect(receive: ASGIReceiveCallable, sub: Subscriber) -> None:
+    """A client that goes away ends its stream: the generator leaves its loop and cleans up."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            sub.close()
+            return

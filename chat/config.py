@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     idempotency_ttl_hours: float = Field(
         24.0, ge=24, description="How long an Idempotency-Key is remembered (at least 24 h)."
     )
+    coalesce_ms: float = Field(
+        10.0,
+        ge=0,
+        description="Under load a stream writes at most once per this many ms, and the frames "
+        "that arrive meanwhile go out in one write; a stream that was quiet for this long "
+        "writes at once. 0 writes every wake-up.",
+    )
     replay_page_size: int = Field(500, gt=0, description="Events read per store query on replay.")
     write_queue_max: int = Field(
         10000, gt=0, description="Writes waiting for the store before more get 503."

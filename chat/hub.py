@@ -21,6 +21,7 @@ class Subscriber:
         "behind",
         "closed",
         "filter",
+        "holding",
         "last_id",
         "last_write",
         "limit_bytes",
@@ -50,6 +51,7 @@ class Subscriber:
         self.behind = False  # pending overflowed: catch up from the store
         self.closed = False  # the server is ending this stream
         self.ping_due = False  # idle for a heartbeat period: send a comment
+        self.holding = False  # parked until the flusher's next tick: pushes do not wake it
         self.last_write = 0.0  # when the stream last wrote (monotonic seconds)
         self.last_id = 0  # the largest persisted id this subscriber has been sent
 
@@ -65,7 +67,8 @@ class Subscriber:
             self.pending = []
             self.pending_bytes = 0
             self.behind = True
-        self.wake()
+        if not self.holding:
+            self.wake()
 
     def take(self) -> list[Event]:
         """Everything pending, in arrival order; the list is the caller's now."""
@@ -98,6 +101,16 @@ class Subscriber:
             if self.waiter is waiter:
                 self.waiter = None
 
+    async def park(self) -> None:
+        """Park until woken, pending frames or not (the flusher's tick, or a close)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self.waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self.waiter is waiter:
+                self.waiter = None
+
     def heartbeat_tick(self, now: float, idle_s: float) -> None:
         """A subscriber that wrote nothing for ``idle_s`` is due a keep-alive comment."""
         if now - self.last_write >= idle_s and not self.ping_due:
@@ -106,7 +119,37 @@ class Subscriber:
 
     def close(self) -> None:
         self.closed = True
+        self.holding = False
         self.wake()
+
+
+class Flusher:
+    """Coalesces the writes of busy streams: a stream that wrote less than ``window_s`` ago
+    and has new frames is held, and every held stream is woken together at the next tick
+    (``window_s`` after the first hold), so the frames that arrived meanwhile go out as one
+    write per stream. A stream that has been quiet writes at once: the window opens only
+    under load. Waking them all in one loop cycle also leaves the cycles in between short,
+    which is what keeps the publishers' requests moving."""
+
+    __slots__ = ("handle", "held", "window_s")
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.held: list[Subscriber] = []
+        self.handle: asyncio.TimerHandle | None = None
+
+    def hold(self, sub: Subscriber) -> None:
+        sub.holding = True
+        self.held.append(sub)
+        if self.handle is None:
+            self.handle = asyncio.get_running_loop().call_later(self.window_s, self.flush)
+
+    def flush(self) -> None:
+        self.handle = None
+        held, self.held = self.held, []
+        for sub in held:
+            sub.holding = False
+            sub.wake()
 
 
 class Hub:

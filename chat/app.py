@@ -34,6 +34,7 @@ from chat.stream import Streams
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
+LOAD_PROBE_S = 0.01
 CURL_EXAMPLES = Path(__file__).resolve().parent / "api" / "curl.md"  # shown at the top of /docs
 
 
@@ -127,6 +128,15 @@ def create_app(settings: Settings | None = None) -> Quart:
             await asyncio.sleep(tick_s)
             registry.heartbeat_tick(time.monotonic(), settings.heartbeat_seconds - tick_s)
 
+    async def watch_load() -> None:
+        """How late the loop runs a timer: the coalescing window widens with it."""
+        loop = asyncio.get_running_loop()
+        flusher = services.streams.flusher
+        while True:
+            start = loop.time()
+            await asyncio.sleep(LOAD_PROBE_S)
+            flusher.observe(max(0.0, loop.time() - start - LOAD_PROBE_S))
+
     async def forget_idempotency_keys() -> None:
         ttl = timedelta(hours=settings.idempotency_ttl_hours)
         while True:
@@ -144,6 +154,8 @@ def create_app(settings: Settings | None = None) -> Quart:
         await broker.start()
         presence.start()
         background.append(asyncio.create_task(beat(), name="chat-heartbeat"))
+        if settings.coalesce_max_ms > settings.coalesce_ms:
+            background.append(asyncio.create_task(watch_load(), name="chat-load"))
         background.append(asyncio.create_task(forget_idempotency_keys(), name="chat-purge"))
         where = urlsplit(settings.broker)
         broker_name = f"{where.scheme}://{where.hostname}:{where.port}" if where.scheme else "local"

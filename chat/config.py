@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         "that arrive meanwhile go out in one write; a stream that was quiet for this long "
         "writes at once. 0 writes every wake-up.",
     )
+    coalesce_max_ms: float = Field(
+        500.0,
+        ge=0,
+        description="While the event loop lags (overload), the coalescing window widens with "
+        "the lag, up to this many ms.",
+    )
     replay_page_size: int = Field(500, gt=0, description="Events read per store query on replay.")
     write_queue_max: int = Field(
         10000, gt=0, description="Writes waiting for the store before more get 503."

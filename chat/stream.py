@@ -13,6 +13,7 @@ step 2 from the last id it was sent: catch-up from the store, then live again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -51,8 +52,7 @@ class Streams:
         self.metrics = metrics
         self.presence = presence
         self._hello = sse.hello(settings.retry_ms)
-        self.window_s = settings.coalesce_ms / 1000
-        self.flusher = Flusher(self.window_s)
+        self.flusher = Flusher(settings.coalesce_ms / 1000, settings.coalesce_max_ms / 1000)
 
     def subscriber(self, request: StreamRequest) -> Subscriber:
         """The stream's subscriber; ``open`` registers it (closing it ends the stream)."""
@@ -78,7 +78,8 @@ class Streams:
             if request.resume_from is not None:
                 async for chunk in self._resume(sub, request.resume_from):
                     yield chunk
-            window_s = self.window_s
+            loop = asyncio.get_running_loop()
+            flusher = self.flusher
             flushed = False
             while not sub.closed:
                 if sub.behind:
@@ -88,9 +89,9 @@ class Streams:
                         yield chunk
                     continue
                 if sub.pending:
-                    if window_s and not flushed and time.monotonic() - sub.last_write < window_s:
-                        self.flusher.hold(sub)  # busy: more frames join this write
-                        await sub.park()
+                    if not flushed and time.monotonic() - sub.last_write < flusher.window_s:
+                        flusher.hold(sub)  # busy: more frames join this write
+                        await sub.park(loop)
                         flushed = True
                         continue
                     flushed = False
@@ -104,7 +105,7 @@ class Streams:
                     sub.last_write = time.monotonic()
                     yield sse.PING
                     continue
-                await sub.wait()
+                await sub.wait(loop)
         finally:
             self.registry.unsubscribe(sub)
             for room in present:

@@ -8,7 +8,7 @@ import pytest
 
 from chat.events import Event, make_event
 from chat.filters import parse_filter
-from chat.hub import Hub, Subscriber
+from chat.hub import Flusher, Hub, Subscriber
 
 TIMEOUT_S = 1.0
 
@@ -231,3 +231,63 @@ async def test_heartbeat_after_a_write_does_not_wake() -> None:
         await asyncio.wait_for(task, TIMEOUT_S)
     finally:
         task.cancel()
+
+
+# -- the flusher: coalesced writes under load --------------------------------------------------
+
+
+async def test_a_held_subscriber_is_not_woken_by_pushes_only_by_the_tick() -> None:
+    flusher = Flusher(0.05)
+    s = sub()
+    s.push(msg(1))
+    flusher.hold(s)
+    parked = asyncio.create_task(s.park())
+    await settle()
+    s.push(msg(2))
+    s.push(msg(3))
+    await settle()
+    assert not parked.done()  # frames pile up while held
+    await asyncio.wait_for(parked, TIMEOUT_S)  # the tick wakes it
+    assert [e.id for e in s.take()] == [1, 2, 3]  # and they go out together
+    assert not s.holding and flusher.held == []
+
+
+async def test_one_tick_wakes_every_held_subscriber() -> None:
+    flusher = Flusher(0.02)
+    subs = [sub() for _ in range(3)]
+    tasks = []
+    for s in subs:
+        s.push(msg(1))
+        flusher.hold(s)
+        tasks.append(asyncio.create_task(s.park()))
+    await asyncio.wait_for(asyncio.gather(*tasks), TIMEOUT_S)
+    assert flusher.handle is None
+
+
+async def test_closing_a_held_subscriber_wakes_it_at_once() -> None:
+    flusher = Flusher(60.0)  # the tick would come far too late
+    s = sub()
+    s.push(msg(1))
+    flusher.hold(s)
+    parked = asyncio.create_task(s.park())
+    await settle()
+    s.close()
+    await asyncio.wait_for(parked, TIMEOUT_S)
+    assert s.closed
+    flusher.flush()  # the late tick finds nothing to do
+    if flusher.handle is not None:
+        flusher.handle.cancel()
+
+
+def test_the_window_widens_with_the_loop_lag_between_its_bounds() -> None:
+    flusher = Flusher(0.01, 0.5)
+    assert flusher.window_s == 0.01
+    for _ in range(50):
+        flusher.observe(0.1)  # the loop runs timers 100 ms late
+    assert 0.19 < flusher.window_s <= 0.2  # twice the lag
+    for _ in range(50):
+        flusher.observe(2.0)
+    assert flusher.window_s == 0.5  # never past the bound
+    for _ in range(100):
+        flusher.observe(0.0)
+    assert flusher.window_s == 0.01  # back to the base once the load is gone

@@ -178,3 +178,29 @@ async def test_heartbeat_comment_when_idle(make_server: Callable[..., LiveServer
     ):
         await stream.until_comment("ping", timeout_s=5)
     assert "ping" in stream.comments
+
+
+async def test_coalesced_streams_still_get_every_event_once_in_order(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """With a wide coalescing window, busy streams are held and flushed together: what they
+    receive is unchanged, every event once, in order, on every stream, including one that
+    is filtered and one that sees every room."""
+    live = make_server(CHAT_COALESCE_MS="200", CHAT_COALESCE_MAX_MS="200")
+    room = "coalesce"
+    async with (
+        httpx.AsyncClient(base_url=live.url, timeout=10) as client,
+        open_stream(client, f"/api/rooms/{room}/events") as plain,
+        open_stream(client, "/api/events", params={"rooms": "*"}) as everywhere,
+        open_stream(client, f"/api/rooms/{room}/events", params={"authors": "p1"}) as only,
+    ):
+
+        async def publisher(n: int) -> list[dict[str, Any]]:
+            return [await post(client, room, f"p{n}", f"{i}") for i in range(40)]
+
+        batches = await asyncio.wait_for(asyncio.gather(*(publisher(n) for n in range(3))), 30)
+        posted = sorted(int(m["id"]) for batch in batches for m in batch)
+        by_p1 = sorted(int(m["id"]) for m in batches[1])
+        for stream, expected in ((plain, posted), (everywhere, posted), (only, by_p1)):
+            got = await stream.take(len(expected), timeout_s=30)
+            assert [int(e.id or 0) for e in got] == expected

@@ -8,8 +8,11 @@ and leaves when it goes back to 0, whichever processes their streams are on; bot
 Lua scripts, so two processes never both announce. Each process refreshes a key that expires
 after ``ALIVE_S``; one whose key expired (killed, cut off) is reaped by the others, who
 announce the leaves it can no longer announce. After Redis comes back (it may have lost
-everything), each process takes back what it had added and adds its present users again,
-silently: nobody left or joined meanwhile.
+everything), or after a process finds its own key expired, it takes back what it had added
+and adds its present users again at once; then, once every process has had time to
+subscribe again (``CHAT_BROKER_RECONNECT_MAX_SECONDS`` and a margin), it announces the joins
+of users nobody else had and the leaves it could not announce while Redis was away. A join
+may be announced twice; for a client a join is idempotent, a lost one is not.
 
 Typing: one ``SET NX PX`` per user and room, so the interval holds across processes. While
 Redis is away, presence lists and the typing limit fall back to this process's own view.
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 ALIVE_S = 15  # a process that did not refresh its key for this long is reaped
 KEEP_EVERY_S = 5.0
+RESUBSCRIBE_MARGIN_S = 1.0
 
 # KEYS: this process's hash, the room's hash. ARGV: field, user, +1 or -1, the channel, and
 # the message announcing the join or leave. Returns the user's new count in the room, or -1
@@ -48,7 +52,9 @@ if delta > 0 then redis.call('HSET', KEYS[1], ARGV[1], 1)
 else redis.call('HDEL', KEYS[1], ARGV[1]) end
 local n = redis.call('HINCRBY', KEYS[2], ARGV[2], delta)
 if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-if (delta > 0 and n == 1) or (delta < 0 and n <= 0) then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+if ARGV[5] ~= '' and ((delta > 0 and n == 1) or (delta < 0 and n <= 0)) then
+  redis.call('PUBLISH', ARGV[4], ARGV[5])
+end
 return n
 """
 
@@ -100,6 +106,7 @@ class SharedPresence(Presence):
         self._tasks: list[asyncio.Task[None]] = []
         self.unannounced: dict[tuple[str, str], str] = {}  # changes Redis has not taken yet
         self.refreshed = False
+        self._later: set[asyncio.Task[None]] = set()
         broker.on_connect.append(self._resync)
 
     def start(self) -> None:  # after the broker's start
@@ -108,7 +115,7 @@ class SharedPresence(Presence):
 
     async def stop(self) -> None:
         self.close()
-        for task in self._tasks:
+        for task in [*self._tasks, *self._later]:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks)
@@ -153,9 +160,11 @@ class SharedPresence(Presence):
                     if state != "resync":
                         self.unannounced[(room, user)] = state
 
-    async def _change(self, room: str, user: str, state: str) -> int:
-        event = make_event("presence", room, {"user": user, "state": state})
-        message = PRESENCE_ORIGIN + b"\n" + event.json
+    async def _change(self, room: str, user: str, state: str, *, publish: bool = True) -> int:
+        message = b""
+        if publish:
+            event = make_event("presence", room, {"user": user, "state": state})
+            message = PRESENCE_ORIGIN + b"\n" + event.json
         keys = [self.proc_key, f"{self.prefix}:presence:{room}"]
         delta = 1 if state == "join" else -1
         args: list[bytes | str | int] = [
@@ -174,15 +183,35 @@ class SharedPresence(Presence):
         missing one is not), and the leaves that could not be announced are, if true."""
         await self.reap([self.procs_key], [self.prefix, self.origin, "force"])
         await self._refresh()
+        joined = []
         for room, users in list(self.streams.items()):
             for user in list(users):
-                await self._change(room, user, "join")
-                self.unannounced.pop((room, user), None)
-        for (room, user), state in list(self.unannounced.items()):
-            del self.unannounced[(room, user)]
-            key = f"{self.prefix}:presence:{room}"
-            if state == "leave" and not await cast(Awaitable[int], self.redis.hexists(key, user)):
-                self.publish_change(room, user, "leave")
+                if await self._change(room, user, "join", publish=False) == 1:
+                    joined.append((room, user))
+        left = [pair for pair, state in self.unannounced.items() if state == "leave"]
+        self.unannounced.clear()
+        if joined or left:
+            task = asyncio.create_task(self._announce_later(joined, left))
+            self._later.add(task)
+            task.add_done_callback(self._later.discard)
+
+    async def _announce_later(
+        self, joined: list[tuple[str, str]], left: list[tuple[str, str]]
+    ) -> None:
+        """What ``_readd`` found, once every process has had time to subscribe again: an
+        announcement published before a process resubscribes never reaches its streams."""
+        settings = self.broker.settings
+        await asyncio.sleep(settings.broker_reconnect_max_seconds + RESUBSCRIBE_MARGIN_S)
+        try:
+            for room, user in joined:
+                if user in self.streams.get(room, {}):
+                    self.publish_change(room, user, "join")
+            for room, user in left:
+                key = f"{self.prefix}:presence:{room}"
+                if not await cast(Awaitable[int], self.redis.hexists(key, user)):
+                    self.publish_change(room, user, "leave")
+        except Exception as exc:
+            log.warning("presence changes after a reconnect not announced (Redis: %r)", exc)
 
     async def _refresh(self) -> None:
         """Keep this process alive in Redis; if its key had expired (it stalled, or Redis
@@ -191,8 +220,8 @@ class SharedPresence(Presence):
             pipe.set(self.alive_key, b"1", ex=ALIVE_S, get=True)
             pipe.sadd(self.procs_key, self.origin)
             previous, _ = await pipe.execute()
-        if previous is None and self.refreshed:
-            await self._resync()
+        if previous is None and self.refreshed and self.broker.connected:
+            await self._resync()  # (while disconnected, the reconnect resyncs)
         self.refreshed = True
 
     async def _keep(self) -> None:

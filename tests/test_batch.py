@@ -64,3 +64,49 @@ async def test_activity_batch_and_idempotency(client: httpx.AsyncClient, room: s
     assert other.status_code == 409
     page = (await client.get(f"/api/rooms/{room}/activity")).json()
     assert page["items"] == first.json()["events"]  # stored once
+
+
+async def search(client: httpx.AsyncClient, room: str, q: str) -> list[str]:
+    response = await client.get(f"/api/rooms/{room}/messages", params={"q": q})
+    assert response.status_code == 200, response.text
+    return sorted(m["text"] for m in response.json()["messages"])
+
+
+async def test_batched_messages_are_searchable_and_a_failed_batch_leaves_no_trace(
+    client: httpx.AsyncClient, room: str
+) -> None:
+    """A batch adds its messages to the full-text index at once, after its last item; a
+    batch that fails indexes nothing, and edits and deletes keep the index right."""
+    single = await client.post(
+        f"/api/rooms/{room}/messages", json={"author": "ann", "text": "zebra alone"}
+    )
+    assert single.status_code == 201
+    body = {
+        "messages": [
+            {"author": "bot", "text": "zebra one"},
+            {"author": "bot", "text": "okapi two"},
+            {"author": "bot", "text": "zebra three"},
+        ]
+    }
+    response = await client.post(f"/api/rooms/{room}/messages/batch", json=body)
+    assert response.status_code == 201, response.text
+    ids = [e["id"] for e in response.json()["events"]]
+    assert await search(client, room, "zebra") == ["zebra alone", "zebra one", "zebra three"]
+    assert await search(client, room, "okapi") == ["okapi two"]
+
+    failing = {"messages": [{"author": "bot", "text": "quagga"}, {"author": "bot", "text": ""}]}
+    response = await client.post(f"/api/rooms/{room}/messages/batch", json=failing)
+    assert response.status_code == 422
+    assert await search(client, room, "quagga") == []
+
+    edited = await client.patch(
+        f"/api/rooms/{room}/messages/{ids[1]}", json={"author": "bot", "text": "gnu two"}
+    )
+    assert edited.status_code == 200, edited.text
+    deleted = await client.request(
+        "DELETE", f"/api/rooms/{room}/messages/{ids[0]}", json={"author": "bot"}
+    )
+    assert deleted.status_code == 200, deleted.text
+    assert await search(client, room, "okapi") == []
+    assert await search(client, room, "gnu") == ["gnu two"]
+    assert await search(client, room, "zebra") == ["zebra alone", "zebra three"]

@@ -54,10 +54,11 @@ async def post_batch(room: str, data: MessageBatchIn) -> Response:
     check_room(room)
     create = services().settings.auto_create_rooms
     ops = [
-        writes.post_message(room, m.author, m.text, m.reply_to, create_room=create)
+        writes.post_message(room, m.author, m.text, m.reply_to, create_room=create, index=False)
         for m in data.messages
     ]
-    return await commit_event(room, data.model_dump(), writes.batch("messages", ops))
+    op = writes.batch("messages", ops, writes.index_messages)
+    return await commit_event(room, data.model_dump(), op)
 
 
 @bp.get("/api/rooms/<room>/messages")

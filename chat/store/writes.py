@@ -4,6 +4,7 @@ Each returns its result; the events it appends are published after the commit.""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -34,8 +35,17 @@ def _field_error(field: str, msg: str, kind: str) -> ValidationFailed:
 
 
 def post_message(
-    room: str, author: str, text: str, reply_to: int | None, *, create_room: bool
+    room: str,
+    author: str,
+    text: str,
+    reply_to: int | None,
+    *,
+    create_room: bool,
+    index: bool = True,
 ) -> WriteOp[Event]:
+    """``index=False``: the caller adds the message to the full-text index itself
+    (``index_messages``, once for a whole batch)."""
+
     def op(tx: Tx) -> Event:
         tx.ensure_room(room, create=create_room)
         fields: dict[str, Any] = {"author": author, "text": text}
@@ -57,9 +67,26 @@ def post_message(
             "VALUES (?, ?, ?, ?, ?, ?)",
             (event.id, room, author, text, reply_to, tx.now),
         )
+        if index:
+            tx.conn.execute(
+                "INSERT INTO messages_fts (rowid, text) VALUES (?, ?)", (event.id, text)
+            )
         return event
 
     return op
+
+
+def index_messages(tx: Tx, events: list[Event]) -> None:
+    """Add these new messages (consecutive ids) to the full-text index in one statement. An
+    FTS5 INSERT costs ~16 us as a statement of its own and ~2.5 us as a row of one
+    INSERT ... SELECT (measured): a batch of 500 messages committed 23k/s indexed row by
+    row and is indexed at once instead (migrations/0003)."""
+    if events:
+        tx.conn.execute(
+            "INSERT INTO messages_fts (rowid, text) "
+            "SELECT id, text FROM messages WHERE id BETWEEN ? AND ?",
+            (events[0].id, events[-1].id),
+        )
 
 
 def _message(tx: Tx, room: str, message_id: int) -> tuple[str, str]:
@@ -154,9 +181,14 @@ def event_json(op: WriteOp[Event]) -> WriteOp[bytes]:
     return lambda tx: op(tx).json
 
 
-def batch(kind: str, ops: list[WriteOp[Event]]) -> WriteOp[bytes]:
+def batch(
+    kind: str,
+    ops: list[WriteOp[Event]],
+    finish: Callable[[Tx, list[Event]], None] | None = None,
+) -> WriteOp[bytes]:
     """Every operation or none (one savepoint), consecutive ids in the given order; answers
-    ``{"events": [...]}``. A failing item's error names its index (``details[].loc``)."""
+    ``{"events": [...]}``. A failing item's error names its index (``details[].loc``).
+    ``finish`` runs after the last item, inside the same savepoint."""
 
     def op(tx: Tx) -> bytes:
         events = []
@@ -172,6 +204,8 @@ def batch(kind: str, ops: list[WriteOp[Event]]) -> WriteOp[bytes]:
                 ] or [{"loc": [kind, index], "index": index, "msg": error.message}]
                 error.message = f"{kind}[{index}]: {error.message}"
                 raise
+        if finish is not None:
+            finish(tx, events)
         return b'{"events":[' + b",".join(e.json for e in events) + b"]}"
 
     return op

@@ -1,0 +1,69 @@
+"""The writer's transaction: one BEGIN IMMEDIATE per batch, a savepoint per operation, and
+what one operation's failure undoes (run on a real SQLite file, without the server)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chat.errors import NotFound
+from chat.migrations import apply_pending
+from chat.store import writes
+from chat.store.core import Tx, _commit_batch
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    connection = sqlite3.connect(tmp_path / "chat.db", isolation_level=None)
+    apply_pending(connection, MIGRATIONS)
+    yield connection
+    connection.close()
+
+
+def rooms(conn: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT name FROM rooms")}
+
+
+def fails_after(op: writes.WriteOp[object]) -> writes.WriteOp[object]:
+    """``op``, then a failure: its savepoint is rolled back, the room it created with it."""
+
+    def run(tx: Tx) -> object:
+        op(tx)
+        raise RuntimeError("the operation's own failure")
+
+    return run
+
+
+def test_a_room_created_by_a_failed_operation_is_created_again_by_the_next(
+    conn: sqlite3.Connection,
+) -> None:
+    post = writes.post_message("fresh", "alice", "hi", None, create_room=True)
+    results, events = _commit_batch(conn, [fails_after(post), post])
+    assert [ok for ok, _ in results] == [False, True]
+    assert "fresh" in rooms(conn)
+    assert [e.room for e in events] == ["fresh"]
+
+
+def test_a_room_created_by_a_failed_operation_does_not_exist_for_the_next(
+    conn: sqlite3.Connection,
+) -> None:
+    created = writes.post_activity("ghost", {"actor": "bot", "verb": "x"}, create_room=True)
+    strict = writes.post_message("ghost", "alice", "hi", None, create_room=False)
+    results, events = _commit_batch(conn, [fails_after(created), strict])
+    assert results[0][0] is False
+    assert results[1][0] is False and isinstance(results[1][1], NotFound)
+    assert "ghost" not in rooms(conn)
+    assert events == []
+
+
+def test_many_posts_into_one_room_in_one_transaction(conn: sqlite3.Connection) -> None:
+    ops = [writes.post_message("busy", "alice", f"m{i}", None, create_room=True) for i in range(5)]
+    results, events = _commit_batch(conn, ops)
+    assert all(ok for ok, _ in results)
+    assert [e.id for e in events] == [1, 2, 3, 4, 5]
+    assert conn.execute("SELECT count(*) FROM messages WHERE room = 'busy'").fetchone() == (5,)

@@ -50,7 +50,9 @@ def test_migrate_creates_the_schema_once(tmp_path: Path) -> None:
         "messages_fts",
         "schema_migrations",
     } <= tables
-    assert versions == [1, 2]
+    shipped = sorted(int(p.name.split("_")[0]) for p in (ROOT / "migrations").glob("*.sql"))
+    assert versions == shipped == [1, 2, 3]
+    assert "messages_fts_insert" not in tables  # 0003: the writer indexes new messages
     second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database))
     assert second.returncode == 0
     assert "(0 applied)" in second.stdout

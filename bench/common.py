@@ -32,23 +32,17 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from support import Dechunker, Server, log_problems, split_head, start_server, stop_server
-
-try:
-    import orjson
-
-    loads, dumps = orjson.loads, orjson.dumps
-except ImportError:  # the standard library's json when orjson is missing
-    loads = json.loads
-
-    def dumps(obj: object) -> bytes:
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-
-try:
-    import uvloop
-except ImportError:
-    uvloop = None
+from support import (
+    Dechunker,
+    Server,
+    dumps,
+    loads,
+    log_problems,
+    split_head,
+    start_server,
+    stop_server,
+    uvloop,
+)
 
 now_ns = time.time_ns
 MIB = 1 << 20

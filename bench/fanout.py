@@ -26,23 +26,18 @@ import tempfile
 import time
 from urllib.parse import urlsplit
 
-from support import Dechunker, Server, log_problems, own_cpu, split_head, start_server, stop_server
-
-try:
-    import orjson
-
-    loads, dumps = orjson.loads, orjson.dumps
-except ImportError:  # the standard library's json when orjson is missing
-    loads = json.loads
-
-    def dumps(obj: object) -> bytes:
-        return json.dumps(obj, separators=(",", ":")).encode()
-
-
-try:
-    import uvloop
-except ImportError:
-    uvloop = None
+from support import (
+    Dechunker,
+    Server,
+    dumps,
+    loads,
+    log_problems,
+    own_cpu,
+    split_head,
+    start_server,
+    stop_server,
+    uvloop,
+)
 
 DRAIN_IDLE_S = 3.0  # after the last publish, stop once no frame arrived for this long
 now_ns = time.time_ns

@@ -5,6 +5,7 @@ parsing (head, chunked body)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import resource
@@ -14,6 +15,23 @@ import socket
 import subprocess
 import sys
 import time
+
+# orjson and uvloop make the benchmarks' own side cheaper; the standard library will do.
+try:
+    import orjson
+
+    loads, dumps = orjson.loads, orjson.dumps
+except ImportError:  # the standard library's json when orjson is missing
+    loads = json.loads
+
+    def dumps(obj: object) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROBLEM = re.compile(rb"ERROR|WARNING|CRITICAL|Traceback|Exception")

@@ -93,15 +93,8 @@ class Subscriber:
         """Park until something is pending (or the stream must catch up, ping or close).
         Pass the loop when calling often: on Python 3.11 ``get_running_loop`` makes a
         ``getpid`` system call each time (6% of a busy server's samples in py-spy)."""
-        if self.has_work:
-            return
-        waiter = (loop or asyncio.get_running_loop()).create_future()
-        self.waiter = waiter
-        try:
-            await waiter
-        finally:
-            if self.waiter is waiter:
-                self.waiter = None
+        if not self.has_work:
+            await self.park(loop)
 
     async def park(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Park until woken, pending frames or not (the flusher's tick, or a close)."""

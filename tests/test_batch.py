@@ -110,3 +110,23 @@ async def test_batched_messages_are_searchable_and_a_failed_batch_leaves_no_trac
     assert await search(client, room, "okapi") == []
     assert await search(client, room, "gnu") == ["gnu two"]
     assert await search(client, room, "zebra") == ["zebra alone", "zebra three"]
+
+
+async def published(client: httpx.AsyncClient, event_type: str) -> float:
+    text = (await client.get("/metrics")).text
+    prefix = f'chat_events_published_total{{type="{event_type}"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_the_published_counter_counts_every_event_of_a_batch(
+    client: httpx.AsyncClient, room: str
+) -> None:
+    before = await published(client, "message"), await published(client, "activity")
+    body = {"messages": messages(7)}
+    response = await client.post(f"/api/rooms/{room}/messages/batch", json=body)
+    assert response.status_code == 201, response.text
+    items = [{"actor": "ci", "verb": "built", "object": f"#{i}"} for i in range(4)]
+    response = await client.post(f"/api/rooms/{room}/activity/batch", json={"items": items})
+    assert response.status_code == 201, response.text
+    after = await published(client, "message"), await published(client, "activity")
+    assert (after[0] - before[0], after[1] - before[1]) == (7, 4)

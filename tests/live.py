@@ -12,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,31 @@ import httpx
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn_and_wait(
+    argv: list[str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    name: str,
+    timeout_s: float,
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """Start a process with its output appended to ``log_path`` and wait until ``ready()``;
+    raise (killing it) if it exits first or is not ready within ``timeout_s``."""
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited at start:\n{log_path.read_text(errors='replace')}")
+        if ready():
+            return proc
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    text = log_path.read_text(errors="replace")
+    raise RuntimeError(f"{name} was not ready in {timeout_s}s:\n{text}")
 
 
 def free_port() -> int:
@@ -55,27 +80,21 @@ class LiveServer:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         env.update({"CHAT_DATABASE": str(self.database), "CHAT_LOG_LEVEL": "WARNING"})
         env.update(self.extra_env)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the process keeps it
-        self.proc = subprocess.Popen(
+        self.proc = spawn_and_wait(
             [sys.executable, "-m", "chat", "serve", "--port", str(self.port), *self.args],
+            self.log_path,
+            self.healthy,
+            "server",
+            timeout_s,
             cwd=self.workdir,
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
         )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited at start:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"server did not answer /healthz in {timeout_s}s:\n{self.log()}")
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(self.url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

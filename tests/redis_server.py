@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import time
 from pathlib import Path
 
-from tests.live import free_port
+from tests.live import free_port, spawn_and_wait
 
 
 class RedisServer:
@@ -27,7 +26,6 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the process keeps it
         options = {
             "port": str(self.port),
             "bind": "127.0.0.1",
@@ -36,21 +34,13 @@ class RedisServer:
             "daemonize": "no",
             "dir": str(self.workdir),
         }
-        self.proc = subprocess.Popen(
+        self.proc = spawn_and_wait(
             [self.program, *(part for k, v in options.items() for part in (f"--{k}", v))],
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            self.log_path,
+            self.ping,
+            "redis-server",
+            timeout_s,
         )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited:\n{self.log_path.read_text()}")
-            if self.ping():
-                return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"redis-server did not answer in {timeout_s}s")
 
     def ping(self) -> bool:
         try:

@@ -323,3 +323,20 @@ def check_sequence(ids: Sequence[int], expected: Sequence[int], who: object) -> 
         f"unexpected {extra[:10]}, duplicated {duplicated[:10]}, "
         f"out of order {disordered[:5]}"
     )
+
+
+async def wait_gone(pids: set[int], what: str) -> None:
+    """Every one of these processes has exited (bounded: fails after 10 s)."""
+
+    async def none_left() -> bool:
+        return not any(running(pid) for pid in pids)
+
+    await eventually(none_left, 10, f"no {what} left of {sorted(pids)}", 0.1)
+
+
+def kill_left(pids: set[int]) -> None:
+    """SIGKILL whatever of these is still running (a test's cleanup)."""
+    for pid in pids:
+        if running(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

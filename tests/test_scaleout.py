@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,12 +30,14 @@ from tests.scaleout_helpers import (
     check_sequence,
     descendants,
     eventually,
+    kill_left,
     metric,
     post,
     readyz,
     running,
     sockets_held_by,
     wait_all,
+    wait_gone,
 )
 
 GRACE_S = 0.2  # CHAT_PRESENCE_GRACE_SECONDS of every cluster process (scaleout_helpers)
@@ -536,15 +537,9 @@ async def test_two_workers_on_one_port_share_every_message(cluster: Cluster) -> 
             for follower in followers:  # nothing more arrived before the end
                 check_sequence(follower.ids(), ids, follower)
 
-        async def none_left() -> bool:
-            return not any(running(pid) for pid in family)
-
-        await eventually(none_left, 10, f"no process left of {sorted(family)}", 0.1)
+        await wait_gone(family, "process")
     finally:
-        for pid in family:
-            if running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_left(family)
 
 
 @pytest.mark.parametrize("broker", [None, "local"])

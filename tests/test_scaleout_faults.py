@@ -28,11 +28,13 @@ from tests.scaleout_helpers import (
     check_sequence,
     children,
     eventually,
+    kill_left,
     post,
     readyz,
     running,
     sockets_held_by,
     wait_all,
+    wait_gone,
 )
 from tests.test_scaleout import GRACE_S, ids_of, present, wait_metric, wait_status
 
@@ -372,12 +374,6 @@ async def test_a_killed_worker_is_replaced_and_sigterm_still_exits_0(cluster: Cl
             code = await asyncio.wait_for(asyncio.to_thread(live.terminate, 20), 25)
             assert code == 0, (code, live.log()[-3000:])
 
-        async def none_left() -> bool:
-            return not any(running(pid) for pid in seen)
-
-        await eventually(none_left, 10, f"no worker left of {sorted(seen)}", 0.1)
+        await wait_gone(seen, "worker")
     finally:
-        for pid in seen:
-            if running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        kill_left(seen)

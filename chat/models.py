@@ -203,6 +203,10 @@ class Presence(BaseModel):
 
 class Unread(BaseModel):
     rooms: dict[str, int] = Field(description="room -> messages after the user's read marker")
+    last_id: int = Field(
+        description="the newest event id these counts include: of the messages a stream "
+        "delivers meanwhile, add only those with a larger id"
+    )
 
 
 class History(BaseModel):

@@ -4,7 +4,7 @@ import { addEvent } from './history.js';
 import { renderMessages } from './messages.js';
 import { setReply } from './composer.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
-import { markRead, openRoom, refreshUnread, renderRooms } from './rooms.js';
+import { countUnread, markRead, openRoom, refreshUnread, renderRooms } from './rooms.js';
 
 /** Apply one event (from the stream or from a POST's answer), at most once per id. */
 export function applyEvent(ev) {
@@ -33,7 +33,7 @@ export function applyEvent(ev) {
       break;
   }
   if (ev.type === 'message' && room !== state.current && ev.author !== state.me && state.rooms.includes(room)) {
-    state.unread[room] = (state.unread[room] || 0) + 1;
+    countUnread(room, ev.id);
     renderRooms();
   }
   if (ev.type === 'message' && room === state.current) stopTyping(ev.author);
@@ -89,6 +89,8 @@ function handleReset() {
     rd.gen++;
     state.data.delete(room);
   }
+  state.unread = {};
+  state.unreadIds = {};
   if (state.current) openRoom(state.current);
   refreshUnread();
 }

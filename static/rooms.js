@@ -62,16 +62,40 @@ function leaveRoom(room) {
   save(LS.rooms, state.rooms);
   state.data.delete(room);
   delete state.unread[room];
+  delete state.unreadIds[room];
   stream.open(state.rooms, state.me);
   if (state.current === room) openRoom(state.rooms[0]);
   else renderRooms();
 }
 
+/** One more unread message in a room that is not open, counted from the stream. */
+export function countUnread(room, id) {
+  state.unread[room] = (state.unread[room] || 0) + 1;
+  (state.unreadIds[room] ||= []).push(id);
+}
+
+function clearUnread(room) {
+  state.unread[room] = 0;
+  delete state.unreadIds[room];
+}
+
+/**
+ * The server's counts, merged with what the stream delivered meanwhile: the answer counts the
+ * messages up to its last_id, so of those counted from the stream only the later ones are added.
+ * A room the server has no read marker for keeps the page's own count.
+ */
 export async function refreshUnread() {
   try {
     const res = await api.unread(state.me);
     const rooms = (res && res.rooms) || {};
-    for (const room of state.rooms) state.unread[room] = room === state.current ? 0 : (rooms[room] || 0);
+    const last = (res && typeof res.last_id === 'number') ? res.last_id : 0;
+    for (const room of state.rooms) {
+      const later = (state.unreadIds[room] || []).filter((id) => id > last);
+      state.unreadIds[room] = later;
+      if (room === state.current) clearUnread(room);
+      else if (room in rooms) state.unread[room] = rooms[room] + later.length;
+    }
+    els.roomList.dataset.unreadAt = String(last); // when the counts were last taken (for tests)
     renderRooms();
   } catch { /* shown by the connection state */ }
 }
@@ -81,7 +105,7 @@ export function openRoom(room) {
   save(LS.room, room);
   state.editing = state.confirming = state.picking = null;
   setReply(null);
-  state.unread[room] = 0;
+  clearUnread(room);
   state.nodes.clear();
   for (const t of state.typers.values()) clearTimeout(t);
   state.typers.clear();
@@ -107,7 +131,7 @@ export function openRoom(room) {
 export function markRead() {
   const room = state.current;
   const rd = roomData(room);
-  state.unread[room] = 0;
+  clearUnread(room);
   if (!rd.maxId || rd.maxId <= rd.readSent) return;
   clearTimeout(state.readTimer);
   state.readTimer = setTimeout(() => {

@@ -23,6 +23,7 @@ export const state = {
   current: null,
   data: new Map(), // room -> RoomData
   unread: {}, // room -> count
+  unreadIds: {}, // room -> ids of the messages counted from the stream since the last refresh
   presence: new Map(), // room -> Set(user)
   typers: new Map(), // user -> timer (open room only)
   seen: new Set(), // persisted event ids already applied

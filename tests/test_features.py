@@ -404,6 +404,12 @@ async def test_read_markers_and_unread(r: Room) -> None:
     assert await unread() == {a.name: 2, b.name: 2}
     newest = await a.post("new")
     assert await unread() == {a.name: 3, b.name: 2}
+    # The newest event id the counts include, so a client can merge what its stream delivered.
+    body = ok(await r.c.get(f"/api/users/{user}/unread"))
+    assert body["last_id"] == newest["id"]
+    stranger = f"nobody-{r.name}"[:64]
+    nobody = ok(await r.c.get(f"/api/users/{stranger}/unread"))
+    assert nobody == {"rooms": {}, "last_id": newest["id"]}
     await mark(a, ids_a[-1])
     await mark(b, ids_b[-1])
     assert await unread() == {a.name: 1, b.name: 0}

@@ -32,7 +32,7 @@ from tests.page_helpers import (
 )
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, Route
 
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
@@ -261,6 +261,49 @@ async def test_rooms_join_and_unread_counts(
         await expect(message_with(page, "and again")).to_have_count(1)
         unread = general.get_by_test_id("room-unread")
         await expect(unread.filter(has_text=re.compile(r"\S"))).to_have_count(0)
+        watch.assert_clean()
+
+
+async def test_unread_counts_survive_a_refresh_answered_after_new_messages(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """The page refreshes its counts over REST whenever its stream (re)opens. An answer taken
+    before two messages but arriving after the stream delivered them must not undo them."""
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        seen = await say(client, "general", "bob", "read already")
+        await expect(message_with(page, "read already")).to_have_count(1)
+        marker = {"user": "ann", "last_read_id": seen["id"]}
+        assert (await client.put("/api/rooms/general/read", json=marker)).status_code == 204
+
+        answered, release = asyncio.Event(), asyncio.Event()
+        taken: list[int] = []
+
+        async def held(route: Route) -> None:  # the server answers now; the page hears it later
+            response = await route.fetch(timeout=10_000)
+            taken.append((await response.json())["last_id"])
+            answered.set()
+            await asyncio.wait_for(release.wait(), 10)
+            await route.fulfill(response=response)
+
+        await page.route("**/api/users/ann/unread", held)
+        new = page.get_by_test_id("room-new")
+        await new.fill("side-room")
+        await new.press("Enter")  # joining reopens the stream, which refreshes the counts
+        await asyncio.wait_for(answered.wait(), 10)
+        general = room_item(page, "general")
+        badge = general.get_by_test_id("room-unread")
+        await say(client, "general", "bob", "one")
+        await say(client, "general", "bob", "two")
+        await expect(badge).to_have_text(re.compile(r"^\s*2\s*$"))
+        room_list = page.get_by_test_id("room-list")
+        await expect(room_list).not_to_have_attribute("data-unread-at", str(taken[0]))
+        release.set()  # the answer (general: 0 unread, taken before "one") reaches the page
+        await expect(room_list).to_have_attribute("data-unread-at", str(taken[0]))
+        await expect(badge).to_have_text(re.compile(r"^\s*2\s*$"))
+        await say(client, "general", "bob", "three")
+        await expect(badge).to_have_text(re.compile(r"^\s*3\s*$"))
+        await page.unroute("**/api/users/ann/unread")
         watch.assert_clean()
 
 

@@ -116,5 +116,5 @@ async def unread(user: str) -> dict[str, Any]:
     """Messages after the user's read marker, for each room where the user has one."""
     if not 0 < len(user) <= 64:
         raise InvalidQuery("a user name is 1-64 characters")
-    rooms = await services().store.unread(user)
-    return {"rooms": rooms}
+    rooms, last_id = await services().store.unread(user)
+    return {"rooms": rooms, "last_id": last_id}

@@ -309,15 +309,21 @@ class Store:
         items = [orjson.loads(row[0]) for row in reversed(rows[:limit])]
         return items, has_more
 
-    async def unread(self, user: str) -> dict[str, int]:
-        """For each room the user has a read marker in: messages after it (not deleted)."""
+    async def unread(self, user: str) -> tuple[dict[str, int], int]:
+        """For each room the user has a read marker in: messages after it (not deleted).
+
+        Also the newest stored event id, read in the same statement (so the same snapshot):
+        a client that counted events from its stream meanwhile adds only those after it.
+        """
         rows = await self._rows(
-            "SELECT r.room, (SELECT count(*) FROM messages m WHERE m.room = r.room "
+            "SELECT top.id, r.room, (SELECT count(*) FROM messages m WHERE m.room = r.room "
             "AND m.id > r.last_read_id AND m.deleted_at IS NULL) "
-            "FROM read_markers r WHERE r.user = ? ORDER BY r.room",
+            "FROM (SELECT coalesce(max(id), 0) AS id FROM events) top "
+            "LEFT JOIN read_markers r ON r.user = ? ORDER BY r.room",
             (user,),
         )
-        return {row[0]: int(row[1]) for row in rows}
+        rooms = {row[1]: int(row[2]) for row in rows if row[1] is not None}
+        return rooms, int(rows[0][0])
 
     async def events_after(
         self, rooms: tuple[str, ...] | None, after: int, limit: int

@@ -11,24 +11,47 @@ bounded, and nothing is lost, because everything dropped here is in the store.
 from __future__ import annotations
 
 import asyncio
+import time
+from typing import TYPE_CHECKING, Protocol
 
 from chat.events import Event
 from chat.filters import Filter
+
+if TYPE_CHECKING:
+    from chat.metrics import Metrics
+
+
+class Sink(Protocol):
+    """A stream's connection, written to directly (``chat.api.fast_streams.DirectWriter``)."""
+
+    def write(self, chunk: bytes) -> bool:
+        """Queue the chunk on the connection; False if the connection is gone."""
+
+    def full(self) -> bool:
+        """The connection's buffer is past its high-water mark: the client reads slowly."""
+
+    async def drain(self) -> None:
+        """Wait until the connection's buffer is below its mark again."""
 
 
 class Subscriber:
     __slots__ = (
         "behind",
         "closed",
+        "congested",
         "filter",
+        "flusher",
         "holding",
+        "idle",
         "last_id",
         "last_write",
         "limit_bytes",
+        "metrics",
         "pending",
         "pending_bytes",
         "ping_due",
         "rooms",
+        "sink",
         "user",
         "waiter",
     )
@@ -40,6 +63,8 @@ class Subscriber:
         *,
         limit_bytes: int = 1 << 20,
         user: str | None = None,
+        flusher: Flusher | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.rooms = rooms  # None: every room, including rooms created later
         self.filter = flt
@@ -54,6 +79,14 @@ class Subscriber:
         self.holding = False  # parked until the flusher's next tick: pushes do not wake it
         self.last_write = 0.0  # when the stream last wrote (monotonic seconds)
         self.last_id = 0  # the largest persisted id this subscriber has been sent
+        # Writing live frames straight from ``push`` (see ``write_now``), without waking the
+        # stream's task: possible when the stream has a sink, a flusher, and its task is
+        # parked with nothing to do (``idle``), and the connection is not ``congested``.
+        self.sink: Sink | None = None
+        self.flusher = flusher
+        self.metrics = metrics
+        self.idle = False  # the stream's task is parked in ``wait`` with nothing to do
+        self.congested = False  # a direct write filled the connection's buffer: drain first
 
     def wants(self, event: Event) -> bool:
         return self.filter is None or self.filter.matches(event)
@@ -67,7 +100,54 @@ class Subscriber:
             self.pending = []
             self.pending_bytes = 0
             self.behind = True
+        elif self.idle and self.sink is not None and self.flusher is not None:
+            if self.holding:
+                return
+            now = time.monotonic()
+            if now - self.last_write < self.flusher.window_s:
+                self.flusher.hold(self)  # busy: more frames join this write, at the tick
+            else:
+                self.write_now(now)
+            return
         if not self.holding:
+            self.wake()
+
+    def render(self, events: list[Event]) -> tuple[bytes, int]:
+        """The frames of these events this stream should write, as one chunk, and how many:
+        ids already sent are skipped (replay and live overlap), and so is one's own typing."""
+        frames = []
+        last_id = self.last_id
+        for event in events:
+            if event.id is None:
+                if event.type == "typing" and event.author == self.user:
+                    continue  # one's own typing is for the others
+                frames.append(event.frame)
+            elif event.id > last_id:
+                frames.append(event.frame)
+                last_id = event.id
+        self.last_id = last_id
+        if not frames:
+            return b"", 0
+        return (frames[0] if len(frames) == 1 else b"".join(frames)), len(frames)
+
+    def write_now(self, now: float) -> None:
+        """Write what is pending straight to the sink, from the publisher's own call: the
+        stream's task stays parked. A full connection wakes the task to drain it (and what
+        arrives meanwhile queues, up to the byte bound); a gone one closes the stream."""
+        sink = self.sink
+        assert sink is not None
+        chunk, count = self.render(self.take())
+        if not count:
+            return
+        if not sink.write(chunk):
+            self.close()
+            return
+        self.last_write = now
+        if self.metrics is not None:
+            self.metrics.frames_sent.inc(count)
+            self.metrics.writes.inc()
+        if sink.full():
+            self.congested = True
             self.wake()
 
     def take(self) -> list[Event]:
@@ -79,6 +159,7 @@ class Subscriber:
         return events
 
     def wake(self) -> None:
+        self.idle = False
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
@@ -87,13 +168,14 @@ class Subscriber:
 
     @property
     def has_work(self) -> bool:
-        return bool(self.pending) or self.behind or self.closed or self.ping_due
+        return bool(self.pending) or self.behind or self.closed or self.ping_due or self.congested
 
     async def wait(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Park until something is pending (or the stream must catch up, ping or close).
         Pass the loop when calling often: on Python 3.11 ``get_running_loop`` makes a
         ``getpid`` system call each time (6% of a busy server's samples in py-spy)."""
         if not self.has_work:
+            self.idle = True
             await self.park(loop)
 
     async def park(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -103,6 +185,7 @@ class Subscriber:
         try:
             await waiter
         finally:
+            self.idle = False
             if self.waiter is waiter:
                 self.waiter = None
 
@@ -154,9 +237,13 @@ class Flusher:
     def flush(self) -> None:
         self.handle = None
         held, self.held = self.held, []
+        now = time.monotonic()
         for sub in held:
             sub.holding = False
-            sub.wake()
+            if sub.idle and sub.sink is not None:
+                sub.write_now(now)
+            else:
+                sub.wake()
 
 
 LAG_SMOOTHING = 0.2

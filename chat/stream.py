@@ -61,6 +61,8 @@ class Streams:
             request.filter,
             limit_bytes=self.settings.subscriber_buffer_bytes,
             user=request.user,
+            flusher=self.flusher,
+            metrics=self.metrics,
         )
 
     async def open(self, request: StreamRequest, sub: Subscriber) -> AsyncGenerator[bytes, None]:
@@ -82,6 +84,11 @@ class Streams:
             flusher = self.flusher
             flushed = False
             while not sub.closed:
+                if sub.congested:  # a direct write filled the connection (Subscriber.write_now)
+                    assert sub.sink is not None
+                    await sub.sink.drain()
+                    sub.congested = False
+                    continue
                 if sub.behind:
                     sub.behind = False  # from here on, live events queue again
                     self.metrics.catchups.inc()
@@ -112,22 +119,11 @@ class Streams:
                 self.presence.disconnect(room, request.user)  # type: ignore[arg-type]
 
     def _live(self, sub: Subscriber, events: list[Event]) -> bytes:
-        frames = []
-        last_id = sub.last_id
-        for event in events:
-            if event.id is None:
-                if event.type == "typing" and event.author == sub.user:
-                    continue  # one's own typing is for the others
-                frames.append(event.frame)
-            elif event.id > last_id:
-                frames.append(event.frame)
-                last_id = event.id
-        sub.last_id = last_id
-        if not frames:
-            return b""
-        self.metrics.frames_sent.inc(len(frames))
-        self.metrics.writes.inc()
-        return frames[0] if len(frames) == 1 else b"".join(frames)
+        chunk, count = sub.render(events)
+        if count:
+            self.metrics.frames_sent.inc(count)
+            self.metrics.writes.inc()
+        return chunk
 
     async def _resume(self, sub: Subscriber, raw: str) -> AsyncIterator[bytes]:
         latest = await self.store.latest_id()

@@ -92,6 +92,7 @@ class FastStreams:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": START_HEADERS})
             direct = DirectWriter.under(send)
+            sub.sink = direct  # live frames are written from the publisher's call
             async with contextlib.aclosing(svc.streams.open(wanted, sub)) as body:
                 if direct is None:
                     async for chunk in body:

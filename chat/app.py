@@ -19,6 +19,7 @@ from quart_schema import Info, QuartSchema
 from chat import __version__, api
 from chat.api import limits
 from chat.api.deps import JSON
+from chat.api.fast_post import FastPost
 from chat.api.fast_streams import FastStreams
 from chat.api.ops import DOCS_ASSETS, STATIC_DIR
 from chat.broker import Broker, LocalBroker
@@ -119,7 +120,9 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     app.extensions["chat"] = services
     api.register(app)
-    # The streams' GETs skip Quart's per-request machinery (chat/api/fast_streams.py).
+    # The streams' GETs and well-formed message POSTs skip Quart's per-request machinery
+    # (chat/api/fast_streams.py, chat/api/fast_post.py).
+    app.asgi_app = FastPost(app.asgi_app, services)  # type: ignore[method-assign]
     app.asgi_app = FastStreams(app.asgi_app, services)  # type: ignore[method-assign]
     background: list[asyncio.Task[None]] = []
 

@@ -60,15 +60,33 @@ async def commit_event(room: str, body: object, op: WriteOp[bytes]) -> Response:
     ``Idempotency-Key`` header: a retry gets the first answer (200, ``Idempotent-Replayed:
     true``) and nothing is written or broadcast again; the key with another body is 409."""
     key = request.headers.get("Idempotency-Key")
-    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_CHARS and key.isprintable()):
-        raise ValidationFailed(
-            "Idempotency-Key must be 1-200 printable characters",
-            [{"loc": ["header", "Idempotency-Key"], "field": "Idempotency-Key"}],
-        )
-    fingerprint = "" if key is None else writes.fingerprint(request.method, request.path, body)
-    data, replayed = await services().store.write(writes.idempotent(room, key, fingerprint, op))
+    data, replayed = await commit_idempotent(
+        services(), room, key, (request.method, request.path), body, op
+    )
     if replayed:
         response = event_response(data, 200)
         response.headers["Idempotent-Replayed"] = "true"
         return response
     return event_response(data, 201)
+
+
+def check_idempotency_key(key: str | None) -> None:
+    if key is not None and not (0 < len(key) <= IDEMPOTENCY_KEY_CHARS and key.isprintable()):
+        raise ValidationFailed(
+            "Idempotency-Key must be 1-200 printable characters",
+            [{"loc": ["header", "Idempotency-Key"], "field": "Idempotency-Key"}],
+        )
+
+
+async def commit_idempotent(
+    svc: Services,
+    room: str,
+    key: str | None,
+    request_line: tuple[str, str],
+    body: object,
+    op: WriteOp[bytes],
+) -> tuple[bytes, bool]:
+    """``commit_event`` without Quart: (the answer's body, whether it is a replay)."""
+    check_idempotency_key(key)
+    fingerprint = "" if key is None else writes.fingerprint(*request_line, body)
+    return await svc.store.write(writes.idempotent(room, key, fingerprint, op))

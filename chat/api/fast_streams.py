@@ -20,13 +20,13 @@ import logging
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from h11 import _writers as h11_writers
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, HTTPScope, Scope
 from werkzeug.datastructures import MultiDict
 
-from chat.api.deps import JSON, Services
+from chat.api.asgi import send_error
+from chat.api.deps import Services
 from chat.api.streams import SSE_HEADERS, stream_request
 from chat.errors import ChatError
 from chat.hub import Subscriber
@@ -81,11 +81,11 @@ class FastStreams:
         try:
             wanted = await stream_request(svc, room, args, last_event_id)
         except ChatError as error:
-            await self._error(send, error)
+            await send_error(svc, send, error)
             return
         except Exception:
             log.exception("unhandled error opening a stream on %s", scope["path"])
-            await self._error(send, None)
+            await send_error(svc, send, None)
             return
         sub = svc.streams.subscriber(wanted)
         watcher = asyncio.ensure_future(_close_on_disconnect(receive, sub))
@@ -106,21 +106,6 @@ class FastStreams:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
-
-    async def _error(self, send: ASGISendCallable, error: ChatError | None) -> None:
-        if error is None:
-            status, code = 500, "internal_error"
-            message, details = "an unexpected error occurred; it has been logged", []
-        else:
-            status, code, message = error.status, error.code, error.message
-            details = error.details or []
-        body = orjson.dumps({"error": {"code": code, "message": message, "details": details}})
-        headers = [(b"content-type", JSON.encode()), (b"content-length", b"%d" % len(body))]
-        if error is not None and error.retry_after_s is not None:
-            headers.append((b"retry-after", str(error.retry_after_s).encode()))
-        self.services.metrics.requests_rejected.labels(str(status)).inc()
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
 class DirectWriter:

@@ -1,16 +1,24 @@
-"""One room's subscribers, and the subscriber itself: the sans-IO heart of fan-out.
+"""One room's subscribers, and the subscriber itself: the heart of fan-out.
 
-``Hub.broadcast`` never awaits: it appends the event (whose frame is already encoded) to each
-matching subscriber's pending list and wakes the subscriber if it is parked. A subscriber
-whose pending frames pass its byte bound is marked *behind*: its pending list is dropped and
-it ignores live events until its stream has caught up from the store (see
-docs/design/delivery.md). So a slow reader costs the publisher nothing and memory stays
-bounded, and nothing is lost, because everything dropped here is in the store.
+``Hub.broadcast`` never awaits. For each matching subscriber the event's frame (encoded
+once) is either written at once, queued for the flusher's next tick, or queued for the
+stream's task:
+- the stream's task is parked with nothing to do (``idle``) and its connection has a direct
+  sink: the frame is written to the socket from this very call if the stream has been quiet
+  for the coalescing window, or held until the ``Flusher``'s tick if it wrote recently, so
+  that a busy stream writes everything that arrived in the window at once;
+- otherwise (replaying, draining, no sink) it is appended to the pending list and the task
+  woken, which writes it in order after what it is doing.
+A subscriber whose pending frames pass its byte bound is marked *behind*: its pending list
+is dropped and it ignores live events until its stream has caught up from the store (see
+docs/design/delivery.md). So a slow reader costs the publisher nothing beyond a check,
+memory stays bounded, and nothing is lost, because everything dropped here is in the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,6 +27,8 @@ from chat.filters import Filter
 
 if TYPE_CHECKING:
     from chat.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
@@ -100,17 +110,18 @@ class Subscriber:
             self.pending = []
             self.pending_bytes = 0
             self.behind = True
-        elif self.idle and self.sink is not None and self.flusher is not None:
-            if self.holding:
-                return
+            self.wake()  # even while held: the task catches up from the store
+            return
+        if self.holding:
+            return  # the flusher's tick writes it, with whatever else arrives meanwhile
+        if self.idle and self.sink is not None and self.flusher is not None:
             now = time.monotonic()
             if now - self.last_write < self.flusher.window_s:
                 self.flusher.hold(self)  # busy: more frames join this write, at the tick
             else:
                 self.write_now(now)
             return
-        if not self.holding:
-            self.wake()
+        self.wake()
 
     def render(self, events: list[Event]) -> tuple[bytes, int]:
         """The frames of these events this stream should write, as one chunk, and how many:
@@ -132,21 +143,28 @@ class Subscriber:
 
     def write_now(self, now: float) -> None:
         """Write what is pending straight to the sink, from the publisher's own call: the
-        stream's task stays parked. A full connection wakes the task to drain it (and what
-        arrives meanwhile queues, up to the byte bound); a gone one closes the stream."""
+        stream's task stays parked. Only while ``idle``: anything the task must do first
+        (catch up, ping, close, drain) wakes it, and waking clears ``idle``. A full connection
+        wakes the task to drain it (what arrives meanwhile queues, up to the byte bound); a
+        connection that is gone, or whose write fails, ends the stream (the client resumes)."""
         sink = self.sink
         assert sink is not None
         chunk, count = self.render(self.take())
         if not count:
             return
-        if not sink.write(chunk):
+        try:
+            written = sink.write(chunk)
+            full = written and sink.full()
+        except Exception:  # the publisher and the other subscribers go on regardless
+            log.exception("writing to a stream failed; ending it")
+            written = full = False
+        if not written:
             self.close()
             return
         self.last_write = now
         if self.metrics is not None:
-            self.metrics.frames_sent.inc(count)
-            self.metrics.writes.inc()
-        if sink.full():
+            self.metrics.wrote(count)
+        if full:
             self.congested = True
             self.wake()
 

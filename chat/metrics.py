@@ -84,5 +84,18 @@ class Metrics:
             "chat_errors", "Error responses, by status code.", ["status"], registry=r
         )
 
+        # Stream writes are tallied in plain ints and folded into their counters at each
+        # scrape: a Counter takes a lock per inc(), which was 3.5% of a fan-out's samples.
+        self.unfolded_frames = 0
+        self.unfolded_writes = 0
+
+    def wrote(self, frames: int) -> None:
+        """One chunk of ``frames`` event frames written to a stream."""
+        self.unfolded_frames += frames
+        self.unfolded_writes += 1
+
     def render(self) -> bytes:
+        self.frames_sent.inc(self.unfolded_frames)
+        self.writes.inc(self.unfolded_writes)
+        self.unfolded_frames = self.unfolded_writes = 0
         return generate_latest(self.registry)

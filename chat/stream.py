@@ -121,8 +121,7 @@ class Streams:
     def _live(self, sub: Subscriber, events: list[Event]) -> bytes:
         chunk, count = sub.render(events)
         if count:
-            self.metrics.frames_sent.inc(count)
-            self.metrics.writes.inc()
+            self.metrics.wrote(count)
         return chunk
 
     async def _resume(self, sub: Subscriber, raw: str) -> AsyncIterator[bytes]:
@@ -158,8 +157,7 @@ class Streams:
             sub.last_id = last
             if frames:
                 self.metrics.replayed.inc(len(frames))
-                self.metrics.frames_sent.inc(len(frames))
-                self.metrics.writes.inc()
+                self.metrics.wrote(len(frames))
                 sub.last_write = time.monotonic()
                 yield b"".join(frames)
             if len(events) < page:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -92,6 +93,8 @@ class FastStreams:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": START_HEADERS})
             direct = DirectWriter.under(send)
+            if direct is None and scope["http_version"] == "1.1":
+                _warn_no_direct_writes()
             sub.sink = direct  # live frames are written from the publisher's call
             async with contextlib.aclosing(svc.streams.open(wanted, sub)) as body:
                 if direct is None:
@@ -159,8 +162,17 @@ class DirectWriter:
 
     async def drain(self) -> None:
         """Wait while the client reads slowly (its subscriber queues, then catches up)."""
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):  # gone: the next write says so and ends the stream
             await self.writer.drain()
+
+
+@functools.cache
+def _warn_no_direct_writes() -> None:
+    log.warning(
+        "an HTTP/1.1 stream is written through ASGI send: Hypercorn's connection was not "
+        "found under it (another server, or a Hypercorn or h11 this was not written for); "
+        "streams work, at several times the CPU per write"
+    )
 
 
 async def _close_on_disconnect(receive: ASGIReceiveCallable, sub: Subscriber) -> None:

@@ -1,0 +1,525 @@
+"""Direct writes: live frames written from the publisher's call (``Subscriber.write_now``) while
+the stream's task is parked idle, and body chunks written straight to Hypercorn's transport,
+chunk-encoded (``chat.api.fast_streams.DirectWriter``).
+
+The first half drives ``Subscriber``/``Flusher`` with a fake sink; the second half reads real
+streams over raw sockets and decodes the HTTP/1.1 chunked framing by hand, so a mis-framed
+chunk, a lost, repeated or reordered frame, or a missing terminator is what fails.
+Every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from chat.events import Event, make_event
+from chat.hub import Flusher, Subscriber
+from tests.live import LiveServer
+
+MakeServer = Callable[..., LiveServer]
+TIMEOUT_S = 2.0
+WINDOW_S = 0.05  # the flusher's coalescing window in the unit tests
+
+
+# -- unit: Subscriber and Flusher with a fake sink ------------------------------------------
+
+
+class FakeSink:
+    """What ``Subscriber.write_now`` writes to: records the chunks, can refuse or be full."""
+
+    def __init__(self, *, accept: bool = True, full: bool = False) -> None:
+        self.chunks: list[bytes] = []
+        self.accept = accept
+        self.is_full = full
+
+    def write(self, chunk: bytes) -> bool:
+        if not self.accept:
+            return False
+        self.chunks.append(chunk)
+        return True
+
+    def full(self) -> bool:
+        return self.is_full
+
+    async def drain(self) -> None:
+        return None
+
+
+def msg(event_id: int, text: str = "hi", author: str = "bob") -> Event:
+    return make_event("message", "r", {"author": author, "text": text}, event_id=event_id)
+
+
+def typing(user: str) -> Event:
+    return make_event("typing", "r", {"user": user})
+
+
+def direct_sub(
+    sink: FakeSink | None = None, *, limit_bytes: int = 1 << 20, user: str | None = None
+) -> tuple[Subscriber, FakeSink, Flusher]:
+    flusher = Flusher(WINDOW_S)
+    s = Subscriber(("r",), limit_bytes=limit_bytes, user=user, flusher=flusher)
+    s.sink = sink if sink is not None else FakeSink()
+    assert isinstance(s.sink, FakeSink)
+    return s, s.sink, flusher
+
+
+async def settle() -> None:
+    """Let every ready callback run, so a task that could finish has finished."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def park_idle(s: Subscriber) -> asyncio.Task[None]:
+    """The stream's task, parked in ``wait`` with nothing to do (as in ``Streams.open``)."""
+    task = asyncio.ensure_future(s.wait())
+    await settle()
+    assert s.idle and not task.done()
+    return task
+
+
+async def stop(task: asyncio.Future[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(task, TIMEOUT_S)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
+    """Poll ``condition`` every 5 ms; raise TimeoutError after ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.005) + 1):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise TimeoutError(f"not true within {timeout_s} s")
+
+
+async def test_idle_push_is_written_at_once_without_waking_the_task() -> None:
+    s, sink, _ = direct_sub()
+    task = await park_idle(s)
+    try:
+        first = msg(1)
+        s.push(first)
+        assert sink.chunks == [first.frame]  # written in the publisher's call
+        assert s.pending == [] and s.last_id == 1
+        await settle()
+        assert not task.done() and s.idle  # the task never ran
+        # quiet for longer than the window: the next one goes out at once as well
+        s.last_write -= 2 * WINDOW_S
+        second = msg(2)
+        s.push(second)
+        assert sink.chunks == [first.frame, second.frame]
+        await settle()
+        assert not task.done() and s.idle and s.last_id == 2
+    finally:
+        await stop(task)
+
+
+async def test_push_within_the_window_is_held_and_written_at_the_tick_as_one_chunk() -> None:
+    s, sink, flusher = direct_sub()
+    task = await park_idle(s)
+    try:
+        events = [msg(i, f"m{i}") for i in range(1, 5)]
+        s.push(events[0])  # quiet before: at once
+        for event in events[1:]:
+            s.push(event)  # within the window: held for the tick
+        assert sink.chunks == [events[0].frame]
+        assert s.holding and flusher.handle is not None
+        await until(lambda: len(sink.chunks) >= 2)
+        assert sink.chunks == [events[0].frame, b"".join(e.frame for e in events[1:])]
+        assert not s.holding and s.pending == [] and s.last_id == 4
+        await settle()
+        assert not task.done() and s.idle  # written by the tick, the task still parked
+    finally:
+        await stop(task)
+
+
+async def test_a_busy_subscriber_queues_and_its_task_writes() -> None:
+    # 1. the task is running (not parked): the frame queues for it
+    s, sink, flusher = direct_sub()
+    first = msg(1)
+    s.push(first)
+    assert sink.chunks == [] and s.pending == [first]
+    # 2. the task was woken (a heartbeat) but has not run yet: queue, do not write
+    s.take()
+    parked = await park_idle(s)
+    try:
+        s.heartbeat_tick(time.monotonic() + 3600, 1.0)
+        assert not s.idle
+        second = msg(2)
+        s.push(second)
+        assert sink.chunks == [] and s.pending == [second]
+        await asyncio.wait_for(parked, TIMEOUT_S)  # woken: it writes the ping and the frame
+    finally:
+        await stop(parked)
+    # 3. parked for the flusher's tick by the task itself (``Streams.open``): not idle, so
+    # a push queues without waking it, and the tick wakes the task instead of writing
+    s.take()
+    s.ping_due = False
+    s.last_write = time.monotonic()
+    flusher.hold(s)
+    held = asyncio.ensure_future(s.park())
+    await settle()
+    try:
+        third = msg(3)
+        s.push(third)
+        await settle()
+        assert not held.done() and s.pending == [third]
+        await asyncio.wait_for(held, TIMEOUT_S)  # the tick woke the task
+        assert sink.chunks == [] and s.pending == [third]
+    finally:
+        await stop(held)
+
+
+async def test_a_full_sink_marks_the_subscriber_congested_and_wakes_its_task() -> None:
+    s, sink, _ = direct_sub(FakeSink(full=True))
+    task = await park_idle(s)
+    try:
+        first = msg(1)
+        s.push(first)
+        assert sink.chunks == [first.frame]  # written, and the buffer is past its mark
+        assert s.congested and not s.idle
+        await asyncio.wait_for(task, TIMEOUT_S)  # woken to drain
+        second = msg(2)
+        s.push(second)  # while it drains, frames queue
+        assert sink.chunks == [first.frame] and s.pending == [second]
+        assert s.has_work  # it does not park again before draining
+    finally:
+        await stop(task)
+
+
+async def test_a_sink_that_refuses_the_write_closes_the_subscriber() -> None:
+    s, sink, _ = direct_sub(FakeSink(accept=False))
+    task = await park_idle(s)
+    try:
+        s.push(msg(1))
+        assert s.closed
+        await asyncio.wait_for(task, TIMEOUT_S)  # woken: its stream ends
+        s.push(msg(2))
+        assert s.pending == [] and sink.chunks == []
+    finally:
+        await stop(task)
+
+
+async def test_render_skips_own_typing_and_ids_already_sent() -> None:
+    s, sink, _ = direct_sub(user="alice")
+    s.last_id = 5
+    own, other = typing("alice"), typing("bob")
+    m = {i: msg(i) for i in range(2, 9)}
+    events = [own, m[3], other, m[5], m[6], m[6], m[4], m[7]]
+    chunk, count = s.render(events)
+    assert (chunk, count) == (other.frame + m[6].frame + m[7].frame, 3)
+    assert s.last_id == 7
+    assert s.render([own, m[7]]) == (b"", 0)
+    # the same on the direct path: nothing to write is no write (and no wake-up)
+    task = await park_idle(s)
+    try:
+        s.push(own)
+        s.push(m[2])
+        assert sink.chunks == [] and s.pending == []
+        await settle()
+        assert not task.done() and s.idle
+        s.push(m[8])
+        assert sink.chunks == [m[8].frame] and s.last_id == 8
+    finally:
+        await stop(task)
+
+
+async def test_overflow_while_held_wakes_the_task_to_catch_up() -> None:
+    s, _sink, _ = direct_sub(limit_bytes=4096)
+    task = await park_idle(s)
+    try:
+        for i in range(1, 60):  # one burst (as one batch's dispatch): > 4 KiB in the window
+            s.push(msg(i, "x" * 200))
+        assert s.behind
+        await asyncio.wait_for(task, 4 * WINDOW_S + 0.5)  # must run, to catch up
+    finally:
+        await stop(task)
+
+
+# -- live: a real server, raw sockets -------------------------------------------------------
+
+HELLO = b"retry: 3000\n: connected\n\n"
+SSE_LINE = re.compile(rb"(retry: \d+|id: \d+|event: [a-z.]+|data: .*|:.*)")
+
+
+def parse_frames(body: bytes) -> tuple[list[dict[str, Any]], bytes]:
+    """Complete SSE frames in ``body`` (events only; comments dropped) and the rest. Every
+    line must be an SSE line: chunk framing leaking into a body would fail here."""
+    events: list[dict[str, Any]] = []
+    *blocks, rest = body.split(b"\n\n")
+    for block in blocks:
+        fields: dict[str, bytes] = {}
+        for line in block.split(b"\n"):
+            assert SSE_LINE.fullmatch(line), f"not an SSE line: {line[:80]!r}"
+            if not line.startswith(b":"):
+                name, _, value = line.partition(b": ")
+                fields[name.decode()] = value
+        if "data" in fields:
+            events.append(
+                {
+                    "id": int(fields["id"]) if "id" in fields else None,
+                    "event": fields["event"].decode(),
+                    "data": orjson.loads(fields["data"]),
+                }
+            )
+    return events, rest
+
+
+class RawStream:
+    """One stream over a raw socket: HTTP/1.1 (chunked, decoded here) or HTTP/1.0."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.head = b""
+        self.chunks: list[bytes] = []
+
+    @classmethod
+    async def open(cls, port: int, path: str, version: str) -> RawStream:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, limit=1 << 20), TIMEOUT_S * 5
+        )
+        self = cls(reader, writer)
+        writer.write(f"GET {path} {version}\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await asyncio.wait_for(writer.drain(), TIMEOUT_S * 5)
+        self.head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S * 5)
+        assert self.head.startswith(b"HTTP/1.1 200 "), self.head
+        assert b"\r\ncontent-type: text/event-stream" in self.head.lower(), self.head
+        return self
+
+    async def chunk(self) -> bytes | None:
+        """The next chunk of a chunked body, checked: a size line of bare lowercase hex, then
+        exactly that many bytes, then CRLF. None at the terminator (``0`` CRLF CRLF)."""
+        line = await self.reader.readuntil(b"\r\n")
+        assert re.fullmatch(rb"[0-9a-f]+\r\n", line), f"bad chunk size line {line[:40]!r}"
+        size = int(line[:-2], 16)
+        if size == 0:
+            assert await self.reader.readexactly(2) == b"\r\n", "no CRLF after the last chunk"
+            return None
+        data = await self.reader.readexactly(size + 2)
+        assert data.endswith(b"\r\n"), f"chunk of {size} bytes not followed by CRLF"
+        self.chunks.append(data[:-2])
+        return data[:-2]
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(self.writer.wait_closed(), TIMEOUT_S)
+
+
+async def publish(url: str, room: str, timeout_s: float = 60) -> dict[int, str]:
+    """Posts in three shapes, each delivered by another path: one by one with pauses past the
+    coalescing window (idle stream: written from the publisher's call), concurrent bursts
+    (held for the flusher's tick, or queued for the task), and one batch (one dispatch).
+    Returns id -> text of everything acknowledged."""
+    acked: dict[int, str] = {}
+    async with (
+        asyncio.timeout(timeout_s),
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+
+        async def post(text: str) -> None:
+            response = await client.post(
+                f"/api/rooms/{room}/messages", json={"author": "alice", "text": text}
+            )
+            assert response.status_code == 201, response.text
+            acked[response.json()["id"]] = text
+
+        for i in range(10):
+            await post(f"slow {i}")
+            await asyncio.sleep(0.03)
+        gate = asyncio.Semaphore(16)
+
+        async def gated(text: str) -> None:
+            async with gate:
+                await post(text)
+
+        await asyncio.gather(*(gated(f"burst {i} " + "y" * (i % 300)) for i in range(250)))
+        batch = [{"author": "bob", "text": f"batch {i}"} for i in range(100)]
+        response = await client.post(f"/api/rooms/{room}/messages/batch", json={"messages": batch})
+        assert response.status_code == 201, response.text
+        for event in response.json()["events"]:
+            acked[event["id"]] = event["text"]
+    return acked
+
+
+async def create_room(url: str, room: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await asyncio.wait_for(client.put(f"/api/rooms/{room}", json={}), 10)
+        assert response.status_code in (200, 201), response.text
+
+
+async def test_http11_stream_is_chunk_encoded_in_order_and_terminated_at_shutdown(
+    make_server: MakeServer,
+) -> None:
+    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
+    room = "direct"
+    await create_room(live.url, room)
+    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.1")
+    try:
+        assert b"\r\ntransfer-encoding: chunked\r\n" in stream.head.lower(), stream.head
+        assert await asyncio.wait_for(stream.chunk(), TIMEOUT_S * 5) == HELLO
+
+        got: list[dict[str, Any]] = []
+        body = b""
+
+        async def read(count: int) -> None:
+            nonlocal body
+            while len(got) < count:
+                chunk = await stream.chunk()
+                assert chunk is not None, f"the stream ended after {len(got)} events"
+                body += chunk
+                events, body = parse_frames(body)
+                got.extend(events)
+
+        reader = asyncio.create_task(asyncio.wait_for(read(360), 60))
+        try:
+            acked = await publish(live.url, room)
+            await reader
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        assert len(acked) == 360
+        ids = [e["id"] for e in got]
+        assert ids == sorted(acked), "every acknowledged id once, in increasing order"
+        assert [e["data"]["text"] for e in got] == [acked[i] for i in ids]
+        assert all(e["event"] == "message" and e["data"]["room"] == room for e in got)
+        # a chunk holds whole frames: nothing is split across chunks
+        assert body == b""
+        assert all(chunk.endswith(b"\n\n") for chunk in stream.chunks)
+
+        # a graceful shutdown ends the stream with the chunked terminator, then closes
+        code = asyncio.create_task(asyncio.to_thread(live.terminate, 20))
+        try:
+            tail = b""
+            async with asyncio.timeout(25):
+                while (chunk := await stream.chunk()) is not None:
+                    tail += chunk
+                after = await stream.reader.read()
+            events, rest = parse_frames(tail)
+            assert events == [] and rest == b""  # at most pings: nothing was posted
+            assert after == b""  # EOF right after the terminator
+        finally:
+            assert await asyncio.wait_for(code, 30) == 0
+    finally:
+        await stream.close()
+
+
+async def test_http10_stream_is_close_delimited_without_chunk_framing(
+    make_server: MakeServer,
+) -> None:
+    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
+    room = "old-client"
+    await create_room(live.url, room)
+    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.0")
+    try:
+        head = stream.head.lower()
+        assert b"transfer-encoding" not in head and b"content-length" not in head, head
+        assert b"\r\nconnection: close\r\n" in head, head
+        assert await asyncio.wait_for(stream.reader.readexactly(len(HELLO)), 10) == HELLO
+
+        got: list[dict[str, Any]] = []
+        body = b""
+
+        async def read(count: int) -> None:
+            nonlocal body
+            while len(got) < count:
+                data = await stream.reader.read(1 << 16)
+                assert data, f"the stream ended after {len(got)} events"
+                body += data
+                events, body = parse_frames(body)
+                got.extend(events)
+
+        reader = asyncio.create_task(asyncio.wait_for(read(360), 60))
+        try:
+            acked = await publish(live.url, room)
+            await reader
+        finally:
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+        ids = [e["id"] for e in got]
+        assert ids == sorted(acked) and len(ids) == 360
+        assert [e["data"]["text"] for e in got] == [acked[i] for i in ids]
+        assert body == b""
+
+        # a graceful shutdown ends the body by closing the connection (no terminator)
+        code = asyncio.create_task(asyncio.to_thread(live.terminate, 20))
+        try:
+            async with asyncio.timeout(25):
+                tail = await stream.reader.read()  # up to EOF
+            events, rest = parse_frames(tail)
+            assert events == [] and rest == b"", tail[:200]
+        finally:
+            assert await asyncio.wait_for(code, 30) == 0
+    finally:
+        await stream.close()
+
+
+async def test_a_stream_whose_client_went_away_is_dropped_and_publishers_go_on(
+    make_server: MakeServer,
+) -> None:
+    """A client that resets its connection while its stream is idle: the next publish writes
+    into a closing transport (the direct path), the stream ends and leaves its room, and
+    every POST is answered."""
+    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
+    room = "gone"
+    await create_room(live.url, room)
+    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.1")
+    assert await asyncio.wait_for(stream.chunk(), 10) == HELLO
+    sock = stream.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    stream.writer.transport.abort()  # RST, not FIN
+    async with (
+        asyncio.timeout(30),
+        httpx.AsyncClient(base_url=live.url, timeout=10) as client,
+    ):
+        for i in range(20):
+            response = await client.post(
+                f"/api/rooms/{room}/messages", json={"author": "a", "text": f"m{i}"}
+            )
+            assert response.status_code == 201
+        for _ in range(200):
+            answer = (await client.get(f"/api/rooms/{room}")).json()
+            if answer["subscribers"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert answer["subscribers"] == 0
+
+
+class RaisingSink(FakeSink):
+    def write(self, chunk: bytes) -> bool:
+        raise RuntimeError("Cannot call write() after write_eof()")
+
+
+async def test_a_sink_that_raises_ends_only_its_own_stream_and_the_tick_goes_on() -> None:
+    flusher = Flusher(WINDOW_S)
+    subs = [Subscriber(("r",), flusher=flusher) for _ in range(3)]
+    sinks: list[FakeSink] = [FakeSink(), RaisingSink(), FakeSink()]
+    for s, sink in zip(subs, sinks, strict=True):
+        s.sink = sink
+        s.last_write = time.monotonic()  # all busy: the push is held for the tick
+    tasks = [await park_idle(s) for s in subs]
+    try:
+        event = msg(1)
+        for s in subs:
+            s.push(event)
+        assert all(s.holding for s in subs) and sinks[0].chunks == []
+        await until(lambda: not any(s.holding for s in subs))
+        assert sinks[0].chunks == [event.frame] and sinks[2].chunks == [event.frame]
+        assert subs[1].closed and not subs[0].closed and not subs[2].closed
+        await asyncio.wait_for(tasks[1], TIMEOUT_S)  # woken to end its stream
+        later = msg(2)
+        for s in subs:
+            s.push(later)  # the survivors still get frames (held, then written at the tick)
+        await until(lambda: len(sinks[0].chunks) == 2 and len(sinks[2].chunks) == 2)
+        assert sinks[0].chunks[1] == later.frame == sinks[2].chunks[1]
+    finally:
+        for task in tasks:
+            await stop(task)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -55,7 +56,9 @@ def event_response(body: bytes, status: int) -> Response:
     return Response(body, status=status, content_type=JSON)
 
 
-async def commit_event(room: str, body: object, op: WriteOp[bytes]) -> Response:
+async def commit_event(
+    room: str, body: object | Callable[[], object], op: WriteOp[bytes]
+) -> Response:
     """Commit a write that creates events and answer 201 with its body, honouring the
     ``Idempotency-Key`` header: a retry gets the first answer (200, ``Idempotent-Replayed:
     true``) and nothing is written or broadcast again; the key with another body is 409."""
@@ -83,10 +86,14 @@ async def commit_idempotent(
     room: str,
     key: str | None,
     request_line: tuple[str, str],
-    body: object,
+    body: object | Callable[[], object],
     op: WriteOp[bytes],
 ) -> tuple[bytes, bool]:
-    """``commit_event`` without Quart: (the answer's body, whether it is a replay)."""
+    """``commit_event`` without Quart: (the answer's body, whether it is a replay). ``body``
+    (or what calling it gives, only when there is a key) identifies the request's content."""
     check_idempotency_key(key)
-    fingerprint = "" if key is None else writes.fingerprint(*request_line, body)
+    if key is None:
+        fingerprint = ""
+    else:
+        fingerprint = writes.fingerprint(*request_line, body() if callable(body) else body)
     return await svc.store.write(writes.idempotent(room, key, fingerprint, op))

@@ -123,7 +123,7 @@ class FastPost:
                 create_room=svc.settings.auto_create_rooms,
             )
             answer, replayed = await commit_idempotent(
-                svc, room, key, ("POST", scope["path"]), model.model_dump(), writes.event_json(op)
+                svc, room, key, ("POST", scope["path"]), model.model_dump, writes.event_json(op)
             )
         except ChatError as error:
             await send_error(svc, send, error)

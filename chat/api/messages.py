@@ -40,7 +40,7 @@ async def post(room: str, data: MessageIn) -> Response:
     check_room(room)
     create = services().settings.auto_create_rooms
     op = writes.post_message(room, data.author, data.text, data.reply_to, create_room=create)
-    return await commit_event(room, data.model_dump(), writes.event_json(op))
+    return await commit_event(room, data.model_dump, writes.event_json(op))
 
 
 @bp.post("/api/rooms/<room>/messages/batch")
@@ -58,7 +58,7 @@ async def post_batch(room: str, data: MessageBatchIn) -> Response:
         for m in data.messages
     ]
     op = writes.batch("messages", ops, writes.index_messages)
-    return await commit_event(room, data.model_dump(), op)
+    return await commit_event(room, data.model_dump, op)
 
 
 @bp.get("/api/rooms/<room>/messages")
@@ -108,7 +108,7 @@ async def react(room: str, message_id: int, data: ReactionIn) -> Response:
     """React: 201 with `reaction.added`; the same author and emoji twice is 409."""
     check_room(room)
     op = writes.add_reaction(room, message_id, data.author, data.emoji)
-    return await commit_event(room, data.model_dump(), writes.event_json(op))
+    return await commit_event(room, data.model_dump, writes.event_json(op))
 
 
 @bp.delete("/api/rooms/<string:room>/messages/<id:message_id>/reactions")

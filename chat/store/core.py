@@ -14,8 +14,10 @@ Reads use a second connection (WAL: readers never block the writer).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
@@ -137,6 +139,15 @@ def _commit_batch(
     return results, tx.events
 
 
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    """From the write connection's thread: run ``fn`` on the loop (unless it has closed)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(fn, *args)
+
+
+CLOSE_WAIT_S = 10.0
+
+
 async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., R], *args: Any) -> R:
     """Run ``fn(sqlite3_connection, *args)`` on the connection's own thread, in one hop.
     aiosqlite's public methods make one hop per statement; this queues a whole function
@@ -151,8 +162,10 @@ class Store:
         self._write: aiosqlite.Connection | None = None
         self._read: aiosqlite.Connection | None = None
         self._queue: list[_Pending[Any]] = []
-        self._wakeup = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        # The batch on the write connection's thread: done once its outcome is handed out.
+        self._inflight: asyncio.Future[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._open = False
         self._closing = False
 
     # -- life cycle ---------------------------------------------------------------------
@@ -169,20 +182,24 @@ class Store:
         await _in_thread(self._write, migrations.apply_pending, self.settings.migrations_dir)
         self._read = await self._connect()
         await self._read.execute("PRAGMA query_only = 1")
-        self._writer = asyncio.create_task(self._write_loop(), name="chat-store-writer")
+        self._loop = asyncio.get_running_loop()
+        self._open = True
 
     async def close(self) -> None:
+        """Finish the writes already queued (up to 10 s), then close the connections."""
         self._closing = True
-        if self._writer is not None:
-            self._wakeup.set()
+        deadline = time.monotonic() + CLOSE_WAIT_S
+        while self._inflight is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._writer), 10)
+                await asyncio.wait_for(asyncio.shield(self._inflight), deadline - time.monotonic())
             except TimeoutError:
-                self._writer.cancel()
-                await asyncio.wait([self._writer])
-            self._writer = None
+                # The batch may still commit on the thread (a resume then finds it in the
+                # store); its callers learn that the outcome is unknown.
+                self._inflight = None
+                break
         _fail(self._queue, "the store is shutting down")
         self._queue = []
+        self._open = False
         for conn in (self._read, self._write):
             if conn is not None:
                 await conn.close()
@@ -198,50 +215,71 @@ class Store:
             raise Unavailable("too many writes are waiting for the store", retry_after_s=1)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(op, future))
-        self._wakeup.set()
+        if self._inflight is None:
+            self._submit()
         return await future
 
     @property
     def writer_alive(self) -> bool:
-        return self._writer is not None and not self._writer.done()
+        return self._open
 
-    async def _write_loop(self) -> None:
-        assert self._write is not None
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            limit = self.settings.write_batch_max
-            batch, self._queue = self._queue[:limit], self._queue[limit:]
+    def _submit(self) -> None:
+        """Hand the next batch of queued writes to the write connection's thread, in one
+        transaction. There is no writer task: the thread hands the outcome straight back
+        to the loop (``_committed``), which publishes the events, answers the callers and
+        submits the next batch. Each loop cycle between a commit and its broadcast was a
+        wait behind whatever else the loop had to do (docs/design/performance.md)."""
+        assert self._write is not None and self._loop is not None
+        limit = self.settings.write_batch_max
+        batch, self._queue = self._queue[:limit], self._queue[limit:]
+        loop, conn = self._loop, self._write._conn  # aiosqlite's sqlite3 connection
+        self._inflight = loop.create_future()
+        ops = [p.op for p in batch]
+
+        def run() -> None:  # on the thread
             try:
-                results, events = await _in_thread(
-                    self._write, _commit_batch, [p.op for p in batch]
-                )
-            except asyncio.CancelledError:
-                # Only at shutdown, after every stream was closed: the batch may still commit
-                # on the connection's thread (a resume then finds it in the store), and its
-                # callers learn that the outcome is unknown.
-                _fail(batch, "the store stopped during this write; its outcome is unknown")
+                outcome = _commit_batch(conn, ops)
+            except BaseException as exc:  # the whole transaction failed (or the thread stops)
+                _call_soon(loop, self._committed, batch, None, exc)
                 raise
-            except Exception as exc:
-                log.exception("write batch of %d failed", len(batch))
-                _fail(batch, f"the store failed: {exc}")
-                continue
-            if events:
-                try:
-                    self.on_commit(events)
-                except Exception:
-                    log.exception("publishing committed events failed")
-            for pending, (ok, value) in zip(batch, results, strict=True):
-                if pending.future.done():
-                    continue  # the caller went away; its write is committed all the same
-                if ok:
-                    pending.future.set_result(value)
-                else:
-                    pending.future.set_exception(value)
+            _call_soon(loop, self._committed, batch, outcome, None)
+
+        if not self._write._running:  # the connection's thread has stopped
+            self._committed(batch, None, Unavailable("the write connection is closed"))
+            return
+        self._write._tx.put_nowait((None, run))
+
+    def _committed(
+        self,
+        batch: list[_Pending[Any]],
+        outcome: tuple[list[tuple[bool, Any]], list[Event]] | None,
+        error: BaseException | None,
+    ) -> None:
+        """On the loop: a batch's outcome, handed out; then the next batch goes."""
+        inflight, self._inflight = self._inflight, None
+        try:
+            if outcome is None:
+                log.error("write batch of %d failed", len(batch), exc_info=error)
+                _fail(batch, f"the store failed: {error}")
+            else:
+                results, events = outcome
+                if events:
+                    try:
+                        self.on_commit(events)
+                    except Exception:
+                        log.exception("publishing committed events failed")
+                for pending, (ok, value) in zip(batch, results, strict=True):
+                    if pending.future.done():
+                        continue  # the caller went away; its write is committed all the same
+                    if ok:
+                        pending.future.set_result(value)
+                    else:
+                        pending.future.set_exception(value)
+        finally:
+            if inflight is not None and not inflight.done():
+                inflight.set_result(None)
+            if self._queue and self._open:
+                self._submit()
 
     # -- reads --------------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None) -> Quart:
     # under asyncio.wait_for (~8% of a POST's time in py-spy). Streams never had one, and a
     # JSON answer is written at once; a client that stops reading is Hypercorn's to close.
     app.config["RESPONSE_TIMEOUT"] = None
+    app.config["BODY_TIMEOUT"] = settings.body_timeout_seconds  # a stalled upload: 408
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = DOCS_ASSETS + "/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = DOCS_ASSETS + "/swagger-ui.css"
     QuartSchema(
@@ -122,7 +123,8 @@ def create_app(settings: Settings | None = None) -> Quart:
     api.register(app)
     # The streams' GETs and well-formed message POSTs skip Quart's per-request machinery
     # (chat/api/fast_streams.py, chat/api/fast_post.py).
-    app.asgi_app = FastPost(app.asgi_app, services)  # type: ignore[method-assign]
+    body_timeout_s = settings.body_timeout_seconds
+    app.asgi_app = FastPost(app.asgi_app, services, body_timeout_s)  # type: ignore[method-assign]
     app.asgi_app = FastStreams(app.asgi_app, services)  # type: ignore[method-assign]
     background: list[asyncio.Task[None]] = []
 

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
         10000, ge=0, description="A resume gap larger than this gets a `reset` event instead."
     )
     max_body_bytes: int = Field(65536, gt=0, description="Largest request body accepted.")
+    body_timeout_seconds: float = Field(
+        60.0, gt=0, description="A request body must arrive within this many seconds (408)."
+    )
     auto_create_rooms: bool = Field(True, description="Posting into an unknown room creates it.")
     broker: str = Field(
         "local",

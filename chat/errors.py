@@ -56,6 +56,10 @@ class Conflict(ChatError):
     status, code = 409, "conflict"
 
 
+class RequestTimeout(ChatError):
+    status, code = 408, "request_timeout"
+
+
 class PayloadTooLarge(ChatError):
     status, code = 413, "payload_too_large"
 

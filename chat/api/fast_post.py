@@ -15,6 +15,7 @@ route gives, from the one place that makes it. The Quart route also stays what /
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -30,7 +31,7 @@ from pydantic import ValidationError
 
 from chat.api.asgi import send_error, send_json
 from chat.api.deps import Services, check_idempotency_key, commit_idempotent
-from chat.errors import ChatError
+from chat.errors import ChatError, RequestTimeout
 from chat.models import MessageIn, check_room
 from chat.store import writes
 
@@ -51,9 +52,10 @@ def message_room(path: str) -> str | None:
 
 
 class FastPost:
-    def __init__(self, app: Any, services: Services) -> None:
+    def __init__(self, app: Any, services: Services, body_timeout_s: float) -> None:
         self.app = app
         self.services = services
+        self.body_timeout_s = body_timeout_s
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -90,19 +92,25 @@ class FastPost:
             return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away before its body was complete
-            chunk = message.get("body", b"")
-            chunks.append(chunk)
-            size += len(chunk)
-            more = message.get("more_body", False)
-            if size > limit:  # past its Content-Length? h11 stops that; Quart answers 413
-                await self.app(scope, _replay(b"".join(chunks), more, receive), send)
-                return
-            if not more:
-                break
+        try:
+            async with asyncio.timeout(self.body_timeout_s):  # as Quart's BODY_TIMEOUT
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away before its body was complete
+                    chunk = message.get("body", b"")
+                    chunks.append(chunk)
+                    size += len(chunk)
+                    more = message.get("more_body", False)
+                    if size > limit:  # past its Content-Length? h11 stops it; Quart: 413
+                        await self.app(scope, _replay(b"".join(chunks), more, receive), send)
+                        return
+                    if not more:
+                        break
+        except TimeoutError:
+            error = RequestTimeout(f"the body did not arrive within {self.body_timeout_s:g} s")
+            await send_error(svc, send, error)
+            return
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             data = orjson.loads(body)

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
         24.0, ge=24, description="How long an Idempotency-Key is remembered (at least 24 h)."
     )
     coalesce_ms: float = Field(
-        10.0,
+        5.0,
         ge=0,
         description="Under load a stream writes at most once per this many ms, and the frames "
         "that arrive meanwhile go out in one write; a stream that was quiet for this long "

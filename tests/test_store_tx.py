@@ -3,16 +3,20 @@ what one operation's failure undoes (run on a real SQLite file, without the serv
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from chat.errors import NotFound
 from chat.migrations import apply_pending
 from chat.store import writes
 from chat.store.core import Tx, _commit_batch
+from tests.live import LiveServer
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -67,3 +71,33 @@ def test_many_posts_into_one_room_in_one_transaction(conn: sqlite3.Connection) -
     assert all(ok for ok, _ in results)
     assert [e.id for e in events] == [1, 2, 3, 4, 5]
     assert conn.execute("SELECT count(*) FROM messages WHERE room = 'busy'").fetchone() == (5,)
+
+
+async def test_a_running_server_checkpoints_its_wal_into_the_database_file(
+    make_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    """The writer never checkpoints (its COMMITs stay short); a connection of its own does,
+    twice a second. Seen from outside: a committed message reaches the database file itself
+    (not only its -wal) while the server runs."""
+    live = make_server()
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        posted = await client.post(
+            "/api/rooms/wal/messages", json={"author": "ann", "text": "into the file"}
+        )
+        assert posted.status_code == 201, posted.text
+    copy = tmp_path / "main-file-only.db"  # the database file alone, without its WAL
+    for _ in range(50):
+        shutil.copyfile(live.database, copy)
+        db = sqlite3.connect(copy)
+        try:
+            found = db.execute("SELECT text FROM messages").fetchall()
+        except sqlite3.OperationalError:  # not even the schema is in the file yet
+            found = []
+        finally:
+            db.close()
+        copy.unlink()
+        if found == [("into the file",)]:
+            break
+        await asyncio.sleep(0.1)
+    assert found == [("into the file",)]
+    assert live.proc is not None and live.proc.poll() is None

@@ -29,8 +29,11 @@ EPHEMERAL_TYPES = frozenset({"typing", "presence", "reset"})
 EVENT_TYPES = PERSISTED_TYPES | EPHEMERAL_TYPES
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class Event:
+    """Never changed once built (every subscriber shares it). Not ``frozen=True`` only because
+    a frozen dataclass's ``__init__`` costs 1.05 µs against 0.26 µs, per event."""
+
     id: int | None
     type: str
     room: str

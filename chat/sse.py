@@ -13,6 +13,21 @@ import re
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 PING = b": ping\n\n"
+# The event types' lines, made once (the type names are fixed: chat/events.py).
+_EVENT_LINES = {
+    name: b"event: " + name.encode() + b"\n"
+    for name in (
+        "message",
+        "message.edited",
+        "message.deleted",
+        "reaction.added",
+        "reaction.removed",
+        "activity",
+        "typing",
+        "presence",
+        "reset",
+    )
+}
 
 
 def _one_line(value: str) -> str:
@@ -21,14 +36,18 @@ def _one_line(value: str) -> str:
 
 def event_frame(event_id: int | None, event_type: str, data: bytes) -> bytes:
     """``id: <id>\\nevent: <type>\\ndata: <data>\\n\\n``; no ``id`` line for ephemeral events."""
-    head = b"" if event_id is None else b"id: %d\n" % event_id
-    head += b"event: " + _one_line(event_type).encode() + b"\n"
+    event_line = _EVENT_LINES.get(event_type)
+    if event_line is None:
+        event_line = b"event: " + _one_line(event_type).encode() + b"\n"
     if b"\n" in data or b"\r" in data:
         lines = _LINE_BREAK.split(data.decode())
         body = b"".join(b"data: " + line.encode() + b"\n" for line in lines)
-    else:
-        body = b"data: " + data + b"\n"
-    return head + body + b"\n"
+    else:  # JSON from orjson never has a raw line break: one format, one allocation
+        if event_id is None:
+            return b"%bdata: %b\n\n" % (event_line, data)
+        return b"id: %d\n%bdata: %b\n\n" % (event_id, event_line, data)
+    head = b"" if event_id is None else b"id: %d\n" % event_id
+    return head + event_line + body + b"\n"
 
 
 def comment(text: str) -> bytes:

@@ -8,37 +8,26 @@ new field, so it is never written there.
 
 from __future__ import annotations
 
+import functools
 import re
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
 PING = b": ping\n\n"
-# The event types' lines, made once (the type names are fixed: chat/events.py).
-_EVENT_LINES = {
-    name: b"event: " + name.encode() + b"\n"
-    for name in (
-        "message",
-        "message.edited",
-        "message.deleted",
-        "reaction.added",
-        "reaction.removed",
-        "activity",
-        "typing",
-        "presence",
-        "reset",
-    )
-}
 
 
 def _one_line(value: str) -> str:
     return _LINE_BREAK.sub(" ", value)
 
 
+@functools.lru_cache(maxsize=64)  # the event types are a handful of fixed names
+def _event_line(event_type: str) -> bytes:
+    return b"event: " + _one_line(event_type).encode() + b"\n"
+
+
 def event_frame(event_id: int | None, event_type: str, data: bytes) -> bytes:
     """``id: <id>\\nevent: <type>\\ndata: <data>\\n\\n``; no ``id`` line for ephemeral events."""
-    event_line = _EVENT_LINES.get(event_type)
-    if event_line is None:
-        event_line = b"event: " + _one_line(event_type).encode() + b"\n"
+    event_line = _event_line(event_type)
     if b"\n" in data or b"\r" in data:
         lines = _LINE_BREAK.split(data.decode())
         body = b"".join(b"data: " + line.encode() + b"\n" for line in lines)

@@ -14,7 +14,7 @@ import contextlib
 import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -27,6 +27,7 @@ from tests.live import LiveServer
 MakeServer = Callable[..., LiveServer]
 TIMEOUT_S = 2.0
 WINDOW_S = 0.05  # the flusher's coalescing window in the unit tests
+PUBLISHED = 360  # what ``publish`` posts: 10 one by one, 250 concurrently, a batch of 100
 
 
 # -- unit: Subscriber and Flusher with a fake sink ------------------------------------------
@@ -314,6 +315,34 @@ class RawStream:
             await asyncio.wait_for(self.writer.wait_closed(), TIMEOUT_S)
 
 
+async def read_while_publishing(
+    url: str, room: str, receive: Callable[[], Awaitable[bytes | None]]
+) -> tuple[list[dict[str, Any]], dict[int, str], bytes]:
+    """``publish`` while reading the stream (``receive``: its next bytes, None or b"" at its
+    end) until it has as many events as were acknowledged: (the events read, id -> text of
+    what was acknowledged, the bytes left unparsed)."""
+    got: list[dict[str, Any]] = []
+    body = b""
+
+    async def read(count: int) -> None:
+        nonlocal body
+        while len(got) < count:
+            data = await receive()
+            assert data, f"the stream ended after {len(got)} events"
+            body += data
+            events, body = parse_frames(body)
+            got.extend(events)
+
+    reader = asyncio.create_task(asyncio.wait_for(read(PUBLISHED), 60))
+    try:
+        acked = await publish(url, room)
+        await reader
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    return got, acked, body
+
+
 async def publish(url: str, room: str, timeout_s: float = 60) -> dict[int, str]:
     """Posts in three shapes, each delivered by another path: one by one with pauses past the
     coalescing window (idle stream: written from the publisher's call), concurrent bursts
@@ -367,26 +396,8 @@ async def test_http11_stream_is_chunk_encoded_in_order_and_terminated_at_shutdow
         assert b"\r\ntransfer-encoding: chunked\r\n" in stream.head.lower(), stream.head
         assert await asyncio.wait_for(stream.chunk(), TIMEOUT_S * 5) == HELLO
 
-        got: list[dict[str, Any]] = []
-        body = b""
-
-        async def read(count: int) -> None:
-            nonlocal body
-            while len(got) < count:
-                chunk = await stream.chunk()
-                assert chunk is not None, f"the stream ended after {len(got)} events"
-                body += chunk
-                events, body = parse_frames(body)
-                got.extend(events)
-
-        reader = asyncio.create_task(asyncio.wait_for(read(360), 60))
-        try:
-            acked = await publish(live.url, room)
-            await reader
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
-        assert len(acked) == 360
+        got, acked, body = await read_while_publishing(live.url, room, stream.chunk)
+        assert len(acked) == PUBLISHED
         ids = [e["id"] for e in got]
         assert ids == sorted(acked), "every acknowledged id once, in increasing order"
         assert [e["data"]["text"] for e in got] == [acked[i] for i in ids]
@@ -425,27 +436,11 @@ async def test_http10_stream_is_close_delimited_without_chunk_framing(
         assert b"\r\nconnection: close\r\n" in head, head
         assert await asyncio.wait_for(stream.reader.readexactly(len(HELLO)), 10) == HELLO
 
-        got: list[dict[str, Any]] = []
-        body = b""
-
-        async def read(count: int) -> None:
-            nonlocal body
-            while len(got) < count:
-                data = await stream.reader.read(1 << 16)
-                assert data, f"the stream ended after {len(got)} events"
-                body += data
-                events, body = parse_frames(body)
-                got.extend(events)
-
-        reader = asyncio.create_task(asyncio.wait_for(read(360), 60))
-        try:
-            acked = await publish(live.url, room)
-            await reader
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        got, acked, body = await read_while_publishing(
+            live.url, room, lambda: stream.reader.read(1 << 16)
+        )
         ids = [e["id"] for e in got]
-        assert ids == sorted(acked) and len(ids) == 360
+        assert ids == sorted(acked) and len(ids) == PUBLISHED
         assert [e["data"]["text"] for e in got] == [acked[i] for i in ids]
         assert body == b""
 

@@ -4,7 +4,7 @@ dropped after the last unsubscribe. A multi-room subscriber sits in several hubs
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 from chat.events import Event
 from chat.hub import Hub, Subscriber
@@ -57,9 +57,34 @@ class Registry:
             count += self.everywhere.broadcast(event)
         return count
 
-    def dispatch_all(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self.dispatch(event)
+    def dispatch_all(self, events: Sequence[Event]) -> None:
+        """``dispatch`` each event, in order; a run of events of one room (a batch) goes to
+        each subscriber at once."""
+        start = 0
+        while start < len(events):
+            room = events[start].room
+            end = start + 1
+            while end < len(events) and events[end].room == room:
+                end += 1
+            if end - start == 1:
+                self.dispatch(events[start])
+            else:
+                self._dispatch_run(list(events[start:end]))
+            start = end
+
+    def _dispatch_run(self, run: list[Event]) -> None:
+        last = next((event.id for event in reversed(run) if event.id is not None), None)
+        if last is not None and last > self.position:
+            self.position = last
+        hub = self.hubs.get(run[0].room)
+        everywhere = self.everywhere.subscribers
+        if hub is None and not everywhere:
+            return
+        size = sum(len(event.frame) for event in run)
+        if hub is not None:
+            hub.broadcast_many(run, size)
+        if everywhere:
+            self.everywhere.broadcast_many(run, size)
 
     def count(self, room: str) -> int:
         hub = self.hubs.get(room)

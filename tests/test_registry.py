@@ -165,3 +165,36 @@ async def test_close_all_closes_and_wakes_everyone() -> None:
     for s in subs:  # what each stream's `finally` does
         reg.unsubscribe(s)
     assert reg.hubs == {} and reg.subscribers == set() and not reg.everywhere.subscribers
+
+
+def test_dispatch_all_hands_runs_of_one_room_over_at_once_in_id_order() -> None:
+    """A batch's events (a run of one room) go to each subscriber in one step; what each
+    subscriber queues is what dispatching them one by one would have queued."""
+    events = [msg("a", 1), msg("a", 2, "bob"), msg("b", 3), msg("a", 4), msg("a", 5, "bob")]
+    events += [msg("a", 6), msg("a", None, "carol"), msg("b", 7, "bob")]
+
+    def subscribers() -> list[Subscriber]:
+        return [
+            Subscriber(("a",)),
+            Subscriber(("a",), parse_filter({"authors": "bob"})),
+            Subscriber(("a", "b")),
+            Subscriber(None, parse_filter({"exclude_authors": "alice"})),
+            Subscriber(("b",), limit_bytes=1),  # overflows: behind, nothing queued
+        ]
+
+    one_by_one, at_once = Registry(), Registry()
+    singles, runs = subscribers(), subscribers()
+    for reg, subs in ((one_by_one, singles), (at_once, runs)):
+        for sub in subs:
+            reg.subscribe(sub)
+    for event in events:
+        one_by_one.dispatch(event)
+    at_once.dispatch_all(events)
+    for single, run in zip(singles, runs, strict=True):
+        assert run.pending == single.pending
+        assert run.pending_bytes == single.pending_bytes == sum(len(e.frame) for e in run.pending)
+        assert run.behind == single.behind
+    assert [e.id for e in runs[2].pending] == [1, 2, 3, 4, 5, 6, None, 7]
+    assert [e.id for e in runs[1].pending] == [2, 5]
+    assert runs[4].behind and runs[4].pending == []
+    assert at_once.position == one_by_one.position == 7

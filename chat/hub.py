@@ -238,9 +238,9 @@ class Flusher:
     under load. Waking them all in one loop cycle also leaves the cycles in between short,
     which is what keeps the publishers' requests moving.
 
-    The window is ``base_s``, widened up to ``max_s`` while the event loop lags (``observe``
-    gets the lag): an overloaded server delivers late anyway, and each write it saves is CPU
-    given back to delivering more."""
+    The window is ``base_s``, widened up to ``max_s`` while the event loop lags by more than
+    ``base_s`` (``observe`` gets the lag): an overloaded server delivers late anyway, and each
+    write it saves is CPU given back to delivering more."""
 
     __slots__ = ("base_s", "handle", "held", "lag_s", "max_s", "window_s")
 
@@ -255,7 +255,12 @@ class Flusher:
     def observe(self, lag_s: float) -> None:
         """How late the loop ran a timer just now: the window follows its moving average."""
         self.lag_s += (lag_s - self.lag_s) * LAG_SMOOTHING
-        self.window_s = min(self.max_s, max(self.base_s, LAG_FACTOR * self.lag_s))
+        if self.lag_s < self.base_s:
+            # The loop keeps up (a tick's writes make some lag even then): the window stays
+            # at its base, so deliveries are not held longer than they need to be.
+            self.window_s = self.base_s
+        else:
+            self.window_s = min(self.max_s, LAG_FACTOR * self.lag_s)
 
     def hold(self, sub: Subscriber) -> None:
         sub.holding = True

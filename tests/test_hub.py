@@ -283,6 +283,9 @@ def test_the_window_widens_with_the_loop_lag_between_its_bounds() -> None:
     flusher = Flusher(0.01, 0.5)
     assert flusher.window_s == 0.01
     for _ in range(50):
+        flusher.observe(0.004)  # a little lag, as a tick's writes make: below the base
+    assert flusher.window_s == 0.01  # the window stays closed to its base
+    for _ in range(50):
         flusher.observe(0.05)  # the loop runs timers 50 ms late
     assert 0.19 < flusher.window_s <= 0.2  # four times the lag
     for _ in range(50):

@@ -145,6 +145,12 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: 
         loop.call_soon_threadsafe(fn, *args)
 
 
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (it was reported another way)."""
+    if not future.cancelled():
+        future.exception()
+
+
 CLOSE_WAIT_S = 10.0
 CHECKPOINT_EVERY_S = 0.5
 
@@ -269,7 +275,11 @@ class Store:
         if not self._write._running:  # the connection's thread has stopped
             self._committed(batch, None, Unavailable("the write connection is closed"))
             return
-        self._write._tx.put_nowait((None, run))
+        # aiosqlite's private queue (pinned: aiosqlite 0.22), as ``_in_thread`` uses it. Its own
+        # completion future is not awaited: the outcome comes back through ``_committed``.
+        unused = loop.create_future()
+        unused.add_done_callback(_retrieve)
+        self._write._tx.put_nowait((unused, run))
 
     def _committed(
         self,

@@ -38,6 +38,7 @@ from support import (
     dumps,
     loads,
     log_problems,
+    read_head,
     split_head,
     start_server,
     stop_server,
@@ -298,13 +299,8 @@ class SseReader(asyncio.Protocol):
             if n:
                 self._count(n)
             return
-        if not self.status:
-            parsed = split_head(b"".join(self.pieces))
-            if parsed is None:
-                return
-            self.status, headers, body = parsed
-            self.chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
-            self.pieces, self.times = [body], self.times[-1:]  # keep the body only
+        if not read_head(self):
+            return
         if self.connected.done():
             return
         if self.status != 200:

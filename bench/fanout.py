@@ -33,6 +33,7 @@ from support import (
     loads,
     log_problems,
     own_cpu,
+    read_head,
     split_head,
     start_server,
     stop_server,
@@ -62,13 +63,8 @@ class Subscriber(asyncio.Protocol):
         if self.streaming:  # the hot path: a frame count is all that is looked at
             self.frames += data.count(b"data:")
             return
-        if not self.status:
-            parsed = split_head(b"".join(self.pieces))
-            if parsed is None:
-                return
-            self.status, headers, body = parsed
-            self.chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
-            self.pieces, self.times = [body], self.times[-1:]  # keep the body only
+        if not read_head(self):
+            return
         if self.ready.done():
             return
         if self.status != 200:

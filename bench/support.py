@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Any
 
 # orjson and uvloop make the benchmarks' own side cheaper; the standard library will do.
 try:
@@ -170,3 +171,18 @@ class Dechunker:
                 pos, self.left, self.skip, self.done = nl + 2, size, 2, size == 0
         self.buf = buf[pos:]
         return b"".join(out)
+
+
+def read_head(sub: Any) -> bool:
+    """For a raw SSE subscriber protocol (``status``, ``chunked``, ``pieces``, ``times``):
+    parse the response head once it has all arrived. True once it has, with ``pieces`` (and
+    their ``times``) cut down to the body."""
+    if sub.status:
+        return True
+    parsed = split_head(b"".join(sub.pieces))
+    if parsed is None:
+        return False
+    sub.status, headers, body = parsed
+    sub.chunked = b"chunked" in headers.get(b"transfer-encoding", b"")
+    sub.pieces, sub.times = [body], sub.times[-1:]  # keep the body only
+    return True

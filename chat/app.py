@@ -26,6 +26,7 @@ from chat.broker import Broker, LocalBroker
 from chat.config import Settings
 from chat.errors import Unavailable
 from chat.events import Event, make_event, now_rfc3339
+from chat.idle import IdleMeter
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
@@ -136,13 +137,12 @@ def create_app(settings: Settings | None = None) -> Quart:
             registry.heartbeat_tick(time.monotonic(), settings.heartbeat_seconds - tick_s)
 
     async def watch_load() -> None:
-        """How late the loop runs a timer: the coalescing window widens with it."""
-        loop = asyncio.get_running_loop()
+        """How much of the time the loop is idle: the coalescing window widens without it."""
+        meter = IdleMeter(asyncio.get_running_loop())
         flusher = services.streams.flusher
         while True:
-            start = loop.time()
             await asyncio.sleep(LOAD_PROBE_S)
-            flusher.observe(max(0.0, loop.time() - start - LOAD_PROBE_S))
+            flusher.observe(*meter.sample())
 
     async def forget_idempotency_keys() -> None:
         ttl = timedelta(hours=settings.idempotency_ttl_hours)

@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     coalesce_max_ms: float = Field(
         500.0,
         ge=0,
-        description="While the event loop lags (overload), the coalescing window widens with "
-        "the lag, up to this many ms.",
+        description="While the event loop is saturated (idle under 5% of the time), the "
+        "coalescing window widens, up to this many ms, until writing takes about a quarter "
+        "of the loop's time; it narrows back once the loop has time to spare.",
     )
     replay_page_size: int = Field(500, gt=0, description="Events read per store query on replay.")
     write_queue_max: int = Field(

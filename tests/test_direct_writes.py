@@ -1,4 +1,4 @@
-"""Direct writes: live frames written from the publisher's call (``Subscriber.write_now``) while
+"""Direct writes: live frames written by the flusher's slices (``Subscriber.write_now``) while
 the stream's task is parked idle, and body chunks written straight to Hypercorn's transport,
 chunk-encoded (``chat.api.fast_streams.DirectWriter``).
 
@@ -21,7 +21,7 @@ import httpx
 import orjson
 
 from chat.events import Event, make_event
-from chat.hub import Flusher, Subscriber
+from chat.hub import SLICE, Flusher, Subscriber
 from tests.live import LiveServer
 
 MakeServer = Callable[..., LiveServer]
@@ -101,20 +101,24 @@ async def until(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> 
     raise TimeoutError(f"not true within {timeout_s} s")
 
 
-async def test_idle_push_is_written_at_once_without_waking_the_task() -> None:
-    s, sink, _ = direct_sub()
+async def test_idle_push_is_written_in_the_next_slice_without_waking_the_task() -> None:
+    s, sink, flusher = direct_sub()
     task = await park_idle(s)
     try:
         first = msg(1)
         s.push(first)
-        assert sink.chunks == [first.frame]  # written in the publisher's call
-        assert s.pending == [] and s.last_id == 1
+        assert sink.chunks == [] and s.holding  # due: the publisher's call returns first
+        assert flusher.due == [s] and flusher.handle is None  # no tick: the next cycle
+        await asyncio.sleep(0)
+        assert sink.chunks == [first.frame]  # one loop cycle later
+        assert s.pending == [] and s.last_id == 1 and not s.holding
         await settle()
         assert not task.done() and s.idle  # the task never ran
         # quiet for longer than the window: the next one goes out at once as well
         s.last_write -= 2 * WINDOW_S
         second = msg(2)
         s.push(second)
+        await asyncio.sleep(0)
         assert sink.chunks == [first.frame, second.frame]
         await settle()
         assert not task.done() and s.idle and s.last_id == 2
@@ -122,12 +126,55 @@ async def test_idle_push_is_written_at_once_without_waking_the_task() -> None:
         await stop(task)
 
 
+async def test_pushes_before_the_slice_runs_go_out_in_its_one_write() -> None:
+    s, sink, _ = direct_sub()
+    task = await park_idle(s)
+    try:
+        events = [msg(i, f"m{i}") for i in range(1, 4)]
+        for event in events:
+            s.push(event)  # one publisher's call (one batch): all due in the same slice
+        await asyncio.sleep(0)
+        assert sink.chunks == [b"".join(e.frame for e in events)]
+        assert not task.done() and s.idle
+    finally:
+        await stop(task)
+
+
+async def test_due_streams_are_written_a_slice_per_loop_cycle() -> None:
+    flusher = Flusher(WINDOW_S)
+    subs = [Subscriber(("r",), flusher=flusher) for _ in range(2 * SLICE + 5)]
+    for s in subs:
+        s.sink = FakeSink()
+    tasks = [asyncio.ensure_future(s.wait()) for s in subs]
+    await settle()
+    written_between: list[int] = []
+
+    def count() -> None:  # a callback of the next cycle, as a request's I/O would be
+        written_between.append(sum(1 for s in subs if s.sink.chunks))  # type: ignore[union-attr]
+
+    try:
+        event = msg(1)
+        for s in subs:
+            s.push(event)
+        loop = asyncio.get_running_loop()
+        loop.call_soon(count)
+        await until(lambda: all(s.sink.chunks for s in subs))  # type: ignore[union-attr]
+        assert written_between == [SLICE]  # it ran after the first slice, before the second
+        assert all(s.sink.chunks == [event.frame] for s in subs)  # type: ignore[union-attr]
+        assert flusher.due == [] and flusher.due_handle is None
+        assert not any(task.done() for task in tasks)  # written without waking one task
+    finally:
+        for task in tasks:
+            await stop(task)
+
+
 async def test_push_within_the_window_is_held_and_written_at_the_tick_as_one_chunk() -> None:
     s, sink, flusher = direct_sub()
     task = await park_idle(s)
     try:
         events = [msg(i, f"m{i}") for i in range(1, 5)]
-        s.push(events[0])  # quiet before: at once
+        s.push(events[0])  # quiet before: in the next slice
+        await asyncio.sleep(0)
         for event in events[1:]:
             s.push(event)  # within the window: held for the tick
         assert sink.chunks == [events[0].frame]
@@ -184,6 +231,7 @@ async def test_a_full_sink_marks_the_subscriber_congested_and_wakes_its_task() -
     try:
         first = msg(1)
         s.push(first)
+        await asyncio.sleep(0)
         assert sink.chunks == [first.frame]  # written, and the buffer is past its mark
         assert s.congested and not s.idle
         await asyncio.wait_for(task, TIMEOUT_S)  # woken to drain
@@ -200,6 +248,7 @@ async def test_a_sink_that_refuses_the_write_closes_the_subscriber() -> None:
     task = await park_idle(s)
     try:
         s.push(msg(1))
+        await asyncio.sleep(0)
         assert s.closed
         await asyncio.wait_for(task, TIMEOUT_S)  # woken: its stream ends
         s.push(msg(2))
@@ -223,10 +272,11 @@ async def test_render_skips_own_typing_and_ids_already_sent() -> None:
     try:
         s.push(own)
         s.push(m[2])
-        assert sink.chunks == [] and s.pending == []
         await settle()
+        assert sink.chunks == [] and s.pending == []
         assert not task.done() and s.idle
         s.push(m[8])
+        await asyncio.sleep(0)
         assert sink.chunks == [m[8].frame] and s.last_id == 8
     finally:
         await stop(task)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -279,18 +280,49 @@ async def test_closing_a_held_subscriber_wakes_it_at_once() -> None:
         flusher.handle.cancel()
 
 
-def test_the_window_widens_with_the_loop_lag_between_its_bounds() -> None:
+def probe(flusher: Flusher, idle: float, writing: float, times: int) -> list[float]:
+    """``times`` load probes of 10 ms: the loop idle for the share ``idle`` of each, and
+    the flusher writing for the share ``writing``; the window after each."""
+    windows = []
+    for _ in range(times):
+        flusher.writing_s = writing * 0.01
+        flusher.observe(idle, 0.01)
+        windows.append(flusher.window_s)
+    return windows
+
+
+def test_the_window_stays_at_its_base_while_the_loop_keeps_up() -> None:
     flusher = Flusher(0.01, 0.5)
     assert flusher.window_s == 0.01
-    for _ in range(50):
-        flusher.observe(0.004)  # a little lag, as a tick's writes make: below the base
-    assert flusher.window_s == 0.01  # the window stays closed to its base
-    for _ in range(50):
-        flusher.observe(0.05)  # the loop runs timers 50 ms late
-    assert 0.19 < flusher.window_s <= 0.2  # four times the lag
-    for _ in range(50):
-        flusher.observe(2.0)
-    assert flusher.window_s == 0.5  # never past the bound
-    for _ in range(100):
-        flusher.observe(0.0)
-    assert flusher.window_s == 0.01  # back to the base once the load is gone
+    # 200 msg/s into 500 streams: writing 40% of the time, idle 35% of it
+    assert set(probe(flusher, 0.35, 0.4, 100)) == {0.01}
+    # busy, and nothing but writing, yet idle now and then: not saturated
+    assert set(probe(flusher, 0.1, 0.9, 100)) == {0.01}
+
+
+def test_a_saturated_loop_widens_the_window_until_writes_take_a_quarter_of_it() -> None:
+    flusher = Flusher(0.01, 0.5)
+    windows = probe(flusher, 0.0, 0.8, 200)  # never idle, writing 80% of the time
+    assert windows[0] == 0.01  # the smoothed load has to build up first
+    steps = [b / a for a, b in itertools.pairwise([0.01, *windows])]
+    assert max(steps) <= 1.25 + 1e-9  # at most a quarter wider per probe
+    assert windows[-1] == 0.5  # the share never falls here: up to the bound, never past it
+    # a saturated loop that writes little: the window shrinks toward the writes' share
+    windows = probe(flusher, 0.0, 0.05, 200)
+    assert min(b / a for a, b in itertools.pairwise(windows)) >= 0.8 - 1e-9
+    assert windows[-1] == 0.01
+    # saturated, writing the target share: the window holds still
+    probe(flusher, 0.0, 0.25, 100)
+    flusher.window_s = 0.1
+    assert all(0.099 < w < 0.101 for w in probe(flusher, 0.0, 0.25, 50))
+
+
+def test_the_window_narrows_back_to_its_base_once_the_loop_has_time_to_spare() -> None:
+    flusher = Flusher(0.01, 0.5)
+    probe(flusher, 0.0, 0.8, 200)
+    assert flusher.window_s == 0.5
+    held = probe(flusher, 0.1, 0.8, 5)  # between saturated and keeping up: the window holds
+    assert held[-1] == 0.5
+    windows = probe(flusher, 0.5, 0.1, 100)
+    assert windows[-1] == 0.01
+    assert min(b / a for a, b in itertools.pairwise(windows)) >= 0.8 - 1e-9

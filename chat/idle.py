@@ -1,0 +1,65 @@
+"""How much of the time the event loop waits for I/O: the coalescing window's load signal.
+
+The event loop of ``asyncio`` blocks in its selector's ``select`` when it has nothing to
+run; the time spent there, with a timeout other than zero, is the loop's idle time. The
+meter wraps the loop's selector to add it up (``_selector`` is private to asyncio, and has
+been the same since Python 3.4). A loop without one (uvloop) is measured by the CPU time of
+its thread instead: the idle share it gives also counts the time other threads of the
+process took from a shared core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+
+class _TimedSelector:
+    """The loop's selector, adding up the time ``select`` waits."""
+
+    def __init__(self, selector: Any) -> None:
+        self._selector = selector
+        self.waited_s = 0.0
+
+    def select(self, timeout: float | None = None) -> Any:
+        if timeout is not None and timeout <= 0:
+            return self._selector.select(timeout)  # ready work: a poll, not a wait
+        start = time.perf_counter()
+        try:
+            return self._selector.select(timeout)
+        finally:
+            self.waited_s += time.perf_counter() - start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._selector, name)
+
+
+class IdleMeter:
+    """``sample()``: the fraction of the time since the last sample the loop was idle."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        selector = getattr(loop, "_selector", None)
+        self._timed: _TimedSelector | None = None
+        if selector is not None and callable(getattr(selector, "select", None)):
+            if not isinstance(selector, _TimedSelector):
+                selector = _TimedSelector(selector)
+                loop._selector = selector  # type: ignore[attr-defined]
+            self._timed = selector
+        self._wall = time.perf_counter()
+        self._mark = self._busy_or_idle()
+
+    def _busy_or_idle(self) -> float:
+        return self._timed.waited_s if self._timed is not None else time.thread_time()
+
+    def sample(self) -> tuple[float, float]:
+        """(idle fraction, seconds) since the last sample."""
+        wall = time.perf_counter()
+        mark = self._busy_or_idle()
+        elapsed, used = wall - self._wall, mark - self._mark
+        self._wall, self._mark = wall, mark
+        if elapsed <= 0:
+            return 1.0, 0.0
+        if self._timed is not None:
+            return min(1.0, used / elapsed), elapsed
+        return max(0.0, 1.0 - used / elapsed), elapsed

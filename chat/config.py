@@ -87,8 +87,17 @@ class Settings(BaseSettings):
         500.0,
         ge=0,
         description="While the event loop is saturated (idle under 5% of the time), the "
-        "coalescing window widens, up to this many ms, until writing takes about a quarter "
-        "of the loop's time; it narrows back once the loop has time to spare.",
+        "coalescing window widens, up to this many ms, until writing takes "
+        "CHAT_COALESCE_WRITE_SHARE of the loop's time; it narrows back once the loop has time "
+        "to spare.",
+    )
+    coalesce_write_share: float = Field(
+        0.15,
+        gt=0,
+        le=1,
+        description="While the event loop is saturated, the coalescing window is steered so "
+        "that writing to streams takes this share of its time: smaller accepts more "
+        "publishes and delivers them later.",
     )
     replay_page_size: int = Field(500, gt=0, description="Events read per store query on replay.")
     write_queue_max: int = Field(

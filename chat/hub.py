@@ -231,6 +231,24 @@ class Subscriber:
         self.wake()
 
 
+# Streams written per loop cycle: 64 writes take about 0.5 ms (docs/design/performance.md).
+SLICE = 64
+# The load signal, smoothed over the 10 ms probes with this weight for the newest.
+SMOOTHING = 0.3
+# Saturated: the loop is idle less than this share of the time. At 200 msg/s into 500
+# streams (the latency benchmark) it is idle 25-45% of the time; at full load, under 1%.
+SATURATED = 0.05
+# Keeping up: idle more than this; the window narrows back toward its base.
+KEEPING_UP = 0.2
+# When saturated, the window is steered so that writes take about this share of the time
+# (``CHAT_COALESCE_WRITE_SHARE``). Measured at full load, 3 runs each: 0.15 against 0.25 gave
+# 100 rooms x 10 streams 21.6-21.9k deliveries/s against 20.0-20.4k, with deliveries 19 ms
+# late on average against 4 ms; fan-out 0.94-1.25M against 0.94-1.08M.
+WRITE_SHARE = 0.15
+# The most the window changes per probe (10 ms), either way.
+MAX_STEP = 1.25
+
+
 class Flusher:
     """Coalesces the writes of busy streams, and writes in slices.
 
@@ -243,7 +261,7 @@ class Flusher:
 
     The window is ``base_s`` while the loop keeps up. While the loop is saturated (idle less
     than ``SATURATED`` of the time, as ``observe`` is told) the window is steered so that
-    writing takes about ``WRITE_SHARE`` of the time, up to ``max_s``: a stream's writes per
+    writing takes about ``write_share`` of the time, up to ``max_s``: a stream's writes per
     second go as one over the window, and every write saved is CPU for the publishers. An
     overloaded server delivers late anyway. Once the loop has time to spare again, the window
     narrows back to its base."""
@@ -258,13 +276,15 @@ class Flusher:
         "max_s",
         "share",
         "window_s",
+        "write_share",
         "writing_s",
     )
 
-    def __init__(self, base_s: float, max_s: float = 0.0) -> None:
+    def __init__(self, base_s: float, max_s: float = 0.0, write_share: float = WRITE_SHARE) -> None:
         self.base_s = base_s
         self.max_s = max(base_s, max_s)
         self.window_s = base_s
+        self.write_share = write_share
         self.idle = 1.0  # smoothed: the fraction of the time the loop waits for I/O
         self.share = 0.0  # smoothed: the fraction of the time spent in ``write_due``
         self.writing_s = 0.0  # spent in ``write_due`` since the last ``observe``
@@ -282,7 +302,7 @@ class Flusher:
         self.share += (self.writing_s / elapsed_s - self.share) * SMOOTHING
         self.writing_s = 0.0
         if self.idle < SATURATED:
-            step = min(MAX_STEP, max(1 / MAX_STEP, self.share / WRITE_SHARE))
+            step = min(MAX_STEP, max(1 / MAX_STEP, self.share / self.write_share))
             self.window_s = min(self.max_s, max(self.base_s, self.window_s * step))
         elif self.idle > KEEPING_UP:
             self.window_s = max(self.base_s, self.window_s / MAX_STEP)
@@ -328,21 +348,6 @@ class Flusher:
             else:
                 sub.wake()
         self.writing_s += time.perf_counter() - start
-
-
-# Streams written per loop cycle: 64 writes take about 0.5 ms (docs/design/performance.md).
-SLICE = 64
-# The load signal, smoothed over the 10 ms probes with this weight for the newest.
-SMOOTHING = 0.3
-# Saturated: the loop is idle less than this share of the time. At 200 msg/s into 500
-# streams (the latency benchmark) it is idle 25-45% of the time; at full load, under 1%.
-SATURATED = 0.05
-# Keeping up: idle more than this; the window narrows back toward its base.
-KEEPING_UP = 0.2
-# When saturated, the window is steered so that writes take about this share of the time.
-WRITE_SHARE = 0.25
-# The most the window changes per probe (10 ms), either way.
-MAX_STEP = 1.25
 
 
 class Hub:

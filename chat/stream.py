@@ -52,7 +52,11 @@ class Streams:
         self.metrics = metrics
         self.presence = presence
         self._hello = sse.hello(settings.retry_ms)
-        self.flusher = Flusher(settings.coalesce_ms / 1000, settings.coalesce_max_ms / 1000)
+        self.flusher = Flusher(
+            settings.coalesce_ms / 1000,
+            settings.coalesce_max_ms / 1000,
+            settings.coalesce_write_share,
+        )
 
     def subscriber(self, request: StreamRequest) -> Subscriber:
         """The stream's subscriber; ``open`` registers it (closing it ends the stream)."""

@@ -300,8 +300,8 @@ def test_the_window_stays_at_its_base_while_the_loop_keeps_up() -> None:
     assert set(probe(flusher, 0.1, 0.9, 100)) == {0.01}
 
 
-def test_a_saturated_loop_widens_the_window_until_writes_take_a_quarter_of_it() -> None:
-    flusher = Flusher(0.01, 0.5)
+def test_a_saturated_loop_widens_the_window_until_writes_take_their_share() -> None:
+    flusher = Flusher(0.01, 0.5, write_share=0.25)
     windows = probe(flusher, 0.0, 0.8, 200)  # never idle, writing 80% of the time
     assert windows[0] == 0.01  # the smoothed load has to build up first
     steps = [b / a for a, b in itertools.pairwise([0.01, *windows])]
@@ -311,7 +311,7 @@ def test_a_saturated_loop_widens_the_window_until_writes_take_a_quarter_of_it() 
     windows = probe(flusher, 0.0, 0.05, 200)
     assert min(b / a for a, b in itertools.pairwise(windows)) >= 0.8 - 1e-9
     assert windows[-1] == 0.01
-    # saturated, writing the target share: the window holds still
+    # saturated, writing its share: the window holds still
     probe(flusher, 0.0, 0.25, 100)
     flusher.window_s = 0.1
     assert all(0.099 < w < 0.101 for w in probe(flusher, 0.0, 0.25, 50))

@@ -81,15 +81,16 @@ class Settings(BaseSettings):
         ge=0,
         description="Under load a stream writes at most once per this many ms, and the frames "
         "that arrive meanwhile go out in one write; a stream that was quiet for this long "
-        "writes at once. 0 writes every wake-up.",
+        "writes at once (in the next loop cycle). 0 writes every wake-up.",
     )
     coalesce_max_ms: float = Field(
         500.0,
         ge=0,
         description="While the event loop is saturated (idle under 5% of the time), the "
         "coalescing window widens, up to this many ms, until writing takes "
-        "CHAT_COALESCE_WRITE_SHARE of the loop's time; it narrows back once the loop has time "
-        "to spare.",
+        "CHAT_COALESCE_WRITE_SHARE of the loop's time; it narrows back to CHAT_COALESCE_MS "
+        "once the loop is idle over 20% of the time (between 5% and 20% it only narrows, as "
+        "far as that share allows).",
     )
     coalesce_write_share: float = Field(
         0.15,

@@ -125,7 +125,7 @@ class Subscriber:
             self.wake()  # even while held: the task catches up from the store
             return
         if self.holding:
-            return  # the flusher's tick writes it, with whatever else arrives meanwhile
+            return  # the flusher's tick or slice writes it, with whatever else arrives meanwhile
         if self.idle and self.sink is not None and self.flusher is not None:
             now = time.monotonic()
             if now - self.last_write < self.flusher.window_s:
@@ -247,6 +247,9 @@ KEEPING_UP = 0.2
 WRITE_SHARE = 0.15
 # The most the window changes per probe (10 ms), either way.
 MAX_STEP = 1.25
+# The smallest widened window: below it, the window is its base (0 would stay 0 under any
+# factor).
+MIN_WIDENED_S = 0.001
 
 
 class Flusher:
@@ -263,8 +266,12 @@ class Flusher:
     than ``SATURATED`` of the time, as ``observe`` is told) the window is steered so that
     writing takes about ``write_share`` of the time, up to ``max_s``: a stream's writes per
     second go as one over the window, and every write saved is CPU for the publishers. An
-    overloaded server delivers late anyway. Once the loop has time to spare again, the window
-    narrows back to its base."""
+    overloaded server delivers late anyway. While the loop is busy but not saturated the
+    window only narrows (as far as the writes' share allows), and once the loop has time to
+    spare (idle over ``KEEPING_UP``) it narrows back to its base.
+
+    ``writing_s`` is fed by ``write_due`` and by the streams that write through their own
+    task (no direct sink: HTTP/1.0, HTTP/2, another server)."""
 
     __slots__ = (
         "base_s",
@@ -286,8 +293,8 @@ class Flusher:
         self.window_s = base_s
         self.write_share = write_share
         self.idle = 1.0  # smoothed: the fraction of the time the loop waits for I/O
-        self.share = 0.0  # smoothed: the fraction of the time spent in ``write_due``
-        self.writing_s = 0.0  # spent in ``write_due`` since the last ``observe``
+        self.share = 0.0  # smoothed: the fraction of the time spent writing to streams
+        self.writing_s = 0.0  # spent writing to streams since the last ``observe``
         self.held: list[Subscriber] = []  # written at the next tick
         self.handle: asyncio.TimerHandle | None = None  # the next tick
         self.due: list[Subscriber] = []  # written now, a slice per loop cycle
@@ -301,11 +308,15 @@ class Flusher:
         self.idle += (idle - self.idle) * SMOOTHING
         self.share += (self.writing_s / elapsed_s - self.share) * SMOOTHING
         self.writing_s = 0.0
-        if self.idle < SATURATED:
-            step = min(MAX_STEP, max(1 / MAX_STEP, self.share / self.write_share))
-            self.window_s = min(self.max_s, max(self.base_s, self.window_s * step))
-        elif self.idle > KEEPING_UP:
-            self.window_s = max(self.base_s, self.window_s / MAX_STEP)
+        step = min(MAX_STEP, max(1 / MAX_STEP, self.share / self.write_share))
+        if self.idle > KEEPING_UP:
+            step = 1 / MAX_STEP  # time to spare: back toward the base
+        elif self.idle >= SATURATED:
+            step = min(1.0, step)  # busy but not saturated: narrow if writes allow, never widen
+        window_s = self.window_s * step
+        if window_s < MIN_WIDENED_S:  # a base window of 0 (CHAT_COALESCE_MS=0)
+            window_s = MIN_WIDENED_S if step > 1 else 0.0  # would stay 0 under any factor
+        self.window_s = min(self.max_s, max(self.base_s, window_s))
 
     def hold(self, sub: Subscriber) -> None:
         """Write ``sub`` at the next tick, with whatever else arrives for it meanwhile."""

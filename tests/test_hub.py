@@ -321,8 +321,23 @@ def test_the_window_narrows_back_to_its_base_once_the_loop_has_time_to_spare() -
     flusher = Flusher(0.01, 0.5)
     probe(flusher, 0.0, 0.8, 200)
     assert flusher.window_s == 0.5
-    held = probe(flusher, 0.1, 0.8, 5)  # between saturated and keeping up: the window holds
-    assert held[-1] == 0.5
+    # busy but not saturated (idle 10%), still writing much: the window holds
+    assert probe(flusher, 0.1, 0.8, 50)[-1] == 0.5
+    # busy but not saturated, and the wide window left little writing: it narrows, all the
+    # way, and never widens again while the loop is not saturated
+    windows = probe(flusher, 0.1, 0.02, 200)
+    assert windows[-1] == 0.01
+    assert all(b <= a for a, b in itertools.pairwise(windows))
+    probe(flusher, 0.0, 0.8, 200)
     windows = probe(flusher, 0.5, 0.1, 100)
     assert windows[-1] == 0.01
     assert min(b / a for a, b in itertools.pairwise(windows)) >= 0.8 - 1e-9
+
+
+def test_a_zero_window_widens_under_saturation_and_comes_back_to_zero() -> None:
+    flusher = Flusher(0.0, 0.5)  # CHAT_COALESCE_MS=0: every wake-up writes, unless saturated
+    assert set(probe(flusher, 0.5, 0.9, 50)) == {0.0}
+    windows = probe(flusher, 0.0, 0.9, 100)
+    assert windows[5] == 0.0  # the smoothed idle share takes a few probes to fall
+    assert 0 < windows[12] < windows[-1] == 0.5
+    assert probe(flusher, 0.5, 0.1, 200)[-1] == 0.0

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -95,11 +96,14 @@ class FastStreams:
             direct = DirectWriter.under(send)
             if direct is None and scope["http_version"] == "1.1":
                 _warn_no_direct_writes()
-            sub.sink = direct  # live frames are written from the publisher's call
+            sub.sink = direct  # live frames are written by the flusher, the task stays parked
             async with contextlib.aclosing(svc.streams.open(wanted, sub)) as body:
                 if direct is None:
+                    flusher = svc.streams.flusher
                     async for chunk in body:
+                        start = time.perf_counter()
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        flusher.writing_s += time.perf_counter() - start  # the window's load
                 else:
                     async for chunk in body:
                         if not direct.write(chunk):

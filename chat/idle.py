@@ -47,19 +47,19 @@ class IdleMeter:
                 loop._selector = selector  # type: ignore[attr-defined]
             self._timed = selector
         self._wall = time.perf_counter()
-        self._mark = self._busy_or_idle()
+        self._waited = self._waited_s()
 
-    def _busy_or_idle(self) -> float:
-        return self._timed.waited_s if self._timed is not None else time.thread_time()
+    def _waited_s(self) -> float:
+        """Seconds the loop has waited so far (without a selector: wall minus CPU time)."""
+        if self._timed is not None:
+            return self._timed.waited_s
+        return time.perf_counter() - time.thread_time()
 
     def sample(self) -> tuple[float, float]:
         """(idle fraction, seconds) since the last sample."""
-        wall = time.perf_counter()
-        mark = self._busy_or_idle()
-        elapsed, used = wall - self._wall, mark - self._mark
-        self._wall, self._mark = wall, mark
+        wall, waited = time.perf_counter(), self._waited_s()
+        elapsed, idle = wall - self._wall, waited - self._waited
+        self._wall, self._waited = wall, waited
         if elapsed <= 0:
             return 1.0, 0.0
-        if self._timed is not None:
-            return min(1.0, used / elapsed), elapsed
-        return max(0.0, 1.0 - used / elapsed), elapsed
+        return min(1.0, max(0.0, idle / elapsed)), elapsed

@@ -14,14 +14,14 @@ from urllib.parse import urlsplit
 
 import orjson
 from quart import Quart
+from quart.json.provider import DefaultJSONProvider
 from quart_schema import Info, QuartSchema
 
 from chat import __version__, api
-from chat.api import limits
-from chat.api.deps import JSON
-from chat.api.fast_post import FastPost
-from chat.api.fast_streams import FastStreams
+from chat.api import routes
+from chat.api.envelope import JSON
 from chat.api.ops import DOCS_ASSETS, STATIC_DIR
+from chat.api.pipeline import Identify, Pipeline, Policy, anonymous
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
 from chat.errors import Unavailable
@@ -41,20 +41,37 @@ LOAD_PROBE_S = 0.01
 CURL_EXAMPLES = Path(__file__).resolve().parent / "api" / "curl.md"  # shown at the top of /docs
 
 
-def orjson_loads(data: str | bytes, **_: Any) -> Any:
-    return orjson.loads(data)
+class ChatJSONProvider(DefaultJSONProvider):
+    """Quart's JSON, with request bodies parsed by orjson: strict JSON (no NaN), a depth
+    limit instead of a RecursionError, and faster than the json module."""
+
+    sort_keys = False  # keep the fields in event order
+    ensure_ascii = False  # emoji as they are
+    mimetype = JSON
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
 
 
-def create_app(settings: Settings | None = None) -> Quart:
+class ChatQuart(Quart):
+    json_provider_class = ChatJSONProvider
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    identify: Identify = anonymous,
+    policies: Sequence[Policy] = (),
+) -> Quart:
+    """The service. ``identify`` and ``policies`` fill the pipeline's identity and limits
+    seams (chat/api/pipeline.py)."""
     settings = settings or Settings()
-    app = Quart("chat", static_folder=str(STATIC_DIR), static_url_path="/static")
-    limits.install(app, settings.max_body_bytes)
+    app = ChatQuart("chat", static_folder=str(STATIC_DIR), static_url_path="/static")
     app.url_map.merge_slashes = False  # "//" would be a redirect with an HTML page; now a 404
     # No response timeout: with one, Quart runs every response's sending in a task of its own
-    # under asyncio.wait_for (~8% of a POST's time in py-spy). Streams never had one, and a
-    # JSON answer is written at once; a client that stops reading is Hypercorn's to close.
+    # under asyncio.wait_for (docs/design/performance.md). Streams never had one, and a JSON
+    # answer is written at once; a client that stops reading is Hypercorn's to close.
     app.config["RESPONSE_TIMEOUT"] = None
-    app.config["BODY_TIMEOUT"] = settings.body_timeout_seconds  # a stalled upload: 408
     app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = DOCS_ASSETS + "/swagger-ui-bundle.js"
     app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = DOCS_ASSETS + "/swagger-ui.css"
     QuartSchema(
@@ -68,12 +85,6 @@ def create_app(settings: Settings | None = None) -> Quart:
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep the fields in event order
-    app.json.ensure_ascii = False  # type: ignore[attr-defined]  # emoji as they are
-    app.json.mimetype = JSON  # type: ignore[attr-defined]
-    # Request bodies are parsed by orjson: strict JSON (no NaN), a depth limit instead of a
-    # RecursionError, and faster than the json module.
-    app.json.loads = orjson_loads  # type: ignore[method-assign,assignment]
 
     registry = Registry()
     metrics = Metrics(lambda: len(registry.subscribers), lambda: len(registry.hubs))
@@ -122,11 +133,18 @@ def create_app(settings: Settings | None = None) -> Quart:
     )
     app.extensions["chat"] = services
     api.register(app)
-    # The streams' GETs and well-formed message POSTs skip Quart's per-request machinery
-    # (chat/api/fast_streams.py, chat/api/fast_post.py).
-    body_timeout_s = settings.body_timeout_seconds
-    app.asgi_app = FastPost(app.asgi_app, services, body_timeout_s)  # type: ignore[method-assign]
-    app.asgi_app = FastStreams(app.asgi_app, services)  # type: ignore[method-assign]
+    plain = routes.install(app, services)
+    # Every request enters the one pipeline; it hands Quart the routes it does not serve.
+    app.asgi_app = Pipeline(  # type: ignore[method-assign]
+        app.asgi_app,
+        app.url_map,
+        plain,
+        metrics,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_seconds,
+        identify=identify,
+        policies=policies,
+    )
     background: list[asyncio.Task[None]] = []
 
     async def beat() -> None:

@@ -1,6 +1,5 @@
 """The one exception tree. Each class carries its HTTP status and the ``code`` of API.md;
-the api layer turns any of them into the JSON envelope in one place (404 and 405 for unknown
-paths and methods come from the router).
+``chat.api.envelope`` turns any of them into the JSON envelope, in one place.
 
 * ChatError
   * InvalidJSON (400 invalid_json)
@@ -8,6 +7,8 @@ paths and methods come from the router).
   * InvalidQuery (400 invalid_query)
   * Forbidden (403 forbidden)
   * NotFound (404 not_found)
+  * MethodNotAllowed (405 method_not_allowed)
+  * RequestTimeout (408 request_timeout)
   * Conflict (409 conflict)
   * PayloadTooLarge (413 payload_too_large)
   * UnsupportedMediaType (415 unsupported_media_type)
@@ -31,6 +32,12 @@ class ChatError(Exception):
         self.message = message
         self.details: list[Any] = details or []
 
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers the answer carries besides the envelope's own."""
+        if self.retry_after_s is None:
+            return []
+        return [(b"retry-after", b"%d" % self.retry_after_s)]
+
 
 class InvalidJSON(ChatError):
     status, code = 400, "invalid_json"
@@ -50,6 +57,17 @@ class Forbidden(ChatError):
 
 class NotFound(ChatError):
     status, code = 404, "not_found"
+
+
+class MethodNotAllowed(ChatError):
+    status, code = 405, "method_not_allowed"
+
+    def __init__(self, message: str, allowed: list[str]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", ", ".join(self.allowed).encode())]
 
 
 class Conflict(ChatError):

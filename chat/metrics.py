@@ -83,19 +83,52 @@ class Metrics:
         self.requests_rejected = Counter(
             "chat_errors", "Error responses, by status code.", ["status"], registry=r
         )
+        self.requests = Counter(
+            "chat_requests",
+            "Requests answered, by the route table's endpoint and what served it: a plain "
+            "route of the pipeline or Quart (unmatched: refused before routing).",
+            ["endpoint", "served_by"],
+            registry=r,
+        )
+        self.stream_writers = Counter(
+            "chat_stream_writers",
+            "Streams opened, by how their body is written: straight to the server's "
+            "transport, or through ASGI send (HTTP/1.0, HTTP/2, another server).",
+            ["writer"],
+            registry=r,
+        )
 
         # Stream writes are tallied in plain ints and folded into their counters at each
         # scrape: a Counter takes a lock per inc(), which was 3.5% of a fan-out's samples.
         self.unfolded_frames = 0
         self.unfolded_writes = 0
+        # The same for requests, by (endpoint, served_by), and error answers, by status.
+        self.unfolded_requests: dict[tuple[str, str], int] = {}
+        self.unfolded_errors: dict[int, int] = {}
 
     def wrote(self, frames: int) -> None:
         """One chunk of ``frames`` event frames written to a stream."""
         self.unfolded_frames += frames
         self.unfolded_writes += 1
 
+    def answered(self, endpoint: str, served_by: str, status: int) -> None:
+        """A request's access record is complete (``status`` 0: it was never answered)."""
+        key = (endpoint or "unmatched", served_by or "pipeline")
+        self.unfolded_requests[key] = self.unfolded_requests.get(key, 0) + 1
+        if status >= 400:
+            self.unfolded_errors[status] = self.unfolded_errors.get(status, 0) + 1
+
+    def stream_opened(self, writer: str) -> None:
+        self.stream_writers.labels(writer).inc()
+
     def render(self) -> bytes:
         self.frames_sent.inc(self.unfolded_frames)
         self.writes.inc(self.unfolded_writes)
         self.unfolded_frames = self.unfolded_writes = 0
+        requests, self.unfolded_requests = self.unfolded_requests, {}
+        for (endpoint, served_by), count in requests.items():
+            self.requests.labels(endpoint, served_by).inc(count)
+        errors, self.unfolded_errors = self.unfolded_errors, {}
+        for status, count in errors.items():
+            self.requests_rejected.labels(str(status)).inc(count)
         return generate_latest(self.registry)

@@ -1,11 +1,12 @@
-"""The HTTP layer: Quart blueprints, thin (parse, call the parts, return JSON)."""
+"""The HTTP layer: the request pipeline, its plain routes, and Quart blueprints, thin
+(parse, call the parts, return JSON)."""
 
 from __future__ import annotations
 
 from quart import Quart
 from werkzeug.routing import IntegerConverter, Map
 
-from chat.api import activity, errors, messages, ops, rooms, streams
+from chat.api import activity, envelope, messages, ops, rooms
 from chat.api.deps import Services, services
 from chat.models import MAX_ID
 
@@ -22,6 +23,6 @@ class EventIdConverter(IntegerConverter):
 
 def register(app: Quart) -> None:
     app.url_map.converters["id"] = EventIdConverter
-    errors.register(app)
-    for module in (rooms, messages, activity, streams, ops):
+    envelope.register(app)
+    for module in (rooms, messages, activity, ops):
         app.register_blueprint(module.bp)

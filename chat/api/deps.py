@@ -8,6 +8,7 @@ from typing import cast
 
 from quart import Response, current_app, request
 
+from chat.api.envelope import JSON
 from chat.broker import Broker
 from chat.config import Settings
 from chat.errors import NotFound, ValidationFailed
@@ -19,7 +20,6 @@ from chat.store import Store, WriteOp, writes
 from chat.stream import Streams
 
 IDEMPOTENCY_KEY_CHARS = 200
-JSON = "application/json; charset=utf-8"
 
 
 @dataclass(slots=True)

@@ -1,4 +1,5 @@
-"""Messages: post, history and search, edit, delete, reactions."""
+"""Messages: batches, history and search, edit, delete, reactions (a single message's POST
+is a plain route: chat/api/post_message.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from chat.models import (
     HistoryQuery,
     IdempotencyHeaders,
     MessageBatchIn,
-    MessageEvent,
-    MessageIn,
     ReactionIn,
     check_room,
 )
@@ -28,19 +27,6 @@ from chat.store import writes
 bp = Blueprint("messages", __name__)
 # `<string:room>` where a second placeholder follows: quart-schema's path pattern would
 # otherwise read `<room>/messages/<id:message_id>` as one placeholder in /openapi.json.
-
-
-@bp.post("/api/rooms/<room>/messages")
-@validate_request(MessageIn)
-@document_headers(IdempotencyHeaders)
-@document_response(MessageEvent, 201)
-async def post(room: str, data: MessageIn) -> Response:
-    """Post a message: 201 with the stored `message` event once it is committed. With an
-    `Idempotency-Key`, a retry returns the first answer (200) and posts nothing."""
-    check_room(room)
-    create = services().settings.auto_create_rooms
-    op = writes.post_message(room, data.author, data.text, data.reply_to, create_room=create)
-    return await commit_event(room, data.model_dump, writes.event_json(op))
 
 
 @bp.post("/api/rooms/<room>/messages/batch")

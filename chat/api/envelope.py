@@ -1,0 +1,119 @@
+"""Every error, on every route, as the JSON envelope of API.md:
+``{"error": {"code", "message", "details"}}``.
+
+This module is the one place that makes it. Two callers use it: the request pipeline, for
+whatever it or a plain route raises (``chat.api.pipeline``), and Quart's one error handler,
+for the Quart routes (``register``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from quart import Quart, Request, Response, request
+from quart_schema import RequestSchemaValidationError
+from quart_schema.validation import QuerystringValidationError
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+
+from chat.errors import ChatError, InvalidJSON, InvalidQuery, MethodNotAllowed, ValidationFailed
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json; charset=utf-8"
+JSON_BYTES = JSON.encode()
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorAnswer:
+    """An error's whole answer: status, headers (content type and length included), body."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+    def as_response(self) -> Response:
+        response = Response(self.body, status=self.status)
+        for name, value in self.headers:
+            response.headers[name.decode()] = value.decode()
+        return response
+
+
+def field_errors(error: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors, one entry per field: where, what, and the error type."""
+    return [
+        {
+            "loc": list(e["loc"]),
+            "field": ".".join(str(part) for part in e["loc"]),
+            "msg": e["msg"],
+            "type": e["type"],
+        }
+        for e in error.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+Parts = tuple[int, str, str, list[Any], list[tuple[bytes, bytes]]]
+
+
+def _parts(error: BaseException) -> Parts:
+    """(status, code, message, details, extra headers) of any exception."""
+    if isinstance(error, RequestSchemaValidationError):
+        cause = error.validation_error
+        details = field_errors(cause) if isinstance(cause, ValidationError) else [str(cause)]
+        if isinstance(error, QuerystringValidationError):
+            error = InvalidQuery("invalid query parameters", details)
+        else:
+            error = ValidationFailed("the body does not match the schema", details)
+    elif isinstance(error, WerkzeugMethodNotAllowed):
+        error = MethodNotAllowed(error.description or error.name, list(error.valid_methods or []))
+    if isinstance(error, ChatError):
+        return error.status, error.code, error.message, error.details, error.headers()
+    if isinstance(error, HTTPException) and error.code is not None:
+        code = _HTTP_CODES.get(error.code, "http_error")
+        return error.code, code, error.description or error.name, [], []
+    return 500, "internal_error", "an unexpected error occurred; it has been logged", [], []
+
+
+def answer_for(error: BaseException) -> ErrorAnswer:
+    """The envelope for any exception; an unexpected one is a 500 (its caller logs it)."""
+    status, code, message, details, extra = _parts(error)
+    body = orjson.dumps({"error": {"code": code, "message": message, "details": details}})
+    headers = [(b"content-type", JSON_BYTES), (b"content-length", b"%d" % len(body)), *extra]
+    return ErrorAnswer(status, headers, body)
+
+
+class ChatRequest(Request):
+    """Quart's request, with JSON that does not parse as the envelope's 400."""
+
+    async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return await super().get_json(force, silent, cache)
+        except UnicodeDecodeError as error:  # Quart decodes outside its JSON error handling
+            raise InvalidJSON(f"the body is not valid JSON: {error}") from error
+
+    def on_json_loading_failed(self, error: Exception) -> Any:
+        raise InvalidJSON(f"the body is not valid JSON: {error}")
+
+
+async def _quart_error(error: Exception) -> Response:
+    answer = answer_for(error)
+    if answer.status == 500:
+        log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+    return answer.as_response()
+
+
+def register(app: Quart) -> None:
+    app.request_class = ChatRequest
+    app.register_error_handler(Exception, _quart_error)

@@ -1,0 +1,149 @@
+"""The Server-Sent Event streams: one room (``/api/rooms/{room}/events``), or several rooms
+or every room on one connection (``/api/events?rooms=``). Plain routes of the pipeline.
+
+A stream is the one request that lives for hours, so what it holds is paid once per open
+connection: served as a plain route, it holds its subscriber, its generator and one small
+task that waits for the disconnect, not a Quart request with its contexts, body and two
+more tasks (docs/design/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+
+from chat.api.deps import Services, require_room
+from chat.api.pipeline import Request
+from chat.api.transport import TransportWriter
+from chat.errors import InvalidQuery, Unavailable
+from chat.filters import MAX_NAME_CHARS, parse_filter, split_list
+from chat.hub import Subscriber
+from chat.models import check_room
+from chat.stream import StreamRequest
+
+log = logging.getLogger(__name__)
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+MAX_ROOMS = 100
+
+
+def stream_rooms(room: str | None, args: Mapping[str, str]) -> tuple[str, ...] | None:
+    """The rooms of ``/api/rooms/{room}/events`` (``room``) or ``/api/events?rooms=``."""
+    if room is not None:
+        return (check_room(room),)
+    raw = args.get("rooms")
+    if raw is None:
+        raise InvalidQuery("`rooms` is required: a comma-separated list, or *")
+    if raw.strip() == "*":
+        return None
+    names = split_list(raw, "rooms")
+    if not names:
+        raise InvalidQuery("`rooms` names no room")
+    if len(names) > MAX_ROOMS:
+        raise InvalidQuery(f"at most {MAX_ROOMS} rooms on one stream")
+    return tuple(dict.fromkeys(check_room(name) for name in names))
+
+
+async def stream_request(svc: Services, request: Request, room: str | None) -> StreamRequest:
+    """Check a stream request (400/404/503 as ChatError) and say what it asks for."""
+    if svc.shutting_down:
+        raise Unavailable("the server is shutting down; reconnect in a moment")
+    if len(svc.registry.subscribers) >= svc.settings.max_streams:
+        raise Unavailable("too many open streams on this server", retry_after_s=5)
+    query = request.scope["query_string"].decode("latin-1")
+    args: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        args.setdefault(name, value)  # the first of repeated parameters, as Quart's args
+    rooms = stream_rooms(room, args)
+    for name in rooms or ():
+        await require_room(name, svc)
+    flt = parse_filter(args)
+    header = (request.header(b"last-event-id") or b"").decode("latin-1").strip()
+    resume = header or (args.get("last_event_id", "").strip() or None)
+    user = args.get("user", "").strip() or None
+    if user is not None and len(user) > MAX_NAME_CHARS:
+        raise InvalidQuery(f"`user` is longer than {MAX_NAME_CHARS} characters")
+    return StreamRequest(rooms, flt, resume, user)
+
+
+class EventStreams:
+    """The two stream routes (``room_events`` and ``events``) over the same services."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def room_events(
+        self,
+        request: Request,
+        args: dict[str, Any],
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+    ) -> None:
+        await self.serve(request, args["room"], receive, send)
+
+    async def events(
+        self,
+        request: Request,
+        args: dict[str, Any],
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+    ) -> None:
+        await self.serve(request, None, receive, send)
+
+    async def serve(
+        self,
+        request: Request,
+        room: str | None,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+    ) -> None:
+        svc = self.services
+        wanted = await stream_request(svc, request, room)
+        start = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
+        if request.method == "HEAD":  # the stream's headers, and no stream
+            await send(start)  # type: ignore[arg-type]
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        sub = svc.streams.subscriber(wanted)
+        watcher = asyncio.ensure_future(_close_on_disconnect(receive, sub))
+        try:
+            await send(start)  # type: ignore[arg-type]
+            direct = TransportWriter.under(request.raw_send)
+            svc.metrics.stream_opened("transport" if direct is not None else "asgi_send")
+            sub.sink = direct  # live frames are written by the flusher, the task stays parked
+            async with contextlib.aclosing(svc.streams.open(wanted, sub)) as body:
+                if direct is None:
+                    flusher = svc.streams.flusher
+                    async for chunk in body:
+                        began = time.perf_counter()
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                        flusher.writing_s += time.perf_counter() - began  # the window's load
+                else:
+                    async for chunk in body:
+                        if not direct.write(chunk):
+                            break  # the connection is gone
+                        if direct.full():
+                            await direct.drain()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+
+
+async def _close_on_disconnect(receive: ASGIReceiveCallable, sub: Subscriber) -> None:
+    """A client that goes away ends its stream: the generator leaves its loop and cleans up."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            sub.close()
+            return

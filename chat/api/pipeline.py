@@ -1,0 +1,316 @@
+"""The one request pipeline. Every HTTP request passes these steps, in this order, in
+``Pipeline.__call__``:
+
+1. **record**: the request's id (a well-formed ``X-Request-ID``, else a new one; echoed in
+   the answer) and its access record (status, bytes, duration), counted when it ends;
+2. **error envelope**: whatever a later step raises becomes the JSON envelope of API.md
+   (``chat.api.envelope``), unless the answer has already started;
+3. **body**: read whole before anything else looks at it, at most ``max_body_bytes``
+   (413) within ``body_timeout_seconds`` (408);
+4. **identity**: who is asking (a seam: everyone is anonymous until identity lands);
+5. **limits**: policies that may refuse the request (a seam: none by default);
+6. **routing**: the app's ``url_map`` is the one route table. A plain route
+   (``chat.api.routes``: the event streams and the message POST, served without Quart's
+   per-request machinery) or Quart (every other route) serves the matched endpoint.
+
+Quart routes therefore see a request that has passed every step above; nothing
+cross-cutting is a Quart hook, so no route can miss it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from hypercorn.typing import (
+    ASGIReceiveCallable,
+    ASGIReceiveEvent,
+    ASGISendCallable,
+    ASGISendEvent,
+    HTTPScope,
+    Scope,
+)
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.exceptions import NotFound as WerkzeugNotFound
+from werkzeug.routing import Map, RequestRedirect
+
+from chat.api.envelope import answer_for
+from chat.errors import (
+    ChatError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+from chat.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# After a body passes the limit, what is left of it is still received (and dropped) for at
+# most this long: Hypercorn closes a connection whose request was not read to the end, and
+# the kernel then resets it, which can destroy the 413 on its way to the client.
+DRAIN_S = 2.0
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
+SCOPE_KEY = "chat.request"  # where Quart routes find the Request: request.scope[SCOPE_KEY]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is asking. The identity seam fills it; ``None`` on a Request is anonymous."""
+
+    user: str
+
+
+class Request:
+    """One request as the pipeline sees it: its head, its whole body once read, who asks,
+    and its access record."""
+
+    __slots__ = (
+        "body",
+        "endpoint",
+        "id",
+        "identity",
+        "raw_send",
+        "scope",
+        "sent_bytes",
+        "served_by",
+        "started",
+        "status",
+    )
+
+    def __init__(self, scope: HTTPScope, raw_send: ASGISendCallable) -> None:
+        self.scope = scope
+        self.raw_send = raw_send  # the server's own send, for ``chat.api.transport``
+        self.started = time.perf_counter()
+        given = self.header(b"x-request-id")
+        self.id = given if given is not None and REQUEST_ID.fullmatch(given) else None
+        self.body = b""
+        self.identity: Identity | None = None
+        self.endpoint = ""  # the route table's name for what served it; "" if none matched
+        self.served_by = ""  # "plain" (a plain route) or "quart"; "" if not routed
+        self.status = 0  # 0 until the answer starts
+        self.sent_bytes = 0
+
+    @property
+    def method(self) -> str:
+        return self.scope["method"]
+
+    @property
+    def path(self) -> str:
+        return self.scope["path"]
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header (``name`` in lower case), or None."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value
+        return None
+
+    def request_id(self) -> bytes:
+        if self.id is None:
+            self.id = secrets.token_hex(8).encode()
+        return self.id
+
+
+class Policy(Protocol):
+    """A limit on requests: returns to let the request on, raises a ChatError to refuse it."""
+
+    async def __call__(self, request: Request) -> None: ...
+
+
+class Identify(Protocol):
+    async def __call__(self, request: Request) -> Identity | None: ...
+
+
+async def anonymous(request: Request) -> Identity | None:
+    return None
+
+
+PlainRoute = Callable[
+    [Request, dict[str, Any], ASGIReceiveCallable, ASGISendCallable], Awaitable[None]
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """An endpoint served without Quart, for these methods (others go to Quart)."""
+
+    handler: PlainRoute
+    methods: frozenset[str]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        quart: ASGIApp,
+        url_map: Map,
+        routes: dict[str, Route],
+        metrics: Metrics,
+        *,
+        max_body_bytes: int,
+        body_timeout_s: float,
+        identify: Identify = anonymous,
+        policies: Sequence[Policy] = (),
+    ) -> None:
+        self.quart = quart
+        self.urls = url_map.bind("localhost")
+        self.routes = routes
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.identify = identify
+        self.policies = list(policies)
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        if scope["type"] != "http":  # lifespan (start-up and shutdown): Quart's
+            await self.quart(scope, receive, send)
+            return
+        request = Request(scope, send)  # 1. record
+        scope[SCOPE_KEY] = request  # type: ignore[literal-required]
+        send = _recording(request, send)
+        try:
+            try:  # 2. error envelope
+                if not await self.read_body(request, receive):  # 3. body
+                    return  # the client went away before its body was complete
+                request.identity = await self.identify(request)  # 4. identity
+                for policy in self.policies:  # 5. limits
+                    await policy(request)
+                await self.route(request, receive, send)  # 6. routing
+            except ChatError as error:
+                await self.refuse(request, send, error)
+            except Exception as error:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                await self.refuse(request, send, error)
+        finally:
+            self.metrics.answered(request.endpoint, request.served_by, request.status)
+
+    async def refuse(self, request: Request, send: ASGISendCallable, error: Exception) -> None:
+        if request.status:
+            return  # the answer has started: the connection ends with what was sent
+        answer = answer_for(error)
+        start: ASGISendEvent = {
+            "type": "http.response.start",
+            "status": answer.status,
+            "headers": answer.headers,
+        }
+        await send(start)
+        await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+
+    async def read_body(self, request: Request, receive: ASGIReceiveCallable) -> bool:
+        """Read the whole body into ``request.body``; False if the client went away first."""
+        limit = self.max_body_bytes
+        length = request.header(b"content-length")
+        too_large = length is not None and length.isdigit() and int(length) > limit
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return False
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        too_large = True
+                    if not too_large:
+                        chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+                    if too_large:
+                        await _drain(receive)
+                        break
+        except TimeoutError:
+            late = f"the body did not arrive within {self.body_timeout_s:g} s"
+            raise RequestTimeout(late) from None
+        if too_large:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        return True
+
+    async def route(
+        self, request: Request, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        method = request.method
+        try:
+            endpoint, args = self.urls.match(request.path, method)
+        except WerkzeugNotFound:
+            raise NotFound("the requested URL was not found on the server") from None
+        except WerkzeugMethodNotAllowed as error:
+            allowed = sorted(error.valid_methods or ())
+            raise MethodNotAllowed(f"{method} is not allowed here", allowed) from None
+        except RequestRedirect:  # a missing trailing slash: Quart answers with the redirect
+            request.served_by = "quart"
+            await self.quart(request.scope, _replay(request.body, receive), send)
+            return
+        request.endpoint = endpoint
+        if method in BODY_METHODS:
+            _check_media_type(request)
+        route = self.routes.get(endpoint)
+        if route is not None and method in route.methods:
+            request.served_by = "plain"
+            await route.handler(request, dict(args), receive, send)
+        else:
+            request.served_by = "quart"
+            await self.quart(request.scope, _replay(request.body, receive), send)
+
+
+def _check_media_type(request: Request) -> None:
+    """A body is JSON; only a DELETE may come without one."""
+    has_body = bool(request.body) or request.header(b"transfer-encoding") is not None
+    if not has_body and request.method == "DELETE":
+        return
+    content_type = request.header(b"content-type") or b""
+    mimetype = content_type.split(b";", 1)[0].strip().lower()
+    if mimetype != b"application/json":
+        shown = mimetype.decode("latin-1") or "nothing"
+        raise UnsupportedMediaType(f"send the body as application/json, not {shown!r}")
+
+
+async def _drain(receive: ASGIReceiveCallable) -> None:
+    """Receive and drop what is left of a body, for at most DRAIN_S."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        return
+
+
+def _recording(request: Request, send: ASGISendCallable) -> ASGISendCallable:
+    """``send`` that notes the answer's status and size in the access record, and echoes the
+    request id."""
+
+    async def recording(message: ASGISendEvent) -> None:
+        if message["type"] == "http.response.start":
+            request.status = message["status"]
+            headers = [*message.get("headers", ()), (b"x-request-id", request.request_id())]
+            message = {**message, "headers": headers}
+        elif message["type"] == "http.response.body":
+            request.sent_bytes += len(message.get("body", b""))
+        await send(message)
+
+    return recording
+
+
+def _replay(body: bytes, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+    """``receive`` for Quart: the body already read, then the rest (a disconnect)."""
+    first: list[ASGIReceiveEvent] = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replayed() -> ASGIReceiveEvent:
+        return first.pop() if first else await receive()
+
+    return replayed

@@ -48,6 +48,19 @@ def spawn_and_wait(
     raise RuntimeError(f"{name} was not ready in {timeout_s}s:\n{text}")
 
 
+async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
+    """Every sample of the client's server's /metrics, by its series
+    (``chat_requests_total{endpoint="messages.post",served_by="plain"}``)."""
+    response = await client.get("/metrics")
+    assert response.status_code == 200, response.text
+    values: dict[str, float] = {}
+    for line in response.text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            values[series] = float(value)
+    return values
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,8 +1,8 @@
-"""``POST /api/rooms/{room}/messages`` served on ASGI in front of Quart (chat/api/fast_post.py),
+"""``POST /api/rooms/{room}/messages``, a plain route of the pipeline (chat/api/post_message.py),
 against a live server, as a client sees it.
 
-A body sent with Content-Length and ``application/json`` is the fast path's; the same body sent
-chunked (no Content-Length) always goes through the Quart route. So each request here is sent
+A body arrives with Content-Length or chunked (no Content-Length), and the pipeline reads
+either before the route sees it. So each request here is sent
 both ways where it can be, and the two answers must be the same: status, headers, bytes, what
 is stored and what /metrics counts."""
 
@@ -25,7 +25,7 @@ from tests.test_messages import EVENT_FIELDS, RFC3339_MS
 
 JSON = "application/json; charset=utf-8"
 TIMEOUT_S = 10.0
-WAYS = ("fast", "quart")  # Content-Length (fast path) or chunked (always the Quart route)
+WAYS = ("length", "chunked")  # the body's framing: Content-Length, or chunked
 TEXT = 'héllo "quoted" \\ back\tslash 👋\n<b>&amp;</b>'  # escaping and non-ASCII
 
 
@@ -42,17 +42,17 @@ async def send(
     *,
     content_type: str | None = "application/json",
 ) -> httpx.Response:
-    """POST ``body`` to the room's messages, with Content-Length ("fast") or chunked
-    ("quart"), and check that it was sent that way."""
+    """POST ``body`` to the room's messages, with Content-Length ("length") or chunked
+    ("chunked"), and check that it was sent that way."""
     raw = dict(headers or {})
     if content_type is not None:
         raw["content-type"] = content_type
     all_headers = [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in raw.items()]
-    content = body if way == "fast" else chunks(body, 7)
+    content = body if way == "length" else chunks(body, 7)
     async with asyncio.timeout(TIMEOUT_S):
         response = await client.post(path_of(room), content=content, headers=all_headers)
     sent = response.request.headers
-    if way == "fast":
+    if way == "length":
         assert sent["content-length"] == str(len(body)) and "transfer-encoding" not in sent
     else:
         assert "content-length" not in sent and sent["transfer-encoding"] == "chunked"
@@ -114,7 +114,7 @@ async def test_good_post_is_the_stored_event_both_ways(
     client: httpx.AsyncClient, room: str, content_type: str
 ) -> None:
     """201 with exactly the bytes a subscriber receives as ``data:``, the JSON content type,
-    a right Content-Length, and the same headers from the fast path and the Quart route."""
+    a right Content-Length, and the same headers either way."""
     answers: dict[str, httpx.Response] = {}
     async with open_stream(client, f"/api/rooms/{room}/events") as stream:
         for way in WAYS:
@@ -133,15 +133,15 @@ async def test_good_post_is_the_stored_event_both_ways(
             assert event["author"] == f"by-{way}" and event["text"] == TEXT
             assert RFC3339_MS.fullmatch(event["created_at"])
             answers[way] = response
-    fast, slow = (orjson.loads(answers[way].content) for way in WAYS)
-    assert slow["id"] > fast["id"]
-    assert header_names(answers["fast"]) == header_names(answers["quart"])
+    first, second = (orjson.loads(answers[way].content) for way in WAYS)
+    assert second["id"] > first["id"]
+    assert header_names(answers["length"]) == header_names(answers["chunked"])
     stored = await history(client, room)
-    assert stored == [{**fast, "reactions": {}}, {**slow, "reactions": {}}]
+    assert stored == [{**first, "reactions": {}}, {**second, "reactions": {}}]
 
 
 async def test_reply_to_and_unknown_fields_both_ways(client: httpx.AsyncClient, room: str) -> None:
-    first = await send(client, room, orjson.dumps(GOOD), "fast")
+    first = await send(client, room, orjson.dumps(GOOD), "length")
     assert first.status_code == 201
     target = first.json()["id"]
     events = []
@@ -159,7 +159,7 @@ async def test_reply_to_and_unknown_fields_both_ways(client: httpx.AsyncClient, 
 
 
 async def test_chunked_body_is_posted(client: httpx.AsyncClient, room: str) -> None:
-    """No Content-Length: the Quart route reads it, however it is cut up."""
+    """No Content-Length: the pipeline reads it, however it is cut up."""
     body = orjson.dumps({"author": "carol", "text": "chunk " * 50})
     posted = []
     for size, pause_s in [(1, 0.0), (16, 0.01), (len(body), 0.0)]:
@@ -282,7 +282,7 @@ MALFORMED: list[tuple[str, bytes, str | None, int, str, set[str] | None]] = [
 
 @pytest.fixture
 async def seeded(client: httpx.AsyncClient, room: str) -> str:
-    response = await send(client, room, orjson.dumps(GOOD), "fast")
+    response = await send(client, room, orjson.dumps(GOOD), "length")
     assert response.status_code == 201
     return room
 
@@ -312,9 +312,9 @@ async def test_malformed_post_is_the_same_error_both_ways(
             if status == 422:
                 assert error["details"], error
             answers.append(response)
-    fast, slow = answers
-    assert fast.content == slow.content
-    assert header_names(fast) == header_names(slow)
+    first, second = answers
+    assert first.content == second.content
+    assert header_names(first) == header_names(second)
 
 
 async def raw_exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -340,7 +340,7 @@ async def test_post_without_any_body_framing(
     client: httpx.AsyncClient, server: LiveServer, seeded: str, content_type: str | None
 ) -> None:
     """Neither Content-Length nor Transfer-Encoding: an empty body, not JSON (or no JSON
-    media type), answered by the Quart route."""
+    media type), answered by the route as such."""
     type_header = f"Content-Type: {content_type}\r\n" if content_type else ""
     request = (
         f"POST {path_of(seeded)} HTTP/1.1\r\nHost: 127.0.0.1\r\n{type_header}"
@@ -396,8 +396,8 @@ async def test_body_over_the_limit_is_413_both_ways(
     live = make_server(CHAT_MAX_BODY_BYTES="1000")
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT_S) as client:
         room = "limits"
-        assert (await send(client, room, body_of_size(1000), "fast")).status_code == 201
-        assert (await send(client, room, body_of_size(1000), "quart")).status_code == 201
+        assert (await send(client, room, body_of_size(1000), "length")).status_code == 201
+        assert (await send(client, room, body_of_size(1000), "chunked")).status_code == 201
         answers = []
         async with unchanged(client, room):
             for size in (1001, 1500, 5000):
@@ -405,15 +405,15 @@ async def test_body_over_the_limit_is_413_both_ways(
                     response = await send(client, room, body_of_size(size), way)
                     assert_error(response, 413, "payload_too_large")
                     assert_json_answer(response)
-                    if way == "fast":
+                    if way == "length":
                         answers.append(response.content)
             # and a fresh room is not created by one
-            response = await send(client, "fresh", body_of_size(1001), "fast")
+            response = await send(client, "fresh", body_of_size(1001), "length")
             assert_error(response, 413, "payload_too_large")
         assert_error(await client.get("/api/rooms/fresh"), 404, "not_found")
         assert len(await history(client, room)) == 2
         # the connection is still good for the next request
-        assert (await send(client, room, body_of_size(999), "fast")).status_code == 201
+        assert (await send(client, room, body_of_size(999), "length")).status_code == 201
 
 
 # -- 4: idempotency ----------------------------------------------------------------------------
@@ -423,16 +423,16 @@ async def test_idempotent_retry_and_conflict(client: httpx.AsyncClient, room: st
     key = {"Idempotency-Key": f"key-{room}"}
     body = orjson.dumps({"author": "dave", "text": "once"})
     async with open_stream(client, f"/api/rooms/{room}/events") as stream:
-        first = await send(client, room, body, "fast", key)
+        first = await send(client, room, body, "length", key)
         assert first.status_code == 201, first.text
         assert_json_answer(first)
         assert "idempotent-replayed" not in first.headers
         assert (await stream.next(TIMEOUT_S)).data.encode() == first.content
         replays = [
-            await send(client, room, body, "fast", key),
+            await send(client, room, body, "length", key),
             # the same request with other spacing and key order: the same request
-            await send(client, room, b'{ "text" : "once",\n "author" : "dave" }', "fast", key),
-            await send(client, room, body, "quart", key),  # the Quart route agrees
+            await send(client, room, b'{ "text" : "once",\n "author" : "dave" }', "length", key),
+            await send(client, room, body, "chunked", key),  # chunked agrees
         ]
         for replay in replays:
             assert replay.status_code == 200, replay.text
@@ -451,27 +451,27 @@ async def test_idempotent_retry_and_conflict(client: httpx.AsyncClient, room: st
                 conflicts.append(conflict.content)
         assert conflicts[0] == conflicts[1]
         # nothing was broadcast for the replays or the conflicts: the next frame is this one
-        marker = await send(client, room, orjson.dumps({"author": "dave", "text": "m"}), "fast")
+        marker = await send(client, room, orjson.dumps({"author": "dave", "text": "m"}), "length")
         assert marker.status_code == 201
         assert (await stream.next(TIMEOUT_S)).data.encode() == marker.content
     stored = await history(client, room)
     assert [m["id"] for m in stored] == [first.json()["id"], marker.json()["id"]]
     # the key belongs to the room: in another room it is a new post
-    elsewhere = await send(client, f"{room}-b", body, "fast", key)
+    elsewhere = await send(client, f"{room}-b", body, "length", key)
     assert elsewhere.status_code == 201 and elsewhere.json()["id"] > marker.json()["id"]
 
 
-async def test_idempotency_key_first_used_on_the_quart_route(
+async def test_idempotency_key_first_used_with_a_chunked_body(
     client: httpx.AsyncClient, room: str
 ) -> None:
     key = {"Idempotency-Key": "é-latin-1 key".encode("latin-1")}
-    body = orjson.dumps({"author": "erin", "text": "via quart"})
-    first = await send(client, room, body, "quart", key)
+    body = orjson.dumps({"author": "erin", "text": "chunked first"})
+    first = await send(client, room, body, "chunked", key)
     assert first.status_code == 201, first.text
-    replay = await send(client, room, body, "fast", key)
+    replay = await send(client, room, body, "length", key)
     assert replay.status_code == 200 and replay.headers["idempotent-replayed"] == "true"
     assert replay.content == first.content
-    conflict = await send(client, room, orjson.dumps(GOOD), "fast", key)
+    conflict = await send(client, room, orjson.dumps(GOOD), "length", key)
     assert_error(conflict, 409, "conflict")
     assert [m["id"] for m in await history(client, room)] == [first.json()["id"]]
 
@@ -482,7 +482,7 @@ async def test_idempotency_key_first_used_on_the_quart_route(
 async def test_reply_to_a_missing_message_is_422_and_counted(
     client: httpx.AsyncClient, room: str
 ) -> None:
-    mine = await send(client, room, orjson.dumps(GOOD), "fast")
+    mine = await send(client, room, orjson.dumps(GOOD), "length")
     assert mine.status_code == 201
     answers = []
     for target_room in (room, f"{room}-fresh"):  # an existing room, and one never created
@@ -503,12 +503,12 @@ async def test_reply_to_a_missing_message_is_422_and_counted(
 
 async def test_store_errors_without_auto_create(make_server: Callable[..., LiveServer]) -> None:
     """A room that does not exist is 404 when rooms are not created on first use; an
-    idempotency conflict is 409: each answered and counted once on the fast path."""
+    idempotency conflict is 409: each answered and counted once."""
     live = make_server(CHAT_AUTO_CREATE_ROOMS="false")
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT_S) as client:
         assert (await client.put("/api/rooms/here", json={})).status_code == 201
         key = {"Idempotency-Key": "k"}
-        assert (await send(client, "here", orjson.dumps(GOOD), "fast", key)).status_code == 201
+        assert (await send(client, "here", orjson.dumps(GOOD), "length", key)).status_code == 201
         answers: dict[str, list[bytes]] = {"missing": [], "conflict": []}
         async with unchanged(client, "here"):
             for way in WAYS:
@@ -560,7 +560,7 @@ async def test_client_gone_before_its_body_is_complete(
         "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     ).encode()
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT_S) as client:
-        seeded = await send(client, room, orjson.dumps(GOOD), "fast")
+        seeded = await send(client, room, orjson.dumps(GOOD), "length")
         assert seeded.status_code == 201
         tasks_before = await settled_task_count(client)
         async with unchanged(client, room):
@@ -576,7 +576,7 @@ async def test_client_gone_before_its_body_is_complete(
                     await writer.wait_closed()
             await asyncio.sleep(0.3)  # let the server see the closes
         # the server is healthy: the next post works at once
-        after = await send(client, room, orjson.dumps({"author": "a", "text": "next"}), "fast")
+        after = await send(client, room, orjson.dumps({"author": "a", "text": "next"}), "length")
         assert after.status_code == 201, after.text
         stored = await history(client, room)
         assert [m["id"] for m in stored] == [seeded.json()["id"], after.json()["id"]]
@@ -585,7 +585,7 @@ async def test_client_gone_before_its_body_is_complete(
         assert await settled_task_count(client) <= tasks_before + 2, live.log()[-2000:]
 
 
-# -- 7: an unexpected error on the fast path -----------------------------------------------
+# -- 7: an unexpected error in the route -----------------------------------------------
 
 
 async def test_unexpected_store_failure_is_a_json_500(
@@ -596,12 +596,12 @@ async def test_unexpected_store_failure_is_a_json_500(
     counted, nothing stored, and the server goes on."""
     live = make_server()
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT_S) as client:
-        ok = await send(client, "r", orjson.dumps(GOOD), "fast")
+        ok = await send(client, "r", orjson.dumps(GOOD), "length")
         assert ok.status_code == 201
         db = sqlite3.connect(live.database, timeout=TIMEOUT_S)
         try:
             db.execute(
-                "CREATE TRIGGER fast_post_boom BEFORE INSERT ON messages "
+                "CREATE TRIGGER post_message_boom BEFORE INSERT ON messages "
                 "WHEN NEW.text = 'boom' BEGIN SELECT RAISE(ABORT, 'secret internals'); END"
             )
             db.commit()
@@ -620,7 +620,7 @@ async def test_unexpected_store_failure_is_a_json_500(
                 answers.append(response)
         assert answers[0].content == answers[1].content
         assert header_names(answers[0]) == header_names(answers[1])
-        after = await send(client, "r", orjson.dumps(GOOD), "fast")
+        after = await send(client, "r", orjson.dumps(GOOD), "length")
         assert after.status_code == 201
         assert [m["id"] for m in await history(client, "r")] == [
             ok.json()["id"],
@@ -633,15 +633,15 @@ async def test_a_stalled_body_is_408_on_both_paths(
     make_server: Callable[..., LiveServer],
 ) -> None:
     """A client that stops sending half-way through its body gets the 408 envelope
-    (``CHAT_BODY_TIMEOUT_SECONDS``, shortened here) on the fast path as on the Quart route,
+    (``CHAT_BODY_TIMEOUT_SECONDS``, shortened here) with either framing,
     and nothing is stored."""
     live = make_server(CHAT_BODY_TIMEOUT_SECONDS="1")
     head = (
         b"POST /api/rooms/stall/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     )
     for framing, part in (
-        (b"Content-Length: 100\r\n\r\n", b'{"author":'),  # the fast path
-        (b"Transfer-Encoding: chunked\r\n\r\n", b'a\r\n{"author":\r\n'),  # the Quart route
+        (b"Content-Length: 100\r\n\r\n", b'{"author":'),  # Content-Length
+        (b"Transfer-Encoding: chunked\r\n\r\n", b'a\r\n{"author":\r\n'),  # chunked
     ):
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection("127.0.0.1", live.port), TIMEOUT_S

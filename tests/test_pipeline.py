@@ -1,0 +1,166 @@
+"""The one request pipeline (chat/api/pipeline.py), against real Hypercorn servers: a policy
+in its limits seam refuses every route there is, whoever serves it; the plain routes are the
+ones that serve their endpoints; request ids; HEAD on a stream path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from quart import Quart
+
+from chat.api.pipeline import Identity, Request
+from chat.app import create_app
+from chat.config import Settings
+from chat.errors import Forbidden
+from chat.serve import hypercorn_config, serve
+from tests.live import LiveServer, free_port, open_stream, scrape
+from tests.test_errors import assert_error
+
+TIMEOUT_S = 10.0
+GOOD = {"author": "alice", "text": "hello"}
+
+
+@contextlib.asynccontextmanager
+async def in_process(app: Quart, settings: Settings) -> AsyncIterator[str]:
+    """Serve ``app`` on a free port with Hypercorn, in this test's loop; yields its URL."""
+    port = free_port()
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, hypercorn_config(settings, "127.0.0.1", port), stop))
+    try:
+        async with asyncio.timeout(TIMEOUT_S):
+            while True:
+                assert not task.done(), task
+                with contextlib.suppress(OSError):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+def concrete(path: str) -> str:
+    """A route's path with each placeholder (``{room}``, ``<id:message_id>``) filled in."""
+    return re.sub(r"\{[^}]+\}|<[^>]+>", "1", path)
+
+
+async def test_a_policy_refusing_everything_refuses_every_route(
+    client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Every route of /openapi.json, both stream paths, the message POST and every rule of
+    the route table answer with the policy's refusal, and nothing is stored or streamed."""
+    async with asyncio.timeout(TIMEOUT_S):
+        spec = (await client.get("/openapi.json")).json()
+    wanted = {(m.upper(), concrete(p)) for p, ops in spec["paths"].items() for m in ops}
+    assert ("POST", "/api/rooms/1/messages") in wanted, "the message POST is documented"
+    assert ("GET", "/api/rooms/1/events") in wanted and ("GET", "/api/events") in wanted
+    seen: list[tuple[str, str, Identity | None, bytes]] = []
+
+    async def identify(request: Request) -> Identity | None:
+        return Identity("tester")
+
+    async def refuse(request: Request) -> None:
+        seen.append((request.method, request.path, request.identity, request.body))
+        raise Forbidden("refused by the test's policy")
+
+    settings = Settings(database=str(tmp_path / "chat.db"))
+    app = create_app(settings, identify=identify, policies=[refuse])
+    wanted |= {(m, concrete(r.rule)) for r in app.url_map.iter_rules() for m in r.methods or ()}
+    wanted.add(("GET", "/api/events?rooms=*"))
+    body = b'{"author": "alice", "text": "hello"}'
+    async with in_process(app, settings) as url, httpx.AsyncClient(base_url=url) as refused:
+        for method, path in sorted(wanted):
+            async with asyncio.timeout(TIMEOUT_S):
+                response = await refused.request(
+                    method, path, content=body, headers={"content-type": "application/json"}
+                )
+            if method == "HEAD":
+                assert response.status_code == 403 and response.content == b"", (method, path)
+                continue
+            error = assert_error(response, 403, "forbidden")
+            assert error["message"] == "refused by the test's policy", (method, path)
+    assert {(m, p.partition("?")[0]) for m, p in wanted} == {(m, p) for m, p, _, _ in seen}
+    assert all(who == Identity("tester") and got == body for _, _, who, got in seen)
+    with sqlite3.connect(tmp_path / "chat.db") as db:
+        assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM rooms").fetchone() == (0,)
+
+
+async def test_plain_routes_serve_their_endpoints(client: httpx.AsyncClient, room: str) -> None:
+    """The stream GETs and the message POST are served by their plain routes, whatever the
+    body's framing; Quart serves the rest. A change that routes them to Quart fails here."""
+
+    def served(values: dict[str, float], endpoint: str, by: str) -> float:
+        return values.get(f'chat_requests_total{{endpoint="{endpoint}",served_by="{by}"}}', 0)
+
+    async def chunked() -> AsyncIterator[bytes]:
+        yield b'{"author": "alice", '
+        yield b'"text": "chunked"}'
+
+    async with asyncio.timeout(TIMEOUT_S):
+        before = await scrape(client)
+        async with open_stream(client, f"/api/rooms/{room}/events") as stream:
+            for _ in range(3):
+                assert (await client.post(f"/api/rooms/{room}/messages", json=GOOD)).is_success
+            headers = {"content-type": "application/json"}
+            response = await client.post(
+                f"/api/rooms/{room}/messages", content=chunked(), headers=headers
+            )
+            assert response.status_code == 201, response.text
+            assert [e.json()["text"] for e in await stream.take(4)] == ["hello"] * 3 + ["chunked"]
+        async with open_stream(client, "/api/events", params={"rooms": room}):
+            pass
+        assert (await client.get(f"/api/rooms/{room}/messages")).status_code == 200
+        after = await scrape(client)
+    for endpoint, by, count in [
+        ("messages.post", "plain", 4),
+        ("streams.room_events", "plain", 1),
+        ("streams.events", "plain", 1),
+        ("messages.history", "quart", 1),
+    ]:
+        assert served(after, endpoint, by) - served(before, endpoint, by) == count, endpoint
+    for endpoint in ("messages.post", "streams.room_events", "streams.events"):
+        assert served(after, endpoint, "quart") == 0, endpoint
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_request_ids(client: httpx.AsyncClient, method: str) -> None:
+    """A well-formed X-Request-ID is echoed; otherwise the answer carries a new one."""
+    async with asyncio.timeout(TIMEOUT_S):
+        given = await client.request(method, "/api/nope", headers={"x-request-id": "abc-123.x"})
+        assert given.headers.get_list("x-request-id") == ["abc-123.x"]
+        made = [
+            (await client.request(method, "/api/nope", headers=headers)).headers["x-request-id"]
+            for headers in ({}, {"x-request-id": "bad id"}, {"x-request-id": "x" * 129})
+        ]
+    assert all(re.fullmatch("[0-9a-f]{16}", made_id) for made_id in made), made
+    assert len(set(made)) == 3
+
+
+async def test_head_on_a_stream_path_opens_no_stream(
+    client: httpx.AsyncClient, server: LiveServer, room: str
+) -> None:
+    async with asyncio.timeout(TIMEOUT_S):
+        assert (await client.put(f"/api/rooms/{room}", json={})).status_code == 201
+        before = await scrape(client)
+        for path in (f"/api/rooms/{room}/events?user=head", f"/api/events?rooms={room}&user=h"):
+            response = await client.head(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-type"].startswith("text/event-stream")
+            assert response.content == b""
+        invalid = await client.head("/api/events")  # no rooms=
+        assert invalid.status_code == 400 and invalid.content == b""
+        presence: dict[str, Any] = (await client.get(f"/api/rooms/{room}/presence")).json()
+        after = await scrape(client)
+    assert presence["users"] == []
+    assert after["chat_streams_opened_total"] == before["chat_streams_opened_total"]

@@ -1,0 +1,277 @@
+"""Stream bodies written straight to Hypercorn's transport, chunk-encoded
+(``chat.api.transport.TransportWriter``), read over raw sockets with the HTTP/1.1 chunked
+framing decoded by hand: a mis-framed chunk, a lost, repeated or reordered frame, or a
+missing terminator is what fails. ``chat_stream_writers_total{writer}`` must show that the
+pinned Hypercorn takes the transport path for HTTP/1.1 and ASGI send for HTTP/1.0, so a
+library upgrade that silently switches the direct write off fails here. Every wait is
+bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+import orjson
+
+from tests.live import LiveServer, scrape
+
+MakeServer = Callable[..., LiveServer]
+TIMEOUT_S = 2.0
+PUBLISHED = 360  # what ``publish`` posts: 10 one by one, 250 concurrently, a batch of 100
+WRITERS = 'chat_stream_writers_total{{writer="{}"}}'
+
+
+async def stream_writers(url: str) -> tuple[float, float]:
+    """(streams written to the transport, streams written through ASGI send)."""
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        values = await asyncio.wait_for(scrape(client), 10)
+    return values.get(WRITERS.format("transport"), 0), values.get(WRITERS.format("asgi_send"), 0)
+
+
+HELLO = b"retry: 3000\n: connected\n\n"
+SSE_LINE = re.compile(rb"(retry: \d+|id: \d+|event: [a-z.]+|data: .*|:.*)")
+
+
+def parse_frames(body: bytes) -> tuple[list[dict[str, Any]], bytes]:
+    """Complete SSE frames in ``body`` (events only; comments dropped) and the rest. Every
+    line must be an SSE line: chunk framing leaking into a body would fail here."""
+    events: list[dict[str, Any]] = []
+    *blocks, rest = body.split(b"\n\n")
+    for block in blocks:
+        fields: dict[str, bytes] = {}
+        for line in block.split(b"\n"):
+            assert SSE_LINE.fullmatch(line), f"not an SSE line: {line[:80]!r}"
+            if not line.startswith(b":"):
+                name, _, value = line.partition(b": ")
+                fields[name.decode()] = value
+        if "data" in fields:
+            events.append(
+                {
+                    "id": int(fields["id"]) if "id" in fields else None,
+                    "event": fields["event"].decode(),
+                    "data": orjson.loads(fields["data"]),
+                }
+            )
+    return events, rest
+
+
+class RawStream:
+    """One stream over a raw socket: HTTP/1.1 (chunked, decoded here) or HTTP/1.0."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.head = b""
+        self.chunks: list[bytes] = []
+
+    @classmethod
+    async def open(cls, port: int, path: str, version: str) -> RawStream:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, limit=1 << 20), TIMEOUT_S * 5
+        )
+        self = cls(reader, writer)
+        writer.write(f"GET {path} {version}\r\nHost: 127.0.0.1\r\n\r\n".encode())
+        await asyncio.wait_for(writer.drain(), TIMEOUT_S * 5)
+        self.head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S * 5)
+        assert self.head.startswith(b"HTTP/1.1 200 "), self.head
+        assert b"\r\ncontent-type: text/event-stream" in self.head.lower(), self.head
+        return self
+
+    async def chunk(self) -> bytes | None:
+        """The next chunk of a chunked body, checked: a size line of bare lowercase hex, then
+        exactly that many bytes, then CRLF. None at the terminator (``0`` CRLF CRLF)."""
+        line = await self.reader.readuntil(b"\r\n")
+        assert re.fullmatch(rb"[0-9a-f]+\r\n", line), f"bad chunk size line {line[:40]!r}"
+        size = int(line[:-2], 16)
+        if size == 0:
+            assert await self.reader.readexactly(2) == b"\r\n", "no CRLF after the last chunk"
+            return None
+        data = await self.reader.readexactly(size + 2)
+        assert data.endswith(b"\r\n"), f"chunk of {size} bytes not followed by CRLF"
+        self.chunks.append(data[:-2])
+        return data[:-2]
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(self.writer.wait_closed(), TIMEOUT_S)
+
+
+async def read_while_publishing(
+    url: str, room: str, receive: Callable[[], Awaitable[bytes | None]]
+) -> tuple[list[dict[str, Any]], dict[int, str], bytes]:
+    """``publish`` while reading the stream (``receive``: its next bytes, None or b"" at its
+    end) until it has as many events as were acknowledged: (the events read, id -> text of
+    what was acknowledged, the bytes left unparsed)."""
+    got: list[dict[str, Any]] = []
+    body = b""
+
+    async def read(count: int) -> None:
+        nonlocal body
+        while len(got) < count:
+            data = await receive()
+            assert data, f"the stream ended after {len(got)} events"
+            body += data
+            events, body = parse_frames(body)
+            got.extend(events)
+
+    reader = asyncio.create_task(asyncio.wait_for(read(PUBLISHED), 60))
+    try:
+        acked = await publish(url, room)
+        await reader
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    return got, acked, body
+
+
+async def publish(url: str, room: str, timeout_s: float = 60) -> dict[int, str]:
+    """Posts in three shapes, each delivered by another path: one by one with pauses past the
+    coalescing window (idle stream: written from the publisher's call), concurrent bursts
+    (held for the flusher's tick, or queued for the task), and one batch (one dispatch).
+    Returns id -> text of everything acknowledged."""
+    acked: dict[int, str] = {}
+    async with (
+        asyncio.timeout(timeout_s),
+        httpx.AsyncClient(base_url=url, timeout=10) as client,
+    ):
+
+        async def post(text: str) -> None:
+            response = await client.post(
+                f"/api/rooms/{room}/messages", json={"author": "alice", "text": text}
+            )
+            assert response.status_code == 201, response.text
+            acked[response.json()["id"]] = text
+
+        for i in range(10):
+            await post(f"slow {i}")
+            await asyncio.sleep(0.03)
+        gate = asyncio.Semaphore(16)
+
+        async def gated(text: str) -> None:
+            async with gate:
+                await post(text)
+
+        await asyncio.gather(*(gated(f"burst {i} " + "y" * (i % 300)) for i in range(250)))
+        batch = [{"author": "bob", "text": f"batch {i}"} for i in range(100)]
+        response = await client.post(f"/api/rooms/{room}/messages/batch", json={"messages": batch})
+        assert response.status_code == 201, response.text
+        for event in response.json()["events"]:
+            acked[event["id"]] = event["text"]
+    return acked
+
+
+async def create_room(url: str, room: str) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        response = await asyncio.wait_for(client.put(f"/api/rooms/{room}", json={}), 10)
+        assert response.status_code in (200, 201), response.text
+
+
+async def test_http11_stream_is_chunk_encoded_in_order_and_terminated_at_shutdown(
+    make_server: MakeServer,
+) -> None:
+    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
+    room = "direct"
+    await create_room(live.url, room)
+    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.1")
+    try:
+        assert b"\r\ntransfer-encoding: chunked\r\n" in stream.head.lower(), stream.head
+        assert await asyncio.wait_for(stream.chunk(), TIMEOUT_S * 5) == HELLO
+        assert await stream_writers(live.url) == (1, 0), "HTTP/1.1 must take the transport path"
+
+        got, acked, body = await read_while_publishing(live.url, room, stream.chunk)
+        assert len(acked) == PUBLISHED
+        ids = [e["id"] for e in got]
+        assert ids == sorted(acked), "every acknowledged id once, in increasing order"
+        assert [e["data"]["text"] for e in got] == [acked[i] for i in ids]
+        assert all(e["event"] == "message" and e["data"]["room"] == room for e in got)
+        # a chunk holds whole frames: nothing is split across chunks
+        assert body == b""
+        assert all(chunk.endswith(b"\n\n") for chunk in stream.chunks)
+
+        # a graceful shutdown ends the stream with the chunked terminator, then closes
+        code = asyncio.create_task(asyncio.to_thread(live.terminate, 20))
+        try:
+            tail = b""
+            async with asyncio.timeout(25):
+                while (chunk := await stream.chunk()) is not None:
+                    tail += chunk
+                after = await stream.reader.read()
+            events, rest = parse_frames(tail)
+            assert events == [] and rest == b""  # at most pings: nothing was posted
+            assert after == b""  # EOF right after the terminator
+        finally:
+            assert await asyncio.wait_for(code, 30) == 0
+    finally:
+        await stream.close()
+
+
+async def test_http10_stream_is_close_delimited_without_chunk_framing(
+    make_server: MakeServer,
+) -> None:
+    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
+    room = "old-client"
+    await create_room(live.url, room)
+    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.0")
+    try:
+        head = stream.head.lower()
+        assert b"transfer-encoding" not in head and b"content-length" not in head, head
+        assert b"\r\nconnection: close\r\n" in head, head
+        assert await asyncio.wait_for(stream.reader.readexactly(len(HELLO)), 10) == HELLO
+        assert await stream_writers(live.url) == (0, 1), "HTTP/1.0 has no chunked transport"
+
+        got, acked, body = await read_while_publishing(
+            live.url, room, lambda: stream.reader.read(1 << 16)
+        )
+        ids = [e["id"] for e in got]
+        assert ids == sorted(acked) and len(ids) == PUBLISHED
+        assert [e["data"]["text"] for e in got] == [acked[i] for i in ids]
+        assert body == b""
+
+        # a graceful shutdown ends the body by closing the connection (no terminator)
+        code = asyncio.create_task(asyncio.to_thread(live.terminate, 20))
+        try:
+            async with asyncio.timeout(25):
+                tail = await stream.reader.read()  # up to EOF
+            events, rest = parse_frames(tail)
+            assert events == [] and rest == b"", tail[:200]
+        finally:
+            assert await asyncio.wait_for(code, 30) == 0
+    finally:
+        await stream.close()
+
+
+async def test_a_stream_whose_client_went_away_is_dropped_and_publishers_go_on(
+    make_server: MakeServer,
+) -> None:
+    """A client that resets its connection while its stream is idle: the next publish writes
+    into a closing transport (the direct path), the stream ends and leaves its room, and
+    every POST is answered."""
+    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
+    room = "gone"
+    await create_room(live.url, room)
+    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.1")
+    assert await asyncio.wait_for(stream.chunk(), 10) == HELLO
+    sock = stream.writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    stream.writer.transport.abort()  # RST, not FIN
+    async with (
+        asyncio.timeout(30),
+        httpx.AsyncClient(base_url=live.url, timeout=10) as client,
+    ):
+        for i in range(20):
+            response = await client.post(
+                f"/api/rooms/{room}/messages", json={"author": "a", "text": f"m{i}"}
+            )
+            assert response.status_code == 201
+        for _ in range(200):
+            answer = (await client.get(f"/api/rooms/{room}")).json()
+            if answer["subscribers"] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert answer["subscribers"] == 0

@@ -32,7 +32,8 @@ EVENT_TYPES = PERSISTED_TYPES | EPHEMERAL_TYPES
 @dataclass(slots=True, eq=False)
 class Event:
     """Never changed once built (every subscriber shares it). Not ``frozen=True`` only because
-    a frozen dataclass's ``__init__`` costs 1.05 µs against 0.26 µs, per event."""
+    a frozen dataclass's ``__init__`` costs four times as much, per event
+    (docs/design/performance.md)."""
 
     id: int | None
     type: str
@@ -70,9 +71,8 @@ def make_event(
     payload["room"] = room
     payload["created_at"] = created_at or now_rfc3339()
     payload.update(fields)
-    # orjson leaves its output in a buffer of 4 KiB or more (a 160-byte event held 4,098
-    # bytes, measured with tracemalloc). An event lives on in subscribers' queues and in the
-    # answer, so it keeps an exact-size copy: ~0.06 us, 20x less memory.
+    # orjson leaves its output in a buffer of 4 KiB or more. An event lives on in subscribers'
+    # queues and in the answer, so it keeps an exact-size copy (docs/design/performance.md).
     data = b"".join((orjson.dumps(payload), b""))
     return event_from_json(data, payload)
 

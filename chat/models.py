@@ -197,7 +197,9 @@ class EventOut(BaseModel):
     created_at: str
 
 
-class Presence(BaseModel):
+class PresentUsers(BaseModel):
+    """Who is in a room now (the answer of GET /api/rooms/{room}/presence)."""
+
     users: list[str]
 
 

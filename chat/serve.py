@@ -96,9 +96,9 @@ GC_THRESHOLDS = (20_000, 50, 100)
 def tune_gc() -> None:
     """The cyclic garbage collector, tuned for a server: what was imported and built at start
     is frozen (never scanned again), and collections run less often. A batch of 500 events
-    allocates thousands of short-lived containers, and with the default thresholds (700, 10,
-    10) the collector took 11% of the samples of the batch benchmark (py-spy); with these it
-    committed ~10% more (docs/design/performance.md). Nothing here relies on cycles."""
+    allocates thousands of short-lived containers, and with the default thresholds the
+    collector took a large share of the batch benchmark's time (docs/design/performance.md).
+    Nothing here relies on cycles."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)

@@ -23,7 +23,7 @@ from chat.models import (
     EventBatch,
     EventOut,
     IdempotencyHeaders,
-    Presence,
+    PresentUsers,
     ReadIn,
     TypingIn,
     Unread,
@@ -93,7 +93,7 @@ async def typing(room: str, data: TypingIn) -> tuple[dict[str, Any], int]:
 
 
 @bp.get("/api/rooms/<room>/presence")
-@document_response(Presence)
+@document_response(PresentUsers)
 async def presence(room: str) -> dict[str, Any]:
     """Users connected to the room now (streams opened with `user=`), sorted."""
     check_room(room)

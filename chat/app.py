@@ -21,7 +21,8 @@ from chat import __version__, api
 from chat.api import routes
 from chat.api.envelope import JSON
 from chat.api.ops import DOCS_ASSETS, STATIC_DIR
-from chat.api.pipeline import Identify, Pipeline, Policy, anonymous
+from chat.api.pipeline import Pipeline
+from chat.api.request import Identify, Policy, anonymous
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
 from chat.errors import Unavailable
@@ -156,7 +157,7 @@ def create_app(
 
     async def watch_load() -> None:
         """How much of the time the loop is idle: the coalescing window widens without it."""
-        meter = IdleMeter(asyncio.get_running_loop())
+        meter = IdleMeter()
         flusher = services.streams.flusher
         while True:
             await asyncio.sleep(LOAD_PROBE_S)

@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chat.events import Event
-from chat.hub import Hub, Subscriber
+from chat.hub import Hub
+from chat.subscriber import Subscriber
 
 
 class Registry:
@@ -98,10 +99,7 @@ class Registry:
         """Something went wrong between the store and the hubs (a dispatch failed half way):
         every subscriber catches up from the store, so none silently misses an event."""
         for sub in self.subscribers:
-            sub.behind = True
-            sub.pending = []
-            sub.pending_bytes = 0
-            sub.wake()
+            sub.fall_behind()
 
     def close_all(self) -> None:
         """Shutdown: end every open stream (clients resume elsewhere or later)."""

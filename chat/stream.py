@@ -22,11 +22,12 @@ from chat import sse
 from chat.config import Settings
 from chat.events import Event, make_event
 from chat.filters import Filter
-from chat.hub import Flusher, Subscriber
+from chat.flusher import Flusher
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.registry import Registry
 from chat.store import Store
+from chat.subscriber import ACTIVE, BEHIND, CLOSED, CONGESTED, Subscriber
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class Streams:
             settings.coalesce_ms / 1000,
             settings.coalesce_max_ms / 1000,
             settings.coalesce_write_share,
+            metrics,
         )
 
     def subscriber(self, request: StreamRequest) -> Subscriber:
@@ -66,7 +68,6 @@ class Streams:
             limit_bytes=self.settings.subscriber_buffer_bytes,
             user=request.user,
             flusher=self.flusher,
-            metrics=self.metrics,
         )
 
     async def open(self, request: StreamRequest, sub: Subscriber) -> AsyncGenerator[bytes, None]:
@@ -87,14 +88,19 @@ class Streams:
             loop = asyncio.get_running_loop()
             flusher = self.flusher
             flushed = False
-            while not sub.closed:
-                if sub.congested:  # a direct write filled the connection (Subscriber.write_now)
-                    assert sub.sink is not None
-                    await sub.sink.drain()
-                    sub.congested = False
+            while (state := sub.state) is not CLOSED:
+                sink = sub.sink
+                if state is CONGESTED:  # a direct write filled the connection (chat.flusher)
+                    assert sink is not None
+                    await sink.drain()
+                    sub.drained()
                     continue
-                if sub.behind:
-                    sub.behind = False  # from here on, live events queue again
+                if state is BEHIND:
+                    if sink is not None and sink.full():  # it was congested when it fell behind
+                        await sink.drain()
+                        if sub.state is not BEHIND:
+                            continue
+                    sub.state = ACTIVE  # from here on, live events queue again
                     self.metrics.catchups.inc()
                     async for chunk in self._replay(sub):
                         yield chunk
@@ -151,7 +157,7 @@ class Streams:
 
     async def _replay(self, sub: Subscriber) -> AsyncIterator[bytes]:
         page = self.settings.replay_page_size
-        while not sub.closed:
+        while sub.state is not CLOSED:
             events = await self.store.events_after(sub.rooms, sub.last_id, page)
             if not events:
                 return

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from quart import Quart
 
-from chat.api.pipeline import Identity, Request
+from chat.api.request import Identity, Request
 from chat.app import create_app
 from chat.config import Settings
 from chat.errors import Forbidden

@@ -6,8 +6,8 @@ import asyncio
 
 from chat.events import Event, make_event
 from chat.filters import parse_filter
-from chat.hub import Subscriber
 from chat.registry import Registry
+from chat.subscriber import State, Subscriber
 
 TIMEOUT_S = 1.0
 
@@ -159,7 +159,7 @@ async def test_close_all_closes_and_wakes_everyone() -> None:
     assert not any(t.done() for t in waits)
     reg.close_all()
     await asyncio.wait_for(asyncio.gather(*waits), TIMEOUT_S)
-    assert all(s.closed for s in subs)
+    assert all(s.state is State.CLOSED for s in subs)
     reg.dispatch(msg("a", 1))
     assert all(s.take() == [] for s in subs)
     for s in subs:  # what each stream's `finally` does
@@ -193,8 +193,26 @@ def test_dispatch_all_hands_runs_of_one_room_over_at_once_in_id_order() -> None:
     for single, run in zip(singles, runs, strict=True):
         assert run.pending == single.pending
         assert run.pending_bytes == single.pending_bytes == sum(len(e.frame) for e in run.pending)
-        assert run.behind == single.behind
+        assert run.state is single.state
     assert [e.id for e in runs[2].pending] == [1, 2, 3, 4, 5, 6, None, 7]
     assert [e.id for e in runs[1].pending] == [2, 5]
-    assert runs[4].behind and runs[4].pending == []
+    assert runs[4].state is State.BEHIND and runs[4].pending == []
     assert at_once.position == one_by_one.position == 7
+
+
+async def test_resync_all_sends_everyone_back_to_the_store_and_wakes_them() -> None:
+    reg = Registry()
+    parked, queued, closed = Subscriber(("a",)), Subscriber(("a",)), Subscriber(None)
+    for s in (parked, queued, closed):
+        reg.subscribe(s)
+    waiting = asyncio.create_task(parked.wait())
+    await asyncio.sleep(0)
+    reg.dispatch(msg("a", 1))
+    await asyncio.wait_for(waiting, TIMEOUT_S)
+    closed.close()
+    reg.resync_all()
+    assert parked.state is State.BEHIND and queued.state is State.BEHIND
+    assert closed.state is State.CLOSED
+    assert all(s.pending == [] and s.pending_bytes == 0 for s in (parked, queued, closed))
+    waiting = asyncio.create_task(queued.wait())  # catching up is work: no parking
+    await asyncio.wait_for(waiting, TIMEOUT_S)

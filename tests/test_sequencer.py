@@ -8,9 +8,9 @@ import itertools
 from collections.abc import Callable
 
 from chat.events import Event, make_event
-from chat.hub import Subscriber
 from chat.registry import Registry
 from chat.sequencer import HOLD_MAX, Sequencer
+from chat.subscriber import Subscriber
 
 TIMEOUT_S = 2.0
 

@@ -20,13 +20,13 @@ from urllib.parse import parse_qsl
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 
 from chat.api.deps import Services, require_room
-from chat.api.pipeline import Request
+from chat.api.request import Request
 from chat.api.transport import TransportWriter
 from chat.errors import InvalidQuery, Unavailable
 from chat.filters import MAX_NAME_CHARS, parse_filter, split_list
-from chat.hub import Subscriber
 from chat.models import check_room
 from chat.stream import StreamRequest
+from chat.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 

@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import secrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from hypercorn.typing import (
     ASGIReceiveCallable,
     ASGIReceiveEvent,
     ASGISendCallable,
     ASGISendEvent,
-    HTTPScope,
     Scope,
 )
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
@@ -41,6 +37,7 @@ from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, RequestRedirect
 
 from chat.api.envelope import answer_for
+from chat.api.request import Identify, Policy, Request, anonymous
 from chat.errors import (
     ChatError,
     MethodNotAllowed,
@@ -59,80 +56,7 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # most this long: Hypercorn closes a connection whose request was not read to the end, and
 # the kernel then resets it, which can destroy the 413 on its way to the client.
 DRAIN_S = 2.0
-REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
 SCOPE_KEY = "chat.request"  # where Quart routes find the Request: request.scope[SCOPE_KEY]
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who is asking. The identity seam fills it; ``None`` on a Request is anonymous."""
-
-    user: str
-
-
-class Request:
-    """One request as the pipeline sees it: its head, its whole body once read, who asks,
-    and its access record."""
-
-    __slots__ = (
-        "body",
-        "endpoint",
-        "id",
-        "identity",
-        "raw_send",
-        "scope",
-        "sent_bytes",
-        "served_by",
-        "started",
-        "status",
-    )
-
-    def __init__(self, scope: HTTPScope, raw_send: ASGISendCallable) -> None:
-        self.scope = scope
-        self.raw_send = raw_send  # the server's own send, for ``chat.api.transport``
-        self.started = time.perf_counter()
-        given = self.header(b"x-request-id")
-        self.id = given if given is not None and REQUEST_ID.fullmatch(given) else None
-        self.body = b""
-        self.identity: Identity | None = None
-        self.endpoint = ""  # the route table's name for what served it; "" if none matched
-        self.served_by = ""  # "plain" (a plain route) or "quart"; "" if not routed
-        self.status = 0  # 0 until the answer starts
-        self.sent_bytes = 0
-
-    @property
-    def method(self) -> str:
-        return self.scope["method"]
-
-    @property
-    def path(self) -> str:
-        return self.scope["path"]
-
-    def header(self, name: bytes) -> bytes | None:
-        """The first value of a header (``name`` in lower case), or None."""
-        for key, value in self.scope["headers"]:
-            if key == name:
-                return value
-        return None
-
-    def request_id(self) -> bytes:
-        if self.id is None:
-            self.id = secrets.token_hex(8).encode()
-        return self.id
-
-
-class Policy(Protocol):
-    """A limit on requests: returns to let the request on, raises a ChatError to refuse it."""
-
-    async def __call__(self, request: Request) -> None: ...
-
-
-class Identify(Protocol):
-    async def __call__(self, request: Request) -> Identity | None: ...
-
-
-async def anonymous(request: Request) -> Identity | None:
-    return None
 
 
 PlainRoute = Callable[

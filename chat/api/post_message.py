@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from chat.api.deps import Services, commit_idempotent
 from chat.api.envelope import JSON_BYTES, field_errors
-from chat.api.pipeline import Request
+from chat.api.request import Request
 from chat.errors import InvalidJSON, ValidationFailed
 from chat.models import MessageIn, check_room
 from chat.store import writes

@@ -1,11 +1,8 @@
-"""Direct writes: live frames written by the flusher's slices (``Subscriber.write_now``) while
-the stream's task is parked idle, and body chunks written straight to Hypercorn's transport,
-chunk-encoded (``chat.api.fast_streams.DirectWriter``).
-
-The first half drives ``Subscriber``/``Flusher`` with a fake sink; the second half reads real
-streams over raw sockets and decodes the HTTP/1.1 chunked framing by hand, so a mis-framed
-chunk, a lost, repeated or reordered frame, or a missing terminator is what fails.
-Every wait is bounded."""
+"""The flusher writing live frames straight to a stream's sink (``Flusher.write_due``) while
+the stream's task stays parked, driven with fake sinks: a quiet stream's frame goes out in
+the next slice, a busy one's at the tick as one chunk, a full sink wakes the task to drain,
+a refusing or raising sink ends only its own stream. The real sink over real sockets is
+tests/test_transport.py. Every wait is bounded."""
 
 from __future__ import annotations
 
@@ -15,7 +12,8 @@ import time
 from collections.abc import Callable
 
 from chat.events import Event, make_event
-from chat.hub import SLICE, Flusher, Subscriber
+from chat.flusher import SLICE, Flusher
+from chat.subscriber import State, Subscriber
 from tests.live import LiveServer
 
 MakeServer = Callable[..., LiveServer]
@@ -24,11 +22,8 @@ WINDOW_S = 0.05  # the flusher's coalescing window in the unit tests
 PUBLISHED = 360  # what ``publish`` posts: 10 one by one, 250 concurrently, a batch of 100
 
 
-# -- unit: Subscriber and Flusher with a fake sink ------------------------------------------
-
-
 class FakeSink:
-    """What ``Subscriber.write_now`` writes to: records the chunks, can refuse or be full."""
+    """What ``Flusher.write_due`` writes to: records the chunks, can refuse or be full."""
 
     def __init__(self, *, accept: bool = True, full: bool = False) -> None:
         self.chunks: list[bytes] = []
@@ -76,7 +71,7 @@ async def park_idle(s: Subscriber) -> asyncio.Task[None]:
     """The stream's task, parked in ``wait`` with nothing to do (as in ``Streams.open``)."""
     task = asyncio.ensure_future(s.wait())
     await settle()
-    assert s.idle and not task.done()
+    assert s.state is State.IDLE and not task.done()
     return task
 
 
@@ -101,13 +96,15 @@ async def test_idle_push_is_written_in_the_next_slice_without_waking_the_task() 
     try:
         first = msg(1)
         s.push(first)
-        assert sink.chunks == [] and s.holding  # due: the publisher's call returns first
+        assert (
+            sink.chunks == [] and s.state is State.DIRECT
+        )  # due: the publisher's call returns first
         assert flusher.due == [s] and flusher.handle is None  # no tick: the next cycle
         await asyncio.sleep(0)
         assert sink.chunks == [first.frame]  # one loop cycle later
-        assert s.pending == [] and s.last_id == 1 and not s.holding
+        assert s.pending == [] and s.last_id == 1 and s.state is State.IDLE
         await settle()
-        assert not task.done() and s.idle  # the task never ran
+        assert not task.done() and s.state is State.IDLE  # the task never ran
         # quiet for longer than the window: the next one goes out at once as well
         s.last_write -= 2 * WINDOW_S
         second = msg(2)
@@ -115,7 +112,7 @@ async def test_idle_push_is_written_in_the_next_slice_without_waking_the_task() 
         await asyncio.sleep(0)
         assert sink.chunks == [first.frame, second.frame]
         await settle()
-        assert not task.done() and s.idle and s.last_id == 2
+        assert not task.done() and s.state is State.IDLE and s.last_id == 2
     finally:
         await stop(task)
 
@@ -129,7 +126,7 @@ async def test_pushes_before_the_slice_runs_go_out_in_its_one_write() -> None:
             s.push(event)  # one publisher's call (one batch): all due in the same slice
         await asyncio.sleep(0)
         assert sink.chunks == [b"".join(e.frame for e in events)]
-        assert not task.done() and s.idle
+        assert not task.done() and s.state is State.IDLE
     finally:
         await stop(task)
 
@@ -172,12 +169,14 @@ async def test_push_within_the_window_is_held_and_written_at_the_tick_as_one_chu
         for event in events[1:]:
             s.push(event)  # within the window: held for the tick
         assert sink.chunks == [events[0].frame]
-        assert s.holding and flusher.handle is not None
+        assert s.state is State.DIRECT and flusher.handle is not None
         await until(lambda: len(sink.chunks) >= 2)
         assert sink.chunks == [events[0].frame, b"".join(e.frame for e in events[1:])]
-        assert not s.holding and s.pending == [] and s.last_id == 4
+        assert s.state is State.IDLE and s.pending == [] and s.last_id == 4
         await settle()
-        assert not task.done() and s.idle  # written by the tick, the task still parked
+        assert (
+            not task.done() and s.state is State.IDLE
+        )  # written by the tick, the task still parked
     finally:
         await stop(task)
 
@@ -193,7 +192,7 @@ async def test_a_busy_subscriber_queues_and_its_task_writes() -> None:
     parked = await park_idle(s)
     try:
         s.heartbeat_tick(time.monotonic() + 3600, 1.0)
-        assert not s.idle
+        assert s.state is State.ACTIVE
         second = msg(2)
         s.push(second)
         assert sink.chunks == [] and s.pending == [second]
@@ -227,7 +226,7 @@ async def test_a_full_sink_marks_the_subscriber_congested_and_wakes_its_task() -
         s.push(first)
         await asyncio.sleep(0)
         assert sink.chunks == [first.frame]  # written, and the buffer is past its mark
-        assert s.congested and not s.idle
+        assert s.state is State.CONGESTED
         await asyncio.wait_for(task, TIMEOUT_S)  # woken to drain
         second = msg(2)
         s.push(second)  # while it drains, frames queue
@@ -243,7 +242,7 @@ async def test_a_sink_that_refuses_the_write_closes_the_subscriber() -> None:
     try:
         s.push(msg(1))
         await asyncio.sleep(0)
-        assert s.closed
+        assert s.state is State.CLOSED
         await asyncio.wait_for(task, TIMEOUT_S)  # woken: its stream ends
         s.push(msg(2))
         assert s.pending == [] and sink.chunks == []
@@ -268,7 +267,7 @@ async def test_render_skips_own_typing_and_ids_already_sent() -> None:
         s.push(m[2])
         await settle()
         assert sink.chunks == [] and s.pending == []
-        assert not task.done() and s.idle
+        assert not task.done() and s.state is State.IDLE
         s.push(m[8])
         await asyncio.sleep(0)
         assert sink.chunks == [m[8].frame] and s.last_id == 8
@@ -282,7 +281,7 @@ async def test_overflow_while_held_wakes_the_task_to_catch_up() -> None:
     try:
         for i in range(1, 60):  # one burst (as one batch's dispatch): > 4 KiB in the window
             s.push(msg(i, "x" * 200))
-        assert s.behind
+        assert s.state is State.BEHIND
         await asyncio.wait_for(task, 4 * WINDOW_S + 0.5)  # must run, to catch up
     finally:
         await stop(task)
@@ -305,10 +304,10 @@ async def test_a_sink_that_raises_ends_only_its_own_stream_and_the_tick_goes_on(
         event = msg(1)
         for s in subs:
             s.push(event)
-        assert all(s.holding for s in subs) and sinks[0].chunks == []
-        await until(lambda: not any(s.holding for s in subs))
+        assert all(s.state is State.DIRECT for s in subs) and sinks[0].chunks == []
+        await until(lambda: not any(s.state is State.DIRECT for s in subs))
         assert sinks[0].chunks == [event.frame] and sinks[2].chunks == [event.frame]
-        assert subs[1].closed and not subs[0].closed and not subs[2].closed
+        assert [s.state for s in subs] == [State.IDLE, State.CLOSED, State.IDLE]
         await asyncio.wait_for(tasks[1], TIMEOUT_S)  # woken to end its stream
         later = msg(2)
         for s in subs:

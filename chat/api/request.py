@@ -1,0 +1,86 @@
+"""One request as the pipeline sees it (``Request``), and the pipeline's two seams: who is
+asking (``Identify``) and whether to let the request on (``Policy``)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from hypercorn.typing import ASGISendCallable, HTTPScope
+
+REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is asking. The identity seam fills it; ``None`` on a Request is anonymous."""
+
+    user: str
+
+
+class Request:
+    """One request as the pipeline sees it: its head, its whole body once read, who asks,
+    and its access record."""
+
+    __slots__ = (
+        "body",
+        "endpoint",
+        "id",
+        "identity",
+        "raw_send",
+        "scope",
+        "sent_bytes",
+        "served_by",
+        "started",
+        "status",
+    )
+
+    def __init__(self, scope: HTTPScope, raw_send: ASGISendCallable) -> None:
+        self.scope = scope
+        self.raw_send = raw_send  # the server's own send, for ``chat.api.transport``
+        self.started = time.perf_counter()
+        given = self.header(b"x-request-id")
+        self.id = given if given is not None and REQUEST_ID.fullmatch(given) else None
+        self.body = b""
+        self.identity: Identity | None = None
+        self.endpoint = ""  # the route table's name for what served it; "" if none matched
+        self.served_by = ""  # "plain" (a plain route) or "quart"; "" if not routed
+        self.status = 0  # 0 until the answer starts
+        self.sent_bytes = 0
+
+    @property
+    def method(self) -> str:
+        return self.scope["method"]
+
+    @property
+    def path(self) -> str:
+        return self.scope["path"]
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of a header (``name`` in lower case), or None."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return value
+        return None
+
+    def request_id(self) -> bytes:
+        if self.id is None:
+            self.id = secrets.token_hex(8).encode()
+        return self.id
+
+
+class Policy(Protocol):
+    """A limit on requests: returns to let the request on, raises a ChatError to refuse it."""
+
+    async def __call__(self, request: Request) -> None: ...
+
+
+class Identify(Protocol):
+    async def __call__(self, request: Request) -> Identity | None: ...
+
+
+async def anonymous(request: Request) -> Identity | None:
+    return None

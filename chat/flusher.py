@@ -1,0 +1,200 @@
+"""The flusher: where live frames meet the socket, and how long writes are held under load.
+
+A subscriber the flusher has queued (``chat.subscriber``: DIRECT or HELD) is handled in a
+slice of writes, ``SLICE`` subscribers per loop cycle: a DIRECT one (its task parked idle, its
+connection a ``Sink``) is written here, straight to the sink, its task left parked; a HELD one
+is woken, and its task writes. This module is the IO edge of fan-out: the subscriber renders
+and changes state, the flusher writes.
+
+The coalescing window: a stream that wrote less than ``window_s`` ago is held until the next
+tick, so frames that arrive meanwhile go out in the same write; a quiet stream goes out in the
+next slice. ``observe`` steers the window with the loop's load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from chat.subscriber import DIRECT, Subscriber
+
+if TYPE_CHECKING:
+    from chat.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# Streams written per loop cycle: a request's read, commit and answer wait behind one slice of
+# writes, never behind a pass of hundreds (docs/design/performance.md).
+SLICE = 64
+# The load signal, smoothed over the 10 ms probes with this weight for the newest.
+SMOOTHING = 0.3
+# Saturated: the loop is idle less than this share of the time. A loop that keeps up, even at
+# a steady moderate load, idles well above it (docs/design/performance.md).
+SATURATED = 0.05
+# Keeping up: idle more than this; the window narrows back toward its base.
+KEEPING_UP = 0.2
+# When saturated, the window is steered so that writes take about this share of the time
+# (``CHAT_COALESCE_WRITE_SHARE``): a smaller share accepts more publishes and delivers them
+# later (docs/design/performance.md).
+WRITE_SHARE = 0.15
+# The most the window changes per probe (10 ms), either way.
+MAX_STEP = 1.25
+# The smallest widened window: below it, the window is its base (0 would stay 0 under any
+# factor).
+MIN_WIDENED_S = 0.001
+
+
+class Sink(Protocol):
+    """A stream's connection, written to directly (``chat.api.fast_streams.DirectWriter``)."""
+
+    def write(self, chunk: bytes) -> bool:
+        """Queue the chunk on the connection; False if the connection is gone."""
+
+    def full(self) -> bool:
+        """The connection's buffer is past its high-water mark: the client reads slowly."""
+
+    async def drain(self) -> None:
+        """Wait until the connection's buffer is below its mark again."""
+
+
+class Flusher:
+    """Coalesces the writes of busy streams, and writes in slices.
+
+    A stream that wrote less than ``window_s`` ago and has new frames is held, and every held
+    stream is written together at the next tick (``window_s`` after the first hold), so the
+    frames that arrived meanwhile go out as one write per stream. A stream that has been
+    quiet is written at once: the window opens only under load. Either way the writes go
+    out ``SLICE`` streams per loop cycle, so a publisher's request, its commit and its answer
+    wait behind one slice of writes, not behind hundreds.
+
+    The window is ``base_s`` while the loop keeps up. While the loop is saturated (idle less
+    than ``SATURATED`` of the time, as ``observe`` is told) the window is steered so that
+    writing takes about ``write_share`` of the time, up to ``max_s``: a stream's writes per
+    second go as one over the window, and every write saved is CPU for the publishers. An
+    overloaded server delivers late anyway. While the loop is busy but not saturated the
+    window only narrows (as far as the writes' share allows), and once the loop has time to
+    spare (idle over ``KEEPING_UP``) it narrows back to its base.
+
+    ``writing_s`` is fed by ``write_due`` and by the streams that write through their own
+    task (no direct sink: HTTP/1.0, HTTP/2, another server)."""
+
+    __slots__ = (
+        "base_s",
+        "due",
+        "due_handle",
+        "handle",
+        "held",
+        "idle",
+        "max_s",
+        "metrics",
+        "share",
+        "window_s",
+        "write_share",
+        "writing_s",
+    )
+
+    def __init__(
+        self,
+        base_s: float,
+        max_s: float = 0.0,
+        write_share: float = WRITE_SHARE,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.base_s = base_s
+        self.max_s = max(base_s, max_s)
+        self.window_s = base_s
+        self.write_share = write_share
+        self.metrics = metrics  # counts the frames written here
+        self.idle = 1.0  # smoothed: the fraction of the time the loop waits for I/O
+        self.share = 0.0  # smoothed: the fraction of the time spent writing to streams
+        self.writing_s = 0.0  # spent writing to streams since the last ``observe``
+        self.held: list[Subscriber] = []  # written at the next tick
+        self.handle: asyncio.TimerHandle | None = None  # the next tick
+        self.due: list[Subscriber] = []  # written now, a slice per loop cycle
+        self.due_handle: asyncio.Handle | None = None  # the next slice
+
+    def observe(self, idle: float, elapsed_s: float) -> None:
+        """Once per load probe: the loop was idle for the fraction ``idle`` of the last
+        ``elapsed_s`` seconds (``chat.idle.IdleMeter``)."""
+        if elapsed_s <= 0:
+            return
+        self.idle += (idle - self.idle) * SMOOTHING
+        self.share += (self.writing_s / elapsed_s - self.share) * SMOOTHING
+        self.writing_s = 0.0
+        step = min(MAX_STEP, max(1 / MAX_STEP, self.share / self.write_share))
+        if self.idle > KEEPING_UP:
+            step = 1 / MAX_STEP  # time to spare: back toward the base
+        elif self.idle >= SATURATED:
+            step = min(1.0, step)  # busy but not saturated: narrow if writes allow, never widen
+        window_s = self.window_s * step
+        if window_s < MIN_WIDENED_S:  # a base window of 0 (CHAT_COALESCE_MS=0)
+            window_s = MIN_WIDENED_S if step > 1 else 0.0  # would stay 0 under any factor
+        self.window_s = min(self.max_s, max(self.base_s, window_s))
+
+    def hold(self, sub: Subscriber) -> None:
+        """Write ``sub`` at the next tick, with whatever else arrives for it meanwhile."""
+        sub.hand_over()
+        self.held.append(sub)
+        if self.handle is None:
+            self.handle = asyncio.get_running_loop().call_later(self.window_s, self.flush)
+
+    def soon(self, sub: Subscriber) -> None:
+        """Write ``sub`` in the next slices, once the call that made it due has returned."""
+        sub.hand_over()
+        self.due.append(sub)
+        if self.due_handle is None:
+            self.due_handle = asyncio.get_running_loop().call_soon(self.write_due)
+
+    def flush(self) -> None:
+        """The tick: every held stream is due."""
+        self.handle = None
+        self.due.extend(self.held)
+        self.held = []
+        if self.due_handle is None:
+            self.write_due()
+
+    def write_due(self) -> None:
+        """Write one slice of the due streams; the next slice goes in the next loop cycle,
+        after whatever I/O arrived meanwhile."""
+        start = time.perf_counter()
+        self.due_handle = None
+        due = self.due
+        if len(due) > SLICE:
+            due, self.due = due[:SLICE], due[SLICE:]
+            self.due_handle = asyncio.get_running_loop().call_soon(self.write_due)
+        else:
+            self.due = []
+        now = time.monotonic()
+        for sub in due:
+            if sub.state is DIRECT and sub.sink is not None:
+                self._write(sub, now)
+            else:
+                sub.release()
+        self.writing_s += time.perf_counter() - start
+
+    def _write(self, sub: Subscriber, now: float) -> None:
+        """Write what is pending straight to the sink; the stream's task stays parked. A full
+        connection wakes the task to drain it (what arrives meanwhile queues, up to the byte
+        bound); a connection that is gone, or whose write fails, ends the stream (the client
+        resumes)."""
+        sink = sub.sink
+        assert sink is not None
+        chunk, count = sub.collect()
+        if not count:
+            return
+        try:
+            written = sink.write(chunk)
+            full = written and sink.full()
+        except Exception:  # the publisher and the other subscribers go on regardless
+            log.exception("writing to a stream failed; ending it")
+            written = full = False
+        if not written:
+            sub.close()
+            return
+        sub.last_write = now
+        if self.metrics is not None:
+            self.metrics.wrote(count)
+        if full:
+            sub.congest()

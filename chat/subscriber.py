@@ -1,0 +1,276 @@
+"""One stream's subscriber: its pending frames and its state, changed by plain method calls.
+
+A push (``Hub.broadcast``) never awaits. What it does depends on the subscriber's one state:
+
+=========  ==========================================  ==========================================
+state      a push                                      left by
+=========  ==========================================  ==========================================
+ACTIVE     appends (the stream's task runs, or has     the task: ``wait`` -> IDLE; the task holds
+           been woken, and writes what is pending)     itself for the flusher's tick -> HELD
+IDLE       appends and, with a sink, hands the         a push -> DIRECT (or, without a sink,
+           subscriber to the flusher; else wakes it    -> ACTIVE); a heartbeat -> ACTIVE
+DIRECT     appends (the task stays parked: the         the flusher's write -> IDLE, or CONGESTED
+           flusher writes to the sink at its next      (the connection is full), or CLOSED (it
+           slice or tick)                              is gone); a heartbeat -> HELD
+HELD       appends (the flusher wakes the task at its  the flusher -> ACTIVE; ``wait`` with a
+           tick or next slice)                         sink -> DIRECT
+CONGESTED  appends (the task waits in ``drain``)       the task, once drained -> ACTIVE
+BEHIND     ignored: everything dropped is in the       the task, before it replays from the
+           store, and the task catches up from there   store -> ACTIVE
+CLOSED     ignored                                     nothing: the stream ends
+=========  ==========================================  ==========================================
+
+From any state but CLOSED: pending frames past ``limit_bytes`` (or ``Registry.resync_all``)
+-> BEHIND, which drops them; ``close`` -> CLOSED. Either wakes the task. A heartbeat sets
+``ping_due`` (not a state: it can be due in any of them) and wakes the task.
+
+The flusher (``chat.flusher``) queues DIRECT and HELD subscribers and does the socket writes;
+this module only renders frames and changes state. A queued subscriber that left DIRECT or
+HELD before its turn (it fell behind, was pinged or closed) is only woken at its turn. So a
+slow reader costs the publisher nothing beyond a check, memory stays bounded, and
+nothing is lost (docs/design/delivery.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from typing import TYPE_CHECKING
+
+from chat.events import Event
+from chat.filters import Filter
+
+if TYPE_CHECKING:
+    from chat.flusher import Flusher, Sink
+
+
+class State(enum.Enum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    DIRECT = "direct"
+    HELD = "held"
+    CONGESTED = "congested"
+    BEHIND = "behind"
+    CLOSED = "closed"
+
+
+# Module-level names for the hot path: ``state is BEHIND`` is a third of the cost of
+# ``state is State.BEHIND`` on Python 3.11 (an Enum class attribute is a slow lookup).
+ACTIVE = State.ACTIVE
+IDLE = State.IDLE
+DIRECT = State.DIRECT
+HELD = State.HELD
+CONGESTED = State.CONGESTED
+BEHIND = State.BEHIND
+CLOSED = State.CLOSED
+
+
+class Subscriber:
+    __slots__ = (
+        "filter",
+        "flusher",
+        "last_id",
+        "last_write",
+        "limit_bytes",
+        "pending",
+        "pending_bytes",
+        "ping_due",
+        "rooms",
+        "sink",
+        "state",
+        "user",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        rooms: tuple[str, ...] | None,
+        flt: Filter | None = None,
+        *,
+        limit_bytes: int = 1 << 20,
+        user: str | None = None,
+        flusher: Flusher | None = None,
+    ) -> None:
+        self.rooms = rooms  # None: every room, including rooms created later
+        self.filter = flt
+        self.user = user
+        self.limit_bytes = limit_bytes
+        self.pending: list[Event] = []
+        self.pending_bytes = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.state = ACTIVE
+        self.ping_due = False  # idle for a heartbeat period: send a comment
+        self.last_write = 0.0  # when the stream last wrote (monotonic seconds)
+        self.last_id = 0  # the largest persisted id this subscriber has been sent
+        # With both, live frames can be written by the flusher while the task stays parked.
+        self.sink: Sink | None = None
+        self.flusher = flusher
+
+    def wants(self, event: Event) -> bool:
+        return self.filter is None or self.filter.matches(event)
+
+    def push(self, event: Event) -> None:
+        state = self.state
+        if state is BEHIND or state is CLOSED:
+            return
+        self.pending.append(event)
+        self.pending_bytes += len(event.frame)
+        if self.pending_bytes > self.limit_bytes:
+            self.fall_behind()
+        elif state is IDLE:
+            self._schedule()
+        elif state is ACTIVE and self.waiter is not None:
+            self.wake()  # parked by a caller of ``park`` that did not hold it first
+
+    def push_many(self, events: list[Event], size: int) -> None:
+        """``push`` for a run of events at once (a batch's): ``size``, their frames' bytes."""
+        state = self.state
+        if state is BEHIND or state is CLOSED:
+            return
+        self.pending.extend(events)
+        self.pending_bytes += size
+        if self.pending_bytes > self.limit_bytes:
+            self.fall_behind()
+        elif state is IDLE:
+            self._schedule()
+        elif state is ACTIVE and self.waiter is not None:
+            self.wake()
+
+    def _schedule(self) -> None:
+        """The first frame for a parked task: the flusher writes it, or the task is woken."""
+        flusher = self.flusher
+        if self.sink is None or flusher is None:
+            self.wake()
+        elif time.monotonic() - self.last_write < flusher.window_s:
+            flusher.hold(self)  # busy: more frames join this write, at the tick
+        else:
+            flusher.soon(self)  # quiet: written in the next slice
+
+    def fall_behind(self) -> None:
+        """Drop what is pending: the task catches up from the store, even while queued in the
+        flusher (``Registry.resync_all`` too, when a dispatch failed half way)."""
+        self.pending = []
+        self.pending_bytes = 0
+        if self.state is not CLOSED:
+            self.state = BEHIND
+        self.wake()
+
+    def hand_over(self) -> None:
+        """The flusher has queued it: from now on pushes only append. It writes for a task
+        parked idle with a sink (DIRECT), and wakes any other (HELD)."""
+        state = self.state
+        if state is IDLE:
+            self.state = DIRECT if self.sink is not None else HELD
+        elif state is ACTIVE:
+            self.state = HELD
+
+    def release(self) -> None:
+        """The flusher's turn came for a subscriber it will not write for: wake the task."""
+        state = self.state
+        if state is HELD or state is DIRECT:
+            self.state = ACTIVE
+        if state is not IDLE:  # an idle task has nothing to do (it left DIRECT meanwhile)
+            self.wake()
+
+    def collect(self) -> tuple[bytes, int]:
+        """For the flusher's write: DIRECT -> IDLE, and everything pending as one chunk."""
+        self.state = IDLE
+        return self.render(self.take())
+
+    def congest(self) -> None:
+        """A write left the connection's buffer past its mark: the task drains it first."""
+        self.state = CONGESTED
+        self.wake()
+
+    def drained(self) -> None:
+        if self.state is CONGESTED:  # else it fell behind or closed meanwhile: that stays
+            self.state = ACTIVE
+
+    def render(self, events: list[Event]) -> tuple[bytes, int]:
+        """The frames of these events this stream should write, as one chunk, and how many:
+        ids already sent are skipped (replay and live overlap), and so is one's own typing."""
+        frames = []
+        last_id = self.last_id
+        for event in events:
+            if event.id is None:
+                if event.type == "typing" and event.author == self.user:
+                    continue  # one's own typing is for the others
+                frames.append(event.frame)
+            elif event.id > last_id:
+                frames.append(event.frame)
+                last_id = event.id
+        self.last_id = last_id
+        if not frames:
+            return b"", 0
+        return (frames[0] if len(frames) == 1 else b"".join(frames)), len(frames)
+
+    def take(self) -> list[Event]:
+        """Everything pending, in arrival order; the list is the caller's now."""
+        events = self.pending
+        if events:
+            self.pending = []
+            self.pending_bytes = 0
+        return events
+
+    def wake(self) -> None:
+        """Resolve the parked task's waiter; a parked state becomes its awake counterpart."""
+        state = self.state
+        if state is IDLE:
+            self.state = ACTIVE
+        elif state is DIRECT:
+            self.state = HELD  # still queued in the flusher, which now wakes instead of writing
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    @property
+    def has_work(self) -> bool:
+        state = self.state
+        return (
+            bool(self.pending)
+            or self.ping_due
+            or state is BEHIND
+            or state is CLOSED
+            or state is CONGESTED
+        )
+
+    async def wait(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Park until something is pending (or the stream must catch up, ping or close).
+        Pass the loop when calling often: on Python 3.11 ``get_running_loop`` makes a
+        ``getpid`` system call each time (docs/design/performance.md)."""
+        if self.has_work:
+            return
+        state = self.state
+        if state is ACTIVE:
+            self.state = IDLE
+        elif state is HELD and self.sink is not None:
+            self.state = DIRECT  # still queued in the flusher, which now writes for it
+        await self.park(loop)
+
+    async def park(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Park until woken, pending frames or not (the flusher's tick, or a close)."""
+        waiter = (loop or asyncio.get_running_loop()).create_future()
+        self.waiter = waiter
+        try:
+            await waiter
+        finally:
+            state = self.state
+            if state is IDLE:  # cancelled while parked: nobody woke it
+                self.state = ACTIVE
+            elif state is DIRECT:
+                self.state = HELD
+            if self.waiter is waiter:
+                self.waiter = None
+
+    def heartbeat_tick(self, now: float, idle_s: float) -> None:
+        """A subscriber that wrote nothing for ``idle_s`` is due a keep-alive comment."""
+        if now - self.last_write >= idle_s and not self.ping_due:
+            self.ping_due = True
+            self.wake()
+
+    def close(self) -> None:
+        self.state = CLOSED
+        self.wake()

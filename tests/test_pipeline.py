@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -164,3 +165,41 @@ async def test_head_on_a_stream_path_opens_no_stream(
         after = await scrape(client)
     assert presence["users"] == []
     assert after["chat_streams_opened_total"] == before["chat_streams_opened_total"]
+
+
+async def test_requests_are_freed_without_the_cyclic_collector(tmp_path: Path) -> None:
+    """The server runs the cyclic garbage collector seldom (serve.tune_gc), so whatever a
+    request leaves in a reference cycle (its body included) piles up until then: a request
+    of the pipeline must be freed by reference counting alone."""
+    settings = Settings(database=str(tmp_path / "chat.db"))
+    app = create_app(settings)
+    async with in_process(app, settings) as url, httpx.AsyncClient(base_url=url) as client:
+
+        async def post_many(count: int) -> None:
+            async with asyncio.timeout(TIMEOUT_S * 3):
+                for _ in range(count):
+                    response = await client.post("/api/rooms/r/messages", json=GOOD)
+                    assert response.status_code == 201, response.text
+                    assert (await client.get("/api/rooms/r/messages")).status_code == 200
+                    assert (await client.post("/api/rooms/r/nope", json=GOOD)).status_code == 404
+
+        await post_many(20)  # warm up: caches, pools, the room
+        gc.collect()
+        gc.disable()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds stays in gc.garbage
+        try:
+            await post_many(100)
+            gc.collect()
+            left = [o for o in gc.garbage if _of_a_request(o)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+            gc.enable()
+    assert left == [], f"{len(left)} objects of requests in cycles, e.g. {left[:3]}"
+
+
+def _of_a_request(thing: object) -> bool:
+    """An object of the service's (its module under ``chat``) or an ASGI request scope."""
+    if isinstance(thing, dict):
+        return thing.get("type") == "http" and "asgi" in thing
+    return type(thing).__module__.startswith("chat.")

@@ -86,7 +86,7 @@ class EventStreams:
     async def room_events(
         self,
         request: Request,
-        args: dict[str, Any],
+        args: Mapping[str, Any],
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
     ) -> None:
@@ -95,7 +95,7 @@ class EventStreams:
     async def events(
         self,
         request: Request,
-        args: dict[str, Any],
+        args: Mapping[str, Any],
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
     ) -> None:

@@ -20,8 +20,9 @@ cross-cutting is a Quart hook, so no route can miss it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +57,12 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # most this long: Hypercorn closes a connection whose request was not read to the end, and
 # the kernel then resets it, which can destroy the 413 on its way to the client.
 DRAIN_S = 2.0
+MATCHES_KEPT = 4096
 SCOPE_KEY = "chat.request"  # where Quart routes find the Request: request.scope[SCOPE_KEY]
 
 
 PlainRoute = Callable[
-    [Request, dict[str, Any], ASGIReceiveCallable, ASGISendCallable], Awaitable[None]
+    [Request, Mapping[str, Any], ASGIReceiveCallable, ASGISendCallable], Awaitable[None]
 ]
 
 
@@ -86,7 +88,9 @@ class Pipeline:
         policies: Sequence[Policy] = (),
     ) -> None:
         self.quart = quart
-        self.urls = url_map.bind("localhost")
+        # Matches are remembered: a matcher call costs several µs and leaves a reference
+        # cycle (werkzeug's recursive closure), and publishers POST to the same paths.
+        self.match = functools.lru_cache(maxsize=MATCHES_KEPT)(url_map.bind("localhost").match)
         self.routes = routes
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
@@ -117,6 +121,9 @@ class Pipeline:
                 log.exception("unhandled error on %s %s", request.method, request.path)
                 await self.refuse(request, send, error)
         finally:
+            # The scope and the Request refer to each other: without this, every request's
+            # body would wait for the cyclic collector, which serve.tune_gc runs seldom.
+            del scope[SCOPE_KEY]  # type: ignore[misc]
             self.metrics.answered(request.endpoint, request.served_by, request.status)
 
     async def refuse(self, request: Request, send: ASGISendCallable, error: Exception) -> None:
@@ -168,7 +175,7 @@ class Pipeline:
     ) -> None:
         method = request.method
         try:
-            endpoint, args = self.urls.match(request.path, method)
+            endpoint, args = self.match(request.path, method)
         except WerkzeugNotFound:
             raise NotFound("the requested URL was not found on the server") from None
         except WerkzeugMethodNotAllowed as error:
@@ -184,7 +191,7 @@ class Pipeline:
         route = self.routes.get(endpoint)
         if route is not None and method in route.methods:
             request.served_by = "plain"
-            await route.handler(request, dict(args), receive, send)
+            await route.handler(request, args, receive, send)
         else:
             request.served_by = "quart"
             await self.quart(request.scope, _replay(request.body, receive), send)

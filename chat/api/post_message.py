@@ -10,6 +10,7 @@ routes do; errors are raised as ChatErrors and the pipeline answers them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -33,7 +34,7 @@ class PostMessage:
     async def __call__(
         self,
         request: Request,
-        args: dict[str, Any],
+        args: Mapping[str, Any],
         receive: ASGIReceiveCallable,
         send: ASGISendCallable,
     ) -> None:

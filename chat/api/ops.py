@@ -33,8 +33,8 @@ async def readyz() -> dict[str, str]:
     svc = services()
     if svc.shutting_down:
         raise Unavailable("shutting down")
-    if not svc.store.writer_alive:
-        raise Unavailable("the store's writer is not running")
+    if not svc.store.accepting_writes:
+        raise Unavailable("the store is not accepting writes")
     try:
         await svc.store.ping()
     except Exception as exc:

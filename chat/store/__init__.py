@@ -1,6 +1,17 @@
-"""The SQLite store: the only code that speaks SQL (see core.py for how writes work)."""
+"""The SQLite store: the only code that speaks SQL.
+
+- ``store``: ``Store``, the one interface the rest of the code uses;
+- ``writer``: the store's own write thread, batching writes into transactions;
+- ``tx``: one batch as one transaction (``Tx``, ``WriteOp``, ``commit_batch``);
+- ``writes``: the write operations, plain functions of a ``Tx``;
+- ``reads``: history, rooms, activity, unread counts, replay;
+- ``search``: full-text queries over messages;
+- ``maintenance``: WAL checkpoints off the write thread;
+- ``connect``: how every connection to the file is set up.
+"""
 
 from chat.store import writes
-from chat.store.core import Store, Tx, WriteOp
+from chat.store.store import Store
+from chat.store.tx import Tx, WriteOp
 
 __all__ = ["Store", "Tx", "WriteOp", "writes"]

@@ -1,5 +1,6 @@
-"""Write operations: plain functions of a ``Tx``, run by the writer inside its transaction.
-Each returns its result; the events it appends are published after the commit."""
+"""Write operations: plain functions of a ``Tx``, run on the store's write thread inside a
+batch's transaction (chat/store/tx.py). Each returns its result; the events it appends are
+published after the commit."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import orjson
 
 from chat.errors import ChatError, Conflict, Forbidden, NotFound, ValidationFailed
 from chat.events import Event
-from chat.store.core import Tx, WriteOp
+from chat.store.tx import Tx, WriteOp
 
 
 def put_room(name: str, title: str | None) -> WriteOp[bool]:
@@ -78,10 +79,9 @@ def post_message(
 
 
 def index_messages(tx: Tx, events: list[Event]) -> None:
-    """Add these new messages (consecutive ids) to the full-text index in one statement. An
-    FTS5 INSERT costs ~16 us as a statement of its own and ~2.5 us as a row of one
-    INSERT ... SELECT (measured): a batch of 500 messages committed 23k/s indexed row by
-    row and is indexed at once instead (migrations/0003)."""
+    """Add these new messages (consecutive ids) to the full-text index in one statement: FTS5
+    indexes the rows of one INSERT ... SELECT far faster than as a statement each
+    (docs/design/performance.md, migrations/0003)."""
     if events:
         tx.flush()  # the messages' rows, read here
         tx.conn.execute(

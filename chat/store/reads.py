@@ -1,0 +1,181 @@
+"""What the store answers without writing: rooms, history, activity, unread counts, replay.
+
+Every read goes through one connection of its own (``PRAGMA query_only``), on aiosqlite's
+thread, through its public API. With WAL, a read sees the last committed state and neither
+waits for the write thread nor makes it wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import aiosqlite
+import orjson
+
+from chat.errors import Unavailable
+from chat.events import Event, event_from_json
+from chat.store import search
+
+
+class Reads:
+    """The reading half of ``Store``; the store opens and closes ``_read``."""
+
+    _read: aiosqlite.Connection | None = None
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        if self._read is None:
+            raise Unavailable("the store is not open")
+        return list(await self._read.execute_fetchall(sql, params))
+
+    async def ping(self) -> None:
+        await self._rows("SELECT 1")
+
+    async def latest_id(self) -> int:
+        rows = await self._rows("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        return int(rows[0][0]) if rows else 0
+
+    async def get_room(self, name: str) -> dict[str, Any] | None:
+        rows = await self._rows(_ROOM_SQL + " WHERE r.name = ?", (name,))
+        return _room(rows[0]) if rows else None
+
+    async def list_rooms(self) -> list[dict[str, Any]]:
+        return [_room(row) for row in await self._rows(_ROOM_SQL + " ORDER BY r.name")]
+
+    async def history(
+        self,
+        room: str,
+        *,
+        before: int | None,
+        after: int | None,
+        limit: int,
+        q: str | None = None,
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Messages of a room, edits applied, deleted ones left out, each with its reactions.
+        Ascending by id, and ``has_more`` says whether more lie beyond the page (older ones
+        without ``after``, newer ones with it). With ``q`` (full-text search): the matches,
+        newest first, ``before`` paging to older ones."""
+        where, params = "m.room = ? AND m.deleted_at IS NULL", [cast(Any, room)]
+        source = "messages m"
+        if q is not None:
+            source = search.MATCHES
+            where += " AND " + search.MATCH
+            params.append(search.fts_query(q))
+        if before is not None:
+            where += " AND m.id < ?"
+            params.append(before)
+        if after is not None:
+            where += " AND m.id > ?"
+            params.append(after)
+        ascending = after is not None and q is None
+        rows = await self._rows(
+            "SELECT m.id, m.room, m.author, m.text, m.reply_to, m.created_at, m.edited_at "
+            f"FROM {source} WHERE {where} ORDER BY m.id {'ASC' if ascending else 'DESC'} "
+            "LIMIT ?",
+            (*params, limit + 1),
+        )
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        if not ascending and q is None:
+            rows.reverse()
+        messages = [_message(row) for row in rows]
+        await self._add_reactions(messages)
+        return messages, has_more
+
+    async def _add_reactions(self, messages: list[dict[str, Any]]) -> None:
+        by_id = {m["id"]: m for m in messages}
+        for message in messages:
+            message["reactions"] = {}
+        if not by_id:
+            return
+        rows = await self._rows(
+            "SELECT message_id, emoji, author FROM reactions "
+            f"WHERE message_id IN ({','.join('?' * len(by_id))}) ORDER BY created_at, author",
+            tuple(by_id),
+        )
+        for message_id, emoji, author in rows:
+            by_id[message_id]["reactions"].setdefault(emoji, []).append(author)
+
+    async def activity(
+        self, room: str, *, before: int | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Activity items of a room: the newest page (or the page just older than
+        ``before``), ascending by id, and whether older ones exist."""
+        where, params = "room = ? AND type = 'activity'", [cast(Any, room)]
+        if before is not None:
+            where += " AND id < ?"
+            params.append(before)
+        rows = await self._rows(
+            f"SELECT data FROM events WHERE {where} ORDER BY id DESC LIMIT ?", (*params, limit + 1)
+        )
+        has_more = len(rows) > limit
+        items = [orjson.loads(row[0]) for row in reversed(rows[:limit])]
+        return items, has_more
+
+    async def unread(self, user: str) -> tuple[dict[str, int], int]:
+        """For each room the user has a read marker in: messages after it (not deleted).
+
+        Also the newest stored event id, read in the same statement (so the same snapshot):
+        a client that counted events from its stream meanwhile adds only those after it.
+        """
+        rows = await self._rows(
+            "SELECT top.id, r.room, (SELECT count(*) FROM messages m WHERE m.room = r.room "
+            "AND m.id > r.last_read_id AND m.deleted_at IS NULL) "
+            "FROM (SELECT coalesce(max(id), 0) AS id FROM events) top "
+            "LEFT JOIN read_markers r ON r.user = ? ORDER BY r.room",
+            (user,),
+        )
+        rooms = {row[1]: int(row[2]) for row in rows if row[1] is not None}
+        return rooms, int(rows[0][0])
+
+    async def events_after(
+        self, rooms: tuple[str, ...] | None, after: int, limit: int
+    ) -> list[Event]:
+        """Stored events with id > ``after`` in these rooms (None: all rooms), by id."""
+        where, params = _rooms_clause(rooms)
+        rows = await self._rows(
+            f"SELECT data FROM events WHERE {where} id > ? ORDER BY id LIMIT ?",
+            (*params, after, limit),
+        )
+        return [event_from_json(row[0]) for row in rows]
+
+    async def count_after(self, rooms: tuple[str, ...] | None, after: int, cap: int) -> int:
+        """How many stored events follow ``after`` in these rooms, counting at most ``cap``."""
+        where, params = _rooms_clause(rooms)
+        rows = await self._rows(
+            f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {where} id > ? LIMIT ?)",
+            (*params, after, cap),
+        )
+        return int(rows[0][0])
+
+
+_ROOM_SQL = (
+    "SELECT r.name, r.title, r.created_at, "
+    "(SELECT max(e.id) FROM events e WHERE e.room = r.name) FROM rooms r"
+)
+
+
+def _room(row: Sequence[Any]) -> dict[str, Any]:
+    return {"name": row[0], "title": row[1], "created_at": row[2], "last_event_id": row[3] or 0}
+
+
+def _message(row: Sequence[Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "id": row[0],
+        "type": "message",
+        "room": row[1],
+        "created_at": row[5],
+        "author": row[2],
+        "text": row[3],
+    }
+    if row[4] is not None:
+        message["reply_to"] = row[4]
+    if row[6] is not None:
+        message["edited_at"] = row[6]
+    return message
+
+
+def _rooms_clause(rooms: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
+    if rooms is None:
+        return "", ()
+    return f"room IN ({','.join('?' * len(rooms))}) AND", rooms

@@ -1,0 +1,110 @@
+"""One batch of writes as one SQLite transaction, run on the store's write thread.
+
+``commit_batch`` opens ``BEGIN IMMEDIATE``, runs each write operation (a plain function of a
+``Tx``) inside a savepoint of its own, so one failing operation is undone alone, and commits.
+Plain synchronous ``sqlite3``: no event loop here.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from chat.errors import NotFound
+from chat.events import Event, make_event, now_rfc3339
+
+T = TypeVar("T")
+
+EVENT_ROW = "INSERT INTO events (id, room, type, author, created_at, data) VALUES (?,?,?,?,?,?)"
+
+
+class Tx:
+    """What a write operation sees: the write connection inside the open transaction, and
+    ``append`` to add an event with the next id.
+
+    New rows are queued (``insert``) and written with one ``executemany`` per statement at
+    ``flush``: a batch of 500 messages is then two statements, not 1,000, which pays
+    (docs/design/performance.md). ``flush`` runs after every operation, and an operation that
+    reads what it (or an earlier item of its batch) inserted calls it first."""
+
+    def __init__(self, conn: sqlite3.Connection, next_id: int) -> None:
+        self.conn = conn
+        self.next_id = next_id
+        self.now = now_rfc3339()
+        self.events: list[Event] = []
+        self.rooms: set[str] = set()  # rooms known to exist in this transaction
+        self.rows: dict[str, list[tuple[Any, ...]]] = {}  # statement -> rows, in order
+
+    def append(self, room: str, event_type: str, fields: dict[str, Any]) -> Event:
+        event = make_event(event_type, room, fields, event_id=self.next_id, created_at=self.now)
+        self.next_id += 1
+        self.insert(EVENT_ROW, (event.id, room, event_type, event.author, self.now, event.json))
+        self.events.append(event)
+        return event
+
+    def insert(self, statement: str, row: tuple[Any, ...]) -> None:
+        """Queue a row for ``statement`` (an INSERT), written at the next ``flush``."""
+        rows = self.rows.get(statement)
+        if rows is None:
+            self.rows[statement] = [row]
+        else:
+            rows.append(row)
+
+    def flush(self) -> None:
+        """Write the queued rows, statement by statement in the order first queued (events
+        before the rows that refer to them)."""
+        if self.rows:
+            queued, self.rows = self.rows, {}
+            for statement, rows in queued.items():
+                self.conn.executemany(statement, rows)
+
+    def ensure_room(self, room: str, *, create: bool) -> None:
+        if room in self.rooms:
+            return  # a batch into one room checks it once (docs/design/performance.md)
+        if create:
+            self.conn.execute(
+                "INSERT OR IGNORE INTO rooms (name, title, created_at) VALUES (?, ?, ?)",
+                (room, room, self.now),
+            )
+        elif self.conn.execute("SELECT 1 FROM rooms WHERE name = ?", (room,)).fetchone() is None:
+            raise NotFound(f"no room {room!r}")
+        self.rooms.add(room)
+
+
+WriteOp = Callable[[Tx], T]
+
+Outcome = tuple[list[tuple[bool, Any]], list[Event]]
+"""Per operation (succeeded, its result or its exception), and the committed events by id."""
+
+
+def commit_batch(conn: sqlite3.Connection, ops: Sequence[WriteOp[Any]]) -> Outcome:
+    """Run ``ops`` as one transaction. An operation's own exception undoes that operation
+    alone and becomes its result; any other failure rolls the whole batch back and raises."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # Read under the write lock: ids follow commit order even across processes.
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        tx = Tx(conn, (row[0] if row else 0) + 1)
+        results: list[tuple[bool, Any]] = []
+        for op in ops:
+            event_mark, id_mark = len(tx.events), tx.next_id
+            conn.execute("SAVEPOINT op")
+            try:
+                result = op(tx)
+                tx.flush()
+                results.append((True, result))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                tx.rows.clear()
+                tx.rooms.clear()  # a room it created is gone again
+                del tx.events[event_mark:]
+                tx.next_id = id_mark
+                results.append((False, exc))
+            conn.execute("RELEASE op")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return results, tx.events

@@ -10,13 +10,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # The code finds migrations/ and static/ next to the chat/ package (chat/config.py
 # MIGRATIONS_DIR, chat/api/ops.py STATIC_DIR), so the source tree stays in /app and is
 # installed in editable mode: the package is imported from /app/chat, not copied away.
+# The packages come from requirements.lock alone: exact versions, every file checked against
+# its hash (scripts/lock regenerates it). That layer is cached until the lock changes.
 WORKDIR /app
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY chat ./chat
 COPY migrations ./migrations
 COPY static ./static
 COPY deploy/bot.py ./deploy/bot.py
-RUN pip install --no-cache-dir -e . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
+    && pip check \
     && groupadd --system --gid 10001 chat \
     && useradd --system --uid 10001 --gid chat --home-dir /app --no-create-home \
        --shell /usr/sbin/nologin chat \

@@ -25,6 +25,7 @@ from chat.api.pipeline import Pipeline
 from chat.api.request import Identify, Policy, anonymous
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
+from chat.delivery import Delivery
 from chat.errors import Unavailable
 from chat.events import Event, make_event, now_rfc3339
 from chat.idle import IdleMeter
@@ -33,7 +34,6 @@ from chat.presence import Presence
 from chat.ratelimit import RateLimiter
 from chat.registry import Registry
 from chat.store import Store, writes
-from chat.stream import Streams
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def create_app(
         registry,
         broker,
         metrics,
-        Streams(settings, store, registry, metrics, presence),
+        Delivery(settings, store, registry, metrics, presence),
         presence,
         typing,
     )
@@ -158,7 +158,7 @@ def create_app(
     async def watch_load() -> None:
         """How much of the time the loop is idle: the coalescing window widens without it."""
         meter = IdleMeter()
-        flusher = services.streams.flusher
+        flusher = services.delivery.flusher
         while True:
             await asyncio.sleep(LOAD_PROBE_S)
             flusher.observe(*meter.sample())

@@ -68,7 +68,7 @@ async def settle() -> None:
 
 
 async def park_idle(s: Subscriber) -> asyncio.Task[None]:
-    """The stream's task, parked in ``wait`` with nothing to do (as in ``Streams.open``)."""
+    """The stream's task, parked in ``wait`` with nothing to do (as in ``Delivery.open``)."""
     task = asyncio.ensure_future(s.wait())
     await settle()
     assert s.state is State.IDLE and not task.done()
@@ -199,7 +199,7 @@ async def test_a_busy_subscriber_queues_and_its_task_writes() -> None:
         await asyncio.wait_for(parked, TIMEOUT_S)  # woken: it writes the ping and the frame
     finally:
         await stop(parked)
-    # 3. parked for the flusher's tick by the task itself (``Streams.open``): not idle, so
+    # 3. parked for the flusher's tick by the task itself (``Delivery.open``): not idle, so
     # a push queues without waking it, and the tick wakes the task instead of writing
     s.take()
     s.ping_due = False

@@ -11,13 +11,13 @@ from quart import Response, current_app, request
 from chat.api.envelope import JSON
 from chat.broker import Broker
 from chat.config import Settings
+from chat.delivery import Delivery
 from chat.errors import NotFound, ValidationFailed
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
 from chat.registry import Registry
 from chat.store import Store, WriteOp, writes
-from chat.stream import Streams
 
 IDEMPOTENCY_KEY_CHARS = 200
 
@@ -29,7 +29,7 @@ class Services:
     registry: Registry
     broker: Broker
     metrics: Metrics
-    streams: Streams
+    delivery: Delivery
     presence: Presence
     typing: RateLimiter
     shutting_down: bool = False

@@ -22,10 +22,10 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from chat.api.deps import Services, require_room
 from chat.api.request import Request
 from chat.api.transport import TransportWriter
+from chat.delivery import StreamRequest
 from chat.errors import InvalidQuery, Unavailable
 from chat.filters import MAX_NAME_CHARS, parse_filter, split_list
 from chat.models import check_room
-from chat.stream import StreamRequest
 from chat.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
@@ -115,16 +115,16 @@ class EventStreams:
             await send(start)  # type: ignore[arg-type]
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        sub = svc.streams.subscriber(wanted)
+        sub = svc.delivery.subscriber(wanted)
         watcher = asyncio.ensure_future(_close_on_disconnect(receive, sub))
         try:
             await send(start)  # type: ignore[arg-type]
             direct = TransportWriter.under(request.raw_send)
             svc.metrics.stream_opened("transport" if direct is not None else "asgi_send")
             sub.sink = direct  # live frames are written by the flusher, the task stays parked
-            async with contextlib.aclosing(svc.streams.open(wanted, sub)) as body:
+            async with contextlib.aclosing(svc.delivery.open(wanted, sub)) as body:
                 if direct is None:
-                    flusher = svc.streams.flusher
+                    flusher = svc.delivery.flusher
                     async for chunk in body:
                         began = time.perf_counter()
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -1,4 +1,4 @@
-"""One subscriber's event stream, as the bytes the server writes.
+"""Delivery: how events reach one subscriber, as the bytes its stream writes.
 
 The order of things is what makes resume gap-free:
 1. subscribe to the hubs FIRST, so everything published from now on is queued;
@@ -38,7 +38,7 @@ class StreamRequest:
     user: str | None = None
 
 
-class Streams:
+class Delivery:
     def __init__(
         self,
         settings: Settings,

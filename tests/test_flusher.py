@@ -8,62 +8,17 @@ import time
 
 import pytest
 
-from chat.events import Event, make_event
 from chat.flusher import SLICE, Flusher
 from chat.subscriber import State, Subscriber
+from tests.fakes import FakeSink, msg, parked, parked_task, settle, stop
 
 TIMEOUT_S = 1.0
-
-
-def msg(event_id: int, author: str = "alice", text: str = "hi") -> Event:
-    return make_event("message", "r", {"author": author, "text": text}, event_id=event_id)
-
-
-class FakeSink:
-    """Records the chunks written; can refuse them, raise, or report a full buffer."""
-
-    def __init__(self, *, accept: bool = True, full: bool = False, error: bool = False) -> None:
-        self.chunks: list[bytes] = []
-        self.accept, self.is_full, self.error = accept, full, error
-
-    def write(self, chunk: bytes) -> bool:
-        if self.error:
-            raise RuntimeError("Cannot call write() after write_eof()")
-        if self.accept:
-            self.chunks.append(chunk)
-        return self.accept
-
-    def full(self) -> bool:
-        return self.is_full
-
-    async def drain(self) -> None:
-        return None
 
 
 def sub(flusher: Flusher | None = None, sink: FakeSink | None = None) -> Subscriber:
     s = Subscriber(("r",), flusher=flusher)
     s.sink = sink
     return s
-
-
-async def settle() -> None:
-    """Let every ready callback run, so a task that could finish has finished."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-async def parked(s: Subscriber) -> asyncio.Task[None]:
-    """The stream's task, parked in ``wait`` with nothing to do."""
-    task = asyncio.create_task(s.wait())
-    await settle()
-    assert s.state is State.IDLE and not task.done()
-    return task
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, TIMEOUT_S)
 
 
 # -- writes: straight to the sink, the task left parked -----------------------------------------
@@ -73,8 +28,7 @@ async def test_a_quiet_stream_is_written_in_the_next_slice_its_task_left_parked(
     flusher = Flusher(0.05)
     sink = FakeSink()
     s = sub(flusher, sink)
-    task = await parked(s)
-    try:
+    async with parked_task(s) as task:
         events = [msg(1), msg(2)]
         for event in events:
             s.push(event)
@@ -83,8 +37,6 @@ async def test_a_quiet_stream_is_written_in_the_next_slice_its_task_left_parked(
         assert sink.chunks == [events[0].frame + events[1].frame]
         assert s.state is State.IDLE and s.pending == [] and s.last_id == 2
         assert not task.done() and s.waiter is not None
-    finally:
-        await stop(task)
 
 
 @pytest.mark.parametrize(
@@ -179,8 +131,7 @@ async def test_a_recent_writer_is_held_for_the_tick_then_written_as_one_chunk() 
     sink = FakeSink()
     s = sub(flusher, sink)
     s.last_write = time.monotonic()
-    task = await parked(s)
-    try:
+    async with parked_task(s) as task:
         events = [msg(i) for i in range(1, 4)]
         for event in events:
             s.push(event)
@@ -191,8 +142,6 @@ async def test_a_recent_writer_is_held_for_the_tick_then_written_as_one_chunk() 
             await asyncio.sleep(0.005)
         assert sink.chunks == [b"".join(e.frame for e in events)]
         assert s.state is State.IDLE and not task.done() and flusher.handle is None
-    finally:
-        await stop(task)
 
 
 async def test_one_tick_wakes_every_held_subscriber() -> None:

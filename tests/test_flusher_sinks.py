@@ -7,44 +7,19 @@ tests/test_transport.py. Every wait is bounded."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 
 from chat.events import Event, make_event
 from chat.flusher import SLICE, Flusher
 from chat.subscriber import State, Subscriber
+from tests.fakes import FakeSink, msg, parked, parked_task, settle, stop, until
 from tests.live import LiveServer
 
 MakeServer = Callable[..., LiveServer]
 TIMEOUT_S = 2.0
 WINDOW_S = 0.05  # the flusher's coalescing window in the unit tests
 PUBLISHED = 360  # what ``publish`` posts: 10 one by one, 250 concurrently, a batch of 100
-
-
-class FakeSink:
-    """What ``Flusher.write_due`` writes to: records the chunks, can refuse or be full."""
-
-    def __init__(self, *, accept: bool = True, full: bool = False) -> None:
-        self.chunks: list[bytes] = []
-        self.accept = accept
-        self.is_full = full
-
-    def write(self, chunk: bytes) -> bool:
-        if not self.accept:
-            return False
-        self.chunks.append(chunk)
-        return True
-
-    def full(self) -> bool:
-        return self.is_full
-
-    async def drain(self) -> None:
-        return None
-
-
-def msg(event_id: int, text: str = "hi", author: str = "bob") -> Event:
-    return make_event("message", "r", {"author": author, "text": text}, event_id=event_id)
 
 
 def typing(user: str) -> Event:
@@ -61,39 +36,9 @@ def direct_sub(
     return s, s.sink, flusher
 
 
-async def settle() -> None:
-    """Let every ready callback run, so a task that could finish has finished."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-async def park_idle(s: Subscriber) -> asyncio.Task[None]:
-    """The stream's task, parked in ``wait`` with nothing to do (as in ``Delivery.open``)."""
-    task = asyncio.ensure_future(s.wait())
-    await settle()
-    assert s.state is State.IDLE and not task.done()
-    return task
-
-
-async def stop(task: asyncio.Future[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.wait_for(task, TIMEOUT_S)
-
-
-async def until(condition: Callable[[], bool], timeout_s: float = TIMEOUT_S) -> None:
-    """Poll ``condition`` every 5 ms; raise TimeoutError after ``timeout_s``."""
-    for _ in range(int(timeout_s / 0.005) + 1):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise TimeoutError(f"not true within {timeout_s} s")
-
-
 async def test_idle_push_is_written_in_the_next_slice_without_waking_the_task() -> None:
     s, sink, flusher = direct_sub()
-    task = await park_idle(s)
-    try:
+    async with parked_task(s, may_end=True) as task:
         first = msg(1)
         s.push(first)
         assert (
@@ -113,22 +58,17 @@ async def test_idle_push_is_written_in_the_next_slice_without_waking_the_task() 
         assert sink.chunks == [first.frame, second.frame]
         await settle()
         assert not task.done() and s.state is State.IDLE and s.last_id == 2
-    finally:
-        await stop(task)
 
 
 async def test_pushes_before_the_slice_runs_go_out_in_its_one_write() -> None:
     s, sink, _ = direct_sub()
-    task = await park_idle(s)
-    try:
-        events = [msg(i, f"m{i}") for i in range(1, 4)]
+    async with parked_task(s, may_end=True) as task:
+        events = [msg(i, text=f"m{i}") for i in range(1, 4)]
         for event in events:
             s.push(event)  # one publisher's call (one batch): all due in the same slice
         await asyncio.sleep(0)
         assert sink.chunks == [b"".join(e.frame for e in events)]
         assert not task.done() and s.state is State.IDLE
-    finally:
-        await stop(task)
 
 
 async def test_due_streams_are_written_a_slice_per_loop_cycle() -> None:
@@ -156,14 +96,13 @@ async def test_due_streams_are_written_a_slice_per_loop_cycle() -> None:
         assert not any(task.done() for task in tasks)  # written without waking one task
     finally:
         for task in tasks:
-            await stop(task)
+            await stop(task, may_have_ended=True)
 
 
 async def test_push_within_the_window_is_held_and_written_at_the_tick_as_one_chunk() -> None:
     s, sink, flusher = direct_sub()
-    task = await park_idle(s)
-    try:
-        events = [msg(i, f"m{i}") for i in range(1, 5)]
+    async with parked_task(s, may_end=True) as task:
+        events = [msg(i, text=f"m{i}") for i in range(1, 5)]
         s.push(events[0])  # quiet before: in the next slice
         await asyncio.sleep(0)
         for event in events[1:]:
@@ -177,8 +116,6 @@ async def test_push_within_the_window_is_held_and_written_at_the_tick_as_one_chu
         assert (
             not task.done() and s.state is State.IDLE
         )  # written by the tick, the task still parked
-    finally:
-        await stop(task)
 
 
 async def test_a_busy_subscriber_queues_and_its_task_writes() -> None:
@@ -189,16 +126,13 @@ async def test_a_busy_subscriber_queues_and_its_task_writes() -> None:
     assert sink.chunks == [] and s.pending == [first]
     # 2. the task was woken (a heartbeat) but has not run yet: queue, do not write
     s.take()
-    parked = await park_idle(s)
-    try:
+    async with parked_task(s, may_end=True) as woken:
         s.heartbeat_tick(time.monotonic() + 3600, 1.0)
         assert s.state is State.ACTIVE
         second = msg(2)
         s.push(second)
         assert sink.chunks == [] and s.pending == [second]
-        await asyncio.wait_for(parked, TIMEOUT_S)  # woken: it writes the ping and the frame
-    finally:
-        await stop(parked)
+        await asyncio.wait_for(woken, TIMEOUT_S)  # woken: it writes the ping and the frame
     # 3. parked for the flusher's tick by the task itself (``Delivery.open``): not idle, so
     # a push queues without waking it, and the tick wakes the task instead of writing
     s.take()
@@ -215,13 +149,12 @@ async def test_a_busy_subscriber_queues_and_its_task_writes() -> None:
         await asyncio.wait_for(held, TIMEOUT_S)  # the tick woke the task
         assert sink.chunks == [] and s.pending == [third]
     finally:
-        await stop(held)
+        await stop(held, may_have_ended=True)
 
 
 async def test_a_full_sink_marks_the_subscriber_congested_and_wakes_its_task() -> None:
     s, sink, _ = direct_sub(FakeSink(full=True))
-    task = await park_idle(s)
-    try:
+    async with parked_task(s, may_end=True) as task:
         first = msg(1)
         s.push(first)
         await asyncio.sleep(0)
@@ -232,22 +165,17 @@ async def test_a_full_sink_marks_the_subscriber_congested_and_wakes_its_task() -
         s.push(second)  # while it drains, frames queue
         assert sink.chunks == [first.frame] and s.pending == [second]
         assert s.has_work  # it does not park again before draining
-    finally:
-        await stop(task)
 
 
 async def test_a_sink_that_refuses_the_write_closes_the_subscriber() -> None:
     s, sink, _ = direct_sub(FakeSink(accept=False))
-    task = await park_idle(s)
-    try:
+    async with parked_task(s, may_end=True) as task:
         s.push(msg(1))
         await asyncio.sleep(0)
         assert s.state is State.CLOSED
         await asyncio.wait_for(task, TIMEOUT_S)  # woken: its stream ends
         s.push(msg(2))
         assert s.pending == [] and sink.chunks == []
-    finally:
-        await stop(task)
 
 
 async def test_render_skips_own_typing_and_ids_already_sent() -> None:
@@ -261,8 +189,7 @@ async def test_render_skips_own_typing_and_ids_already_sent() -> None:
     assert s.last_id == 7
     assert s.render([own, m[7]]) == (b"", 0)
     # the same on the direct path: nothing to write is no write (and no wake-up)
-    task = await park_idle(s)
-    try:
+    async with parked_task(s, may_end=True) as task:
         s.push(own)
         s.push(m[2])
         await settle()
@@ -271,20 +198,15 @@ async def test_render_skips_own_typing_and_ids_already_sent() -> None:
         s.push(m[8])
         await asyncio.sleep(0)
         assert sink.chunks == [m[8].frame] and s.last_id == 8
-    finally:
-        await stop(task)
 
 
 async def test_overflow_while_held_wakes_the_task_to_catch_up() -> None:
     s, _sink, _ = direct_sub(limit_bytes=4096)
-    task = await park_idle(s)
-    try:
+    async with parked_task(s, may_end=True) as task:
         for i in range(1, 60):  # one burst (as one batch's dispatch): > 4 KiB in the window
-            s.push(msg(i, "x" * 200))
+            s.push(msg(i, text="x" * 200))
         assert s.state is State.BEHIND
         await asyncio.wait_for(task, 4 * WINDOW_S + 0.5)  # must run, to catch up
-    finally:
-        await stop(task)
 
 
 class RaisingSink(FakeSink):
@@ -299,7 +221,7 @@ async def test_a_sink_that_raises_ends_only_its_own_stream_and_the_tick_goes_on(
     for s, sink in zip(subs, sinks, strict=True):
         s.sink = sink
         s.last_write = time.monotonic()  # all busy: the push is held for the tick
-    tasks = [await park_idle(s) for s in subs]
+    tasks = [await parked(s) for s in subs]
     try:
         event = msg(1)
         for s in subs:
@@ -316,4 +238,4 @@ async def test_a_sink_that_raises_ends_only_its_own_stream_and_the_tick_goes_on(
         assert sinks[0].chunks[1] == later.frame == sinks[2].chunks[1]
     finally:
         for task in tasks:
-            await stop(task)
+            await stop(task, may_have_ended=True)

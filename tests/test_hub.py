@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from chat.events import Event, make_event
-from chat.filters import parse_filter
 from chat.hub import Hub
-from chat.subscriber import State, Subscriber
+from chat.subscriber import State
+from tests.fakes import msg, settle, sub
 
 TIMEOUT_S = 1.0
-
-
-def msg(event_id: int, author: str = "alice", text: str = "hi") -> Event:
-    return make_event("message", "r", {"author": author, "text": text}, event_id=event_id)
-
-
-def sub(limit_bytes: int = 1 << 20, **query: str) -> Subscriber:
-    return Subscriber(("r",), parse_filter(query), limit_bytes=limit_bytes)
-
-
-async def settle() -> None:
-    """Let every ready callback run, so a task that could finish has finished."""
-    for _ in range(5):
-        await asyncio.sleep(0)
 
 
 def test_broadcast_reaches_only_matching_subscribers() -> None:

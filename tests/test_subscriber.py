@@ -3,47 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from chat.events import Event, make_event
-from chat.filters import parse_filter
+from chat.events import make_event
 from chat.flusher import Flusher
 from chat.subscriber import State, Subscriber
+from tests.fakes import FakeSink, msg, parked_task, settle, stop, sub
 
 TIMEOUT_S = 1.0
-
-
-def msg(event_id: int, author: str = "alice", text: str = "hi") -> Event:
-    return make_event("message", "r", {"author": author, "text": text}, event_id=event_id)
-
-
-def sub(limit_bytes: int = 1 << 20, **query: str) -> Subscriber:
-    return Subscriber(("r",), parse_filter(query), limit_bytes=limit_bytes)
-
-
-class FakeSink:
-    def write(self, chunk: bytes) -> bool:
-        return True
-
-    def full(self) -> bool:
-        return False
-
-    async def drain(self) -> None:
-        return None
-
-
-async def settle() -> None:
-    """Let every ready callback run, so a task that could finish has finished."""
-    for _ in range(5):
-        await asyncio.sleep(0)
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await asyncio.wait_for(task, TIMEOUT_S)
 
 
 def test_take_returns_in_arrival_order_and_empties() -> None:
@@ -155,69 +126,60 @@ async def test_wait_parks_idle_until_a_push_without_a_sink() -> None:
     assert s.waiter is None and s.state is State.ACTIVE
 
 
-def direct_sub() -> tuple[Subscriber, Flusher]:
-    """A subscriber with a sink, that wrote just now: a push holds it for a tick far away."""
+@contextlib.contextmanager
+def direct_sub() -> Iterator[tuple[Subscriber, Flusher]]:
+    """A subscriber with a sink, that wrote just now: a push holds it for a tick far away
+    (cancelled at the end, with everything held)."""
     flusher = Flusher(60.0)
     s = Subscriber(("r",), flusher=flusher)
     s.sink = FakeSink()
     s.last_write = time.monotonic()
-    return s, flusher
-
-
-def forget(flusher: Flusher) -> None:
-    if flusher.handle is not None:
-        flusher.handle.cancel()
-    flusher.held.clear()
+    try:
+        yield s, flusher
+    finally:
+        if flusher.handle is not None:
+            flusher.handle.cancel()
+        flusher.held.clear()
 
 
 async def test_an_idle_push_with_a_sink_goes_to_the_flusher_not_the_task() -> None:
-    s, flusher = direct_sub()
-    task = asyncio.create_task(s.wait())
-    try:
-        await settle()
-        s.push(msg(1))
-        assert s.state is State.DIRECT and flusher.held == [s]
-        s.push(msg(2))  # while queued, pushes only append
-        s.push_many([msg(3)], len(msg(3).frame))
-        assert flusher.held == [s] and [e.id for e in s.pending] == [1, 2, 3]
-        await settle()
-        assert not task.done() and s.state is State.DIRECT
-    finally:
-        forget(flusher)
-        await stop(task)
-    assert s.state is State.HELD  # cancelled while parked: awake, still queued
+    with direct_sub() as (s, flusher):
+        async with parked_task(s) as task:
+            s.push(msg(1))
+            assert s.state is State.DIRECT and flusher.held == [s]
+            s.push(msg(2))  # while queued, pushes only append
+            s.push_many([msg(3)], len(msg(3).frame))
+            assert flusher.held == [s] and [e.id for e in s.pending] == [1, 2, 3]
+            await settle()
+            assert not task.done() and s.state is State.DIRECT
+        assert s.state is State.HELD  # cancelled while parked: awake, still queued
 
 
 async def test_a_heartbeat_while_direct_wakes_the_task_and_keeps_it_queued() -> None:
-    s, flusher = direct_sub()
-    task = asyncio.create_task(s.wait())
-    try:
-        await settle()
-        s.push(msg(1))
-        assert s.state is State.DIRECT
-        s.heartbeat_tick(s.last_write + 100.0, 15.0)
-        assert s.state is State.HELD and s.ping_due
-        await asyncio.wait_for(task, TIMEOUT_S)
-        s.push(msg(2))  # the flusher wakes it at its turn: a push only appends
-        assert [e.id for e in s.pending] == [1, 2] and s.state is State.HELD
-        assert flusher.held == [s]
-    finally:
-        forget(flusher)
+    with direct_sub() as (s, flusher):
+        async with parked_task(s, may_end=True) as task:
+            s.push(msg(1))
+            assert s.state is State.DIRECT
+            s.heartbeat_tick(s.last_write + 100.0, 15.0)
+            assert s.state is State.HELD and s.ping_due
+            await asyncio.wait_for(task, TIMEOUT_S)
+            s.push(msg(2))  # the flusher wakes it at its turn: a push only appends
+            assert [e.id for e in s.pending] == [1, 2] and s.state is State.HELD
+            assert flusher.held == [s]
 
 
 async def test_wait_with_a_queued_entry_parks_direct() -> None:
     """A task that held itself for the tick (HELD) but found nothing left: the flusher's entry
     writes for it while it waits."""
-    s, flusher = direct_sub()
-    flusher.hold(s)
-    assert s.state is State.HELD
-    task = asyncio.create_task(s.wait())
-    try:
-        await settle()
-        assert s.state is State.DIRECT and not task.done()
-    finally:
-        forget(flusher)
-        await stop(task)
+    with direct_sub() as (s, flusher):
+        flusher.hold(s)
+        assert s.state is State.HELD
+        task = asyncio.create_task(s.wait())
+        try:
+            await settle()
+            assert s.state is State.DIRECT and not task.done()
+        finally:
+            await stop(task)
 
 
 async def test_wait_is_woken_by_close() -> None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import re
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -166,20 +166,41 @@ async def publish(url: str, room: str, timeout_s: float = 60) -> dict[int, str]:
     return acked
 
 
-async def create_room(url: str, room: str) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+async def shut_down_while_reading(live: LiveServer, rest: Callable[[], Awaitable[bytes]]) -> None:
+    """SIGTERM the server while ``rest`` reads its stream to the end: the server exits 0 and
+    the stream ends cleanly, with at most pings after the events (nothing more was posted)."""
+    code = asyncio.create_task(asyncio.to_thread(live.terminate, 20))
+    try:
+        async with asyncio.timeout(25):
+            tail = await rest()
+        events, unparsed = parse_frames(tail)
+        assert events == [] and unparsed == b"", tail[:200]
+    finally:
+        assert await asyncio.wait_for(code, 30) == 0
+
+
+@contextlib.asynccontextmanager
+async def new_server_and_stream(
+    make_server: MakeServer, room: str, version: str
+) -> AsyncIterator[tuple[LiveServer, RawStream]]:
+    """A server of the test's own with ``room`` created, and a raw stream on the room (closed
+    at the end)."""
+    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         response = await asyncio.wait_for(client.put(f"/api/rooms/{room}", json={}), 10)
         assert response.status_code in (200, 201), response.text
+    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", version)
+    try:
+        yield live, stream
+    finally:
+        await stream.close()
 
 
 async def test_http11_stream_is_chunk_encoded_in_order_and_terminated_at_shutdown(
     make_server: MakeServer,
 ) -> None:
-    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
     room = "direct"
-    await create_room(live.url, room)
-    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.1")
-    try:
+    async with new_server_and_stream(make_server, room, "HTTP/1.1") as (live, stream):
         assert b"\r\ntransfer-encoding: chunked\r\n" in stream.head.lower(), stream.head
         assert await asyncio.wait_for(stream.chunk(), TIMEOUT_S * 5) == HELLO
         assert await stream_writers(live.url) == (1, 0), "HTTP/1.1 must take the transport path"
@@ -195,30 +216,21 @@ async def test_http11_stream_is_chunk_encoded_in_order_and_terminated_at_shutdow
         assert all(chunk.endswith(b"\n\n") for chunk in stream.chunks)
 
         # a graceful shutdown ends the stream with the chunked terminator, then closes
-        code = asyncio.create_task(asyncio.to_thread(live.terminate, 20))
-        try:
+        async def to_the_terminator() -> bytes:
             tail = b""
-            async with asyncio.timeout(25):
-                while (chunk := await stream.chunk()) is not None:
-                    tail += chunk
-                after = await stream.reader.read()
-            events, rest = parse_frames(tail)
-            assert events == [] and rest == b""  # at most pings: nothing was posted
-            assert after == b""  # EOF right after the terminator
-        finally:
-            assert await asyncio.wait_for(code, 30) == 0
-    finally:
-        await stream.close()
+            while (chunk := await stream.chunk()) is not None:
+                tail += chunk
+            assert await stream.reader.read() == b""  # EOF right after the terminator
+            return tail
+
+        await shut_down_while_reading(live, to_the_terminator)
 
 
 async def test_http10_stream_is_close_delimited_without_chunk_framing(
     make_server: MakeServer,
 ) -> None:
-    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
     room = "old-client"
-    await create_room(live.url, room)
-    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.0")
-    try:
+    async with new_server_and_stream(make_server, room, "HTTP/1.0") as (live, stream):
         head = stream.head.lower()
         assert b"transfer-encoding" not in head and b"content-length" not in head, head
         assert b"\r\nconnection: close\r\n" in head, head
@@ -234,16 +246,7 @@ async def test_http10_stream_is_close_delimited_without_chunk_framing(
         assert body == b""
 
         # a graceful shutdown ends the body by closing the connection (no terminator)
-        code = asyncio.create_task(asyncio.to_thread(live.terminate, 20))
-        try:
-            async with asyncio.timeout(25):
-                tail = await stream.reader.read()  # up to EOF
-            events, rest = parse_frames(tail)
-            assert events == [] and rest == b"", tail[:200]
-        finally:
-            assert await asyncio.wait_for(code, 30) == 0
-    finally:
-        await stream.close()
+        await shut_down_while_reading(live, stream.reader.read)  # up to EOF
 
 
 async def test_a_stream_whose_client_went_away_is_dropped_and_publishers_go_on(
@@ -252,26 +255,24 @@ async def test_a_stream_whose_client_went_away_is_dropped_and_publishers_go_on(
     """A client that resets its connection while its stream is idle: the next publish writes
     into a closing transport (the direct path), the stream ends and leaves its room, and
     every POST is answered."""
-    live = make_server(CHAT_HEARTBEAT_SECONDS="60")
     room = "gone"
-    await create_room(live.url, room)
-    stream = await RawStream.open(live.port, f"/api/rooms/{room}/events", "HTTP/1.1")
-    assert await asyncio.wait_for(stream.chunk(), 10) == HELLO
-    sock = stream.writer.get_extra_info("socket")
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-    stream.writer.transport.abort()  # RST, not FIN
-    async with (
-        asyncio.timeout(30),
-        httpx.AsyncClient(base_url=live.url, timeout=10) as client,
-    ):
-        for i in range(20):
-            response = await client.post(
-                f"/api/rooms/{room}/messages", json={"author": "a", "text": f"m{i}"}
-            )
-            assert response.status_code == 201
-        for _ in range(200):
-            answer = (await client.get(f"/api/rooms/{room}")).json()
-            if answer["subscribers"] == 0:
-                break
-            await asyncio.sleep(0.05)
-        assert answer["subscribers"] == 0
+    async with new_server_and_stream(make_server, room, "HTTP/1.1") as (live, stream):
+        assert await asyncio.wait_for(stream.chunk(), 10) == HELLO
+        sock = stream.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        stream.writer.transport.abort()  # RST, not FIN
+        async with (
+            asyncio.timeout(30),
+            httpx.AsyncClient(base_url=live.url, timeout=10) as client,
+        ):
+            for i in range(20):
+                response = await client.post(
+                    f"/api/rooms/{room}/messages", json={"author": "a", "text": f"m{i}"}
+                )
+                assert response.status_code == 201
+            for _ in range(200):
+                answer = (await client.get(f"/api/rooms/{room}")).json()
+                if answer["subscribers"] == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert answer["subscribers"] == 0

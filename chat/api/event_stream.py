@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
+from hypercorn.typing import ASGIReceiveCallable
 
 from chat.api.deps import Services, require_room
 from chat.api.request import Request
@@ -78,45 +78,22 @@ async def stream_request(svc: Services, request: Request, room: str | None) -> S
 
 
 class EventStreams:
-    """The two stream routes (``room_events`` and ``events``) over the same services."""
+    """The stream routes: ``/api/rooms/{room}/events`` and ``/api/events``."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    async def room_events(
-        self,
-        request: Request,
-        args: Mapping[str, Any],
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-    ) -> None:
-        await self.serve(request, args["room"], receive, send)
-
-    async def events(
-        self,
-        request: Request,
-        args: Mapping[str, Any],
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-    ) -> None:
-        await self.serve(request, None, receive, send)
-
-    async def serve(
-        self,
-        request: Request,
-        room: str | None,
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-    ) -> None:
+    async def __call__(self, request: Request, args: Mapping[str, Any]) -> None:
         svc = self.services
-        wanted = await stream_request(svc, request, room)
+        wanted = await stream_request(svc, request, args.get("room"))
+        send = request.send
         start = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
         if request.method == "HEAD":  # the stream's headers, and no stream
             await send(start)  # type: ignore[arg-type]
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         sub = svc.delivery.subscriber(wanted)
-        watcher = asyncio.ensure_future(_close_on_disconnect(receive, sub))
+        watcher = asyncio.ensure_future(_close_on_disconnect(request.receive, sub))
         try:
             await send(start)  # type: ignore[arg-type]
             direct = TransportWriter.under(request.raw_send)

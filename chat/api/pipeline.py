@@ -61,9 +61,7 @@ MATCHES_KEPT = 4096
 SCOPE_KEY = "chat.request"  # where Quart routes find the Request: request.scope[SCOPE_KEY]
 
 
-PlainRoute = Callable[
-    [Request, Mapping[str, Any], ASGIReceiveCallable, ASGISendCallable], Awaitable[None]
-]
+PlainRoute = Callable[[Request, Mapping[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,29 +102,28 @@ class Pipeline:
         if scope["type"] != "http":  # lifespan (start-up and shutdown): Quart's
             await self.quart(scope, receive, send)
             return
-        request = Request(scope, send)  # 1. record
+        request = Request(scope, receive, send)  # 1. record
         scope[SCOPE_KEY] = request  # type: ignore[literal-required]
-        send = _recording(request, send)
         try:
             try:  # 2. error envelope
-                if not await self.read_body(request, receive):  # 3. body
+                if not await self.read_body(request):  # 3. body
                     return  # the client went away before its body was complete
                 request.identity = await self.identify(request)  # 4. identity
                 for policy in self.policies:  # 5. limits
                     await policy(request)
-                await self.route(request, receive, send)  # 6. routing
+                await self.route(request)  # 6. routing
             except ChatError as error:
-                await self.refuse(request, send, error)
+                await self.refuse(request, error)
             except Exception as error:
                 log.exception("unhandled error on %s %s", request.method, request.path)
-                await self.refuse(request, send, error)
+                await self.refuse(request, error)
         finally:
             # The scope and the Request refer to each other: without this, every request's
             # body would wait for the cyclic collector, which serve.tune_gc runs seldom.
             del scope[SCOPE_KEY]  # type: ignore[misc]
             self.metrics.answered(request.endpoint, request.served_by, request.status)
 
-    async def refuse(self, request: Request, send: ASGISendCallable, error: Exception) -> None:
+    async def refuse(self, request: Request, error: Exception) -> None:
         if request.status:
             return  # the answer has started: the connection ends with what was sent
         answer = answer_for(error)
@@ -135,12 +132,12 @@ class Pipeline:
             "status": answer.status,
             "headers": answer.headers,
         }
-        await send(start)
-        await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+        await request.send(start)
+        await request.send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
-    async def read_body(self, request: Request, receive: ASGIReceiveCallable) -> bool:
+    async def read_body(self, request: Request) -> bool:
         """Read the whole body into ``request.body``; False if the client went away first."""
-        limit = self.max_body_bytes
+        limit, receive = self.max_body_bytes, request.receive
         length = request.header(b"content-length")
         too_large = length is not None and length.isdigit() and int(length) > limit
         chunks: list[bytes] = []
@@ -170,9 +167,7 @@ class Pipeline:
         request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return True
 
-    async def route(
-        self, request: Request, receive: ASGIReceiveCallable, send: ASGISendCallable
-    ) -> None:
+    async def route(self, request: Request) -> None:
         method = request.method
         try:
             endpoint, args = self.match(request.path, method)
@@ -183,7 +178,7 @@ class Pipeline:
             raise MethodNotAllowed(f"{method} is not allowed here", allowed) from None
         except RequestRedirect:  # a missing trailing slash: Quart answers with the redirect
             request.served_by = "quart"
-            await self.quart(request.scope, _replay(request.body, receive), send)
+            await self.quart(request.scope, _replay(request), request.send)
             return
         request.endpoint = endpoint
         if method in BODY_METHODS:
@@ -191,10 +186,10 @@ class Pipeline:
         route = self.routes.get(endpoint)
         if route is not None and method in route.methods:
             request.served_by = "plain"
-            await route.handler(request, args, receive, send)
+            await route.handler(request, args)
         else:
             request.served_by = "quart"
-            await self.quart(request.scope, _replay(request.body, receive), send)
+            await self.quart(request.scope, _replay(request), request.send)
 
 
 def _check_media_type(request: Request) -> None:
@@ -221,25 +216,12 @@ async def _drain(receive: ASGIReceiveCallable) -> None:
         return
 
 
-def _recording(request: Request, send: ASGISendCallable) -> ASGISendCallable:
-    """``send`` that notes the answer's status and size in the access record, and echoes the
-    request id."""
-
-    async def recording(message: ASGISendEvent) -> None:
-        if message["type"] == "http.response.start":
-            request.status = message["status"]
-            headers = [*message.get("headers", ()), (b"x-request-id", request.request_id())]
-            message = {**message, "headers": headers}
-        elif message["type"] == "http.response.body":
-            request.sent_bytes += len(message.get("body", b""))
-        await send(message)
-
-    return recording
-
-
-def _replay(body: bytes, receive: ASGIReceiveCallable) -> ASGIReceiveCallable:
+def _replay(request: Request) -> ASGIReceiveCallable:
     """``receive`` for Quart: the body already read, then the rest (a disconnect)."""
-    first: list[ASGIReceiveEvent] = [{"type": "http.request", "body": body, "more_body": False}]
+    first: list[ASGIReceiveEvent] = [
+        {"type": "http.request", "body": request.body, "more_body": False}
+    ]
+    receive = request.receive
 
     async def replayed() -> ASGIReceiveEvent:
         return first.pop() if first else await receive()

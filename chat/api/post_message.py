@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable
 from pydantic import ValidationError
 
 from chat.api.deps import Services, commit_idempotent
@@ -31,13 +30,7 @@ class PostMessage:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    async def __call__(
-        self,
-        request: Request,
-        args: Mapping[str, Any],
-        receive: ASGIReceiveCallable,
-        send: ASGISendCallable,
-    ) -> None:
+    async def __call__(self, request: Request, args: Mapping[str, Any]) -> None:
         svc = self.services
         room: str = args["room"]
         try:
@@ -69,7 +62,6 @@ class PostMessage:
         headers = [(b"content-type", JSON_BYTES), (b"content-length", b"%d" % len(answer))]
         if replayed:
             headers.append(REPLAYED)
-        await send(
-            {"type": "http.response.start", "status": 200 if replayed else 201, "headers": headers}
-        )
-        await send({"type": "http.response.body", "body": answer, "more_body": False})
+        status = 200 if replayed else 201
+        await request.send({"type": "http.response.start", "status": status, "headers": headers})
+        await request.send({"type": "http.response.body", "body": answer, "more_body": False})

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from hypercorn.typing import ASGISendCallable, HTTPScope
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
 
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
 
@@ -23,7 +23,7 @@ class Identity:
 
 class Request:
     """One request as the pipeline sees it: its head, its whole body once read, who asks,
-    and its access record."""
+    its access record, and how to answer (``send``, which records the answer)."""
 
     __slots__ = (
         "body",
@@ -31,6 +31,7 @@ class Request:
         "id",
         "identity",
         "raw_send",
+        "receive",
         "scope",
         "sent_bytes",
         "served_by",
@@ -38,8 +39,11 @@ class Request:
         "status",
     )
 
-    def __init__(self, scope: HTTPScope, raw_send: ASGISendCallable) -> None:
+    def __init__(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, raw_send: ASGISendCallable
+    ) -> None:
         self.scope = scope
+        self.receive = receive  # after the pipeline has read the body: the disconnect
         self.raw_send = raw_send  # the server's own send, for ``chat.api.transport``
         self.started = time.perf_counter()
         given = self.header(b"x-request-id")
@@ -70,6 +74,18 @@ class Request:
         if self.id is None:
             self.id = secrets.token_hex(8).encode()
         return self.id
+
+    async def send(self, message: ASGISendEvent) -> None:
+        """ASGI ``send`` that notes the answer's status and size in the access record and
+        echoes the request id. (A method, not a closure over the request: a closure stored
+        on the request would make a reference cycle of every request.)"""
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            headers = [*message.get("headers", ()), (b"x-request-id", self.request_id())]
+            message = {**message, "headers": headers}
+        elif message["type"] == "http.response.body":
+            self.sent_bytes += len(message.get("body", b""))
+        await self.raw_send(message)
 
 
 class Policy(Protocol):

@@ -53,8 +53,8 @@ def install(app: Quart, services: Services) -> dict[str, Route]:
     """Add the plain routes to the app's route table; returns them by endpoint."""
     streams = EventStreams(services)
     table: list[tuple[str, str, Any, PlainRoute, frozenset[str]]] = [
-        ("/api/rooms/<room>/events", "streams.room_events", room_events, streams.room_events, GET),
-        ("/api/events", "streams.events", events, streams.events, GET),
+        ("/api/rooms/<room>/events", "streams.room_events", room_events, streams, GET),
+        ("/api/events", "streams.events", events, streams, GET),
         ("/api/rooms/<room>/messages", "messages.post", post_message, PostMessage(services), POST),
     ]
     routes = {}

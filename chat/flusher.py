@@ -47,7 +47,7 @@ MIN_WIDENED_S = 0.001
 
 
 class Sink(Protocol):
-    """A stream's connection, written to directly (``chat.api.fast_streams.DirectWriter``)."""
+    """A stream's connection, written to directly (``chat.api.transport.TransportWriter``)."""
 
     def write(self, chunk: bytes) -> bool:
         """Queue the chunk on the connection; False if the connection is gone."""

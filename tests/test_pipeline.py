@@ -9,7 +9,7 @@ import contextlib
 import gc
 import re
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from tests.test_errors import assert_error
 
 TIMEOUT_S = 10.0
 GOOD = {"author": "alice", "text": "hello"}
+JSON = {"content-type": "application/json"}
 
 
 @contextlib.asynccontextmanager
@@ -66,12 +67,14 @@ async def test_a_policy_refusing_everything_refuses_every_route(
     assert ("POST", "/api/rooms/1/messages") in wanted, "the message POST is documented"
     assert ("GET", "/api/rooms/1/events") in wanted and ("GET", "/api/events") in wanted
     seen: list[tuple[str, str, Identity | None, bytes]] = []
+    endpoints: set[str] = set()
 
     async def identify(request: Request) -> Identity | None:
         return Identity("tester")
 
     async def refuse(request: Request) -> None:
         seen.append((request.method, request.path, request.identity, request.body))
+        endpoints.add(request.endpoint)
         raise Forbidden("refused by the test's policy")
 
     settings = Settings(database=str(tmp_path / "chat.db"))
@@ -92,6 +95,8 @@ async def test_a_policy_refusing_everything_refuses_every_route(
             assert error["message"] == "refused by the test's policy", (method, path)
     assert {(m, p.partition("?")[0]) for m, p in wanted} == {(m, p) for m, p, _, _ in seen}
     assert all(who == Identity("tester") and got == body for _, _, who, got in seen)
+    # the policy knew which route each request was for
+    assert {"messages.post", "streams.room_events", "streams.events", "ops.healthz"} <= endpoints
     with sqlite3.connect(tmp_path / "chat.db") as db:
         assert db.execute("SELECT count(*) FROM events").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM rooms").fetchone() == (0,)
@@ -182,6 +187,8 @@ async def test_requests_are_freed_without_the_cyclic_collector(tmp_path: Path) -
                     assert response.status_code == 201, response.text
                     assert (await client.get("/api/rooms/r/messages")).status_code == 200
                     assert (await client.post("/api/rooms/r/nope", json=GOOD)).status_code == 404
+                    bad = await client.post("/api/rooms/r/messages", content=b"{", headers=JSON)
+                    assert bad.status_code == 400, bad.text
 
         await post_many(20)  # warm up: caches, pools, the room
         gc.collect()
@@ -203,3 +210,39 @@ def _of_a_request(thing: object) -> bool:
     if isinstance(thing, dict):
         return thing.get("type") == "http" and "asgi" in thing
     return type(thing).__module__.startswith("chat.")
+
+
+async def test_a_websocket_request_is_refused(server: LiveServer) -> None:
+    """No route takes a websocket: the handshake is refused, not left to Quart."""
+    async with asyncio.timeout(TIMEOUT_S):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(
+                b"GET /api/rooms/r/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 403 "), head
+
+
+async def test_a_body_over_the_limit_is_413_even_if_its_tail_stalls(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """The limit is passed early, then the client stops sending: the answer is the 413 (after
+    a bounded drain), not a 408 when the body timeout passes meanwhile."""
+    live = make_server(CHAT_MAX_BODY_BYTES="1000", CHAT_BODY_TIMEOUT_SECONDS="1")
+    async with asyncio.timeout(TIMEOUT_S):
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+        try:
+            writer.write(
+                b"POST /api/rooms/r/messages HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"5dc\r\n" + b"x" * 1500 + b"\r\n"  # and never the rest
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+        finally:
+            writer.close()
+    assert head.startswith(b"HTTP/1.1 413 "), head

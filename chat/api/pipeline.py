@@ -2,16 +2,20 @@
 ``Pipeline.__call__``:
 
 1. **record**: the request's id (a well-formed ``X-Request-ID``, else a new one; echoed in
-   the answer) and its access record (status, bytes, duration), counted when it ends;
+   the answer), its access record (status, bytes, duration; counted when it ends), and its
+   endpoint, looked up in the route table so that every step below knows it;
 2. **error envelope**: whatever a later step raises becomes the JSON envelope of API.md
    (``chat.api.envelope``), unless the answer has already started;
 3. **body**: read whole before anything else looks at it, at most ``max_body_bytes``
    (413) within ``body_timeout_seconds`` (408);
 4. **identity**: who is asking (a seam: everyone is anonymous until identity lands);
 5. **limits**: policies that may refuse the request (a seam: none by default);
-6. **routing**: the app's ``url_map`` is the one route table. A plain route
-   (``chat.api.routes``: the event streams and the message POST, served without Quart's
-   per-request machinery) or Quart (every other route) serves the matched endpoint.
+6. **routing**: the app's ``url_map`` is the one route table: no match is a 404 or 405, a
+   body that is not JSON a 415; then a plain route (``chat.api.routes``: the event streams
+   and the message POST, served without Quart's per-request machinery) or Quart (every
+   other route) serves the endpoint.
+
+A websocket request is refused (no route takes one); lifespan events go to Quart.
 
 Quart routes therefore see a request that has passed every step above; nothing
 cross-cutting is a Quart hook, so no route can miss it.
@@ -99,11 +103,15 @@ class Pipeline:
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
+        if scope["type"] == "websocket":  # no route takes one: refused, not left to Quart
+            await send({"type": "websocket.close", "code": 1008, "reason": ""})
+            return
         if scope["type"] != "http":  # lifespan (start-up and shutdown): Quart's
             await self.quart(scope, receive, send)
             return
         request = Request(scope, receive, send)  # 1. record
         scope[SCOPE_KEY] = request  # type: ignore[literal-required]
+        miss = self.locate(request)
         try:
             try:  # 2. error envelope
                 if not await self.read_body(request):  # 3. body
@@ -111,7 +119,7 @@ class Pipeline:
                 request.identity = await self.identify(request)  # 4. identity
                 for policy in self.policies:  # 5. limits
                     await policy(request)
-                await self.route(request)  # 6. routing
+                await self.route(request, miss)  # 6. routing
             except ChatError as error:
                 await self.refuse(request, error)
             except Exception as error:
@@ -141,7 +149,7 @@ class Pipeline:
         length = request.header(b"content-length")
         too_large = length is not None and length.isdigit() and int(length) > limit
         chunks: list[bytes] = []
-        size = 0
+        size, more = 0, True
         try:
             async with asyncio.timeout(self.body_timeout_s):
                 while True:
@@ -154,39 +162,45 @@ class Pipeline:
                         too_large = True
                     if not too_large:
                         chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-                    if too_large:
-                        await _drain(receive)
+                    more = message.get("more_body", False)
+                    if not more or too_large:
                         break
         except TimeoutError:
-            late = f"the body did not arrive within {self.body_timeout_s:g} s"
-            raise RequestTimeout(late) from None
+            if not too_large:
+                late = f"the body did not arrive within {self.body_timeout_s:g} s"
+                raise RequestTimeout(late) from None
         if too_large:
+            if more:
+                await _drain(receive)
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
         request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         return True
 
-    async def route(self, request: Request) -> None:
+    def locate(self, request: Request) -> Callable[[], ChatError] | None:
+        """Look the request up in the route table, so that every step knows its endpoint;
+        returns what makes the error routing answers with (step 6) when nothing matches (a
+        maker, not the error: a raised error held in a local would keep its traceback's
+        frames, and with them the request, in a reference cycle)."""
         method = request.method
         try:
-            endpoint, args = self.match(request.path, method)
-        except WerkzeugNotFound:
-            raise NotFound("the requested URL was not found on the server") from None
+            request.endpoint, request.args = self.match(request.path, method)
+        except (WerkzeugNotFound, RequestRedirect):  # no rule ends with a slash to redirect to
+            return functools.partial(NotFound, "the requested URL was not found on the server")
         except WerkzeugMethodNotAllowed as error:
             allowed = sorted(error.valid_methods or ())
-            raise MethodNotAllowed(f"{method} is not allowed here", allowed) from None
-        except RequestRedirect:  # a missing trailing slash: Quart answers with the redirect
-            request.served_by = "quart"
-            await self.quart(request.scope, _replay(request), request.send)
-            return
-        request.endpoint = endpoint
+            return functools.partial(MethodNotAllowed, f"{method} is not allowed here", allowed)
+        return None
+
+    async def route(self, request: Request, miss: Callable[[], ChatError] | None) -> None:
+        if miss is not None:
+            raise miss()
+        method = request.method
         if method in BODY_METHODS:
             _check_media_type(request)
-        route = self.routes.get(endpoint)
+        route = self.routes.get(request.endpoint)
         if route is not None and method in route.methods:
             request.served_by = "plain"
-            await route.handler(request, args)
+            await route.handler(request, request.args)
         else:
             request.served_by = "quart"
             await self.quart(request.scope, _replay(request), request.send)

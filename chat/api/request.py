@@ -3,15 +3,21 @@ asking (``Identify``) and whether to let the request on (``Policy``)."""
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
 
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
+# A made id: this process's random prefix and a count (a random id per request would cost a
+# system call each).
+ID_PREFIX = secrets.token_hex(4).encode()
+_counter = itertools.count()
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,7 @@ class Request:
     its access record, and how to answer (``send``, which records the answer)."""
 
     __slots__ = (
+        "args",
         "body",
         "endpoint",
         "id",
@@ -50,7 +57,8 @@ class Request:
         self.id = given if given is not None and REQUEST_ID.fullmatch(given) else None
         self.body = b""
         self.identity: Identity | None = None
-        self.endpoint = ""  # the route table's name for what served it; "" if none matched
+        self.endpoint = ""  # the route table's name for it; "" if none matched
+        self.args: Mapping[str, Any] = {}  # the path's arguments (``room``)
         self.served_by = ""  # "plain" (a plain route) or "quart"; "" if not routed
         self.status = 0  # 0 until the answer starts
         self.sent_bytes = 0
@@ -72,7 +80,7 @@ class Request:
 
     def request_id(self) -> bytes:
         if self.id is None:
-            self.id = secrets.token_hex(8).encode()
+            self.id = b"%s%08x" % (ID_PREFIX, next(_counter) & 0xFFFFFFFF)
         return self.id
 
     async def send(self, message: ASGISendEvent) -> None:

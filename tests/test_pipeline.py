@@ -212,19 +212,25 @@ def _of_a_request(thing: object) -> bool:
     return type(thing).__module__.startswith("chat.")
 
 
-async def test_a_websocket_request_is_refused(server: LiveServer) -> None:
-    """No route takes a websocket: the handshake is refused, not left to Quart."""
+async def answer_head(port: int, request: bytes) -> bytes:
+    """Send raw bytes on a new connection; the head of the answer."""
     async with asyncio.timeout(TIMEOUT_S):
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(
-                b"GET /api/rooms/r/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                b"Sec-WebSocket-Version: 13\r\n\r\n"
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
+            writer.write(request)
+            return await reader.readuntil(b"\r\n\r\n")
         finally:
             writer.close()
+
+
+async def test_a_websocket_request_is_refused(server: LiveServer) -> None:
+    """No route takes a websocket: the handshake is refused, not left to Quart."""
+    head = await answer_head(
+        server.port,
+        b"GET /api/rooms/r/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n",
+    )
     assert head.startswith(b"HTTP/1.1 403 "), head
 
 
@@ -234,15 +240,10 @@ async def test_a_body_over_the_limit_is_413_even_if_its_tail_stalls(
     """The limit is passed early, then the client stops sending: the answer is the 413 (after
     a bounded drain), not a 408 when the body timeout passes meanwhile."""
     live = make_server(CHAT_MAX_BODY_BYTES="1000", CHAT_BODY_TIMEOUT_SECONDS="1")
-    async with asyncio.timeout(TIMEOUT_S):
-        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
-        try:
-            writer.write(
-                b"POST /api/rooms/r/messages HTTP/1.1\r\nHost: x\r\n"
-                b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
-                b"5dc\r\n" + b"x" * 1500 + b"\r\n"  # and never the rest
-            )
-            head = await reader.readuntil(b"\r\n\r\n")
-        finally:
-            writer.close()
+    head = await answer_head(
+        live.port,
+        b"POST /api/rooms/r/messages HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5dc\r\n" + b"x" * 1500 + b"\r\n",  # and never the rest
+    )
     assert head.startswith(b"HTTP/1.1 413 "), head

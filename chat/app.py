@@ -157,7 +157,7 @@ def create_app(
 
     async def watch_load() -> None:
         """How much of the time the loop is idle: the coalescing window widens without it."""
-        meter = IdleMeter()
+        meter = IdleMeter(asyncio.get_running_loop())
         flusher = services.delivery.flusher
         while True:
             await asyncio.sleep(LOAD_PROBE_S)

@@ -1,71 +1,69 @@
-"""The idle meter (``chat.idle``): the coalescing window's load signal, from CPU time."""
+"""The event loop's idle meter (``chat.idle``): the coalescing window's load signal."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 
-from chat.idle import IdleMeter
+from chat.idle import IdleMeter, _TimedSelector
 
-SPAN_S = 0.05
-
-
-class Clocks:
-    """CPU and wall time the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.cpu = self.wall = 100.0
-
-    def run(self, wall_s: float, cpu_s: float) -> None:
-        self.wall += wall_s
-        self.cpu += cpu_s
-
-    def meter(self) -> IdleMeter:
-        return IdleMeter(cpu_s=lambda: self.cpu, wall_s=lambda: self.wall)
+SPAN_S = 0.2
 
 
-def test_idle_is_one_minus_cpu_over_wall_clamped() -> None:
-    clocks = Clocks()
-    meter = clocks.meter()
-    cases = [
-        (0.01, 0.0, 1.0),  # asleep
-        (0.01, 0.01, 0.0),  # busy all along
-        (0.02, 0.005, 0.75),  # busy a quarter of the time
-        (0.01, 0.02, 0.0),  # two threads busy in parallel on two cores: clamped
-    ]
-    for wall_s, cpu_s, want in cases:
-        clocks.run(wall_s, cpu_s)
-        idle, elapsed = meter.sample()
-        assert abs(idle - want) < 1e-9 and abs(elapsed - wall_s) < 1e-9
-    assert meter.sample() == (1.0, 0.0)  # no time passed: idle, and nothing to weigh
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
 
 
-def test_a_sleeping_process_reads_idle() -> None:
-    meter = IdleMeter()
-    time.sleep(SPAN_S)  # no CPU used, however long the sleep actually lasts
-    idle, elapsed = meter.sample()
-    assert idle > 0.8 and elapsed > 0
-
-
-async def test_a_loop_held_by_a_callback_reads_busy() -> None:
-    """Spin until the process has used ``SPAN_S`` of CPU time (not of wall time): a busy
-    machine makes the span longer, never the reading wrong. The meter's CPU time covers the
-    spin's, so its idle share is at most 1 - spin CPU / elapsed: near 0 on a free core."""
+async def test_a_loop_waiting_for_io_is_idle_and_one_running_callbacks_is_not() -> None:
     loop = asyncio.get_running_loop()
-    spun: list[float] = []
-
-    def hold_the_loop() -> None:
-        start = time.process_time()
-        while time.process_time() - start < SPAN_S:
-            pass
-        spun.append(time.process_time() - start)
-
-    meter = IdleMeter()
-    loop.call_soon(hold_the_loop)
+    meter = IdleMeter(loop)
+    assert isinstance(loop._selector, _TimedSelector)  # type: ignore[attr-defined]
+    await asyncio.sleep(SPAN_S)  # nothing to do but wait for the timer
+    idle, elapsed = meter.sample()
+    assert idle > 0.8 and elapsed >= SPAN_S
+    loop.call_soon(busy, SPAN_S)  # a callback that holds the loop
+    await asyncio.sleep(0)
     await asyncio.sleep(0)
     idle, elapsed = meter.sample()
-    assert spun and elapsed > 0
-    assert idle <= max(0.0, 1 - spun[0] / elapsed) + 1e-9
-    asleep = IdleMeter()
-    await asyncio.sleep(SPAN_S)  # the loop waits for its timer
-    assert idle < asleep.sample()[0]
+    assert idle < 0.2 and elapsed >= SPAN_S
+    # a second meter on the same loop shares the one wrapper
+    assert IdleMeter(loop)._timed is meter._timed
+
+
+async def test_the_wrapped_selector_still_serves_the_loop() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    loop = asyncio.get_running_loop()
+    IdleMeter(loop)
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)  # registered after the wrap
+    try:
+        host, port = server.sockets[0].getsockname()[:2]
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+        writer.write(b"ping\n")
+        assert await asyncio.wait_for(reader.readline(), 5) == b"ping\n"
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the server
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 5)
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
+class NoSelectorLoop:
+    """A loop without ``_selector`` (as uvloop's): measured by the thread's CPU time."""
+
+
+def test_a_loop_without_a_selector_is_measured_by_cpu_time() -> None:
+    meter = IdleMeter(NoSelectorLoop())  # type: ignore[arg-type]
+    assert meter._timed is None
+    time.sleep(SPAN_S)
+    idle, _ = meter.sample()
+    assert idle > 0.8  # asleep: no CPU used
+    busy(SPAN_S)
+    idle, _ = meter.sample()
+    assert idle < 0.2

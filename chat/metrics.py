@@ -85,8 +85,9 @@ class Metrics:
         )
         self.requests = Counter(
             "chat_requests",
-            "Requests answered, by the route table's endpoint and what served it: a plain "
-            "route of the pipeline or Quart (unmatched: refused before routing).",
+            "Requests answered, by the route table's endpoint (unmatched: no route) and what "
+            "served it: a plain route of the pipeline, Quart, or the pipeline itself (a "
+            "refusal before routing).",
             ["endpoint", "served_by"],
             registry=r,
         )

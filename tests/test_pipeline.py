@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -247,3 +248,27 @@ async def test_a_body_over_the_limit_is_413_even_if_its_tail_stalls(
         b"5dc\r\n" + b"x" * 1500 + b"\r\n",  # and never the rest
     )
     assert head.startswith(b"HTTP/1.1 413 "), head
+
+
+async def test_the_access_record_is_logged_at_debug(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``chat.access`` at DEBUG: one line per request with its id, what was asked, the
+    status and the endpoint that served it (CHAT_LOG_LEVEL=DEBUG turns it on)."""
+    settings = Settings(database=str(tmp_path / "chat.db"))
+    app = create_app(settings)
+    caplog.set_level(logging.DEBUG, logger="chat.access")
+    async with in_process(app, settings) as url, httpx.AsyncClient(base_url=url) as client:
+        async with asyncio.timeout(TIMEOUT_S):
+            posted = await client.post("/api/rooms/r/messages", json=GOOD)
+            missing = await client.get("/api/nope", headers={"x-request-id": "trace-7"})
+    assert posted.status_code == 201 and missing.status_code == 404
+    lines = [r.getMessage() for r in caplog.records if r.name == "chat.access"]
+    made = posted.headers["x-request-id"]
+    assert any(
+        line.startswith(f"{made} POST /api/rooms/r/messages -> 201 (messages.post, plain)")
+        for line in lines
+    ), lines
+    assert any(
+        line.startswith("trace-7 GET /api/nope -> 404 (unmatched, pipeline)") for line in lines
+    ), lines

@@ -2,7 +2,8 @@
 ``Pipeline.__call__``:
 
 1. **record**: the request's id (a well-formed ``X-Request-ID``, else a new one; echoed in
-   the answer), its access record (status, bytes, duration; counted when it ends), and its
+   the answer), its access record (endpoint, status, duration; counted in
+   ``chat_requests_total`` when it ends, and logged to ``chat.access`` at DEBUG), and its
    endpoint, looked up in the route table so that every step below knows it;
 2. **error envelope**: whatever a later step raises becomes the JSON envelope of API.md
    (``chat.api.envelope``), unless the answer has already started;
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +56,9 @@ from chat.errors import (
 from chat.metrics import Metrics
 
 log = logging.getLogger(__name__)
+# One line per request at DEBUG (CHAT_LOG_LEVEL=DEBUG); off by default, and then it costs one
+# level check. Issue 14's structured request log takes the same record.
+access_log = logging.getLogger("chat.access")
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -130,6 +135,17 @@ class Pipeline:
             # body would wait for the cyclic collector, which serve.tune_gc runs seldom.
             del scope[SCOPE_KEY]  # type: ignore[misc]
             self.metrics.answered(request.endpoint, request.served_by, request.status)
+            if access_log.isEnabledFor(logging.DEBUG):
+                access_log.debug(
+                    "%s %s %s -> %d (%s, %s) in %.1f ms",
+                    request.request_id().decode(),
+                    request.method,
+                    request.path,
+                    request.status,
+                    request.endpoint or "unmatched",
+                    request.served_by or "pipeline",
+                    (time.perf_counter() - request.started) * 1000,
+                )
 
     async def refuse(self, request: Request, error: Exception) -> None:
         if request.status:

@@ -29,7 +29,8 @@ class Identity:
 
 class Request:
     """One request as the pipeline sees it: its head, its whole body once read, who asks,
-    its access record, and how to answer (``send``, which records the answer)."""
+    its access record (id, endpoint, what served it, status, when it started), and how to
+    answer (``send``, which records the answer)."""
 
     __slots__ = (
         "args",
@@ -40,7 +41,6 @@ class Request:
         "raw_send",
         "receive",
         "scope",
-        "sent_bytes",
         "served_by",
         "started",
         "status",
@@ -61,7 +61,6 @@ class Request:
         self.args: Mapping[str, Any] = {}  # the path's arguments (``room``)
         self.served_by = ""  # "plain" (a plain route) or "quart"; "" if not routed
         self.status = 0  # 0 until the answer starts
-        self.sent_bytes = 0
 
     @property
     def method(self) -> str:
@@ -84,15 +83,13 @@ class Request:
         return self.id
 
     async def send(self, message: ASGISendEvent) -> None:
-        """ASGI ``send`` that notes the answer's status and size in the access record and
-        echoes the request id. (A method, not a closure over the request: a closure stored
-        on the request would make a reference cycle of every request.)"""
+        """ASGI ``send`` that notes the answer's status in the access record and echoes the
+        request id. (A method, not a closure over the request: a closure stored on the
+        request would make a reference cycle of every request.)"""
         if message["type"] == "http.response.start":
             self.status = message["status"]
             headers = [*message.get("headers", ()), (b"x-request-id", self.request_id())]
             message = {**message, "headers": headers}
-        elif message["type"] == "http.response.body":
-            self.sent_bytes += len(message.get("body", b""))
         await self.raw_send(message)
 
 

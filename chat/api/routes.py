@@ -4,7 +4,7 @@ pipeline serves itself, without Quart's per-request machinery.
 Each is added to the ``url_map`` like any route, with a view function that carries its
 documentation for /docs and /openapi.json. The pipeline serves the endpoint for the methods
 below; Quart only ever sees it for OPTIONS (its automatic answer), so the view function is
-never called (tests/test_pipeline.py checks that every documented route is reachable).
+never called (tests/test_pipeline.py checks that the plain routes serve these endpoints).
 """
 
 from __future__ import annotations

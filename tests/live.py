@@ -48,10 +48,10 @@ def spawn_and_wait(
     raise RuntimeError(f"{name} was not ready in {timeout_s}s:\n{text}")
 
 
-async def scrape(client: httpx.AsyncClient) -> dict[str, float]:
-    """Every sample of the client's server's /metrics, by its series
+async def scrape(client: httpx.AsyncClient, url: str = "") -> dict[str, float]:
+    """Every sample of /metrics (of ``url``, or of the client's base URL), by its series
     (``chat_requests_total{endpoint="messages.post",served_by="plain"}``)."""
-    response = await client.get("/metrics")
+    response = await client.get(f"{url}/metrics")
     assert response.status_code == 200, response.text
     values: dict[str, float] = {}
     for line in response.text.splitlines():

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.live import LiveServer, SSEEvent, open_stream
+from tests.live import LiveServer, SSEEvent, open_stream, scrape
 
 Json = dict[str, Any]
 
@@ -163,14 +163,8 @@ async def readyz(client: httpx.AsyncClient, url: str) -> httpx.Response:
 
 
 async def metric(client: httpx.AsyncClient, url: str, name: str) -> float | None:
-    """The value of an unlabelled metric in /metrics, or None when it is not there."""
-    response = await client.get(f"{url}/metrics")
-    assert response.status_code == 200, response.text
-    for line in response.text.splitlines():
-        parts = line.split()
-        if len(parts) == 2 and parts[0] == name:
-            return float(parts[1])
-    return None
+    """The value of a metric in /metrics, or None when it is not there."""
+    return (await scrape(client, url)).get(name)
 
 
 async def eventually(check: Any, timeout_s: float, what: str, every_s: float = 0.05) -> Any:

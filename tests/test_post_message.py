@@ -19,7 +19,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.live import LiveServer, open_stream
+from tests.live import LiveServer, open_stream, scrape
 from tests.test_errors import GOOD, assert_error, chunks, fields, unchanged
 from tests.test_messages import EVENT_FIELDS, RFC3339_MS
 
@@ -84,17 +84,13 @@ async def history(client: httpx.AsyncClient, room: str) -> list[dict[str, Any]]:
 async def errors_counted(client: httpx.AsyncClient, status: int) -> float:
     """``chat_errors_total{status="..."}`` (chat/metrics.py ``requests_rejected``)."""
     async with asyncio.timeout(TIMEOUT_S):
-        text = (await client.get("/metrics")).text
-    found = re.search(rf'^chat_errors_total\{{status="{status}"\}} (\S+)$', text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+        values = await scrape(client)
+    return values.get(f'chat_errors_total{{status="{status}"}}', 0.0)
 
 
 async def task_count(client: httpx.AsyncClient) -> float:
     async with asyncio.timeout(TIMEOUT_S):
-        text = (await client.get("/metrics")).text
-    found = re.search(r"^chat_asyncio_tasks (\S+)$", text, re.MULTILINE)
-    assert found, text
-    return float(found.group(1))
+        return (await scrape(client))["chat_asyncio_tasks"]
 
 
 # -- 1, 2: a well-formed post ----------------------------------------------------------------

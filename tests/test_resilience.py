@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from tests.live import LiveServer, open_stream
+from tests.live import LiveServer, open_stream, scrape
 from tests.rawsse import RawSSE, UnexpectedStatus
 
 MakeServer = Callable[..., LiveServer]
@@ -67,14 +67,10 @@ async def publish(
 
 
 async def metrics(client: httpx.AsyncClient) -> dict[str, float]:
-    response = await client.get("/metrics")
-    assert response.status_code == 200
-    values: dict[str, float] = {}
-    for line in response.text.splitlines():
-        if line.startswith("chat_") and "{" not in line:
-            name, value = line.split()
-            values[name] = float(value)
-    return values
+    """The service's unlabelled metrics (``chat_*``)."""
+    return {
+        k: v for k, v in (await scrape(client)).items() if k.startswith("chat_") and "{" not in k
+    }
 
 
 async def history(client: httpx.AsyncClient, room: str, pages: int) -> list[dict[str, Any]]:

@@ -19,10 +19,11 @@ from quart_schema import Info, QuartSchema
 
 from chat import __version__, api
 from chat.api import routes
+from chat.api.auth import Authenticator, RoomAccessPolicy
 from chat.api.envelope import JSON
 from chat.api.ops import DOCS_ASSETS, STATIC_DIR
 from chat.api.pipeline import Pipeline
-from chat.api.request import Identify, Policy, anonymous
+from chat.api.request import Identify, Policy
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings
 from chat.delivery import Delivery
@@ -61,11 +62,12 @@ class ChatQuart(Quart):
 def create_app(
     settings: Settings | None = None,
     *,
-    identify: Identify = anonymous,
+    identify: Identify | None = None,
     policies: Sequence[Policy] = (),
 ) -> Quart:
-    """The service. ``identify`` and ``policies`` fill the pipeline's identity and limits
-    seams (chat/api/pipeline.py)."""
+    """The service. ``identify`` replaces the pipeline's identity step (by default
+    ``chat.api.auth.Authenticator``, ACCESS.md); ``policies`` follow its access step
+    (chat/api/pipeline.py)."""
     settings = settings or Settings()
     app = ChatQuart("chat", static_folder=str(STATIC_DIR), static_url_path="/static")
     app.url_map.merge_slashes = False  # "//" would be a redirect with an HTML page; now a 404
@@ -122,6 +124,7 @@ def create_app(
         broker = redis = RedisBroker(settings, registry, read_after, store.latest_id, metrics)
         presence = SharedPresence(redis, settings.presence_grace_seconds, announce)
         typing = SharedTypingLimit(redis, settings.typing_interval_seconds)
+    auth = Authenticator(settings, store, registry)
     services = api.Services(
         settings,
         store,
@@ -131,6 +134,7 @@ def create_app(
         Delivery(settings, store, registry, metrics, presence),
         presence,
         typing,
+        auth,
     )
     app.extensions["chat"] = services
     api.register(app)
@@ -143,8 +147,8 @@ def create_app(
         metrics,
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_seconds,
-        identify=identify,
-        policies=policies,
+        identify=identify or auth,
+        policies=[RoomAccessPolicy(registry.access), *policies],
     )
     background: list[asyncio.Task[None]] = []
 
@@ -177,12 +181,18 @@ def create_app(
     async def start() -> None:
         await store.open()
         registry.position = await store.latest_id()
+        # Who may read which room, as of some id; the events after it, which the broker
+        # brings in order, keep it current (chat/registry.py).
+        position, private, members = await store.access_state()
+        registry.access.load(private, members)
+        registry.access_position = position
         await broker.start()
         presence.start()
         background.append(asyncio.create_task(beat(), name="chat-heartbeat"))
         if settings.coalesce_max_ms > settings.coalesce_ms:
             background.append(asyncio.create_task(watch_load(), name="chat-load"))
         background.append(asyncio.create_task(forget_idempotency_keys(), name="chat-purge"))
+        background.append(asyncio.create_task(auth.watch(), name="chat-credentials"))
         where = urlsplit(settings.broker)
         broker_name = f"{where.scheme}://{where.hostname}:{where.port}" if where.scheme else "local"
         log.info("chat ready: database %s, broker %s", settings.database, broker_name)

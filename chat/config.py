@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -115,5 +115,41 @@ class Settings(BaseSettings):
     url: str = Field(
         "http://127.0.0.1:8000", description="Where `python -m chat post/tail` find the service."
     )
+    auth: Literal["open", "required"] = Field(
+        "open",
+        description="`open`: a request without credentials is a guest (reads public rooms, "
+        "posts under a name it declares); `required`: every API call needs a signed-in "
+        "identity (ACCESS.md). `serve` on a non-loopback host refuses to start while this "
+        "is not set at all.",
+    )
+    session_ttl_hours: float = Field(
+        720.0, gt=0, description="How long a sign-in (POST /api/session) stays valid."
+    )
+    cookie_secure: bool = Field(
+        False, description="Mark the session cookie Secure even when the request came over HTTP."
+    )
+    cors_origins: str = Field(
+        "",
+        description="Comma-separated origins, besides the service's own, whose pages may send "
+        "cookie-authenticated writes (and, with issue 14, CORS requests).",
+    )
+    jwt_secret: SecretStr | None = Field(
+        None, description="Shared secret of HS256 JWTs minted by another application."
+    )
+    jwt_public_key_file: Path | None = Field(
+        None, description="PEM public key of RS256 or ES256 JWTs minted by another application."
+    )
+    jwt_audience: str | None = Field(None, description="When set, a JWT's `aud` must name it.")
+    metrics_public: bool = Field(
+        False, description="In `required` mode, serve /metrics to anyone, not only admins and bots."
+    )
+    token: SecretStr | None = Field(
+        None, description="The token `python -m chat post/tail` send (or --token)."
+    )
     loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="The event loop.")
     log_level: str = Field("INFO", description="Python logging level.")
+
+
+def origins(settings: Settings) -> frozenset[str]:
+    """``CHAT_CORS_ORIGINS`` as a set of ``scheme://host[:port]`` strings."""
+    return frozenset(o.strip().rstrip("/") for o in settings.cors_origins.split(",") if o.strip())

@@ -19,10 +19,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from chat import sse
+from chat.access import ReplayGate
 from chat.config import Settings
 from chat.events import Event, make_event
 from chat.filters import Filter
 from chat.flusher import Flusher
+from chat.identity import Identity
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.registry import Registry
@@ -36,6 +38,7 @@ class StreamRequest:
     filter: Filter | None
     resume_from: str | None  # Last-Event-ID (or last_event_id), unparsed
     user: str | None = None
+    identity: Identity | None = None  # who reads (None: a guest): private rooms follow it
 
 
 class Delivery:
@@ -68,6 +71,7 @@ class Delivery:
             limit_bytes=self.settings.subscriber_buffer_bytes,
             user=request.user,
             flusher=self.flusher,
+            identity=request.identity,
         )
 
     async def open(self, request: StreamRequest, sub: Subscriber) -> AsyncGenerator[bytes, None]:
@@ -155,13 +159,28 @@ class Delivery:
         self.metrics.resets.inc()
         return make_event("reset", room, {"latest_id": latest, "reason": reason}).frame
 
+    async def _gate(self, sub: Subscriber) -> ReplayGate | None:
+        """The access rule for a replay from ``sub.last_id`` (None: nothing to hide)."""
+        book = self.registry.access
+        identity = sub.identity
+        if (identity is not None and identity.is_admin) or not book.has_private():
+            return None
+        member_at = {}
+        if identity is not None:
+            member_at = await self.store.membership_at(identity.user, sub.last_id)
+        return ReplayGate(identity, book, member_at)
+
     async def _replay(self, sub: Subscriber) -> AsyncIterator[bytes]:
         page = self.settings.replay_page_size
+        gate = await self._gate(sub)
         while sub.state is not CLOSED:
             events = await self.store.events_after(sub.rooms, sub.last_id, page)
             if not events:
                 return
-            frames = [e.frame for e in events if sub.wants(e)]
+            if gate is None:
+                frames = [e.frame for e in events if sub.wants(e)]
+            else:  # every event passes the gate, in order: it follows access events
+                frames = [e.frame for e in events if gate.allows(e) and sub.wants(e)]
             last = events[-1].id
             assert last is not None
             sub.last_id = last

@@ -5,6 +5,7 @@
   * InvalidJSON (400 invalid_json)
   * InvalidRoom (400 invalid_room)
   * InvalidQuery (400 invalid_query)
+  * Unauthorized (401 unauthorized)
   * Forbidden (403 forbidden)
   * NotFound (404 not_found)
   * MethodNotAllowed (405 method_not_allowed)
@@ -49,6 +50,15 @@ class InvalidRoom(ChatError):
 
 class InvalidQuery(ChatError):
     status, code = 400, "invalid_query"
+
+
+class Unauthorized(ChatError):
+    """No identity where one is needed, or a credential that is invalid, expired or revoked."""
+
+    status, code = 401, "unauthorized"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"www-authenticate", b"Bearer")]
 
 
 class Forbidden(ChatError):

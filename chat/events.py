@@ -23,6 +23,9 @@ PERSISTED_TYPES = frozenset(
         "reaction.added",
         "reaction.removed",
         "activity",
+        "room.created",  # a room created by a signed-in user: `user` (its owner), `private`
+        "member.added",  # `user`, `role`, `by` (chat.access follows these in id order)
+        "member.removed",  # `user`, `role`, `by`
     }
 )
 EPHEMERAL_TYPES = frozenset({"typing", "presence", "reset"})

@@ -8,6 +8,7 @@ subscriber's state whether to queue it, hand it to the flusher or drop it
 
 from __future__ import annotations
 
+from chat.access import RoomAccess
 from chat.events import Event
 from chat.subscriber import Subscriber
 
@@ -36,6 +37,19 @@ class Hub:
         count = 0
         for sub in self.subscribers:
             if sub.filter is None or sub.filter.matches(event):  # Subscriber.wants, inlined
+                sub.push(event)
+                count += 1
+        return count
+
+    def broadcast_private(self, event: Event, access: RoomAccess) -> int:
+        """``broadcast`` of a private room's event: only to its members and admins."""
+        count = 0
+        members = access.members
+        for sub in self.subscribers:
+            identity = sub.identity
+            if identity is None or not (identity.user in members or identity.role == "admin"):
+                continue
+            if sub.filter is None or sub.filter.matches(event):
                 sub.push(event)
                 count += 1
         return count

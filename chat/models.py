@@ -83,46 +83,55 @@ class _Body(BaseModel):
 
 class RoomIn(_Body):
     title: Annotated[str, Field(max_length=200)] | None = None
+    private: bool | None = Field(
+        None, description="Only members see a private room (chosen when it is created)."
+    )
+
+
+MAYBE_YOU = "May be left out: the signed-in user is filled in; when given it must be that user."
 
 
 class MessageIn(_Body):
-    author: Name
+    author: Name | None = Field(None, description=MAYBE_YOU)
     text: Text
     reply_to: EventId | None = None
 
 
 class EditIn(_Body):
-    author: Name
+    author: Name | None = Field(None, description=MAYBE_YOU)
     text: Text
 
 
 class AuthorIn(_Body):
-    author: Name
+    author: Name | None = Field(None, description=MAYBE_YOU)
 
 
 class ReactionIn(_Body):
-    author: Name
+    author: Name | None = Field(None, description=MAYBE_YOU)
     emoji: Emoji
 
 
 class ActivityIn(_Body):
-    actor: Name
+    actor: Name | None = Field(
+        None, description=MAYBE_YOU + " Bots and admins may name another actor."
+    )
     verb: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
     object: Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_not_blank)]
     summary: Annotated[str, Field(max_length=1000)] | None = None
     data: Annotated[dict[str, Any], AfterValidator(_encodable)] | None = None
 
-    def fields(self) -> dict[str, Any]:
-        """The activity event's fields, optional ones only when given."""
-        return self.model_dump(exclude_none=True)
+    def fields(self, actor: str) -> dict[str, Any]:
+        """The activity event's fields (``actor`` as decided by ``chat.access.author``),
+        optional ones only when given."""
+        return {"actor": actor, **self.model_dump(exclude_none=True, exclude={"actor"})}
 
 
 class TypingIn(_Body):
-    user: Name
+    user: Name | None = Field(None, description=MAYBE_YOU)
 
 
 class ReadIn(_Body):
-    user: Name
+    user: Name | None = Field(None, description=MAYBE_YOU)
     last_read_id: Cursor
 
 
@@ -166,6 +175,7 @@ class Room(BaseModel):
     created_at: str
     last_event_id: int = Field(description="The newest event's id in the room, 0 if none.")
     subscribers: int = Field(description="Open streams following the room on this process.")
+    private: bool = Field(False, description="Only members see it.")
 
 
 class RoomList(BaseModel):
@@ -243,3 +253,33 @@ class ActivityBatchIn(_Body):
 
 class EventBatch(BaseModel):
     events: list[EventOut]
+
+
+class MemberIn(_Body):
+    role: Literal["member", "owner"] = "member"
+
+
+class Member(BaseModel):
+    user: str
+    role: Literal["member", "owner"]
+
+
+class MemberList(BaseModel):
+    members: list[Member]
+
+
+class SessionIn(_Body):
+    user: Name
+    password: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
+        None, description="The account's password; left out in `open` mode: a guest name."
+    )
+
+
+class Session(BaseModel):
+    user: str
+    role: Literal["admin", "member", "bot"]
+
+
+class SessionOut(Session):
+    token: str = Field(description="Also set as the HttpOnly `chat_session` cookie.")
+    expires_at: str

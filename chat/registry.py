@@ -1,11 +1,18 @@
 """Room name -> hub. A hub exists while it has subscribers: created on the first subscribe,
 dropped after the last unsubscribe. A multi-room subscriber sits in several hubs; a
-``rooms=*`` subscriber sits in the one hub that sees every room."""
+``rooms=*`` subscriber sits in the one hub that sees every room.
+
+The registry also holds the ``AccessBook`` and follows it in dispatch order: an event of a
+private room reaches only the subscribers that may read the room as of that event (a
+``member.added`` is applied before it is delivered, so the new member gets it; a
+``member.removed`` after, so the removed member gets it and nothing later). A public room
+costs one dictionary lookup per event."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook
 from chat.events import Event
 from chat.hub import Hub
 from chat.subscriber import Subscriber
@@ -20,6 +27,9 @@ class Registry:
         # point starts (set from the store at start-up, then advanced by dispatch).
         self.position = 0
         self.closed = False
+        self.access = AccessBook()
+        # Events up to this id are already in the book (it was loaded from the store there).
+        self.access_position = 0
 
     def subscribe(self, sub: Subscriber) -> None:
         if self.closed:  # a stream admitted just before shutdown ends at once
@@ -50,12 +60,39 @@ class Registry:
         """Hand a committed (or ephemeral) event to every subscriber of its room."""
         if event.id is not None and event.id > self.position:
             self.position = event.id
+        access = self.access.rooms.get(event.room)
+        if access is not None or event.type in ACCESS_EVENTS:
+            return self._dispatch_guarded(event)
         count = 0
         hub = self.hubs.get(event.room)
         if hub is not None:
             count = hub.broadcast(event)
         if self.everywhere.subscribers:
             count += self.everywhere.broadcast(event)
+        return count
+
+    def _dispatch_guarded(self, event: Event) -> int:
+        """``dispatch`` for a room with members: the book follows access events in order,
+        and a private room's event reaches only those who may read it."""
+        follows = event.id is None or event.id > self.access_position
+        removal = follows and event.type == MEMBER_REMOVED
+        if follows and not removal:
+            self.access.apply(event)  # an added member gets its own member.added
+        access = self.access.rooms.get(event.room)
+        count = 0
+        hub = self.hubs.get(event.room)
+        if access is None or not access.private:
+            if hub is not None:
+                count = hub.broadcast(event)
+            if self.everywhere.subscribers:
+                count += self.everywhere.broadcast(event)
+        else:
+            if hub is not None:
+                count = hub.broadcast_private(event, access)
+            if self.everywhere.subscribers:
+                count += self.everywhere.broadcast_private(event, access)
+        if removal:
+            self.access.apply(event)  # the removed member got its member.removed, no more
         return count
 
     def dispatch_all(self, events: Sequence[Event]) -> None:
@@ -74,6 +111,10 @@ class Registry:
             start = end
 
     def _dispatch_run(self, run: list[Event]) -> None:
+        if run[0].room in self.access.rooms:
+            for event in run:  # rare: a batch into a room with members
+                self.dispatch(event)
+            return
         last = next((event.id for event in reversed(run) if event.id is not None), None)
         if last is not None and last > self.position:
             self.position = last

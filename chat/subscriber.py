@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from chat.events import Event
 from chat.filters import Filter
+from chat.identity import Identity
 
 if TYPE_CHECKING:
     from chat.flusher import Flusher, Sink
@@ -70,6 +71,7 @@ class Subscriber:
     __slots__ = (
         "filter",
         "flusher",
+        "identity",
         "last_id",
         "last_write",
         "limit_bytes",
@@ -91,10 +93,12 @@ class Subscriber:
         limit_bytes: int = 1 << 20,
         user: str | None = None,
         flusher: Flusher | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.rooms = rooms  # None: every room, including rooms created later
         self.filter = flt
         self.user = user
+        self.identity = identity  # who reads: access to private rooms (chat.access)
         self.limit_bytes = limit_bytes
         self.pending: list[Event] = []
         self.pending_bytes = 0

@@ -21,7 +21,7 @@ from chat.events import (
     now_rfc3339,
 )
 from chat.filters import parse_filter
-from chat.store import Store, writes
+from chat.store import Store, accounts, writes
 
 RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 
@@ -128,7 +128,8 @@ def test_author_is_author_actor_or_user(fields: dict[str, Any], author: str | No
 async def test_every_type_the_store_writes_is_persisted_replayed_and_can_be_asked_for(
     tmp_path: Path,
 ) -> None:
-    """Each kind of write (post, edit, react, unreact, activity, delete) through the real store:
+    """Each kind of write (post, edit, react, unreact, activity, delete, a room created by a
+    signed-in user, a member added and removed) through the real store:
     the types they write are exactly the persisted types; each event has an id, reaches the
     live streams (on_commit) and a resumed stream (events_after) byte for byte, and a stream
     asking for ``types=<that type>`` accepts the parameter and gets it, no other type's."""
@@ -154,7 +155,15 @@ async def test_every_type_the_store_writes_is_persisted_replayed_and_can_be_aske
                 ),
                 await store.write(writes.delete_message(room, message.id, "ann")),
             ]
-            replayed = await store.events_after((room,), 0, 100)
+            await store.write(accounts.create_room("owned", None, True, "ann"))
+            written += (await store.events_after(("owned",), 0, 10))
+            added = await store.write(accounts.add_member("owned", "bob", "member", "ann"))
+            assert added[1] is not None
+            written += [
+                added[1],
+                await store.write(accounts.remove_member("owned", "bob", "ann")),
+            ]
+            replayed = await store.events_after((room, "owned"), 0, 100)
         finally:
             await store.close()
 

@@ -81,7 +81,7 @@ def test_apply_real_migrations_to_a_fresh_database(conn: sqlite3.Connection) -> 
     (stamp,) = conn.execute("SELECT applied_at FROM schema_migrations").fetchone()
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp)
     assert not conn.in_transaction
-    conn.execute("INSERT INTO rooms VALUES ('r', 'R', 'now')")  # the schema is usable
+    conn.execute("INSERT INTO rooms VALUES ('r', 'R', 'now', 1)")  # the schema is usable
 
 
 def test_second_run_applies_nothing(tmp_path: Path, conn: sqlite3.Connection) -> None:

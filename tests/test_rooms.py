@@ -12,7 +12,7 @@ import httpx
 
 from tests.live import LiveServer, open_stream
 
-ROOM_FIELDS = {"name", "title", "created_at", "last_event_id", "subscribers"}
+ROOM_FIELDS = {"private", "name", "title", "created_at", "last_event_id", "subscribers"}
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 

@@ -12,9 +12,11 @@ from quart_schema import (
     validate_request,
 )
 
-from chat.api.deps import commit_event, require_room, services
+from chat import access
+from chat.api.deps import commit_event, identity, require_room, services
 from chat.errors import InvalidQuery, NotFound, RateLimited
 from chat.events import make_event
+from chat.identity import Identity
 from chat.models import (
     ActivityBatchIn,
     ActivityIn,
@@ -42,7 +44,7 @@ async def post_activity(room: str, data: ActivityIn) -> Response:
     """An activity item from a bot or service ("ci built main #412"): 201 `activity` event."""
     check_room(room)
     create = services().settings.auto_create_rooms
-    fields = data.fields()
+    fields = data.fields(access.author(identity(), data.actor, "actor"))
     op = writes.post_activity(room, fields, create_room=create)
     return await commit_event(room, fields, writes.event_json(op))
 
@@ -56,7 +58,8 @@ async def post_activity_batch(room: str, data: ActivityBatchIn) -> Response:
     consecutive ids in the given order, each broadcast as if posted alone."""
     check_room(room)
     create = services().settings.auto_create_rooms
-    items = [item.fields() for item in data.items]
+    who = identity()
+    items = [item.fields(access.author(who, item.actor, "actor")) for item in data.items]
     ops = [writes.post_activity(room, fields, create_room=create) for fields in items]
     return await commit_event(room, items, writes.batch("items", ops))
 
@@ -85,10 +88,11 @@ async def typing(room: str, data: TypingIn) -> tuple[dict[str, Any], int]:
     check_room(room)
     svc = services()
     await require_room(room)
-    wait_s = await svc.typing.check((room, data.user))
+    user = access.author(identity(), data.user, "user")
+    wait_s = await svc.typing.check((room, user))
     if wait_s > 0:
         raise RateLimited("one typing event per user and room per interval", max(1, round(wait_s)))
-    svc.broker.publish([make_event("typing", room, {"user": data.user})])
+    svc.broker.publish([make_event("typing", room, {"user": user})])
     return {"status": "accepted"}, 202
 
 
@@ -106,15 +110,25 @@ async def presence(room: str) -> dict[str, Any]:
 async def mark_read(room: str, data: ReadIn) -> Response:
     """Move the user's read marker (never backwards): 204."""
     check_room(room)
-    await services().store.write(writes.mark_read(room, data.user, data.last_read_id))
+    user = access.author(identity(), data.user, "user")
+    await services().store.write(writes.mark_read(room, user, data.last_read_id))
     return Response(status=204)
 
 
 @bp.get("/api/users/<user>/unread")
 @document_response(Unread)
 async def unread(user: str) -> dict[str, Any]:
-    """Messages after the user's read marker, for each room where the user has one."""
+    """Messages after the user's read marker, for each room where the user has one and may
+    read. Signed in: one's own counts (admins: anyone's)."""
     if not 0 < len(user) <= 64:
         raise InvalidQuery("a user name is 1-64 characters")
-    rooms, last_id = await services().store.unread(user)
-    return {"rooms": rooms, "last_id": last_id}
+    who = identity()
+    access.check_unread(who, user)
+    svc = services()
+    rooms, last_id = await svc.store.unread(user)
+    # the counts of the rooms that user may read now (and the asker's credential reaches)
+    reader = Identity(user) if who is None or who.user != user else who
+    shown = access.visible(reader, rooms, svc.book)
+    if who is not None:
+        shown = [room for room in shown if who.reaches(room)]
+    return {"rooms": {room: rooms[room] for room in shown}, "last_id": last_id}

@@ -8,11 +8,16 @@ from typing import cast
 
 from quart import Response, current_app, request
 
+from chat.access import AccessBook
+from chat.api.auth import Authenticator
 from chat.api.envelope import JSON
+from chat.api.pipeline import SCOPE_KEY
+from chat.api.request import Request
 from chat.broker import Broker
 from chat.config import Settings
 from chat.delivery import Delivery
 from chat.errors import NotFound, ValidationFailed
+from chat.identity import Identity
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
@@ -32,6 +37,7 @@ class Services:
     delivery: Delivery
     presence: Presence
     typing: RateLimiter
+    auth: Authenticator
     shutting_down: bool = False
 
     def begin_shutdown(self) -> None:
@@ -39,9 +45,19 @@ class Services:
         self.shutting_down = True
         self.registry.close_all()
 
+    @property
+    def book(self) -> AccessBook:
+        return self.registry.access
+
 
 def services() -> Services:
     return cast(Services, current_app.extensions["chat"])
+
+
+def identity() -> Identity | None:
+    """Who asks (None: a guest), as the pipeline's identity step found it."""
+    pipeline_request = cast(Request, request.scope[SCOPE_KEY])  # type: ignore[literal-required]
+    return pipeline_request.identity
 
 
 async def require_room(room: str, svc: Services | None = None) -> None:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qsl
 
 from hypercorn.typing import ASGIReceiveCallable
 
+from chat import access
 from chat.api.deps import Services, require_room
 from chat.api.request import Request
 from chat.api.transport import TransportWriter
@@ -66,7 +67,11 @@ async def stream_request(svc: Services, request: Request, room: str | None) -> S
     for name, value in parse_qsl(query, keep_blank_values=True):
         args.setdefault(name, value)  # the first of repeated parameters, as Quart's args
     rooms = stream_rooms(room, args)
+    who = request.identity
+    if rooms is None and who is not None and who.rooms is not None:
+        rooms = tuple(sorted(who.rooms))  # every room a scoped credential reaches
     for name in rooms or ():
+        access.check_room(who, name, svc.book)
         await require_room(name, svc)
     flt = parse_filter(args)
     header = (request.header(b"last-event-id") or b"").decode("latin-1").strip()
@@ -74,7 +79,9 @@ async def stream_request(svc: Services, request: Request, room: str | None) -> S
     user = args.get("user", "").strip() or None
     if user is not None and len(user) > MAX_NAME_CHARS:
         raise InvalidQuery(f"`user` is longer than {MAX_NAME_CHARS} characters")
-    return StreamRequest(rooms, flt, resume, user)
+    if who is not None:
+        user = access.author(who, user, "user")
+    return StreamRequest(rooms, flt, resume, user, who)
 
 
 class EventStreams:

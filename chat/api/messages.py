@@ -8,7 +8,8 @@ from typing import Any
 from quart import Blueprint, Response
 from quart_schema import document_headers, document_response, validate_querystring, validate_request
 
-from chat.api.deps import commit_event, event_response, services
+from chat import access
+from chat.api.deps import commit_event, event_response, identity, services
 from chat.errors import NotFound
 from chat.models import (
     AuthorIn,
@@ -39,12 +40,21 @@ async def post_batch(room: str, data: MessageBatchIn) -> Response:
     posted alone. An `Idempotency-Key` covers the whole batch."""
     check_room(room)
     create = services().settings.auto_create_rooms
+    who = identity()
+    authors = [access.author(who, m.author) for m in data.messages]
     ops = [
-        writes.post_message(room, m.author, m.text, m.reply_to, create_room=create, index=False)
-        for m in data.messages
+        writes.post_message(room, author, m.text, m.reply_to, create_room=create, index=False)
+        for author, m in zip(authors, data.messages, strict=True)
     ]
     op = writes.batch("messages", ops, writes.index_messages)
-    return await commit_event(room, data.model_dump, op)
+
+    def body() -> object:
+        items = [
+            {**m.model_dump(), "author": a} for a, m in zip(authors, data.messages, strict=True)
+        ]
+        return {"messages": items}
+
+    return await commit_event(room, body, op)
 
 
 @bp.get("/api/rooms/<room>/messages")
@@ -72,7 +82,7 @@ async def edit(room: str, message_id: int, data: EditIn) -> Response:
     """Edit one's own message: 200 with the `message.edited` event (403 if not the author,
     404 if the message is unknown or deleted)."""
     check_room(room)
-    op = writes.edit_message(room, message_id, data.author, data.text)
+    op = writes.edit_message(room, message_id, access.author(identity(), data.author), data.text)
     return event_response((await services().store.write(op)).json, 200)
 
 
@@ -80,10 +90,17 @@ async def edit(room: str, message_id: int, data: EditIn) -> Response:
 @validate_request(AuthorIn)
 @document_response(EventOut)
 async def delete(room: str, message_id: int, data: AuthorIn) -> Response:
-    """Delete one's own message: 200 with the `message.deleted` event."""
+    """Delete one's own message, or (the room's owners and admins) anyone's: 200 with the
+    `message.deleted` event, whose `author` is who deleted it. Signed in, the body may be
+    left out."""
     check_room(room)
-    op = writes.delete_message(room, message_id, data.author)
-    return event_response((await services().store.write(op)).json, 200)
+    who = identity()
+    svc = services()
+    moderator = access.may_delete(who, room, svc.book)
+    op = writes.delete_message(
+        room, message_id, access.author(who, data.author), moderator=moderator
+    )
+    return event_response((await svc.store.write(op)).json, 200)
 
 
 @bp.post("/api/rooms/<string:room>/messages/<id:message_id>/reactions")
@@ -93,8 +110,9 @@ async def delete(room: str, message_id: int, data: AuthorIn) -> Response:
 async def react(room: str, message_id: int, data: ReactionIn) -> Response:
     """React: 201 with `reaction.added`; the same author and emoji twice is 409."""
     check_room(room)
-    op = writes.add_reaction(room, message_id, data.author, data.emoji)
-    return await commit_event(room, data.model_dump, writes.event_json(op))
+    author = access.author(identity(), data.author)
+    op = writes.add_reaction(room, message_id, author, data.emoji)
+    return await commit_event(room, {"author": author, "emoji": data.emoji}, writes.event_json(op))
 
 
 @bp.delete("/api/rooms/<string:room>/messages/<id:message_id>/reactions")
@@ -103,5 +121,6 @@ async def react(room: str, message_id: int, data: ReactionIn) -> Response:
 async def unreact(room: str, message_id: int, data: ReactionIn) -> Response:
     """Take a reaction back: 200 with `reaction.removed` (404 if there was none)."""
     check_room(room)
-    op = writes.remove_reaction(room, message_id, data.author, data.emoji)
+    author = access.author(identity(), data.author)
+    op = writes.remove_reaction(room, message_id, author, data.emoji)
     return event_response((await services().store.write(op)).json, 200)

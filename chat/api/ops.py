@@ -8,8 +8,8 @@ from quart import Blueprint, Response, send_from_directory
 from quart_schema import document_response, hide
 from swagger_ui_bundle import swagger_ui_path
 
-from chat.api.deps import services
-from chat.errors import Unavailable
+from chat.api.deps import identity, services
+from chat.errors import Forbidden, Unavailable
 from chat.metrics import CONTENT_TYPE
 from chat.models import Status
 
@@ -47,7 +47,13 @@ async def readyz() -> dict[str, str]:
 @bp.get("/metrics")
 @hide
 async def metrics() -> Response:
-    return Response(services().metrics.render(), content_type=CONTENT_TYPE)
+    """Public in `open` mode; in `required` mode for admins and bots (a scraper sends a bot
+    token), unless CHAT_METRICS_PUBLIC is set."""
+    svc = services()
+    who = identity()
+    if not svc.auth.metrics_public and (who is None or who.role not in ("admin", "bot")):
+        raise Forbidden("/metrics is for admins and bots (or set CHAT_METRICS_PUBLIC=true)")
+    return Response(svc.metrics.render(), content_type=CONTENT_TYPE)
 
 
 @bp.get(DOCS_ASSETS + "/<path:name>")

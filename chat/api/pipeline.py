@@ -9,8 +9,12 @@
    (``chat.api.envelope``), unless the answer has already started;
 3. **body**: read whole before anything else looks at it, at most ``max_body_bytes``
    (413) within ``body_timeout_seconds`` (408);
-4. **identity**: who is asking (a seam: everyone is anonymous until identity lands);
-5. **limits**: policies that may refuse the request (a seam: none by default);
+4. **identity**: who is asking (a seam: ``chat.api.auth.Authenticator`` in the service:
+   bearer token, session cookie or ``access_token``; 401 for a bad credential, or for none
+   in ``CHAT_AUTH=required`` mode; 403 for a cookie write from another origin);
+5. **access and limits**: policies that may refuse the request, in order (a seam: the
+   service puts ``chat.api.auth.RoomAccessPolicy`` first, which hides private rooms from
+   non-members and keeps scoped credentials to their rooms);
 6. **routing**: the app's ``url_map`` is the one route table: no match is a 404 or 405, a
    body that is not JSON a 415; then a plain route (``chat.api.routes``: the event streams
    and the message POST, served without Quart's per-request machinery) or Quart (every
@@ -122,7 +126,7 @@ class Pipeline:
                 if not await self.read_body(request):  # 3. body
                     return  # the client went away before its body was complete
                 request.identity = await self.identify(request)  # 4. identity
-                for policy in self.policies:  # 5. limits
+                for policy in self.policies:  # 5. access and limits
                     await policy(request)
                 await self.route(request, miss)  # 6. routing
             except ChatError as error:

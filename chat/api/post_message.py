@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from chat import access
 from chat.api.deps import Services, commit_idempotent
 from chat.api.envelope import JSON_BYTES, field_errors
 from chat.api.request import Request
@@ -43,10 +44,11 @@ class PostMessage:
             message = "the body does not match the schema"
             raise ValidationFailed(message, field_errors(error)) from None
         check_room(room)
+        author = access.author(request.identity, model.author)
         key = request.header(b"idempotency-key")
         op = writes.post_message(
             room,
-            model.author,
+            author,
             model.text,
             model.reply_to,
             create_room=svc.settings.auto_create_rooms,
@@ -56,7 +58,7 @@ class PostMessage:
             room,
             None if key is None else key.decode("latin-1"),
             ("POST", request.path),
-            model.model_dump,
+            lambda: {**model.model_dump(), "author": author},
             writes.event_json(op),
         )
         headers = [(b"content-type", JSON_BYTES), (b"content-length", b"%d" % len(answer))]

@@ -8,23 +8,19 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
+
+from chat.identity import Identity
+
+__all__ = ["Identify", "Identity", "Policy", "Request", "anonymous"]
 
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
 # A made id: this process's random prefix and a count (a random id per request would cost a
 # system call each).
 ID_PREFIX = secrets.token_hex(4).encode()
 _counter = itertools.count()
-
-
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who is asking. The identity seam fills it; ``None`` on a Request is anonymous."""
-
-    user: str
 
 
 class Request:
@@ -56,7 +52,7 @@ class Request:
         given = self.header(b"x-request-id")
         self.id = given if given is not None and REQUEST_ID.fullmatch(given) else None
         self.body = b""
-        self.identity: Identity | None = None
+        self.identity: Identity | None = None  # None: a guest (chat.api.auth)
         self.endpoint = ""  # the route table's name for it; "" if none matched
         self.args: Mapping[str, Any] = {}  # the path's arguments (``room``)
         self.served_by = ""  # "plain" (a plain route) or "quart"; "" if not routed

@@ -16,9 +16,10 @@ import orjson
 from chat.errors import Unavailable
 from chat.events import Event, event_from_json
 from chat.store import search
+from chat.store.accounts import AccountReads
 
 
-class Reads:
+class Reads(AccountReads):
     """The reading half of ``Store``; the store opens and closes ``_read``."""
 
     _read: aiosqlite.Connection | None = None
@@ -151,12 +152,18 @@ class Reads:
 
 _ROOM_SQL = (
     "SELECT r.name, r.title, r.created_at, "
-    "(SELECT max(e.id) FROM events e WHERE e.room = r.name) FROM rooms r"
+    "(SELECT max(e.id) FROM events e WHERE e.room = r.name), r.private FROM rooms r"
 )
 
 
 def _room(row: Sequence[Any]) -> dict[str, Any]:
-    return {"name": row[0], "title": row[1], "created_at": row[2], "last_event_id": row[3] or 0}
+    return {
+        "name": row[0],
+        "title": row[1],
+        "created_at": row[2],
+        "last_event_id": row[3] or 0,
+        "private": bool(row[4]),
+    }
 
 
 def _message(row: Sequence[Any]) -> dict[str, Any]:

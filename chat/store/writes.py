@@ -15,22 +15,6 @@ from chat.events import Event
 from chat.store.tx import Tx, WriteOp
 
 
-def put_room(name: str, title: str | None) -> WriteOp[bool]:
-    """Create the room (returns True) or update its title (returns False)."""
-
-    def op(tx: Tx) -> bool:
-        cur = tx.conn.execute(
-            "INSERT OR IGNORE INTO rooms (name, title, created_at) VALUES (?, ?, ?)",
-            (name, title if title is not None else name, tx.now),
-        )
-        created = cur.rowcount == 1
-        if not created and title is not None:
-            tx.conn.execute("UPDATE rooms SET title = ? WHERE name = ?", (title, name))
-        return created
-
-    return op
-
-
 def _field_error(field: str, msg: str, kind: str) -> ValidationFailed:
     return ValidationFailed(msg, [{"loc": [field], "field": field, "msg": msg, "type": kind}])
 
@@ -129,9 +113,17 @@ def edit_message(room: str, message_id: int, author: str, text: str) -> WriteOp[
     return op
 
 
-def delete_message(room: str, message_id: int, author: str) -> WriteOp[Event]:
+def delete_message(
+    room: str, message_id: int, author: str, *, moderator: bool = False
+) -> WriteOp[Event]:
+    """Delete one's own message, or (``moderator``: an owner of the room or an admin) anyone's;
+    the event's ``author`` is who deleted it."""
+
     def op(tx: Tx) -> Event:
-        _own_message(tx, room, message_id, author)
+        if moderator:
+            _message(tx, room, message_id)
+        else:
+            _own_message(tx, room, message_id, author)
         event = tx.append(room, "message.deleted", {"author": author, "message_id": message_id})
         tx.conn.execute("UPDATE messages SET deleted_at = ? WHERE id = ?", (tx.now, message_id))
         return event

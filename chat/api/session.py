@@ -1,0 +1,99 @@
+"""Sign-in sessions: ``POST /api/session`` (a password, or in ``open`` mode a guest name)
+issues a token and sets it as the HttpOnly ``chat_session`` cookie, which ``EventSource``
+sends by itself; ``GET`` says who is signed in; ``DELETE`` signs out (revokes it)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from quart import Blueprint, Response, jsonify, request
+from quart_schema import document_response, validate_request
+
+from chat import credentials
+from chat.api.auth import COOKIE
+from chat.api.deps import identity, services
+from chat.errors import Conflict, Unauthorized
+from chat.events import now_rfc3339
+from chat.identity import Role
+from chat.models import Session, SessionIn, SessionOut
+from chat.store import accounts
+
+bp = Blueprint("session", __name__)
+
+NO_STORE = "no-store"
+
+
+@bp.post("/api/session")
+@validate_request(SessionIn)
+@document_response(SessionOut, 201)
+async def create(data: SessionIn) -> Response:
+    """Sign in with a name and password; in `open` mode, a name alone signs in a guest
+    (409 if an account holds the name). 201 with the token, also set as the `chat_session`
+    cookie (HttpOnly, SameSite=Lax). A wrong password and an unknown name are the same 401."""
+    svc = services()
+    settings = svc.settings
+    found = await svc.store.password_hash(data.user)
+    role: Role = "member"
+    if data.password is not None:
+        encoded = found[0] if found is not None else credentials.DUMMY_HASH
+        # Argon2 takes tens of ms of CPU: off the event loop. An unknown name is checked
+        # against a dummy hash, so both failures take the same time.
+        ok = await asyncio.to_thread(credentials.verify_password, encoded, data.password)
+        if found is None or not ok:
+            raise Unauthorized("wrong user name or password")
+        role = found[1]
+    elif settings.auth == "required":
+        raise Unauthorized("a password is required (CHAT_AUTH=required)")
+    elif found is not None:
+        raise Conflict(f"an account holds the name {data.user!r}: sign in with its password")
+    token, token_hash = credentials.new_token()
+    expires = datetime.now(UTC) + timedelta(hours=settings.session_ttl_hours)
+    expires_at = now_rfc3339(expires)
+    await svc.store.write(
+        accounts.create_token(
+            credentials.new_token_id(), token_hash, data.user, role, "session", None, expires_at
+        )
+    )
+    body = {"user": data.user, "role": role, "token": token, "expires_at": expires_at}
+    response = jsonify(body)
+    response.status_code = 201
+    response.headers["Cache-Control"] = NO_STORE
+    response.set_cookie(
+        COOKIE,
+        token,
+        max_age=int(settings.session_ttl_hours * 3600),
+        path="/",
+        httponly=True,
+        samesite="Lax",
+        secure=settings.cookie_secure or request.scheme == "https",
+    )
+    return response
+
+
+@bp.get("/api/session")
+@document_response(Session)
+async def read() -> Response:
+    """Who is signed in: `{"user", "role"}`, or 401."""
+    who = identity()
+    if who is None:
+        raise Unauthorized("not signed in")
+    response = jsonify({"user": who.user, "role": who.role})
+    response.headers["Cache-Control"] = NO_STORE
+    return response
+
+
+@bp.delete("/api/session")
+async def end() -> Response:
+    """Sign out: the token is revoked (its streams end) and the cookie cleared: 204."""
+    who = identity()
+    if who is None:
+        raise Unauthorized("not signed in")
+    svc = services()
+    if who.token_hash is not None:
+        await svc.store.write(accounts.revoke_token(token_hash=who.token_hash))
+        svc.auth.revoked([who.token_hash])
+    response = Response(status=204)
+    response.headers["Cache-Control"] = NO_STORE
+    response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax")
+    return response

@@ -1,0 +1,129 @@
+"""Credentials, without IO: service-issued tokens (made, hashed), passwords (Argon2id) and
+JWTs signed by another application (PyJWT).
+
+- A service-issued token is ``chat_`` and 43 URL-safe characters: 256 random bits. The store
+  keeps only its SHA-256 (``token_hash``): a slow hash protects guessable secrets, and
+  these are not guessable.
+- Passwords: argon2-cffi's Argon2id with its default (RFC 9106 low-memory) parameters.
+  ``verify_password`` against ``DUMMY_HASH`` makes an unknown user cost what a wrong
+  password costs.
+- JWTs: only the algorithm the key is for is accepted (HS256 with a secret; RS256 or ES256
+  with a public key), so ``alg: none`` and algorithm confusion (an HS256 token signed with
+  the public key as its secret) fail; ``exp`` and ``sub`` are required, ``aud`` checked when
+  configured.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from chat.identity import ROLES, Identity, Role
+
+TOKEN_PREFIX = "chat_"
+TOKEN_SHAPE = re.compile(r"chat_[A-Za-z0-9_-]{43}")
+JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+USER_NAME_CHARS = 64
+
+_hasher = PasswordHasher()
+DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+class BadCredential(Exception):
+    """A credential that is malformed, wrongly signed, expired or revoked."""
+
+
+def new_token() -> tuple[str, bytes]:
+    """(the token, given to its holder once; its hash, stored)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, token_hash(token)
+
+
+def new_token_id() -> str:
+    return secrets.token_hex(6)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(encoded: str, password: str) -> bool:
+    try:
+        return _hasher.verify(encoded, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class JWTVerifier:
+    """Verifies JWTs minted by another application with one key and one algorithm."""
+
+    key: Any
+    algorithm: str
+    audience: str | None
+
+    @classmethod
+    def configure(
+        cls, secret: str | None, public_key_file: Path | None, audience: str | None
+    ) -> JWTVerifier | None:
+        """From the settings; None when neither a secret nor a key is set."""
+        if public_key_file is not None:
+            key = load_pem_public_key(public_key_file.read_bytes())
+            if isinstance(key, RSAPublicKey):
+                return cls(key, "RS256", audience)
+            if isinstance(key, EllipticCurvePublicKey):
+                return cls(key, "ES256", audience)
+            raise ValueError(f"{public_key_file}: not an RSA or EC public key")
+        if secret:
+            return cls(secret, "HS256", audience)
+        return None
+
+    def verify(self, token: str) -> Identity:
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=[self.algorithm],
+                audience=self.audience,
+                options={"require": ["exp", "sub"], "verify_aud": self.audience is not None},
+            )
+        except jwt.PyJWTError as error:
+            raise BadCredential(f"the JWT is not valid: {error}") from None
+        user, role, rooms = claims.get("sub"), claims.get("role", "member"), claims.get("rooms")
+        if not isinstance(user, str) or not 0 < len(user) <= USER_NAME_CHARS:
+            raise BadCredential("the JWT's `sub` must be a user name of 1-64 characters")
+        if role not in ROLES:
+            raise BadCredential(f"the JWT's `role` must be one of {', '.join(ROLES)}")
+        if rooms is not None and not (
+            isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)
+        ):
+            raise BadCredential("the JWT's `rooms` must be a list of room names")
+        exp = claims["exp"]
+        return Identity(
+            user,
+            _role(role),
+            None if rooms is None else frozenset(rooms),
+            float(exp),
+        )
+
+
+def _role(value: str) -> Role:
+    for role in ROLES:
+        if role == value:
+            return role
+    raise BadCredential(f"unknown role {value!r}")

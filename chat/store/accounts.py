@@ -1,0 +1,262 @@
+"""Accounts, service-issued tokens and room members: their write operations (plain functions
+of a ``Tx``, like ``chat.store.writes``) and their reads (``AccountReads``, a part of
+``Store``). Passwords arrive here already hashed and tokens as their SHA-256: nothing secret
+is stored."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import orjson
+
+from chat.access import MEMBER_ADDED, MEMBER_REMOVED, ROOM_CREATED, MemberRole
+from chat.errors import Conflict, NotFound
+from chat.events import Event
+from chat.identity import Role
+from chat.store.tx import Tx, WriteOp
+
+
+@dataclass(frozen=True, slots=True)
+class TokenRow:
+    id: str
+    user: str
+    role: Role
+    kind: str
+    rooms: frozenset[str] | None
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+    @property
+    def expires_s(self) -> float | None:
+        """``expires_at`` as Unix seconds."""
+        return None if self.expires_at is None else unix_s(self.expires_at)
+
+
+def unix_s(rfc3339: str) -> float:
+    return datetime.fromisoformat(rfc3339).timestamp()
+
+
+# -- writes -------------------------------------------------------------------------------
+
+
+def add_user(name: str, password_hash: str, role: Role) -> WriteOp[None]:
+    def op(tx: Tx) -> None:
+        cur = tx.conn.execute(
+            "INSERT OR IGNORE INTO users (name, password_hash, role, created_at) VALUES (?,?,?,?)",
+            (name, password_hash, role, tx.now),
+        )
+        if cur.rowcount == 0:
+            raise Conflict(f"an account named {name!r} exists")
+
+    return op
+
+
+def set_password(name: str, password_hash: str) -> WriteOp[None]:
+    def op(tx: Tx) -> None:
+        cur = tx.conn.execute(
+            "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)
+        )
+        if cur.rowcount == 0:
+            raise NotFound(f"no account named {name!r}")
+
+    return op
+
+
+def remove_user(name: str) -> WriteOp[list[bytes]]:
+    """Remove the account and revoke every token of its name; returns the tokens' hashes."""
+
+    def op(tx: Tx) -> list[bytes]:
+        if tx.conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
+            raise NotFound(f"no account named {name!r}")
+        return _revoke(tx, "user = ?", (name,))
+
+    return op
+
+
+def create_token(
+    token_id: str,
+    token_hash: bytes,
+    user: str,
+    role: Role,
+    kind: str,
+    rooms: Sequence[str] | None,
+    expires_at: str | None,
+) -> WriteOp[None]:
+    def op(tx: Tx) -> None:
+        scope = None if rooms is None else orjson.dumps(sorted(rooms)).decode()
+        tx.conn.execute(
+            "INSERT INTO tokens (id, hash, user, role, kind, rooms, created_at, expires_at) "
+            "VALUES (?,?,?,?,?,?,?,?)",
+            (token_id, token_hash, user, role, kind, scope, tx.now, expires_at),
+        )
+
+    return op
+
+
+def revoke_token(token_id: str | None = None, token_hash: bytes | None = None) -> WriteOp[bytes]:
+    """Revoke one token, by its id or its hash; returns its hash (404 if there is none)."""
+
+    def op(tx: Tx) -> bytes:
+        where, arg = ("id = ?", token_id) if token_id is not None else ("hash = ?", token_hash)
+        revoked = _revoke(tx, where, (arg,))
+        if not revoked:
+            raise NotFound(f"no token {token_id!r}" if token_id else "no such token")
+        return revoked[0]
+
+    return op
+
+
+def _revoke(tx: Tx, where: str, params: tuple[Any, ...]) -> list[bytes]:
+    rows = tx.conn.execute(f"SELECT hash FROM tokens WHERE {where}", params).fetchall()
+    tx.conn.execute(
+        f"UPDATE tokens SET revoked_at = ? WHERE ({where}) AND revoked_at IS NULL",
+        (tx.now, *params),
+    )
+    return [bytes(row[0]) for row in rows]
+
+
+def create_room(
+    name: str, title: str | None, private: bool | None, owner: str | None
+) -> WriteOp[bool]:
+    """Create the room (True) or update its title (False). A room created by a signed-in
+    ``owner`` gets a ``room.created`` event, which makes the owner its first member. A room's
+    privacy is chosen when it is created (409 to change it later)."""
+
+    def op(tx: Tx) -> bool:
+        row = tx.conn.execute("SELECT private FROM rooms WHERE name = ?", (name,)).fetchone()
+        if row is not None:
+            if private is not None and bool(row[0]) != private:
+                raise Conflict(
+                    f"room {name!r} is {'private' if row[0] else 'public'}: a room's "
+                    "privacy is chosen when it is created"
+                )
+            if title is not None:
+                tx.conn.execute("UPDATE rooms SET title = ? WHERE name = ?", (title, name))
+            return False
+        tx.conn.execute(
+            "INSERT INTO rooms (name, title, created_at, private) VALUES (?, ?, ?, ?)",
+            (name, title if title is not None else name, tx.now, int(bool(private))),
+        )
+        tx.rooms.add(name)
+        if owner is not None:
+            fields = {"user": owner, "title": title or name, "private": bool(private)}
+            tx.append(name, ROOM_CREATED, fields)
+            _member_row(tx, name, owner, "owner")
+        return True
+
+    return op
+
+
+def _member_row(tx: Tx, room: str, user: str, role: MemberRole) -> None:
+    tx.flush()  # the event row first
+    tx.conn.execute(
+        "INSERT INTO members (room, user, role, added_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (room, user) DO UPDATE SET role = excluded.role",
+        (room, user, role, tx.now),
+    )
+
+
+def add_member(
+    room: str, user: str, role: MemberRole, by: str
+) -> WriteOp[tuple[bool, Event | None]]:
+    """Add a member, or change a member's role: (whether newly added, the ``member.added``
+    event, or None when nothing changed)."""
+
+    def op(tx: Tx) -> tuple[bool, Event | None]:
+        tx.ensure_room(room, create=False)
+        row = tx.conn.execute(
+            "SELECT role FROM members WHERE room = ? AND user = ?", (room, user)
+        ).fetchone()
+        if row is not None and row[0] == role:
+            return False, None
+        event = tx.append(room, MEMBER_ADDED, {"user": user, "role": role, "by": by})
+        _member_row(tx, room, user, role)
+        return row is None, event
+
+    return op
+
+
+def remove_member(room: str, user: str, by: str) -> WriteOp[Event]:
+    def op(tx: Tx) -> Event:
+        tx.ensure_room(room, create=False)
+        row = tx.conn.execute(
+            "SELECT role FROM members WHERE room = ? AND user = ?", (room, user)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"{user!r} is not a member of room {room!r}")
+        event = tx.append(room, MEMBER_REMOVED, {"user": user, "role": row[0], "by": by})
+        tx.flush()
+        tx.conn.execute("DELETE FROM members WHERE room = ? AND user = ?", (room, user))
+        return event
+
+    return op
+
+
+# -- reads --------------------------------------------------------------------------------
+
+
+class AccountReads:
+    """The reads of accounts, tokens and members; ``Reads._rows`` runs them."""
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        raise NotImplementedError
+
+    async def password_hash(self, name: str) -> tuple[str, Role] | None:
+        rows = await self._rows("SELECT password_hash, role FROM users WHERE name = ?", (name,))
+        return (str(rows[0][0]), cast(Role, rows[0][1])) if rows else None
+
+    async def users(self) -> list[dict[str, Any]]:
+        rows = await self._rows("SELECT name, role, created_at FROM users ORDER BY name")
+        return [{"user": r[0], "role": r[1], "created_at": r[2]} for r in rows]
+
+    async def token(self, token_hash: bytes) -> TokenRow | None:
+        rows = await self._rows(_TOKEN_SQL + " WHERE hash = ?", (token_hash,))
+        return _token(rows[0]) if rows else None
+
+    async def tokens(self) -> list[TokenRow]:
+        return [_token(row) for row in await self._rows(_TOKEN_SQL + " ORDER BY created_at, id")]
+
+    async def revoked_since(self, when: str) -> list[bytes]:
+        """Hashes of the tokens revoked at or after ``when`` (RFC 3339)."""
+        rows = await self._rows("SELECT hash FROM tokens WHERE revoked_at >= ?", (when,))
+        return [bytes(row[0]) for row in rows]
+
+    async def access_state(self) -> tuple[int, list[str], list[tuple[str, str, MemberRole]]]:
+        """(the newest event id, private rooms, members) for ``AccessBook.load``: read after
+        the id, so the state includes at least every event up to it."""
+        top = await self._rows("SELECT coalesce(max(id), 0) FROM events")
+        private = await self._rows("SELECT name FROM rooms WHERE private = 1")
+        members = await self._rows("SELECT room, user, role FROM members")
+        return (
+            int(top[0][0]),
+            [str(r[0]) for r in private],
+            [(str(r[0]), str(r[1]), cast(MemberRole, r[2])) for r in members],
+        )
+
+    async def members(self, room: str) -> list[dict[str, str]]:
+        rows = await self._rows(
+            "SELECT user, role FROM members WHERE room = ? ORDER BY user", (room,)
+        )
+        return [{"user": r[0], "role": r[1]} for r in rows]
+
+    async def membership_at(self, user: str, point: int) -> dict[str, bool]:
+        """Per room, whether ``user`` was a member as of event ``point`` (rooms with no
+        access event of the user up to there are absent: not a member)."""
+        rows = await self._rows(
+            "SELECT room, type FROM events WHERE author = ? AND id <= ? "
+            "AND type IN ('room.created', 'member.added', 'member.removed') ORDER BY id",
+            (user, point),
+        )
+        return {str(room): kind != MEMBER_REMOVED for room, kind in rows}
+
+
+_TOKEN_SQL = "SELECT id, user, role, kind, rooms, created_at, expires_at, revoked_at FROM tokens"
+
+
+def _token(row: Sequence[Any]) -> TokenRow:
+    rooms = None if row[4] is None else frozenset(orjson.loads(row[4]))
+    return TokenRow(str(row[0]), str(row[1]), cast(Role, row[2]), str(row[3]), rooms, *row[5:8])

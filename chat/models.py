@@ -283,3 +283,9 @@ class Session(BaseModel):
 class SessionOut(Session):
     token: str = Field(description="Also set as the HttpOnly `chat_session` cookie.")
     expires_at: str
+
+
+class SessionOptions(BaseModel):
+    auth: Literal["open", "required"] = Field(
+        description="`open`: guests may read and post under a name; `required`: sign in first."
+    )

@@ -46,7 +46,16 @@ STREAM_ENDPOINTS = frozenset({"streams.room_events", "streams.events"})
 # What needs no identity in `required` mode (besides POST /api/session, and /metrics when
 # CHAT_METRICS_PUBLIC is set).
 PUBLIC_ENDPOINTS = frozenset(
-    {"ops.healthz", "ops.readyz", "ops.index", "ops.docs_assets", "static", "openapi", "swagger_ui"}
+    {
+        "ops.healthz",
+        "ops.readyz",
+        "ops.index",
+        "ops.docs_assets",
+        "static",
+        "openapi",
+        "swagger_ui",
+        "session.options",
+    }
 )
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -16,7 +16,7 @@ from chat.api.deps import identity, services
 from chat.errors import Conflict, Unauthorized
 from chat.events import now_rfc3339
 from chat.identity import Role
-from chat.models import Session, SessionIn, SessionOut
+from chat.models import Session, SessionIn, SessionOptions, SessionOut
 from chat.store import accounts
 
 bp = Blueprint("session", __name__)
@@ -69,6 +69,13 @@ async def create(data: SessionIn) -> Response:
         secure=settings.cookie_secure or request.scheme == "https",
     )
     return response
+
+
+@bp.get("/api/session/options")
+@document_response(SessionOptions)
+async def options() -> dict[str, str]:
+    """How to sign in here (public, for the page): `{"auth": "open" | "required"}`."""
+    return {"auth": services().settings.auth}
 
 
 @bp.get("/api/session")

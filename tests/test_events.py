@@ -156,7 +156,7 @@ async def test_every_type_the_store_writes_is_persisted_replayed_and_can_be_aske
                 await store.write(writes.delete_message(room, message.id, "ann")),
             ]
             await store.write(accounts.create_room("owned", None, True, "ann"))
-            written += (await store.events_after(("owned",), 0, 10))
+            written += await store.events_after(("owned",), 0, 10)
             added = await store.write(accounts.add_member("owned", "bob", "member", "ann"))
             assert added[1] is not None
             written += [

@@ -1,0 +1,387 @@
+"""Identity, against a live server: the three ways a credential comes, sign-in sessions,
+service tokens, JWTs from another application, CSRF, `required` mode on every route, and
+streams that end when their credential is revoked or expires (ACCESS.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from tests.access_helpers import Seed, bearer, sign_in
+from tests.live import LiveServer, open_stream
+
+SECRET = "s" * 40
+PASSWORD = "correct horse battery"
+PUBLIC_ROUTES = {
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/"),
+    ("GET", "/openapi.json"),
+    ("GET", "/docs"),
+    ("POST", "/api/session"),
+    ("GET", "/api/session/options"),
+}
+
+
+def hs256(claims: dict[str, Any], secret: str = SECRET, **headers: Any) -> str:
+    return jwt.encode(claims, secret, algorithm="HS256", headers=headers or None)
+
+
+def later(seconds: float = 600) -> int:
+    return int(time.time() + seconds)
+
+
+def assert_unauthorized(response: httpx.Response) -> None:
+    assert response.status_code == 401, (response.request.url, response.text)
+    assert response.json()["error"]["code"] == "unauthorized"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.fixture
+async def required(make_server: Callable[..., LiveServer]) -> LiveServer:
+    live: LiveServer = make_server(CHAT_AUTH="required", CHAT_JWT_SECRET=SECRET)
+    async with Seed(live.database) as seed:
+        await seed.user("alice", PASSWORD)
+        await seed.user("root", PASSWORD, role="admin")
+    return live
+
+
+async def test_every_route_in_required_mode_refuses_a_request_without_a_credential(
+    required: LiveServer,
+) -> None:
+    """Each path and method of the OpenAPI description (the plain routes included) answers
+    401 with `WWW-Authenticate: Bearer` without a credential, except the public ones."""
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        spec = (await client.get("/openapi.json")).json()
+        checked: set[tuple[str, str]] = set()
+        for path, operations in spec["paths"].items():
+            concrete = path.replace("{room}", "general").replace("{message_id}", "1")
+            concrete = concrete.replace("{user}", "alice")
+            for method in operations:
+                verb = method.upper()
+                if (verb, path) in PUBLIC_ROUTES:
+                    continue
+                body = b"{}" if verb in ("POST", "PUT", "PATCH", "DELETE") else None
+                response = await client.request(
+                    verb, concrete, content=body, headers={"Content-Type": "application/json"}
+                )
+                assert_unauthorized(response)
+                checked.add((verb, path))
+        plain = {("POST", "/api/rooms/{room}/messages"), ("GET", "/api/events")}
+        assert plain | {("GET", "/api/rooms/{room}/events")} <= checked
+        assert len(checked) >= 20  # every route of the service, not a few
+        assert (await client.get("/metrics")).status_code == 401
+        for verb, path in PUBLIC_ROUTES - {("POST", "/api/session")}:
+            assert (await client.request(verb, path)).status_code == 200, path
+        bad = await client.post("/api/session", json={"user": "alice", "password": "wrong"})
+        assert_unauthorized(bad)
+
+
+async def test_sign_in_sets_an_httponly_cookie_that_streams_and_writes_use(
+    required: LiveServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        response = await sign_in(client, "alice", PASSWORD)
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["user"] == "alice" and body["role"] == "member"
+        assert body["token"].startswith("chat_") and body["expires_at"].endswith("Z")
+        assert response.headers["cache-control"] == "no-store"
+        cookie = response.headers["set-cookie"]
+        assert f"chat_session={body['token']}" in cookie
+        for attribute in ("HttpOnly", "SameSite=Lax", "Path=/"):
+            assert attribute in cookie
+        assert "Secure" not in cookie  # plain HTTP, CHAT_COOKIE_SECURE unset
+        assert (await client.get("/api/session")).json() == {"user": "alice", "role": "member"}
+        own = {"Origin": required.url}
+        posted = await client.post("/api/rooms/r/messages", json={"text": "hi"}, headers=own)
+        assert posted.status_code == 201 and posted.json()["author"] == "alice"
+        async with open_stream(client, "/api/rooms/r/events", params={"last_event_id": "0"}) as s:
+            assert (await s.next()).json()["text"] == "hi"
+        out = await client.delete("/api/session", headers=own)
+        assert out.status_code == 204
+        assert "chat_session=" in out.headers["set-cookie"]
+        client.cookies.set("chat_session", body["token"])  # the old token, kept by someone
+        assert_unauthorized(await client.get("/api/session"))
+
+
+async def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(
+    required: LiveServer,
+) -> None:
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        wrong = await sign_in(client, "alice", "not it")
+        unknown = await sign_in(client, "nobody", "not it")
+        assert_unauthorized(wrong)
+        assert_unauthorized(unknown)
+        assert wrong.json() == unknown.json()
+        guest = await client.post("/api/session", json={"user": "carl"})
+        assert_unauthorized(guest)  # no guests in required mode
+
+
+async def test_open_mode_signs_in_guest_names_that_no_account_holds(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    live = make_server()
+    async with Seed(live.database) as seed:
+        await seed.user("alice", PASSWORD)
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        held = await client.post("/api/session", json={"user": "alice"})
+        assert held.status_code == 409 and held.json()["error"]["code"] == "conflict"
+        guest = await client.post("/api/session", json={"user": "carl"})
+        assert guest.status_code == 201 and guest.json()["user"] == "carl"
+        posted = await client.post(
+            "/api/rooms/r/messages", json={"text": "hi"}, headers={"Origin": live.url}
+        )
+        assert posted.json()["author"] == "carl"
+        options = await client.get("/api/session/options")
+        assert options.json() == {"auth": "open"}
+
+
+async def test_a_present_but_invalid_credential_is_401_never_a_guest(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """In open mode too: a bad credential does not fall back to guest."""
+    live = make_server(CHAT_JWT_SECRET=SECRET)
+    async with Seed(live.database) as seed:
+        await seed.user("alice")
+        revoked = await seed.token("alice")
+        await seed.revoke(revoked)
+        expired = await seed.token("alice", ttl_s=-1)
+    unknown = "chat_" + "A" * 43
+    cases: list[dict[str, str]] = [
+        bearer(unknown),
+        bearer(revoked),
+        bearer(expired),
+        bearer("not a token"),
+        {"Authorization": "Basic YWxpY2U6cHc="},
+        {"Authorization": "Bearer"},
+        {"Cookie": f"chat_session={unknown}"},
+        bearer(hs256({"sub": "alice", "exp": later(-60)})),  # expired
+        bearer(hs256({"sub": "alice", "exp": later()}, secret="another secret" * 3)),
+        bearer(hs256({"exp": later()})),  # no sub
+        bearer(hs256({"sub": "alice"})),  # no exp
+        bearer(hs256({"sub": "alice", "exp": later(), "role": "root"})),  # no such role
+        bearer(jwt.encode({"sub": "alice", "exp": later()}, None, algorithm="none")),
+    ]
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        for headers in cases:
+            assert_unauthorized(await client.get("/api/rooms", headers=headers))
+            posted = await client.post(
+                "/api/rooms/r/messages", json={"author": "alice", "text": "x"}, headers=headers
+            )
+            assert_unauthorized(posted)
+        stream = await client.get("/api/events", params={"rooms": "r", "access_token": unknown})
+        assert_unauthorized(stream)
+        assert (await client.get("/api/rooms/r/messages")).status_code == 404  # nothing stored
+
+
+async def test_access_token_in_the_query_counts_on_stream_gets_only(
+    required: LiveServer,
+) -> None:
+    async with Seed(required.database) as seed:
+        token = await seed.token("alice")
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        params = {"rooms": "r", "access_token": token}
+        async with open_stream(client, "/api/events", params=params):
+            pass
+        assert_unauthorized(await client.get("/api/rooms", params={"access_token": token}))
+
+
+async def test_cookie_writes_need_our_own_or_a_listed_origin(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    live = make_server(CHAT_CORS_ORIGINS="https://app.example.com")
+    async with Seed(live.database) as seed:
+        await seed.user("alice", PASSWORD)
+        token = await seed.token("alice")
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        assert (await sign_in(client, "alice", PASSWORD)).status_code == 201
+        path, body = "/api/rooms/r/messages", {"text": "x"}
+        for refused in ({}, {"Origin": "https://evil.example"}, {"Referer": "http://x.test/p"}):
+            answer = await client.post(path, json=body, headers=refused)
+            assert answer.status_code == 403, refused
+            assert answer.json()["error"]["code"] == "forbidden"
+        for allowed in (
+            {"Origin": live.url},
+            {"Referer": live.url + "/"},
+            {"Origin": "https://app.example.com"},
+        ):
+            assert (await client.post(path, json=body, headers=allowed)).status_code == 201
+        history = (await client.get("/api/rooms/r/messages")).json()["messages"]
+        assert len(history) == 3  # the refused writes stored nothing
+        client.cookies.clear()
+        assert (await client.post(path, json=body, headers=bearer(token))).status_code == 201
+
+
+async def test_writes_are_made_under_the_signed_in_name(required: LiveServer) -> None:
+    async with Seed(required.database) as seed:
+        token = await seed.token("alice")
+        bot = await seed.token("ci", role="bot")
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        me = bearer(token)
+        mine = await client.post("/api/rooms/r/messages", json={"text": "a"}, headers=me)
+        assert mine.status_code == 201 and mine.json()["author"] == "alice"
+        message_id = mine.json()["id"]
+        posing = await client.post(
+            "/api/rooms/r/messages", json={"author": "bob", "text": "b"}, headers=me
+        )
+        assert posing.status_code == 403
+        react = await client.post(
+            f"/api/rooms/r/messages/{message_id}/reactions", json={"emoji": "👍"}, headers=me
+        )
+        assert react.json()["author"] == "alice"
+        typing = await client.post("/api/rooms/r/typing", json={"user": "bob"}, headers=me)
+        assert typing.status_code == 403
+        read = await client.put("/api/rooms/r/read", json={"last_read_id": 1}, headers=me)
+        assert read.status_code == 204
+        activity = {"actor": "deploy", "verb": "built", "object": "main"}
+        as_member = await client.post("/api/rooms/r/activity", json=activity, headers=me)
+        assert as_member.status_code == 403
+        as_bot = await client.post("/api/rooms/r/activity", json=activity, headers=bearer(bot))
+        assert as_bot.status_code == 201 and as_bot.json()["actor"] == "deploy"
+        batch = {"messages": [{"text": "1"}, {"author": "bob", "text": "2"}]}
+        refused = await client.post("/api/rooms/r/messages/batch", json=batch, headers=me)
+        assert refused.status_code == 403
+        history = (await client.get("/api/rooms/r/messages", headers=me)).json()["messages"]
+        assert [m["text"] for m in history] == ["a"]  # nothing of the refused writes
+        unread = await client.get("/api/users/bob/unread", headers=me)
+        assert unread.status_code == 403
+
+
+def _keys(kind: str, tmp_path: Path) -> tuple[Any, Path]:
+    private: Any = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if kind == "RS256"
+        else ec.generate_private_key(ec.SECP256R1())
+    )
+    pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    path = tmp_path / f"{kind}.pem"
+    path.write_bytes(pem)
+    return private, path
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256"])
+async def test_jwts_signed_with_a_key_pair_and_algorithm_confusion_refused(
+    make_server: Callable[..., LiveServer], tmp_path: Path, algorithm: str
+) -> None:
+    private, public_file = _keys(algorithm, tmp_path)
+    live = make_server(
+        CHAT_AUTH="required",
+        CHAT_JWT_PUBLIC_KEY_FILE=str(public_file),
+        CHAT_JWT_AUDIENCE="chat",
+    )
+    claims = {"sub": "dora", "exp": later(), "aud": "chat", "role": "bot", "rooms": ["builds"]}
+    good = jwt.encode(claims, private, algorithm=algorithm)
+    public_pem = public_file.read_bytes()
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        session = await client.get("/api/session", headers=bearer(good))
+        assert session.json() == {"user": "dora", "role": "bot"}
+        posted = await client.post(
+            "/api/rooms/builds/messages", json={"text": "x"}, headers=bearer(good)
+        )
+        assert posted.status_code == 201
+        elsewhere = await client.post(
+            "/api/rooms/general/messages", json={"text": "x"}, headers=bearer(good)
+        )
+        assert elsewhere.status_code == 403  # the token reaches only its rooms
+        listed = await client.get("/api/rooms", headers=bearer(good))
+        assert [room["name"] for room in listed.json()["rooms"]] == ["builds"]
+        # the public key used as an HMAC secret: PyJWT refuses to even make this one, so it is
+        # built by hand, the way an attacker would
+        forged = _hmac_token({"sub": "dora", "exp": later(), "aud": "chat"}, public_pem)
+        wrong_audience = jwt.encode({**claims, "aud": "other"}, private, algorithm=algorithm)
+        no_audience = jwt.encode(
+            {k: v for k, v in claims.items() if k != "aud"}, private, algorithm=algorithm
+        )
+        for bad in (forged, wrong_audience, no_audience, hs256(claims)):
+            assert_unauthorized(await client.get("/api/session", headers=bearer(bad)))
+
+
+def _hmac_token(claims: dict[str, Any], key: bytes) -> str:
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    signature = b64(hmac.new(key, head + b"." + body, hashlib.sha256).digest())
+    return (head + b"." + body + b"." + signature).decode()
+
+
+async def test_metrics_in_required_mode_are_for_admins_and_bots(required: LiveServer) -> None:
+    async with Seed(required.database) as seed:
+        member = await seed.token("alice")
+        scraper = await seed.token("prometheus", role="bot")
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        assert (await client.get("/metrics", headers=bearer(member))).status_code == 403
+        scraped = await client.get("/metrics", headers=bearer(scraper))
+        assert scraped.status_code == 200 and "chat_requests_total" in scraped.text
+
+
+async def test_metrics_can_be_made_public(make_server: Callable[..., LiveServer]) -> None:
+    live = make_server(CHAT_AUTH="required", CHAT_METRICS_PUBLIC="true")
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        assert (await client.get("/metrics")).status_code == 200
+        assert_unauthorized(await client.get("/api/rooms"))
+
+
+async def _ended(stream_events: Any, timeout_s: float) -> None:
+    async with asyncio.timeout(timeout_s):
+        while True:
+            await stream_events.next(timeout_s)
+
+
+async def test_a_stream_ends_when_its_token_is_revoked_elsewhere_and_resumes_losing_nothing(
+    required: LiveServer,
+) -> None:
+    """Revoked by another process (here: written to the store directly, as `python -m chat
+    tokens revoke` does): the stream ends within a few seconds; a new credential resumes
+    from the last id and gets what was posted meanwhile."""
+    async with Seed(required.database) as seed:
+        token = await seed.token("alice")
+        writer = await seed.token("root", role="admin")
+        async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+            first = await client.post(
+                "/api/rooms/r/messages", json={"text": "1"}, headers=bearer(writer)
+            )
+            params = {"access_token": token, "last_event_id": "0"}
+            async with open_stream(client, "/api/rooms/r/events", params=params) as stream:
+                assert (await stream.next()).id == str(first.json()["id"])
+                await seed.revoke(token)
+                began = time.monotonic()
+                with pytest.raises(EOFError):
+                    await _ended(stream, 10)
+                assert time.monotonic() - began < 8
+            second = await client.post(
+                "/api/rooms/r/messages", json={"text": "2"}, headers=bearer(writer)
+            )
+            assert_unauthorized(await client.get("/api/session", headers=bearer(token)))
+            fresh = await seed.token("alice")
+            params = {"access_token": fresh, "last_event_id": str(first.json()["id"])}
+            async with open_stream(client, "/api/rooms/r/events", params=params) as stream:
+                assert (await stream.next()).json()["id"] == second.json()["id"]
+
+
+async def test_a_stream_ends_when_its_credential_expires(required: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        short = hs256({"sub": "alice", "exp": later(3)})
+        params = {"access_token": short}
+        async with open_stream(client, "/api/rooms/r/events", params=params) as stream:
+            with pytest.raises(EOFError):
+                await _ended(stream, 12)
+        assert_unauthorized(await client.get("/api/rooms/r/events", params=params))

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
+import orjson
+from pydantic import BaseModel, ValidationError
 from quart import Response, current_app, request
 
 from chat.access import AccessBook
 from chat.api.auth import Authenticator
-from chat.api.envelope import JSON
+from chat.api.envelope import JSON, field_errors
 from chat.api.pipeline import SCOPE_KEY
 from chat.api.request import Request
 from chat.broker import Broker
 from chat.config import Settings
 from chat.delivery import Delivery
-from chat.errors import NotFound, ValidationFailed
+from chat.errors import InvalidJSON, NotFound, ValidationFailed
 from chat.identity import Identity
 from chat.metrics import Metrics
 from chat.presence import Presence
@@ -25,6 +27,7 @@ from chat.registry import Registry
 from chat.store import Store, WriteOp, writes
 
 IDEMPOTENCY_KEY_CHARS = 200
+B = TypeVar("B", bound=BaseModel)
 
 
 @dataclass(slots=True)
@@ -48,6 +51,20 @@ class Services:
     @property
     def book(self) -> AccessBook:
         return self.registry.access
+
+
+async def optional_body(model: type[B]) -> B:
+    """The request's body validated as ``model``; an empty body (a DELETE sent without one)
+    is ``model()``, all defaults."""
+    raw = await request.get_data()
+    if not raw:
+        return model()
+    try:
+        return model.model_validate(orjson.loads(raw))
+    except orjson.JSONDecodeError as error:
+        raise InvalidJSON(f"the body is not valid JSON: {error}") from None
+    except ValidationError as error:
+        raise ValidationFailed("the body does not match the schema", field_errors(error)) from None
 
 
 def services() -> Services:

@@ -6,10 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response
-from quart_schema import document_headers, document_response, validate_querystring, validate_request
+from quart_schema import (
+    document_headers,
+    document_request,
+    document_response,
+    validate_querystring,
+    validate_request,
+)
 
 from chat import access
-from chat.api.deps import commit_event, event_response, identity, services
+from chat.api.deps import commit_event, event_response, identity, optional_body, services
 from chat.errors import NotFound
 from chat.models import (
     AuthorIn,
@@ -87,13 +93,14 @@ async def edit(room: str, message_id: int, data: EditIn) -> Response:
 
 
 @bp.delete("/api/rooms/<string:room>/messages/<id:message_id>")
-@validate_request(AuthorIn)
+@document_request(AuthorIn)
 @document_response(EventOut)
-async def delete(room: str, message_id: int, data: AuthorIn) -> Response:
+async def delete(room: str, message_id: int) -> Response:
     """Delete one's own message, or (the room's owners and admins) anyone's: 200 with the
     `message.deleted` event, whose `author` is who deleted it. Signed in, the body may be
     left out."""
     check_room(room)
+    data = await optional_body(AuthorIn)
     who = identity()
     svc = services()
     moderator = access.may_delete(who, room, svc.book)

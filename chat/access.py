@@ -86,7 +86,7 @@ def reads(identity: Identity | None, access: RoomAccess | None) -> bool:
     """Whether the identity may see a room with this access (its scope aside)."""
     if access is None or not access.private:
         return True
-    if identity is None:
+    if identity is None or identity.guest:
         return False
     return identity.is_admin or identity.user in access.members
 
@@ -110,8 +110,8 @@ def visible(identity: Identity | None, rooms: Iterable[str], book: AccessBook) -
 
 
 def check_private_create(identity: Identity | None) -> None:
-    if identity is None:
-        raise Unauthorized("a private room needs a signed-in owner: sign in first")
+    if identity is None or identity.guest:
+        raise Unauthorized("a private room needs an owner signed in with an account or token")
 
 
 def author(identity: Identity | None, given: str | None, name: str = "author") -> str:
@@ -131,7 +131,7 @@ def author(identity: Identity | None, given: str | None, name: str = "author") -
 
 
 def is_owner(identity: Identity | None, room: str, book: AccessBook) -> bool:
-    if identity is None:
+    if identity is None or identity.guest:
         return False
     access = book.get(room)
     return access is not None and access.members.get(identity.user) == "owner"
@@ -143,10 +143,20 @@ def may_delete(identity: Identity | None, room: str, book: AccessBook) -> bool:
     return identity is not None and (identity.is_admin or is_owner(identity, room, book))
 
 
+def is_owned(room: str, book: AccessBook) -> bool:
+    access = book.get(room)
+    return access is not None and "owner" in access.members.values()
+
+
+def owner(identity: Identity | None) -> str | None:
+    """Who becomes the owner of a room this identity creates: none for a guest."""
+    return None if identity is None or identity.guest else identity.user
+
+
 def may_manage(identity: Identity | None, room: str, book: AccessBook) -> None:
     """Add members or change roles: the room's owners and admins (403 otherwise)."""
-    if identity is None:
-        raise Unauthorized("managing members needs a signed-in identity")
+    if identity is None or identity.guest:
+        raise Unauthorized("managing members needs an account or a token")
     if not (identity.is_admin or is_owner(identity, room, book)):
         raise Forbidden(f"only the owners of room {room!r} and admins manage its members")
 
@@ -161,8 +171,21 @@ def may_remove(identity: Identity | None, room: str, user: str, book: AccessBook
 def check_unread(identity: Identity | None, user: str) -> None:
     """A user's unread counts are that user's or an admin's to read; a guest asks for any
     name it declares (as before identities)."""
-    if identity is not None and identity.user != user and not identity.is_admin:
+    if identity is None or identity.guest:
+        return
+    if identity.user != user and not identity.is_admin:
         raise Forbidden(f"only {user!r} and admins read {user!r}'s unread counts")
+
+
+def unread_rooms(
+    identity: Identity | None, user: str, rooms: Iterable[str], book: AccessBook
+) -> list[str]:
+    """The rooms of ``user``'s unread counts the asker is shown: those ``user`` may read now
+    and the asker may see too (a guest asking for anyone's: public rooms only)."""
+    shown = visible(Identity(user), rooms, book)
+    if identity is None or not identity.is_admin:
+        return visible(identity, shown, book)
+    return [room for room in shown if identity.reaches(room)]
 
 
 def delivers(identity: Identity | None, event: Event, access: RoomAccess) -> bool:
@@ -170,7 +193,7 @@ def delivers(identity: Identity | None, event: Event, access: RoomAccess) -> boo
     (``access``, the book's state as of the event: see ``Registry.dispatch``)."""
     if not access.private:
         return True
-    if identity is None:
+    if identity is None or identity.guest:
         return False
     return identity.is_admin or identity.user in access.members
 
@@ -193,7 +216,7 @@ class ReplayGate:
         if not self.book.is_private(event.room):
             return True
         identity = self.identity
-        if identity is None:
+        if identity is None or identity.guest:
             return False
         if identity.is_admin:
             return True

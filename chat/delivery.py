@@ -173,8 +173,10 @@ class Delivery:
     async def _replay(self, sub: Subscriber) -> AsyncIterator[bytes]:
         page = self.settings.replay_page_size
         gate = await self._gate(sub)
+        identity = sub.identity
+        user = identity.user if identity is not None and not identity.guest else None
         while sub.state is not CLOSED:
-            events = await self.store.events_after(sub.rooms, sub.last_id, page)
+            events = await self.store.events_after(sub.rooms, sub.last_id, page, user)
             if not events:
                 return
             if gate is None:

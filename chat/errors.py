@@ -6,6 +6,7 @@
   * InvalidRoom (400 invalid_room)
   * InvalidQuery (400 invalid_query)
   * Unauthorized (401 unauthorized)
+    * SessionEnded (401 unauthorized, and the answer clears the session cookie)
   * Forbidden (403 forbidden)
   * NotFound (404 not_found)
   * MethodNotAllowed (405 method_not_allowed)
@@ -59,6 +60,15 @@ class Unauthorized(ChatError):
 
     def headers(self) -> list[tuple[bytes, bytes]]:
         return [(b"www-authenticate", b"Bearer")]
+
+
+class SessionEnded(Unauthorized):
+    """The ``chat_session`` cookie names a session that expired or was revoked: the answer
+    also clears the cookie, so that the browser is a guest again (or signs in again)."""
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        clear = b"chat_session=; Max-Age=0; Path=/; HttpOnly; SameSite=Lax"
+        return [*super().headers(), (b"set-cookie", clear)]
 
 
 class Forbidden(ChatError):

@@ -47,7 +47,9 @@ class Hub:
         members = access.members
         for sub in self.subscribers:
             identity = sub.identity
-            if identity is None or not (identity.user in members or identity.role == "admin"):
+            if identity is None or identity.guest:
+                continue
+            if identity.user not in members and identity.role != "admin":
                 continue
             if sub.filter is None or sub.filter.matches(event):
                 sub.push(event)

@@ -24,6 +24,10 @@ class Identity:
     # The hash of the service-issued token it came from, so that revoking it ends its streams;
     # None for a JWT (it cannot be revoked, only expire).
     token_hash: bytes | None = None
+    # A guest name bound to a session (``POST /api/session`` without a password, in `open`
+    # mode): it writes under that name, and is a guest for everything else (no private
+    # rooms, owns nothing).
+    guest: bool = False
 
     @property
     def is_admin(self) -> bool:

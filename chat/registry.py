@@ -6,7 +6,11 @@ The registry also holds the ``AccessBook`` and follows it in dispatch order: an 
 private room reaches only the subscribers that may read the room as of that event (a
 ``member.added`` is applied before it is delivered, so the new member gets it; a
 ``member.removed`` after, so the removed member gets it and nothing later). A public room
-costs one dictionary lookup per event."""
+costs one dictionary lookup per event.
+
+A stream of listed rooms also gets its own user's access events (``room.created``,
+``member.added``, ``member.removed`` naming that user) of rooms outside its list: the page's
+one stream learns that its user was invited to, or removed from, a room."""
 
 from __future__ import annotations
 
@@ -30,6 +34,8 @@ class Registry:
         self.access = AccessBook()
         # Events up to this id are already in the book (it was loaded from the store there).
         self.access_position = 0
+        # user -> that user's streams of listed rooms (for their own access events)
+        self.personal: dict[str, set[Subscriber]] = {}
 
     def subscribe(self, sub: Subscriber) -> None:
         if self.closed:  # a stream admitted just before shutdown ends at once
@@ -38,6 +44,9 @@ class Registry:
         if sub.rooms is None:
             self.everywhere.subscribers.add(sub)
             return
+        identity = sub.identity
+        if identity is not None and not identity.guest:
+            self.personal.setdefault(identity.user, set()).add(sub)
         for room in sub.rooms:
             hub = self.hubs.get(room)
             if hub is None:
@@ -49,6 +58,13 @@ class Registry:
         if sub.rooms is None:
             self.everywhere.subscribers.discard(sub)
             return
+        identity = sub.identity
+        if identity is not None:
+            own = self.personal.get(identity.user)
+            if own is not None:
+                own.discard(sub)
+                if not own:
+                    del self.personal[identity.user]
         for room in sub.rooms:
             hub = self.hubs.get(room)
             if hub is not None:
@@ -93,6 +109,18 @@ class Registry:
                 count += self.everywhere.broadcast_private(event, access)
         if removal:
             self.access.apply(event)  # the removed member got its member.removed, no more
+        if event.type in ACCESS_EVENTS:
+            count += self._to_the_user(event)
+        return count
+
+    def _to_the_user(self, event: Event) -> int:
+        """An access event, to its user's streams of listed rooms that do not list its room."""
+        count = 0
+        for sub in self.personal.get(str(event.payload.get("user")), ()):
+            rooms = sub.rooms
+            if rooms is not None and event.room not in rooms and sub.wants(event):
+                sub.push(event)
+                count += 1
         return count
 
     def dispatch_all(self, events: Sequence[Event]) -> None:

@@ -14,7 +14,7 @@ CREATE TABLE tokens (
     hash       BLOB NOT NULL UNIQUE,
     user       TEXT NOT NULL,
     role       TEXT NOT NULL CHECK (role IN ('admin', 'member', 'bot')),
-    kind       TEXT NOT NULL CHECK (kind IN ('session', 'api')),
+    kind       TEXT NOT NULL CHECK (kind IN ('session', 'guest', 'api')),
     rooms      TEXT,                           -- JSON list of room names; NULL: every room
     created_at TEXT NOT NULL,
     expires_at TEXT,                           -- RFC 3339; NULL: never

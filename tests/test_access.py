@@ -215,3 +215,54 @@ def test_events_the_loaded_book_already_holds_are_not_applied_twice() -> None:
     reg.access_position = leave.id or 0
     reg.dispatch(leave)
     assert access.reads(BOB, reg.access.get("secret"))
+
+
+def test_a_guest_session_is_a_guest_for_private_rooms_and_owns_nothing() -> None:
+    guest = Identity("alice", guest=True)  # a guest who took the owner's name
+    book = book_with_secret()
+    with pytest.raises(NotFound):
+        access.check_room(guest, "secret", book)
+    with pytest.raises(Unauthorized):
+        access.check_private_create(guest)
+    with pytest.raises(Unauthorized):
+        access.may_manage(guest, "secret", book)
+    assert not access.may_delete(guest, "secret", book)
+    assert access.owner(guest) is None and access.owner(ALICE) == "alice"
+    assert access.author(guest, None) == "alice"  # it still writes under its name
+    assert not ReplayGate(guest, book, {"secret": True}).allows(message("secret"))
+    reg = Registry()
+    reg.dispatch(created("secret", "alice"))
+    sub = Subscriber(None, identity=guest)
+    reg.subscribe(sub)
+    reg.dispatch(message("secret"))
+    assert sub.take() == []
+
+
+def test_unread_counts_show_a_room_only_if_both_the_user_and_the_asker_may_see_it() -> None:
+    book = book_with_secret()
+    rooms = ["general", "secret"]
+    assert access.unread_rooms(ALICE, "alice", rooms, book) == rooms
+    assert access.unread_rooms(ADMIN, "alice", rooms, book) == rooms
+    assert access.unread_rooms(ADMIN, "bob", rooms, book) == ["general"]  # bob may not
+    assert access.unread_rooms(None, "alice", rooms, book) == ["general"]  # a guest asking
+    guest = Identity("carl", guest=True)
+    assert access.unread_rooms(guest, "alice", rooms, book) == ["general"]
+
+
+def test_a_stream_of_listed_rooms_gets_its_users_access_events_of_other_rooms() -> None:
+    """The page follows its rooms on one stream: it learns there that its user was added to,
+    or removed from, a room it does not list yet (or any more)."""
+    reg = Registry()
+    bob = Subscriber(("general",), identity=BOB)
+    carl = Subscriber(("general",), identity=Identity("carl"))
+    reg.subscribe(bob)
+    reg.subscribe(carl)
+    events = [created("secret", "alice"), added("secret", "bob"), message("secret")]
+    events += [removed("secret", "bob"), added("secret", "carl")]
+    for event in events:
+        reg.dispatch(event)
+    assert [e.type for e in bob.take()] == ["member.added", "member.removed"]
+    assert [e.type for e in carl.take()] == ["member.added"]
+    reg.unsubscribe(bob)
+    reg.unsubscribe(carl)
+    assert reg.personal == {}

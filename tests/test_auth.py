@@ -385,3 +385,54 @@ async def test_a_stream_ends_when_its_credential_expires(required: LiveServer) -
             with pytest.raises(EOFError):
                 await _ended(stream, 12)
         assert_unauthorized(await client.get("/api/rooms/r/events", params=params))
+
+
+async def test_a_session_that_ended_clears_its_cookie_and_does_not_block_signing_in_again(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    live = make_server()
+    async with Seed(live.database) as seed:
+        await seed.user("alice", PASSWORD)
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        token = (await sign_in(client, "alice", PASSWORD)).json()["token"]
+        async with Seed(live.database) as seed:
+            await seed.revoke(token)
+        ended = await client.get("/api/session")
+        assert_unauthorized(ended)  # never a guest: it said who it was
+        assert "chat_session=;" in ended.headers["set-cookie"]
+        assert "Max-Age=0" in ended.headers["set-cookie"]
+        assert "chat_session" not in client.cookies  # the browser forgot it
+        assert (await client.get("/api/rooms")).status_code == 200  # a guest again
+        client.cookies.set("chat_session", token)
+        again = await sign_in(client, "alice", PASSWORD)  # the ended cookie is ignored here
+        assert again.status_code == 201
+        assert (await client.get("/api/session")).json()["user"] == "alice"
+
+
+async def test_every_answer_says_nosniff(required: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        for path in ("/healthz", "/api/rooms", "/nowhere", "/"):
+            answer = await client.get(path)
+            assert answer.headers["x-content-type-options"] == "nosniff", path
+
+
+async def test_a_new_password_ends_the_sign_ins_made_with_the_old_one(
+    required: LiveServer,
+) -> None:
+    from chat import credentials
+    from chat.store import accounts
+
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        token = (await sign_in(client, "alice", PASSWORD)).json()["token"]
+        async with Seed(required.database) as seed:
+            kept = await seed.token("alice")
+            op = accounts.set_password("alice", credentials.hash_password("new one!"))
+            assert len(await seed.store.write(op)) == 1
+        for _ in range(100):  # revocations made elsewhere are read every 2 s
+            if (await client.get("/api/session", headers=bearer(token))).status_code == 401:
+                break
+            await asyncio.sleep(0.1)
+        assert_unauthorized(await client.get("/api/session", headers=bearer(token)))
+        assert (await client.get("/api/session", headers=bearer(kept))).status_code == 200
+        assert_unauthorized(await sign_in(client, "alice", PASSWORD))
+        assert (await sign_in(client, "alice", "new one!")).status_code == 201

@@ -131,7 +131,9 @@ async def test_owners_invite_and_remove_members_leave_and_events_say_so(people: 
         assert (await carl.get("/api/rooms/secret")).status_code == 404
         params = {"last_event_id": "0", "types": "room.created,member.added,member.removed"}
         async with open_stream(alice, "/api/rooms/secret/events", params=params) as stream:
-            events = [event.json() for event in await stream.take(5)]
+            events = [event.json() for event in await stream.take(6)]
+        lobby = events.pop(1)  # alice's own access event of a room the stream does not list
+        assert (lobby["type"], lobby["room"]) == ("room.created", "lobby")
         assert [(e["type"], e["user"], e.get("by")) for e in events] == [
             ("room.created", "alice", None),
             ("member.added", "bob", "alice"),
@@ -322,3 +324,70 @@ async def test_removal_follows_event_order_across_processes(cluster: Cluster) ->
     assert bob_secret[-1]["type"] == "member.removed"
     assert carl_secret[0]["type"] == "member.added"
     assert [e["text"] for e in carl_secret[1:]] == [str(n) for n in range(20, 30)]
+
+
+async def test_joining_an_existing_room_by_put_changes_nothing_and_needs_no_ownership(
+    people: People,
+) -> None:
+    async with people.client("bob") as bob:
+        joined = await bob.put("/api/rooms/lobby", json={})
+        assert joined.status_code == 200 and joined.json()["title"] == "lobby"
+        renamed = await bob.put("/api/rooms/lobby", json={"title": "mine"})
+        assert renamed.status_code == 403
+
+
+async def test_a_guest_session_with_the_owners_name_sees_nothing_private(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """In open mode a guest name is free for anyone to take; taking the name of a token's
+    user (who has no account) must not open that user's private rooms."""
+    live = make_server()
+    async with Seed(live.database) as seed:
+        bot = await seed.token("bot1", role="bot")
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        made = await client.put("/api/rooms/ops", json={"private": True}, headers=bearer(bot))
+        assert made.status_code == 201
+        await client.post(
+            "/api/rooms/ops/messages", json={"text": SECRET_TEXT}, headers=bearer(bot)
+        )
+        taken = await client.post("/api/session", json={"user": "bot1"})
+        assert taken.status_code == 201
+        for path in ("/api/rooms/ops", "/api/rooms/ops/messages", "/api/rooms/ops/members"):
+            assert (await client.get(path)).status_code == 404
+        listed = await client.get("/api/rooms")
+        never_shows_the_secret(listed)
+        assert "ops" not in {room["name"] for room in listed.json()["rooms"]}
+        made = await client.put(
+            "/api/rooms/mine", json={"private": True}, headers={"Origin": live.url}
+        )
+        assert made.status_code == 401
+        public = await client.put("/api/rooms/guests", json={}, headers={"Origin": live.url})
+        assert public.status_code == 201
+        members = await client.get("/api/rooms/guests/members")
+        assert members.json() == {"members": []}  # a guest owns nothing
+
+
+async def test_a_stream_of_listed_rooms_learns_its_user_was_invited_also_on_resume(
+    people: People,
+) -> None:
+    """Bob's page follows `lobby` only; the invitation to `secret` reaches that stream live,
+    and again when the stream resumes from before it."""
+    async with (
+        people.client("alice") as alice,
+        httpx.AsyncClient(base_url=people.url, timeout=httpx.Timeout(10, read=None)) as reader,
+    ):
+        headers = bearer(people.tokens["bob"])
+        start = (await alice.get("/api/rooms/lobby")).json()["last_event_id"]
+        path = "/api/events?rooms=lobby&types=member.added,member.removed,message"
+        async with open_stream(reader, path, headers=headers) as stream:
+            invite = await alice.put("/api/rooms/secret/members/bob", json={})
+            assert invite.status_code == 201
+            await alice.post("/api/rooms/secret/messages", json={"text": "not on this stream"})
+            marker = await alice.post("/api/rooms/lobby/messages", json={"text": "marker"})
+            first, second = (event.json() for event in await stream.take(2))
+        assert (first["type"], first["room"], first["user"]) == ("member.added", "secret", "bob")
+        assert second["id"] == marker.json()["id"]
+        resumed_headers = {**headers, "Last-Event-ID": str(start)}
+        async with open_stream(reader, path, headers=resumed_headers) as stream:
+            replayed = [event.json() for event in await stream.take(2)]
+        assert [e["id"] for e in replayed] == [first["id"], second["id"]]

@@ -16,7 +16,6 @@ from chat import access
 from chat.api.deps import commit_event, identity, require_room, services
 from chat.errors import InvalidQuery, NotFound, RateLimited
 from chat.events import make_event
-from chat.identity import Identity
 from chat.models import (
     ActivityBatchIn,
     ActivityIn,
@@ -126,9 +125,5 @@ async def unread(user: str) -> dict[str, Any]:
     access.check_unread(who, user)
     svc = services()
     rooms, last_id = await svc.store.unread(user)
-    # the counts of the rooms that user may read now (and the asker's credential reaches)
-    reader = Identity(user) if who is None or who.user != user else who
-    shown = access.visible(reader, rooms, svc.book)
-    if who is not None:
-        shown = [room for room in shown if who.reaches(room)]
+    shown = access.unread_rooms(who, user, rooms, svc.book)
     return {"rooms": {room: rooms[room] for room in shown}, "last_id": last_id}

@@ -27,7 +27,7 @@ from chat.access import AccessBook, check_room
 from chat.api.request import Request
 from chat.config import Settings, origins
 from chat.credentials import JWT_SHAPE, TOKEN_SHAPE, BadCredential, JWTVerifier, token_hash
-from chat.errors import Forbidden, Unauthorized
+from chat.errors import Forbidden, SessionEnded, Unauthorized
 from chat.events import now_rfc3339
 from chat.identity import Identity
 from chat.registry import Registry
@@ -104,7 +104,14 @@ class Authenticator:
             if self.required and not self.is_public(request):
                 raise Unauthorized("sign in: this service needs an identity (CHAT_AUTH=required)")
             return None
-        identity = await self.resolve(credential)
+        try:
+            identity = await self.resolve(credential)
+        except Unauthorized as error:
+            if via != "cookie":
+                raise
+            if request.endpoint == "session.create":
+                return None  # signing in again replaces a session that ended
+            raise SessionEnded(error.message) from None  # and the answer clears the cookie
         if via == "cookie" and request.method in WRITE_METHODS:
             self.check_origin(request)
         return identity
@@ -168,7 +175,8 @@ class Authenticator:
             expires = row.expires_s
             if expires is not None and expires <= now:
                 raise Unauthorized("the token has expired")
-            identity = Identity(row.user, row.role, row.rooms, expires, key)
+            guest = row.kind == "guest"
+            identity = Identity(row.user, row.role, row.rooms, expires, key, guest)
         self.cache.put(key, identity)
         return identity
 

@@ -76,6 +76,5 @@ async def index() -> Response:
     """The browser chat page."""
     response = await send_from_directory(str(STATIC_DIR), "index.html")
     response.headers["Content-Security-Policy"] = PAGE_CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Cache-Control"] = "no-cache"
     return response

@@ -21,6 +21,7 @@ REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
 # system call each).
 ID_PREFIX = secrets.token_hex(4).encode()
 _counter = itertools.count()
+NOSNIFF = (b"x-content-type-options", b"nosniff")  # on every answer (ACCESS.md)
 
 
 class Request:
@@ -84,7 +85,7 @@ class Request:
         request would make a reference cycle of every request.)"""
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            headers = [*message.get("headers", ()), (b"x-request-id", self.request_id())]
+            headers = [*message.get("headers", ()), (b"x-request-id", self.request_id()), NOSNIFF]
             message = {**message, "headers": headers}
         await self.raw_send(message)
 

@@ -37,9 +37,9 @@ async def put(room: str, data: RoomIn) -> tuple[dict[str, Any], int]:
     svc = services()
     if data.private:
         access.check_private_create(who)
-    if svc.book.get(room) is not None and await svc.store.get_room(room) is not None:
-        access.may_manage(who, room, svc.book)
-    owner = who.user if who is not None else None
+    if data.title is not None and access.is_owned(room, svc.book):
+        access.may_manage(who, room, svc.book)  # renaming is for its owners
+    owner = access.owner(who)
     created = await svc.store.write(accounts.create_room(room, data.title, data.private, owner))
     found = await svc.store.get_room(room)
     assert found is not None

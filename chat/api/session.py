@@ -35,6 +35,7 @@ async def create(data: SessionIn) -> Response:
     settings = svc.settings
     found = await svc.store.password_hash(data.user)
     role: Role = "member"
+    kind = "session"
     if data.password is not None:
         encoded = found[0] if found is not None else credentials.DUMMY_HASH
         # Argon2 takes tens of ms of CPU: off the event loop. An unknown name is checked
@@ -47,12 +48,14 @@ async def create(data: SessionIn) -> Response:
         raise Unauthorized("a password is required (CHAT_AUTH=required)")
     elif found is not None:
         raise Conflict(f"an account holds the name {data.user!r}: sign in with its password")
+    else:
+        kind = "guest"  # a name, not an account: a guest for everything but authorship
     token, token_hash = credentials.new_token()
     expires = datetime.now(UTC) + timedelta(hours=settings.session_ttl_hours)
     expires_at = now_rfc3339(expires)
     await svc.store.write(
         accounts.create_token(
-            credentials.new_token_id(), token_hash, data.user, role, "session", None, expires_at
+            credentials.new_token_id(), token_hash, data.user, role, kind, None, expires_at
         )
     )
     body = {"user": data.user, "role": role, "token": token, "expires_at": expires_at}

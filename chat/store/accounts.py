@@ -55,13 +55,17 @@ def add_user(name: str, password_hash: str, role: Role) -> WriteOp[None]:
     return op
 
 
-def set_password(name: str, password_hash: str) -> WriteOp[None]:
-    def op(tx: Tx) -> None:
+def set_password(name: str, password_hash: str) -> WriteOp[list[bytes]]:
+    """Change the password and end every sign-in made with the old one (its tokens from
+    ``tokens create`` stay); returns the revoked sessions' hashes."""
+
+    def op(tx: Tx) -> list[bytes]:
         cur = tx.conn.execute(
             "UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name)
         )
         if cur.rowcount == 0:
             raise NotFound(f"no account named {name!r}")
+        return _revoke(tx, "user = ? AND kind = 'session'", (name,))
 
     return op
 

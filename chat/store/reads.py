@@ -130,10 +130,14 @@ class Reads(AccountReads):
         return rooms, int(rows[0][0])
 
     async def events_after(
-        self, rooms: tuple[str, ...] | None, after: int, limit: int
+        self, rooms: tuple[str, ...] | None, after: int, limit: int, user: str | None = None
     ) -> list[Event]:
-        """Stored events with id > ``after`` in these rooms (None: all rooms), by id."""
+        """Stored events with id > ``after`` in these rooms (None: all rooms), by id; with
+        ``user``, also that user's access events of other rooms (chat/registry.py)."""
         where, params = _rooms_clause(rooms)
+        if user is not None and rooms is not None:
+            where = f"({where.removesuffix(' AND')} OR ({ACCESS_OF_USER})) AND"
+            params = (*params, user)
         rows = await self._rows(
             f"SELECT data FROM events WHERE {where} id > ? ORDER BY id LIMIT ?",
             (*params, after, limit),
@@ -180,6 +184,9 @@ def _message(row: Sequence[Any]) -> dict[str, Any]:
     if row[6] is not None:
         message["edited_at"] = row[6]
     return message
+
+
+ACCESS_OF_USER = "author = ? AND type IN ('room.created', 'member.added', 'member.removed')"
 
 
 def _rooms_clause(rooms: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:

@@ -30,6 +30,11 @@ RUN pip install --no-cache-dir --no-deps --no-build-isolation -e . \
 
 # A named volume mounted here starts as a copy of this directory, owned by the chat user.
 ENV CHAT_DATABASE=/data/chat.db
+# The CMD serves on 0.0.0.0, where `serve` refuses to start unless CHAT_AUTH is set. `open`
+# keeps the service as it was (guests read public rooms and post under any name). The operator
+# should choose: `docker run -e CHAT_AUTH=required ...` makes every request sign in (accounts:
+# `python -m chat users add`, tokens: `python -m chat tokens create`).
+ENV CHAT_AUTH=open
 VOLUME ["/data"]
 
 USER chat

@@ -1,9 +1,10 @@
-"""``python -m chat``: serve, migrate."""
+"""``python -m chat``: serve, migrate, post, tail, users, tokens."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import logging
 import sqlite3
@@ -15,6 +16,13 @@ from pydantic import ValidationError
 
 from chat import __version__
 from chat.config import Settings
+from chat.identity import ROLES
+
+TOKEN_HELP = (
+    "send `Authorization: Bearer TOKEN` (default: CHAT_TOKEN; prefer it: a command line "
+    "is visible to other users of the machine)"
+)
+PASSWORD_STDIN_HELP = "read the password from the first line of stdin instead of a prompt"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
         "chat.db) is created and migrated on start. SIGTERM or Ctrl-C ends every stream "
         "and exits.",
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1); any address but loopback needs CHAT_AUTH "
+        "set explicitly, to open or required (else exit 2)",
+    )
     serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     serve.add_argument(
         "--workers",
@@ -47,19 +60,28 @@ def _parser() -> argparse.ArgumentParser:
     post = commands.add_parser(
         "post",
         help="post a message to a room",
-        description="Post a message and print the stored event (JSON).",
+        description="Post a message and print the stored event (JSON). With a token "
+        "(--token or CHAT_TOKEN) the message is from the token's user; without one, name "
+        "yourself with --author (a service with CHAT_AUTH=required needs a token).",
     )
     post.add_argument("room")
     post.add_argument("text")
-    post.add_argument("--author", required=True, help="who the message is from")
+    post.add_argument(
+        "--author",
+        help="who the message is from; required without a token, and with one it must be "
+        "the token's user (leave it out)",
+    )
     post.add_argument("--url", help="the service (default: CHAT_URL, http://127.0.0.1:8000)")
+    post.add_argument("--token", help=TOKEN_HELP)
 
     tail = commands.add_parser(
         "tail",
         help="print a room's events as they arrive",
         description="Follow one or more rooms (or * for all) and print each event once. "
         "Reconnects by itself after a dropped connection or a server restart and resumes "
-        "where it left off (Last-Event-ID). Ctrl-C stops it.",
+        "where it left off (Last-Event-ID). Ctrl-C stops it. A refusal that retrying cannot "
+        "mend (a bad room name; a token missing, revoked or expired: 401; a room it may not "
+        "read: 403 or 404) prints the service's message and exits 1.",
     )
     tail.add_argument("rooms", nargs="+", metavar="ROOM", help="room names, or * for all")
     tail.add_argument("--types", help="only these event types, e.g. message,activity")
@@ -68,13 +90,107 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("--since", type=int, help="start after this event id (replays history)")
     tail.add_argument("--json", action="store_true", help="print each event as one JSON line")
     tail.add_argument("--url", help="the service (default: CHAT_URL, http://127.0.0.1:8000)")
+    tail.add_argument("--token", help=TOKEN_HELP)
 
     commands.add_parser(
         "migrate",
         help="apply pending database migrations",
         description="Apply the migrations in migrations/ that CHAT_DATABASE has not seen yet.",
     )
+    _users_parser(commands)
+    _tokens_parser(commands)
     return parser
+
+
+def _users_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users = commands.add_parser(
+        "users",
+        help="add, list, change or remove accounts",
+        description="Accounts that sign in with a password (POST /api/session), kept in "
+        "CHAT_DATABASE; the service may be running. Passwords are stored as Argon2id hashes.",
+    )
+    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add",
+        help="create an account",
+        description="Create an account. The password is asked twice at a prompt (not "
+        "echoed), or read as one line from stdin with --password-stdin. Exit 1 if the name "
+        "is taken.",
+    )
+    add.add_argument("name", metavar="NAME", help="user name: 1-64 printable characters")
+    role = add.add_mutually_exclusive_group()
+    role.add_argument("--admin", action="store_true", help="the same as --role admin")
+    role.add_argument(
+        "--role", choices=ROLES, default="member", help="the account's role (default member)"
+    )
+    add.add_argument("--password-stdin", action="store_true", help=PASSWORD_STDIN_HELP)
+    listing = actions.add_parser(
+        "list",
+        help="list accounts",
+        description="List every account: name, role, when it was created (never a password).",
+    )
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    passwd = actions.add_parser(
+        "passwd",
+        help="set an account's password",
+        description="Set a new password (prompt or --password-stdin); the old one stops "
+        "working at once, and so do the sign-ins made with it (their streams end within a "
+        "few seconds). Tokens from `tokens create` stay valid (`tokens revoke` ends them). "
+        "Exit 1 if there is no such account.",
+    )
+    passwd.add_argument("name", metavar="NAME", help="the account")
+    passwd.add_argument("--password-stdin", action="store_true", help=PASSWORD_STDIN_HELP)
+    remove = actions.add_parser(
+        "remove",
+        help="remove an account and revoke its tokens",
+        description="Remove the account and revoke every token issued to its name (sign-ins "
+        "and `tokens create`); a running service refuses them within 2 s and ends their "
+        "streams. Exit 1 if there is no such account.",
+    )
+    remove.add_argument("name", metavar="NAME", help="the account")
+
+
+def _tokens_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    tokens = commands.add_parser(
+        "tokens",
+        help="create, list or revoke API tokens",
+        description="Tokens for bots, services and scripts: sent as `Authorization: Bearer "
+        "<token>` (python -m chat post/tail --token, or CHAT_TOKEN). Only a hash is kept.",
+    )
+    actions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="issue a token and print it once",
+        description="Issue a token for NAME (an account is not needed) and print it, alone "
+        "on stdout; it cannot be shown again. Its id and details go to stderr.",
+    )
+    create.add_argument("name", metavar="NAME", help="the user the token acts as")
+    create.add_argument(
+        "--role", choices=ROLES, default="bot", help="the token's role (default bot)"
+    )
+    create.add_argument(
+        "--rooms",
+        metavar="ROOM,ROOM",
+        help="reach only these rooms (comma-separated); default every room the user may",
+    )
+    create.add_argument(
+        "--ttl-days", type=float, metavar="N", help="expire after N days (default never)"
+    )
+    listing = actions.add_parser(
+        "list",
+        help="list tokens",
+        description="List tokens, sign-in sessions included: id, user, role, kind (api or "
+        "session), rooms (* for all), created, expires, revoked. Never the token itself.",
+    )
+    listing.add_argument("--user", metavar="NAME", help="only this user's tokens")
+    listing.add_argument("--json", action="store_true", help="print a JSON array")
+    revoke = actions.add_parser(
+        "revoke",
+        help="revoke a token",
+        description="Revoke the token with this id (from `tokens list`); a running service "
+        "refuses it within 2 s and ends its streams. Exit 1 if there is no such token.",
+    )
+    revoke.add_argument("id", metavar="ID", help="the token's id (not the token)")
 
 
 def _migrate(settings: Settings) -> int:
@@ -93,15 +209,20 @@ def _migrate(settings: Settings) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace, url: str) -> int:
+def _client(args: argparse.Namespace, settings: Settings) -> int:
     from chat import client
 
+    url = args.url or settings.url
+    token = args.token or (settings.token.get_secret_value() if settings.token else None)
     if urlsplit(url).scheme != "http":
         print(f"--url must be an http:// URL, not {url!r}", file=sys.stderr)
         return 2
     if args.command == "post":
+        if args.author is None and token is None:
+            print("post needs --author, or a token (--token or CHAT_TOKEN)", file=sys.stderr)
+            return 2
         try:
-            event = client.post_message(url, args.room, args.author, args.text)
+            event = client.post_message(url, args.room, args.author, args.text, token=token)
         except client.ClientError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
@@ -116,7 +237,7 @@ def _client(args: argparse.Namespace, url: str) -> int:
         )
         if value
     }
-    tail = client.Tail(url, args.rooms, query, as_json=args.json, last_id=args.since)
+    tail = client.Tail(url, args.rooms, query, as_json=args.json, last_id=args.since, token=token)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail ends
         try:
             tail.run()
@@ -124,6 +245,16 @@ def _client(args: argparse.Namespace, url: str) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 1
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``--host`` reaches this machine only: 127.0.0.0/8, ::1, or localhost."""
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -141,7 +272,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "migrate":
         return _migrate(settings)
     if args.command in ("post", "tail"):
-        return _client(args, args.url or settings.url)
+        return _client(args, settings)
+    if args.command in ("users", "tokens"):
+        from chat import admin
+
+        return admin.run(args, settings)
+    if not is_loopback(args.host) and "auth" not in settings.model_fields_set:
+        print(
+            f"refusing to serve on {args.host!r} (not loopback) while CHAT_AUTH is not set: "
+            "anyone who can reach it could read and post as anyone. Choose, in the "
+            "environment or .env: CHAT_AUTH=required (every request signs in) or "
+            "CHAT_AUTH=open (guests read public rooms and post under any name).",
+            file=sys.stderr,
+        )
+        return 2
     if args.workers < 1:
         print("--workers must be at least 1", file=sys.stderr)
         return 2

@@ -26,26 +26,46 @@ class ClientError(Exception):
 
 
 class RequestRefused(ClientError):
-    """A 4xx that retrying cannot mend (a bad room name, an unknown type): tail stops."""
+    """A 4xx that retrying cannot mend (a bad room name, an unknown type, a token that is
+    missing, revoked or not allowed): tail stops."""
+
+
+def refused(status: int) -> bool:
+    """Whether retrying the same request cannot help: a 4xx other than 408 and 429."""
+    return 400 <= status < 500 and status not in (408, 429)
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
 
 
 def _fetch_json(request: urllib.request.Request, timeout_s: float = 10) -> Any:
-    """The JSON answer of a request; ClientError with the envelope's message otherwise."""
+    """The JSON answer of a request; ClientError with the envelope's message otherwise
+    (RequestRefused for an answer that retrying cannot change)."""
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as error:
-        raise ClientError(_error_message(error.code, error.read())) from error
+        message = _error_message(error.code, error.read())
+        raise (RequestRefused if refused(error.code) else ClientError)(message) from error
     except (urllib.error.URLError, OSError) as error:
         raise ClientError(f"cannot reach {request.full_url}: {error}") from error
 
 
-def post_message(url: str, room: str, author: str, text: str, timeout_s: float = 10) -> Any:
-    body = json.dumps({"author": author, "text": text}).encode()
+def post_message(
+    url: str,
+    room: str,
+    author: str | None,
+    text: str,
+    timeout_s: float = 10,
+    token: str | None = None,
+) -> Any:
+    """Post a message; without ``author`` the service names the token's user."""
+    fields = {"text": text} if author is None else {"author": author, "text": text}
     request = urllib.request.Request(
         f"{url.rstrip('/')}/api/rooms/{quote(room, safe='')}/messages",
-        data=body,
-        headers={"Content-Type": "application/json"},
+        data=json.dumps(fields).encode(),
+        headers={"Content-Type": "application/json", **auth_headers(token)},
         method="POST",
     )
     return _fetch_json(request, timeout_s)
@@ -125,6 +145,7 @@ class Tail:
     idle_timeout_s: float = 60.0
     last_id: int | None = None
     retry_s: float = 1.0
+    token: str | None = None
 
     def path(self) -> str:
         query = dict(self.query)
@@ -138,12 +159,16 @@ class Tail:
     def start_position(self) -> int:
         """The newest event id now. Ids are global, so it is where following any rooms begins:
         a reconnect then resumes from here even before anything was printed."""
-        rooms = _fetch_json(urllib.request.Request(f"{self.url.rstrip('/')}/api/rooms"))["rooms"]
+        request = urllib.request.Request(
+            f"{self.url.rstrip('/')}/api/rooms", headers=auth_headers(self.token)
+        )
+        rooms = _fetch_json(request)["rooms"]
         return max((int(room["last_event_id"]) for room in rooms), default=0)
 
     def run(self, max_connections: int | None = None) -> None:
         """Follow the stream until interrupted, reconnecting with a growing pause. Raises
-        RequestRefused when the server refuses the request itself (4xx)."""
+        RequestRefused when the server refuses the request itself (4xx: also a token that
+        is unknown, revoked or expired, or a room it may not read)."""
         failures, connections = 0, 0
         while max_connections is None or connections < max_connections:
             connections += 1
@@ -167,7 +192,7 @@ class Tail:
         conn = http.client.HTTPConnection(
             parts.hostname or "127.0.0.1", parts.port or 80, timeout=self.idle_timeout_s
         )
-        headers = {"Accept": "text/event-stream"}
+        headers = {"Accept": "text/event-stream", **auth_headers(self.token)}
         if self.last_id is not None:
             headers["Last-Event-ID"] = str(self.last_id)
         try:
@@ -175,7 +200,7 @@ class Tail:
             response = conn.getresponse()
             if response.status != 200:
                 why = _error_message(response.status, response.read())
-                if 400 <= response.status < 500 and response.status not in (408, 429):
+                if refused(response.status):
                     raise RequestRefused(why)
                 raise ClientError(why)
             lines = (raw.decode("utf-8").rstrip("\r\n") for raw in iter(response.readline, b""))

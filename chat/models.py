@@ -278,6 +278,11 @@ class SessionIn(_Body):
 class Session(BaseModel):
     user: str
     role: Literal["admin", "member", "bot"]
+    guest: bool = Field(
+        False,
+        description="A guest name (signed in without a password, `open` mode): it writes "
+        "under the name, and is a guest for private rooms.",
+    )
 
 
 class SessionOut(Session):

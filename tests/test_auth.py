@@ -101,7 +101,11 @@ async def test_sign_in_sets_an_httponly_cookie_that_streams_and_writes_use(
         for attribute in ("HttpOnly", "SameSite=Lax", "Path=/"):
             assert attribute in cookie
         assert "Secure" not in cookie  # plain HTTP, CHAT_COOKIE_SECURE unset
-        assert (await client.get("/api/session")).json() == {"user": "alice", "role": "member"}
+        assert (await client.get("/api/session")).json() == {
+            "user": "alice",
+            "role": "member",
+            "guest": False,
+        }
         own = {"Origin": required.url}
         posted = await client.post("/api/rooms/r/messages", json={"text": "hi"}, headers=own)
         assert posted.status_code == 201 and posted.json()["author"] == "alice"
@@ -138,6 +142,8 @@ async def test_open_mode_signs_in_guest_names_that_no_account_holds(
         assert held.status_code == 409 and held.json()["error"]["code"] == "conflict"
         guest = await client.post("/api/session", json={"user": "carl"})
         assert guest.status_code == 201 and guest.json()["user"] == "carl"
+        assert guest.json()["guest"] is True
+        assert (await client.get("/api/session")).json()["guest"] is True
         posted = await client.post(
             "/api/rooms/r/messages", json={"text": "hi"}, headers={"Origin": live.url}
         )
@@ -286,7 +292,7 @@ async def test_jwts_signed_with_a_key_pair_and_algorithm_confusion_refused(
     public_pem = public_file.read_bytes()
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         session = await client.get("/api/session", headers=bearer(good))
-        assert session.json() == {"user": "dora", "role": "bot"}
+        assert session.json() == {"user": "dora", "role": "bot", "guest": False}
         posted = await client.post(
             "/api/rooms/builds/messages", json={"text": "x"}, headers=bearer(good)
         )

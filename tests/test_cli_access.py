@@ -195,7 +195,7 @@ def test_tokens_create_prints_the_token_alone_and_it_signs_in(
     token = created.stdout.strip()
     answer = who(live.url, token)
     assert answer.status_code == 200
-    assert answer.json() == {"user": "deploy-bot", "role": "bot"}
+    assert answer.json() == {"user": "deploy-bot", "role": "bot", "guest": False}
 
     (row,) = operator.tokens()
     assert str(row["id"]) in created.stderr  # the id to revoke it with, on stderr
@@ -222,7 +222,7 @@ def test_tokens_create_prints_the_token_alone_and_it_signs_in(
         assert token not in listing and token[5:] not in listing
 
     admin = operator.token("ops", "--role", "admin")
-    assert who(live.url, admin).json() == {"user": "ops", "role": "admin"}
+    assert who(live.url, admin).json() == {"user": "ops", "role": "admin", "guest": False}
 
 
 def test_tokens_rooms_scope_and_time_to_live(required: tuple[LiveServer, Operator]) -> None:
@@ -235,7 +235,7 @@ def test_tokens_rooms_scope_and_time_to_live(required: tuple[LiveServer, Operato
     line = next(line for line in operator.ok("tokens", "list").splitlines() if "carol" in line)
     assert "dev,general" in line
 
-    assert who(live.url, token).json() == {"user": "carol", "role": "member"}
+    assert who(live.url, token).json() == {"user": "carol", "role": "member", "guest": False}
     inside = operator("post", "general", "in scope", "--token", token)
     assert inside.returncode == 0, inside.stderr
     outside = operator("post", "random", "out of scope", "--token", token)

@@ -58,7 +58,13 @@ async def create(data: SessionIn) -> Response:
             credentials.new_token_id(), token_hash, data.user, role, kind, None, expires_at
         )
     )
-    body = {"user": data.user, "role": role, "token": token, "expires_at": expires_at}
+    body = {
+        "user": data.user,
+        "role": role,
+        "guest": kind == "guest",
+        "token": token,
+        "expires_at": expires_at,
+    }
     response = jsonify(body)
     response.status_code = 201
     response.headers["Cache-Control"] = NO_STORE
@@ -88,7 +94,7 @@ async def read() -> Response:
     who = identity()
     if who is None:
         raise Unauthorized("not signed in")
-    response = jsonify({"user": who.user, "role": who.role})
+    response = jsonify({"user": who.user, "role": who.role, "guest": who.guest})
     response.headers["Cache-Control"] = NO_STORE
     return response
 

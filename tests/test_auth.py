@@ -131,12 +131,19 @@ async def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(
         assert_unauthorized(guest)  # no guests in required mode
 
 
-async def test_open_mode_signs_in_guest_names_that_no_account_holds(
-    make_server: Callable[..., LiveServer],
-) -> None:
-    live = make_server()
+@pytest.fixture
+async def open_with_alice(make_server: Callable[..., LiveServer]) -> LiveServer:
+    """A server in open mode with an account: alice."""
+    live: LiveServer = make_server()
     async with Seed(live.database) as seed:
         await seed.user("alice", PASSWORD)
+    return live
+
+
+async def test_open_mode_signs_in_guest_names_that_no_account_holds(
+    open_with_alice: LiveServer,
+) -> None:
+    live = open_with_alice
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         held = await client.post("/api/session", json={"user": "alice"})
         assert held.status_code == 409 and held.json()["error"]["code"] == "conflict"
@@ -394,11 +401,9 @@ async def test_a_stream_ends_when_its_credential_expires(required: LiveServer) -
 
 
 async def test_a_session_that_ended_clears_its_cookie_and_does_not_block_signing_in_again(
-    make_server: Callable[..., LiveServer],
+    open_with_alice: LiveServer,
 ) -> None:
-    live = make_server()
-    async with Seed(live.database) as seed:
-        await seed.user("alice", PASSWORD)
+    live = open_with_alice
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         token = (await sign_in(client, "alice", PASSWORD)).json()["token"]
         async with Seed(live.database) as seed:

@@ -7,6 +7,9 @@ service's image). Settings from the environment:
     BOT_ROOM              the room (default demo)
     BOT_INTERVAL_SECONDS  seconds between items (default 3)
     BOT_ACTOR             who the items are from (default demo-bot)
+    BOT_TOKEN             a token (python -m chat tokens create demo-bot --role bot), sent as
+                          `Authorization: Bearer`: needed when the service runs with
+                          CHAT_AUTH=required (default: none, a guest in open mode)
 
 Each item carries an Idempotency-Key that stays the same across retries of that item, so a
 retry after a lost answer never posts twice. While the service is not reachable (not started
@@ -56,6 +59,7 @@ class Config:
     room: str
     interval_s: float
     actor: str
+    token: str | None = None
 
     @classmethod
     def from_env(cls) -> Config:
@@ -67,6 +71,7 @@ class Config:
             room=os.environ.get("BOT_ROOM", "demo"),
             interval_s=interval,
             actor=os.environ.get("BOT_ACTOR", "demo-bot"),
+            token=os.environ.get("BOT_TOKEN") or None,
         )
 
 
@@ -90,7 +95,12 @@ def request(
         config.url + path,
         data=json.dumps(body).encode(),
         method=method,
-        headers={"Content-Type": "application/json", "Accept": "application/json", **headers},
+        headers={
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            **({"Authorization": f"Bearer {config.token}"} if config.token else {}),
+            **headers,
+        },
     )
     try:
         with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as response:

@@ -808,6 +808,48 @@ def test_the_compose_bot_waits_for_the_service_posts_activity_and_stops_on_sigte
         server.kill()
 
 
+def test_the_bot_posts_with_its_token_to_a_service_that_requires_one(tmp_path: Path) -> None:
+    """With CHAT_AUTH=required the bot needs BOT_TOKEN: a token made on the command line."""
+    workdir = tmp_path / "app"
+    workdir.mkdir()
+    server = LiveServer(workdir, {"CHAT_AUTH": "required"})
+    server.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "BOT_"))}
+    made = subprocess.run(
+        [sys.executable, "-m", "chat", "tokens", "create", "demo-bot"],
+        env={**env, "CHAT_DATABASE": str(server.database)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    token = made.stdout.strip()
+    bot_env = {**env, "BOT_URL": server.url, "BOT_TOKEN": token, "BOT_INTERVAL_SECONDS": "0.2"}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "deploy" / "bot.py")],
+        env=bot_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            auth = {"Authorization": f"Bearer {token}"}
+
+            def items() -> list[Json]:
+                response = client.get("/api/rooms/demo/activity", headers=auth)
+                return [] if response.status_code == 404 else list(response.json()["items"])
+
+            wait_for(lambda: len(items()) >= 2, 30, "two activity items from the bot")
+            assert client.get("/api/rooms/demo/activity").status_code == 401  # no token
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=5)
+        server.kill()
+
+
 def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Poll until ``condition()`` holds; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -447,3 +447,24 @@ async def test_a_new_password_ends_the_sign_ins_made_with_the_old_one(
         assert (await client.get("/api/session", headers=bearer(kept))).status_code == 200
         assert_unauthorized(await sign_in(client, "alice", PASSWORD))
         assert (await sign_in(client, "alice", "new one!")).status_code == 201
+
+
+async def test_a_token_scoped_to_rooms_streams_only_those(required: LiveServer) -> None:
+    async with Seed(required.database) as seed:
+        scoped = await seed.token("ci", role="bot", rooms=["builds"])
+        writer = await seed.token("root", role="admin")
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        refused = await client.get("/api/rooms/general/events", params={"access_token": scoped})
+        assert refused.status_code == 403
+        listed = await client.get(
+            "/api/events", params={"rooms": "builds,general"}, headers=bearer(scoped)
+        )
+        assert listed.status_code == 403
+        async with open_stream(client, "/api/events?rooms=*", headers=bearer(scoped)) as stream:
+            for room in ("general", "builds"):
+                posted = await client.post(
+                    f"/api/rooms/{room}/messages", json={"text": room}, headers=bearer(writer)
+                )
+                assert posted.status_code == 201
+            first = (await stream.next()).json()
+        assert (first["room"], first["text"]) == ("builds", "builds")

@@ -13,6 +13,11 @@ export class ApiError extends Error {
 export const ROOM_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
 const room = (name) => `/api/rooms/${encodeURIComponent(name)}`;
+const member = (name, user) => `${room(name)}/members/${encodeURIComponent(user)}`;
+
+// Called on any 401 outside /api/session: the session may have ended (session.js asks).
+let unauthorized = () => {};
+export function onUnauthorized(fn) { unauthorized = fn; }
 
 export async function request(method, path, body, headers = {}) {
   const init = { method, headers: { Accept: 'application/json', ...headers } };
@@ -35,6 +40,7 @@ export async function request(method, path, body, headers = {}) {
   }
   if (!res.ok) {
     const e = (data && data.error) || {};
+    if (res.status === 401 && !path.startsWith('/api/session')) unauthorized();
     throw new ApiError(res.status, e.code || 'http_error', e.message || `HTTP ${res.status}`, e.details || []);
   }
   return data;
@@ -48,7 +54,17 @@ function query(params) {
 }
 
 export const api = {
-  joinRoom: (name) => request('PUT', room(name), {}),
+  // Joins a room anyone may see (200), or creates it (201; private when asked, for accounts).
+  joinRoom: (name, isPrivate = false) => request('PUT', room(name), isPrivate ? { private: true } : {}),
+  room: (name) => request('GET', room(name)),
+  rooms: () => request('GET', '/api/rooms'),
+  members: (name) => request('GET', `${room(name)}/members`),
+  invite: (name, user) => request('PUT', member(name, user), { role: 'member' }),
+  removeMember: (name, user) => request('DELETE', member(name, user)),
+  sessionOptions: () => request('GET', '/api/session/options'),
+  session: () => request('GET', '/api/session'),
+  signIn: (user, password) => request('POST', '/api/session', password === undefined ? { user } : { user, password }),
+  signOut: () => request('DELETE', '/api/session'),
   messages: (name, before, limit = 50) => request('GET', `${room(name)}/messages${query({ before, limit })}`),
   activity: (name, before, limit = 50) => request('GET', `${room(name)}/activity${query({ before, limit })}`),
   post: (name, body, key) => request('POST', `${room(name)}/messages`, body, { 'Idempotency-Key': key }),

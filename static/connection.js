@@ -5,6 +5,7 @@ import { applyEvent } from './events.js';
 import { loadInitial } from './history.js';
 import { loadPresence } from './presence.js';
 import { refreshUnread } from './rooms.js';
+import { checkSession } from './session.js';
 
 function setConnection(s) {
   els.conn.dataset.state = s;
@@ -21,4 +22,5 @@ export const stream = new Stream({
     const rd = state.current && state.data.get(state.current);
     if (rd && rd.error && !rd.loaded && !rd.loading) loadInitial(state.current);
   },
+  onClosed: () => checkSession(), // a 401 (session ended) or a 404 (a room gone)
 });

@@ -5,6 +5,7 @@ import { renderMessages } from './messages.js';
 import { setReply } from './composer.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
 import { countUnread, markRead, openRoom, refreshUnread, renderRooms } from './rooms.js';
+import { onMemberEvent, reconcile } from './membership.js';
 
 /** Apply one event (from the stream or from a POST's answer), at most once per id. */
 export function applyEvent(ev) {
@@ -20,6 +21,11 @@ export function applyEvent(ev) {
       return;
     case 'typing':
       if (room === state.current && ev.user !== state.me) showTyping(ev.user);
+      return;
+    case 'room.created':
+    case 'member.added':
+    case 'member.removed':
+      onMemberEvent(ev);
       return;
     case 'presence': {
       const set = state.presence.get(room) || new Set();
@@ -93,4 +99,5 @@ function handleReset() {
   state.unreadIds = {};
   if (state.current) openRoom(state.current);
   refreshUnread();
+  if (state.role) reconcile(); // member changes in the gap: settled from the room list
 }

@@ -1,7 +1,7 @@
 // Joined rooms: the sidebar list with unread badges, joining and leaving, opening a room and
 // telling the server what has been read.
 import { api, ROOM_RE } from './api.js';
-import { h } from './render.js';
+import { h, icon } from './render.js';
 import { LS, els, roomData, save, state } from './state.js';
 import { stream } from './connection.js';
 import { loadInitial } from './history.js';
@@ -9,27 +9,50 @@ import { renderMessages } from './messages.js';
 import { setReply } from './composer.js';
 import { loadPresence, renderPresence, renderTyping } from './presence.js';
 import { closeNav } from './nav.js';
+import { loadMembers } from './members.js';
+import { toast } from './util.js';
+
+const LOCK = ['M6 11h12v10H6z', 'M8.5 11V7.5a3.5 3.5 0 0 1 7 0V11'];
 
 export function renderRooms() {
   const items = state.rooms.map((room) => {
     const n = state.unread[room] || 0;
     const current = room === state.current;
+    const locked = state.private.get(room) === true;
     const btn = h('button', {
-      type: 'button', class: 'room-item', 'data-testid': 'room-item', 'data-room': room,
+      type: 'button', class: `room-item${locked ? ' private' : ''}`, 'data-testid': 'room-item', 'data-room': room,
       'aria-current': current ? 'true' : null,
-      'aria-label': n ? `${room}, ${n} unread` : room,
+      'aria-label': `${room}${locked ? ', private' : ''}${n ? `, ${n} unread` : ''}`,
       onclick: () => { openRoom(room); closeNav(); },
     },
-    h('span', { class: 'hash', 'aria-hidden': 'true', text: '#' }),
+    locked
+      ? h('span', { class: 'lock', 'data-testid': 'room-private', title: 'Private room' }, icon(...LOCK), h('span', { class: 'sr-only', text: 'private' }))
+      : h('span', { class: 'hash', 'aria-hidden': 'true', text: '#' }),
     h('span', { class: 'room-name', text: room }),
     n ? h('span', { class: 'badge', 'data-testid': 'room-unread', text: n > 99 ? '99+' : String(n) }) : null);
-    const leave = h('button', {
+    // A private room is left through its member panel (that ends the membership).
+    const leave = locked ? null : h('button', {
       type: 'button', class: 'leave icon-btn', 'aria-label': `Leave ${room}`, title: `Leave ${room}`, text: '✕',
-      onclick: () => leaveRoom(room),
+      onclick: () => forgetRoom(room, null),
     });
     return h('li', { class: current ? 'current' : null }, btn, leave);
   });
   els.roomList.replaceChildren(...items);
+}
+
+/**
+ * Join the room (a PUT that changes nothing: 200 for anyone who may see it), or create it,
+ * private when asked (accounts only). A private room of others is a 404.
+ */
+export async function ensureRoom(room, isPrivate = false) {
+  try {
+    const made = await api.joinRoom(room, isPrivate);
+    state.private.set(room, !!made.private);
+    return made;
+  } catch (e) {
+    if (e.status === 404) throw new Error(`#${room} is private: ask one of its owners to invite you.`);
+    throw e;
+  }
 }
 
 async function joinRoom(raw) {
@@ -40,12 +63,13 @@ async function joinRoom(raw) {
     return;
   }
   try {
-    await api.joinRoom(room);
+    await ensureRoom(room, canCreatePrivate() && els.roomNewPrivate.checked);
   } catch (e) {
     els.roomError.textContent = e.message;
     return;
   }
   els.roomNew.value = '';
+  els.roomNewPrivate.checked = false;
   if (!state.rooms.includes(room)) {
     state.rooms.push(room);
     save(LS.rooms, state.rooms);
@@ -56,16 +80,33 @@ async function joinRoom(raw) {
   els.composer.focus();
 }
 
-function leaveRoom(room) {
+/** Private rooms are for accounts (signed in with a password) and tokens, never guest names. */
+export function canCreatePrivate() {
+  return !!state.role && !state.guest;
+}
+
+/** The “Private room” control: shown to those who may create one. */
+export function renderRoomForm() {
+  const show = canCreatePrivate();
+  els.roomNewPrivateLabel.hidden = !show;
+  if (!show) els.roomNewPrivate.checked = false;
+}
+
+/** Take a room off the joined list (left here, left as a member, or removed from it). */
+export function forgetRoom(room, note) {
+  if (!state.rooms.includes(room)) return;
   state.rooms = state.rooms.filter((r) => r !== room);
   if (!state.rooms.length) state.rooms = ['general'];
   save(LS.rooms, state.rooms);
+  if (state.current === room) clearTimeout(state.readTimer);
   state.data.delete(room);
+  state.members.delete(room);
   delete state.unread[room];
   delete state.unreadIds[room];
   stream.open(state.rooms, state.me);
   if (state.current === room) openRoom(state.rooms[0]);
   else renderRooms();
+  if (note) toast(note, 'info');
 }
 
 /** One more unread message in a room that is not open, counted from the stream. */
@@ -117,6 +158,7 @@ export function openRoom(room) {
   renderRooms();
   renderPresence();
   loadPresence(room);
+  loadMembers(room);
   const rd = roomData(room);
   if (rd.loaded) {
     renderMessages({ bottom: true });

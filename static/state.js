@@ -1,14 +1,19 @@
 // The page's shared state: the DOM elements it drives, what it knows about each room, and
 // the few settings kept in localStorage.
 
-export const LS = { name: 'chat.name', rooms: 'chat.rooms', room: 'chat.room', activity: 'chat.showActivity' };
+export const LS = { name: 'chat.name', session: 'chat.signedIn', rooms: 'chat.rooms', room: 'chat.room', activity: 'chat.showActivity' };
 
 export const $ = (id) => document.getElementById(id);
 export const els = {
   gate: $('gate'), gateForm: $('gate-form'), nameInput: $('name-input'), gateError: $('gate-error'),
+  toSignin: $('to-signin'), signinForm: $('signin-form'), signinNote: $('signin-note'), signinUser: $('signin-user'),
+  signinPassword: $('signin-password'), signinError: $('signin-error'), signinSubmit: $('signin-submit'), toName: $('to-name'),
   app: $('app'), sidebar: $('sidebar'), scrim: $('scrim'), menu: $('menu'),
   roomList: $('room-list'), roomForm: $('room-form'), roomNew: $('room-new'), roomError: $('room-error'),
-  meName: $('me-name'), meAvatar: $('me-avatar'), switchName: $('switch-name'),
+  roomNewPrivate: $('room-new-private'), roomNewPrivateLabel: $('room-new-private-label'),
+  members: $('members'), memberList: $('member-list'), inviteForm: $('invite-form'), invite: $('member-invite'),
+  memberError: $('member-error'), memberLeave: $('member-leave'),
+  meName: $('me-name'), meAvatar: $('me-avatar'), signout: $('signout'),
   roomTitle: $('room-title'), presence: $('presence'), toggleActivity: $('toggle-activity'),
   conn: $('connection'), connLabel: $('conn-label'),
   list: $('messages'), typing: $('typing'),
@@ -19,6 +24,11 @@ export const els = {
 
 export const state = {
   me: '',
+  role: null, // the session's role (admin, member, bot), null when not signed in
+  guest: true, // a guest name (open mode, no password): no private rooms, no members to manage
+  auth: 'open', // the server's mode: open or required
+  private: new Map(), // room -> true when private (known from the server)
+  members: new Map(), // room -> Map(user -> role), for rooms whose members were loaded
   rooms: [],
   current: null,
   data: new Map(), // room -> RoomData

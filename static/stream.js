@@ -1,14 +1,19 @@
-// One EventSource for every joined room. It is reopened when the set of rooms changes,
-// resuming after the newest event id seen, and reopened by hand when the browser gives up.
+// The one EventSource of the page, for every joined room (browsers allow six HTTP/1.1
+// connections per host across all tabs: one stream per tab). Besides the listed rooms' events
+// it receives the signed-in user's own access events (room.created, member.added,
+// member.removed) of other rooms, live and on resume. It is reopened when the set of rooms
+// changes, resuming after the newest event id seen, and reopened by hand when the browser
+// gives up.
 
 const EVENT_TYPES = [
   'message', 'message.edited', 'message.deleted', 'reaction.added', 'reaction.removed',
-  'activity', 'typing', 'presence', 'reset',
+  'activity', 'typing', 'presence', 'reset', 'room.created', 'member.added', 'member.removed',
 ];
 
 export class Stream {
   /**
-   * @param {{onEvent: (ev: object) => void, onState: (state: string) => void, onOpen: () => void}} handlers
+   * @param {{onEvent: (ev: object) => void, onState: (state: string) => void, onOpen: () => void,
+   *   onClosed?: () => void}} handlers onClosed: the browser gave up (e.g. a 401 or a 404)
    */
   constructor(handlers) {
     this.handlers = handlers;
@@ -28,7 +33,8 @@ export class Stream {
   }
 
   url() {
-    const q = new URLSearchParams({ rooms: this.rooms.join(','), user: this.user });
+    const q = new URLSearchParams({ rooms: this.rooms.join(',') });
+    if (this.user) q.set('user', this.user);
     if (this.lastId !== null) q.set('last_event_id', String(this.lastId));
     return `/api/events?${q.toString().replace(/%2C/g, ',')}`;
   }
@@ -51,6 +57,7 @@ export class Stream {
         // The browser gave up (e.g. a 503 while the server shut down): retry ourselves.
         this.handlers.onState('closed');
         this.scheduleRetry();
+        this.handlers.onClosed?.();
       } else {
         this.handlers.onState('connecting');
       }
@@ -75,6 +82,14 @@ export class Stream {
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => this.connect(), this.retryDelay);
     this.retryDelay = Math.min(this.retryDelay * 2, 15000);
+  }
+
+  /** Close for good (signed out): forget the rooms and the resume point. */
+  stop() {
+    this.close();
+    this.rooms = [];
+    this.lastId = null;
+    this.retryDelay = 1000;
   }
 
   close() {

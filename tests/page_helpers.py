@@ -165,3 +165,20 @@ async def data_ids(page: Page) -> list[str]:
         "els => els.map(e => e.getAttribute('data-id'))"
     )
     return ids
+
+
+async def sign_in(page: Page, url: str, user: str, password: str, room: str = "general") -> Page:
+    """Open the page on its sign-in screen (``CHAT_AUTH=required``, or after a sign-out), sign
+    in and wait until the room is open and the stream is up."""
+    if not page.url.startswith(url):
+        response = await page.goto(url + "/")
+        assert response is not None and response.status == 200
+    user_input = page.get_by_test_id("signin-user")
+    await expect(user_input).to_be_visible()
+    await user_input.fill(user)
+    await page.get_by_test_id("signin-password").fill(password)
+    await page.get_by_test_id("signin-submit").click()
+    await expect(user_input).to_be_hidden()
+    await expect(room_item(page, room)).to_have_attribute("aria-current", "true")
+    await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+    return page

@@ -14,7 +14,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -94,10 +94,10 @@ def reads(identity: Identity | None, access: RoomAccess | None) -> bool:
 def check_room(identity: Identity | None, room: str, book: AccessBook) -> None:
     """Let the identity reach the room, or raise: a private room it may not read does not
     exist (404); a room outside its credential's scope is 403."""
+    if identity is not None and not identity.reaches(room):  # first: it says nothing of the room
+        raise Forbidden(f"this credential does not reach room {room!r}")
     if not reads(identity, book.get(room)):
         raise NotFound(f"no room {room!r}")
-    if identity is not None and not identity.reaches(room):
-        raise Forbidden(f"this credential does not reach room {room!r}")
 
 
 def visible(identity: Identity | None, rooms: Iterable[str], book: AccessBook) -> list[str]:
@@ -114,14 +114,22 @@ def check_private_create(identity: Identity | None) -> None:
         raise Unauthorized("a private room needs an owner signed in with an account or token")
 
 
-def author(identity: Identity | None, given: str | None, name: str = "author") -> str:
+def author(
+    identity: Identity | None,
+    given: str | None,
+    name: str = "author",
+    reserved: Container[str] = (),
+) -> str:
     """The name a write is made under: the identity's user. A given ``author`` / ``user`` /
     ``actor`` must be that user (403), except an ``actor`` named by a bot or an admin. A
-    guest must name itself (422)."""
+    guest must name itself (422), and not with a ``reserved`` name: one that an account or
+    a token holds (403: it signs in to write under it)."""
     if identity is None:
         if given is None:
             msg = f"`{name}` is required without a signed-in identity"
             raise ValidationFailed(msg, [{"loc": [name], "field": name, "msg": msg}])
+        if given in reserved:
+            raise Forbidden(f"{given!r} belongs to an account or a token: sign in to write as it")
         return given
     if given is None or given == identity.user:
         return identity.user
@@ -163,7 +171,7 @@ def may_manage(identity: Identity | None, room: str, book: AccessBook) -> None:
 
 def may_remove(identity: Identity | None, room: str, user: str, book: AccessBook) -> None:
     """Remove a member: owners and admins, or the member leaving."""
-    if identity is not None and identity.user == user:
+    if identity is not None and not identity.guest and identity.user == user:
         return
     may_manage(identity, room, book)
 

@@ -180,12 +180,12 @@ def create_app(
     @app.before_serving
     async def start() -> None:
         await store.open()
-        registry.position = await store.latest_id()
-        # Who may read which room, as of some id; the events after it, which the broker
-        # brings in order, keep it current (chat/registry.py).
+        # Who may read which room, as of an id, which is where dispatch starts: the events
+        # after it, which the broker brings in order, keep the book current (chat/registry.py).
         position, private, members = await store.access_state()
         registry.access.load(private, members)
-        registry.access_position = position
+        registry.position = registry.access_position = position
+        await auth.load()
         await broker.start()
         presence.start()
         background.append(asyncio.create_task(beat(), name="chat-heartbeat"))

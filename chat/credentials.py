@@ -16,6 +16,7 @@ JWTs signed by another application (PyJWT).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -107,19 +108,21 @@ class JWTVerifier:
         user, role, rooms = claims.get("sub"), claims.get("role", "member"), claims.get("rooms")
         if not isinstance(user, str) or not 0 < len(user) <= USER_NAME_CHARS:
             raise BadCredential("the JWT's `sub` must be a user name of 1-64 characters")
+        if not user.isprintable() or not user.strip():
+            raise BadCredential("the JWT's `sub` must be printable and not blank")
         if role not in ROLES:
             raise BadCredential(f"the JWT's `role` must be one of {', '.join(ROLES)}")
         if rooms is not None and not (
             isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)
         ):
             raise BadCredential("the JWT's `rooms` must be a list of room names")
-        exp = claims["exp"]
-        return Identity(
-            user,
-            _role(role),
-            None if rooms is None else frozenset(rooms),
-            float(exp),
-        )
+        try:
+            exp = float(claims["exp"])  # PyJWT checked it is a number; it may be huge
+        except (OverflowError, ValueError):
+            raise BadCredential("the JWT's `exp` is not a time") from None
+        if not math.isfinite(exp):
+            raise BadCredential("the JWT's `exp` is not a time")
+        return Identity(user, _role(role), None if rooms is None else frozenset(rooms), exp)
 
 
 def _role(value: str) -> Role:

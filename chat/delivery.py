@@ -174,7 +174,9 @@ class Delivery:
         page = self.settings.replay_page_size
         gate = await self._gate(sub)
         identity = sub.identity
-        user = identity.user if identity is not None and not identity.guest else None
+        user = None  # a scoped credential follows its rooms only
+        if identity is not None and not identity.guest and identity.rooms is None:
+            user = identity.user
         while sub.state is not CLOSED:
             events = await self.store.events_after(sub.rooms, sub.last_id, page, user)
             if not events:

@@ -45,7 +45,7 @@ class Registry:
             self.everywhere.subscribers.add(sub)
             return
         identity = sub.identity
-        if identity is not None and not identity.guest:
+        if identity is not None and not identity.guest and identity.rooms is None:
             self.personal.setdefault(identity.user, set()).add(sub)
         for room in sub.rooms:
             hub = self.hubs.get(room)

@@ -266,3 +266,26 @@ def test_a_stream_of_listed_rooms_gets_its_users_access_events_of_other_rooms() 
     reg.unsubscribe(bob)
     reg.unsubscribe(carl)
     assert reg.personal == {}
+
+
+def test_guests_may_not_write_under_a_reserved_name_nor_remove_its_membership() -> None:
+    reserved = {"alice", "ci"}
+    with pytest.raises(Forbidden):
+        access.author(None, "alice", "author", reserved)
+    assert access.author(None, "carl", "author", reserved) == "carl"
+    assert access.author(ALICE, None, "author", reserved) == "alice"  # signed in: its own
+    book = book_with_secret()
+    with pytest.raises(Unauthorized):
+        access.may_remove(Identity("alice", guest=True), "secret", "alice", book)
+    access.may_remove(ALICE, "secret", "alice", book)
+
+
+def test_a_scoped_credential_gets_no_access_events_of_rooms_outside_its_scope() -> None:
+    reg = Registry()
+    scoped = Subscriber(("general",), identity=Identity("bob", rooms=frozenset({"general"})))
+    reg.subscribe(scoped)
+    reg.dispatch(created("secret", "alice"))
+    reg.dispatch(added("secret", "bob"))
+    assert scoped.take() == []
+    with pytest.raises(Forbidden):  # and the scope answers before the room's privacy
+        access.check_room(Identity("bob", rooms=frozenset({"general"})), "secret", reg.access)

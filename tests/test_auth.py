@@ -470,3 +470,47 @@ async def test_a_token_scoped_to_rooms_streams_only_those(required: LiveServer) 
             while first["type"] == "presence":  # its own arrival in `builds`
                 first = (await stream.next()).json()
         assert (first["room"], first["text"]) == ("builds", "builds")
+
+
+async def test_a_guest_session_ends_when_its_name_becomes_an_account_or_auth_is_required(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    live = make_server()
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        first = (await client.post("/api/session", json={"user": "carol"})).json()["token"]
+        client.cookies.clear()
+        second = (await client.post("/api/session", json={"user": "dave"})).json()["token"]
+        client.cookies.clear()
+        async with Seed(live.database) as seed:
+            await seed.user("carol", PASSWORD)
+            await seed.token("ci", role="bot")
+        assert_unauthorized(await client.get("/api/session", headers=bearer(first)))
+        client.cookies.clear()
+        body = {"author": "ci", "text": "x"}
+        for _ in range(100):  # names taken elsewhere are read every 2 s
+            if (await client.post("/api/rooms/r/messages", json=body)).status_code == 403:
+                break
+            await asyncio.sleep(0.1)
+        for name in ("carol", "ci"):  # a guest may not write under an account's or token's name
+            posing = await client.post("/api/rooms/r/messages", json={"author": name, "text": "x"})
+            assert posing.status_code == 403, name
+        taken = await client.post("/api/session", json={"user": "ci"})
+        assert taken.status_code == 409
+    live.kill()
+    live.extra_env["CHAT_AUTH"] = "required"
+    live.start()
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        assert_unauthorized(await client.get("/api/session", headers=bearer(second)))
+
+
+async def test_a_jwt_with_an_exp_too_large_for_a_time_is_refused(required: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        for exp in (10**400, 10**20):
+            token = hs256({"sub": "eve", "exp": exp})
+            answer = await client.get("/api/session", headers=bearer(token))
+            assert answer.status_code in (200, 401), answer.text  # never a 500
+        assert_unauthorized(
+            await client.get("/api/session", headers=bearer(hs256({"sub": "eve", "exp": 10**400})))
+        )
+        bad_name = hs256({"sub": "ev\ne", "exp": later()})
+        assert_unauthorized(await client.get("/api/session", headers=bearer(bad_name)))

@@ -13,7 +13,7 @@ from quart_schema import (
 )
 
 from chat import access
-from chat.api.deps import commit_event, identity, require_room, services
+from chat.api.deps import commit_event, identity, require_room, services, write_as, write_in
 from chat.errors import InvalidQuery, NotFound, RateLimited
 from chat.events import make_event
 from chat.models import (
@@ -43,7 +43,7 @@ async def post_activity(room: str, data: ActivityIn) -> Response:
     """An activity item from a bot or service ("ci built main #412"): 201 `activity` event."""
     check_room(room)
     create = services().settings.auto_create_rooms
-    fields = data.fields(access.author(identity(), data.actor, "actor"))
+    fields = data.fields(write_as(data.actor, "actor"))
     op = writes.post_activity(room, fields, create_room=create)
     return await commit_event(room, fields, writes.event_json(op))
 
@@ -57,8 +57,7 @@ async def post_activity_batch(room: str, data: ActivityBatchIn) -> Response:
     consecutive ids in the given order, each broadcast as if posted alone."""
     check_room(room)
     create = services().settings.auto_create_rooms
-    who = identity()
-    items = [item.fields(access.author(who, item.actor, "actor")) for item in data.items]
+    items = [item.fields(write_as(item.actor, "actor")) for item in data.items]
     ops = [writes.post_activity(room, fields, create_room=create) for fields in items]
     return await commit_event(room, items, writes.batch("items", ops))
 
@@ -87,7 +86,7 @@ async def typing(room: str, data: TypingIn) -> tuple[dict[str, Any], int]:
     check_room(room)
     svc = services()
     await require_room(room)
-    user = access.author(identity(), data.user, "user")
+    user = write_as(data.user, "user")
     wait_s = await svc.typing.check((room, user))
     if wait_s > 0:
         raise RateLimited("one typing event per user and room per interval", max(1, round(wait_s)))
@@ -109,8 +108,8 @@ async def presence(room: str) -> dict[str, Any]:
 async def mark_read(room: str, data: ReadIn) -> Response:
     """Move the user's read marker (never backwards): 204."""
     check_room(room)
-    user = access.author(identity(), data.user, "user")
-    await services().store.write(writes.mark_read(room, user, data.last_read_id))
+    user = write_as(data.user, "user")
+    await write_in(room, writes.mark_read(room, user, data.last_read_id))
     return Response(status=204)
 
 

@@ -97,6 +97,12 @@ class Authenticator:
         self.store = store
         self.registry = registry
         self.cache = IdentityCache()
+        # Names of accounts and of tokens' users: a guest may not write under them (the
+        # store's, read again every REVOCATION_POLL_S, so a name taken elsewhere counts soon).
+        self.reserved: frozenset[str] = frozenset()
+
+    async def load(self) -> None:
+        self.reserved = frozenset(await self.store.reserved_names())
 
     async def __call__(self, request: Request) -> Identity | None:
         credential, via = self.credential(request)
@@ -172,6 +178,8 @@ class Authenticator:
             row = await self.store.token(key)
             if row is None or row.revoked_at is not None:
                 raise Unauthorized("the token is unknown or revoked")
+            if row.kind == "guest" and self.required:
+                raise Unauthorized("a guest name signs in only while CHAT_AUTH=open")
             expires = row.expires_s
             if expires is not None and expires <= now:
                 raise Unauthorized("the token has expired")
@@ -226,6 +234,7 @@ class Authenticator:
             await asyncio.sleep(REVOCATION_POLL_S)
             started = clock()
             try:
+                await self.load()  # first: once a revocation shows, so does a name taken
                 self.revoked(await self.store.revoked_since(since))
             except Exception:
                 log.warning("could not read revoked tokens; will try again", exc_info=True)

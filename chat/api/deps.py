@@ -10,7 +10,7 @@ import orjson
 from pydantic import BaseModel, ValidationError
 from quart import Response, current_app, request
 
-from chat.access import AccessBook
+from chat.access import AccessBook, author
 from chat.api.auth import Authenticator
 from chat.api.envelope import JSON, field_errors
 from chat.api.pipeline import SCOPE_KEY
@@ -24,10 +24,11 @@ from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
 from chat.registry import Registry
-from chat.store import Store, WriteOp, writes
+from chat.store import Store, WriteOp, accounts, writes
 
 IDEMPOTENCY_KEY_CHARS = 200
 B = TypeVar("B", bound=BaseModel)
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -71,6 +72,11 @@ def services() -> Services:
     return cast(Services, current_app.extensions["chat"])
 
 
+def write_as(given: str | None, name: str = "author") -> str:
+    """The name this request writes under (``chat.access.author``)."""
+    return author(identity(), given, name, services().auth.reserved)
+
+
 def identity() -> Identity | None:
     """Who asks (None: a guest), as the pipeline's identity step found it."""
     pipeline_request = cast(Request, request.scope[SCOPE_KEY])  # type: ignore[literal-required]
@@ -97,7 +103,7 @@ async def commit_event(
     true``) and nothing is written or broadcast again; the key with another body is 409."""
     key = request.headers.get("Idempotency-Key")
     data, replayed = await commit_idempotent(
-        services(), room, key, (request.method, request.path), body, op
+        services(), room, key, (request.method, request.path), body, op, identity()
     )
     if replayed:
         response = event_response(data, 200)
@@ -121,6 +127,7 @@ async def commit_idempotent(
     request_line: tuple[str, str],
     body: object | Callable[[], object],
     op: WriteOp[bytes],
+    who: Identity | None,
 ) -> tuple[bytes, bool]:
     """``commit_event`` without Quart: (the answer's body, whether it is a replay). ``body``
     (or what calling it gives, only when there is a key) identifies the request's content."""
@@ -129,4 +136,10 @@ async def commit_idempotent(
         fingerprint = ""
     else:
         fingerprint = writes.fingerprint(*request_line, body() if callable(body) else body)
+    op = accounts.guarded(room, who, op)
     return await svc.store.write(writes.idempotent(room, key, fingerprint, op))
+
+
+async def write_in(room: str, op: WriteOp[T]) -> T:
+    """Commit a write into a room, if the asker may still write there (``accounts.guarded``)."""
+    return await services().store.write(accounts.guarded(room, identity(), op))

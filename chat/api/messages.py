@@ -15,7 +15,15 @@ from quart_schema import (
 )
 
 from chat import access
-from chat.api.deps import commit_event, event_response, identity, optional_body, services
+from chat.api.deps import (
+    commit_event,
+    event_response,
+    identity,
+    optional_body,
+    services,
+    write_as,
+    write_in,
+)
 from chat.errors import NotFound
 from chat.models import (
     AuthorIn,
@@ -46,8 +54,7 @@ async def post_batch(room: str, data: MessageBatchIn) -> Response:
     posted alone. An `Idempotency-Key` covers the whole batch."""
     check_room(room)
     create = services().settings.auto_create_rooms
-    who = identity()
-    authors = [access.author(who, m.author) for m in data.messages]
+    authors = [write_as(m.author) for m in data.messages]
     ops = [
         writes.post_message(room, author, m.text, m.reply_to, create_room=create, index=False)
         for author, m in zip(authors, data.messages, strict=True)
@@ -88,8 +95,8 @@ async def edit(room: str, message_id: int, data: EditIn) -> Response:
     """Edit one's own message: 200 with the `message.edited` event (403 if not the author,
     404 if the message is unknown or deleted)."""
     check_room(room)
-    op = writes.edit_message(room, message_id, access.author(identity(), data.author), data.text)
-    return event_response((await services().store.write(op)).json, 200)
+    op = writes.edit_message(room, message_id, write_as(data.author), data.text)
+    return event_response((await write_in(room, op)).json, 200)
 
 
 @bp.delete("/api/rooms/<string:room>/messages/<id:message_id>")
@@ -104,10 +111,8 @@ async def delete(room: str, message_id: int) -> Response:
     who = identity()
     svc = services()
     moderator = access.may_delete(who, room, svc.book)
-    op = writes.delete_message(
-        room, message_id, access.author(who, data.author), moderator=moderator
-    )
-    return event_response((await svc.store.write(op)).json, 200)
+    op = writes.delete_message(room, message_id, write_as(data.author), moderator=moderator)
+    return event_response((await write_in(room, op)).json, 200)
 
 
 @bp.post("/api/rooms/<string:room>/messages/<id:message_id>/reactions")
@@ -117,7 +122,7 @@ async def delete(room: str, message_id: int) -> Response:
 async def react(room: str, message_id: int, data: ReactionIn) -> Response:
     """React: 201 with `reaction.added`; the same author and emoji twice is 409."""
     check_room(room)
-    author = access.author(identity(), data.author)
+    author = write_as(data.author)
     op = writes.add_reaction(room, message_id, author, data.emoji)
     return await commit_event(room, {"author": author, "emoji": data.emoji}, writes.event_json(op))
 
@@ -128,6 +133,6 @@ async def react(room: str, message_id: int, data: ReactionIn) -> Response:
 async def unreact(room: str, message_id: int, data: ReactionIn) -> Response:
     """Take a reaction back: 200 with `reaction.removed` (404 if there was none)."""
     check_room(room)
-    author = access.author(identity(), data.author)
+    author = write_as(data.author)
     op = writes.remove_reaction(room, message_id, author, data.emoji)
-    return event_response((await services().store.write(op)).json, 200)
+    return event_response((await write_in(room, op)).json, 200)

@@ -44,7 +44,7 @@ class PostMessage:
             message = "the body does not match the schema"
             raise ValidationFailed(message, field_errors(error)) from None
         check_room(room)
-        author = access.author(request.identity, model.author)
+        author = access.author(request.identity, model.author, "author", svc.auth.reserved)
         key = request.header(b"idempotency-key")
         op = writes.post_message(
             room,
@@ -60,6 +60,7 @@ class PostMessage:
             ("POST", request.path),
             lambda: {**model.model_dump(), "author": author},
             writes.event_json(op),
+            request.identity,
         )
         headers = [(b"content-type", JSON_BYTES), (b"content-length", b"%d" % len(answer))]
         if replayed:

@@ -48,6 +48,8 @@ async def create(data: SessionIn) -> Response:
         raise Unauthorized("a password is required (CHAT_AUTH=required)")
     elif found is not None:
         raise Conflict(f"an account holds the name {data.user!r}: sign in with its password")
+    elif data.user in svc.auth.reserved:
+        raise Conflict(f"a token holds the name {data.user!r}: sign in with it")
     else:
         kind = "guest"  # a name, not an account: a guest for everything but authorship
     token, token_hash = credentials.new_token()

@@ -8,15 +8,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import orjson
 
 from chat.access import MEMBER_ADDED, MEMBER_REMOVED, ROOM_CREATED, MemberRole
 from chat.errors import Conflict, NotFound
 from chat.events import Event
-from chat.identity import Role
+from chat.identity import Identity, Role
 from chat.store.tx import Tx, WriteOp
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,7 @@ def add_user(name: str, password_hash: str, role: Role) -> WriteOp[None]:
         )
         if cur.rowcount == 0:
             raise Conflict(f"an account named {name!r} exists")
+        _revoke(tx, "user = ? AND kind = 'guest'", (name,))  # the name is the account's now
 
     return op
 
@@ -200,6 +203,23 @@ def remove_member(room: str, user: str, by: str) -> WriteOp[Event]:
     return op
 
 
+def guarded(room: str, identity: Identity | None, op: WriteOp[T]) -> WriteOp[T]:
+    """``op``, run only if the identity may write into the room as the store has it at this
+    commit: a private room takes its members' and admins' writes. The pipeline checked the
+    same against this process's book; this closes the gap while another process's change
+    (a removal) is on its way here."""
+    if identity is not None and identity.is_admin:
+        return op
+    user = None if identity is None or identity.guest else identity.user
+
+    def run(tx: Tx) -> T:
+        if not tx.may_write(room, user):
+            raise NotFound(f"no room {room!r}")
+        return op(tx)
+
+    return run
+
+
 # -- reads --------------------------------------------------------------------------------
 
 
@@ -212,6 +232,14 @@ class AccountReads:
     async def password_hash(self, name: str) -> tuple[str, Role] | None:
         rows = await self._rows("SELECT password_hash, role FROM users WHERE name = ?", (name,))
         return (str(rows[0][0]), cast(Role, rows[0][1])) if rows else None
+
+    async def reserved_names(self) -> list[str]:
+        """Names a guest may not write under: accounts, and users of live non-guest tokens."""
+        rows = await self._rows(
+            "SELECT name FROM users UNION SELECT user FROM tokens "
+            "WHERE kind != 'guest' AND revoked_at IS NULL"
+        )
+        return [str(row[0]) for row in rows]
 
     async def users(self) -> list[dict[str, Any]]:
         rows = await self._rows("SELECT name, role, created_at FROM users ORDER BY name")
@@ -230,16 +258,17 @@ class AccountReads:
         return [bytes(row[0]) for row in rows]
 
     async def access_state(self) -> tuple[int, list[str], list[tuple[str, str, MemberRole]]]:
-        """(the newest event id, private rooms, members) for ``AccessBook.load``: read after
-        the id, so the state includes at least every event up to it."""
-        top = await self._rows("SELECT coalesce(max(id), 0) FROM events")
-        private = await self._rows("SELECT name FROM rooms WHERE private = 1")
-        members = await self._rows("SELECT room, user, role FROM members")
-        return (
-            int(top[0][0]),
-            [str(r[0]) for r in private],
-            [(str(r[0]), str(r[1]), cast(MemberRole, r[2])) for r in members],
+        """(the newest event id, private rooms, members) for ``AccessBook.load``, in one
+        statement: one snapshot, exactly as of that id."""
+        rows = await self._rows(
+            "SELECT 0, coalesce(max(id), 0), NULL, NULL FROM events "
+            "UNION ALL SELECT 1, name, NULL, NULL FROM rooms WHERE private = 1 "
+            "UNION ALL SELECT 2, room, user, role FROM members"
         )
+        top = next(int(r[1]) for r in rows if r[0] == 0)
+        private = [str(r[1]) for r in rows if r[0] == 1]
+        members = [(str(r[1]), str(r[2]), cast(MemberRole, r[3])) for r in rows if r[0] == 2]
+        return top, private, members
 
     async def members(self, room: str) -> list[dict[str, str]]:
         rows = await self._rows(

@@ -35,6 +35,20 @@ class Tx:
         self.events: list[Event] = []
         self.rooms: set[str] = set()  # rooms known to exist in this transaction
         self.rows: dict[str, list[tuple[Any, ...]]] = {}  # statement -> rows, in order
+        self.writers: dict[tuple[str, str | None], bool] = {}  # (room, user) -> may write
+
+    def may_write(self, room: str, user: str | None) -> bool:
+        """Whether ``user`` (None: a guest) may write into the room now: any room but a
+        private one, whose members may (asked once per room and user in a transaction)."""
+        known = self.writers.get((room, user))
+        if known is None:
+            row = self.conn.execute(
+                "SELECT r.private, EXISTS (SELECT 1 FROM members m WHERE m.room = r.name "
+                "AND m.user = ?) FROM rooms r WHERE r.name = ?",
+                (user, room),
+            ).fetchone()
+            known = self.writers[(room, user)] = row is None or not row[0] or bool(row[1])
+        return known
 
     def append(self, room: str, event_type: str, fields: dict[str, Any]) -> Event:
         event = make_event(event_type, room, fields, event_id=self.next_id, created_at=self.now)

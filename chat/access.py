@@ -196,16 +196,6 @@ def unread_rooms(
     return [room for room in shown if identity.reaches(room)]
 
 
-def delivers(identity: Identity | None, event: Event, access: RoomAccess) -> bool:
-    """Whether a subscriber with this identity gets a live event of a room with members
-    (``access``, the book's state as of the event: see ``Registry.dispatch``)."""
-    if not access.private:
-        return True
-    if identity is None or identity.guest:
-        return False
-    return identity.is_admin or identity.user in access.members
-
-
 class ReplayGate:
     """The access rule for events read back from the store (replay and catch-up), applied
     event by event: what a live stream would have got at each event. ``member_at`` is the

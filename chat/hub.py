@@ -8,7 +8,7 @@ subscriber's state whether to queue it, hand it to the flusher or drop it
 
 from __future__ import annotations
 
-from chat.access import RoomAccess
+from chat.access import RoomAccess, reads
 from chat.events import Event
 from chat.subscriber import Subscriber
 
@@ -44,12 +44,8 @@ class Hub:
     def broadcast_private(self, event: Event, access: RoomAccess) -> int:
         """``broadcast`` of a private room's event: only to its members and admins."""
         count = 0
-        members = access.members
         for sub in self.subscribers:
-            identity = sub.identity
-            if identity is None or identity.guest:
-                continue
-            if identity.user not in members and identity.role != "admin":
+            if not reads(sub.identity, access):  # chat.access: members and admins
                 continue
             if sub.filter is None or sub.filter.matches(event):
                 sub.push(event)

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 from chat.access import AccessBook, check_room
+from chat.api.pipeline import BODY_METHODS
 from chat.api.request import Request
 from chat.config import Settings, origins
 from chat.credentials import JWT_SHAPE, TOKEN_SHAPE, BadCredential, JWTVerifier, token_hash
@@ -57,7 +58,6 @@ PUBLIC_ENDPOINTS = frozenset(
         "session.options",
     }
 )
-WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class IdentityCache:
@@ -118,7 +118,7 @@ class Authenticator:
             if request.endpoint == "session.create":
                 return None  # signing in again replaces a session that ended
             raise SessionEnded(error.message) from None  # and the answer clears the cookie
-        if via == "cookie" and request.method in WRITE_METHODS:
+        if via == "cookie" and request.method in BODY_METHODS:  # the writes
             self.check_origin(request)
         return identity
 

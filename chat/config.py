@@ -146,8 +146,54 @@ class Settings(BaseSettings):
     token: SecretStr | None = Field(
         None, description="The token `python -m chat post/tail` send (or --token)."
     )
+    write_rate_per_s: float = Field(
+        20.0, ge=0, description="Writes a client may make per second, on average (0: no limit)."
+    )
+    write_burst: int = Field(
+        100, ge=0, description="Writes a client may make at once before the rate applies."
+    )
+    room_create_rate_per_min: float = Field(
+        10.0, ge=0, description="Rooms a client may create per minute (burst: the same number)."
+    )
+    signin_rate_per_min: float = Field(
+        10.0, ge=0, description="Sign-in attempts per minute per IP address and per user name."
+    )
+    max_streams_per_client: int = Field(
+        20, ge=0, description="Open streams per client; more get 429 (0: no limit)."
+    )
+    max_rooms_per_stream: int = Field(
+        100, ge=0, description="Rooms one `rooms=` may name (400 invalid_query; 0: no limit)."
+    )
+    stream_max_seconds: float = Field(
+        3600.0,
+        ge=0,
+        description="A stream's lifetime, each jittered down by up to 10% so that reconnects "
+        "spread; then it closes and the client resumes (0: no limit).",
+    )
+    dead_peer_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="A client whose network vanished (no FIN) is released within this "
+        "(TCP keepalive and TCP_USER_TIMEOUT; 0: the kernel's defaults).",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A connection whose request headers have not arrived within this is "
+        "closed (also the idle time of a kept-alive connection).",
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="Comma-separated addresses or networks of proxies whose X-Forwarded-For "
+        "names the client (`*`: any peer).",
+    )
     loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="The event loop.")
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`json`: one JSON object a line, one line per request and per stream "
+        "(ACCESS.md).",
+    )
 
 
 def origins(settings: Settings) -> frozenset[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -36,11 +37,13 @@ SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-MAX_ROOMS = 100
 
 
-def stream_rooms(room: str | None, args: Mapping[str, str]) -> tuple[str, ...] | None:
-    """The rooms of ``/api/rooms/{room}/events`` (``room``) or ``/api/events?rooms=``."""
+def stream_rooms(
+    room: str | None, args: Mapping[str, str], max_rooms: int = 0
+) -> tuple[str, ...] | None:
+    """The rooms of ``/api/rooms/{room}/events`` (``room``) or ``/api/events?rooms=``, at
+    most ``max_rooms`` of them (0: any number)."""
     if room is not None:
         return (check_room(room),)
     raw = args.get("rooms")
@@ -51,8 +54,8 @@ def stream_rooms(room: str | None, args: Mapping[str, str]) -> tuple[str, ...] |
     names = split_list(raw, "rooms")
     if not names:
         raise InvalidQuery("`rooms` names no room")
-    if len(names) > MAX_ROOMS:
-        raise InvalidQuery(f"at most {MAX_ROOMS} rooms on one stream")
+    if max_rooms and len(names) > max_rooms:
+        raise InvalidQuery(f"at most {max_rooms} rooms on one stream (CHAT_MAX_ROOMS_PER_STREAM)")
     return tuple(dict.fromkeys(check_room(name) for name in names))
 
 
@@ -66,7 +69,7 @@ async def stream_request(svc: Services, request: Request, room: str | None) -> S
     args: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         args.setdefault(name, value)  # the first of repeated parameters, as Quart's args
-    rooms = stream_rooms(room, args)
+    rooms = stream_rooms(room, args, svc.settings.max_rooms_per_stream)
     who = request.identity
     if rooms is None and who is not None and who.rooms is not None:
         rooms = tuple(sorted(who.rooms))  # every room a scoped credential reaches
@@ -92,9 +95,14 @@ class EventStreams:
 
     async def __call__(self, request: Request, args: Mapping[str, Any]) -> None:
         svc = self.services
-        wanted = await stream_request(svc, request, args.get("room"))
         send = request.send
         start = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
+        try:
+            wanted = await stream_request(svc, request, args.get("room"))
+        except Unavailable as error:
+            await send(start)  # type: ignore[arg-type]
+            await send({"type": "http.response.body", "body": come_back(error), "more_body": False})
+            return
         if request.method == "HEAD":  # the stream's headers, and no stream
             await send(start)  # type: ignore[arg-type]
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -122,6 +130,15 @@ class EventStreams:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
+
+
+def come_back(error: Unavailable) -> bytes:
+    """The body of a stream that cannot be served now (API.md, Streams): a ``retry:`` of
+    ``retry_after_s`` to twice that, at random so that the clients come back spread out, and
+    the reason. A status other than 200 would end a standard EventSource for good."""
+    retry_ms = int(error.retry_after_s * 1000 * (1 + random.random()))
+    reason = error.message.replace("\n", " ")
+    return b"retry: %d\n: %s\n\n" % (retry_ms, reason.encode())
 
 
 async def _close_on_disconnect(receive: ASGIReceiveCallable, sub: Subscriber) -> None:

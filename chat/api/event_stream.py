@@ -136,7 +136,7 @@ def come_back(error: Unavailable) -> bytes:
     """The body of a stream that cannot be served now (API.md, Streams): a ``retry:`` of
     ``retry_after_s`` to twice that, at random so that the clients come back spread out, and
     the reason. A status other than 200 would end a standard EventSource for good."""
-    retry_ms = int(error.retry_after_s * 1000 * (1 + random.random()))
+    retry_ms = int((error.retry_after_s or 1) * 1000 * (1 + random.random()))
     reason = error.message.replace("\n", " ")
     return b"retry: %d\n: %s\n\n" % (retry_ms, reason.encode())
 

@@ -20,16 +20,19 @@ from quart_schema import Info, QuartSchema
 from chat import __version__, api
 from chat.api import routes
 from chat.api.auth import Authenticator, RoomAccessPolicy
+from chat.api.cors import Cors
 from chat.api.envelope import JSON
-from chat.api.ops import DOCS_ASSETS, STATIC_DIR
+from chat.api.limiting import Limits
+from chat.api.ops import PAGE_CSP, STATIC_DIR
 from chat.api.pipeline import Pipeline
 from chat.api.request import Identify, Policy
 from chat.broker import Broker, LocalBroker
-from chat.config import Settings
+from chat.config import Settings, origins
 from chat.delivery import Delivery
 from chat.errors import Unavailable
 from chat.events import Event, make_event, now_rfc3339
 from chat.idle import IdleMeter
+from chat.limits import Buckets, Forwarded, StreamCounts
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
@@ -75,8 +78,6 @@ def create_app(
     # under asyncio.wait_for (docs/design/performance.md). Streams never had one, and a JSON
     # answer is written at once; a client that stops reading is Hypercorn's to close.
     app.config["RESPONSE_TIMEOUT"] = None
-    app.config["QUART_SCHEMA_SWAGGER_JS_URL"] = DOCS_ASSETS + "/swagger-ui-bundle.js"
-    app.config["QUART_SCHEMA_SWAGGER_CSS_URL"] = DOCS_ASSETS + "/swagger-ui.css"
     QuartSchema(
         app,
         info=Info(
@@ -84,7 +85,7 @@ def create_app(
             version=__version__,
             description=CURL_EXAMPLES.read_text(),
         ),
-        swagger_ui_path="/docs",
+        swagger_ui_path=None,  # /docs is chat.api.ops.docs: the same page, with no inline script
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
@@ -110,13 +111,21 @@ def create_app(
     broker: Broker
     presence: Presence
     typing: RateLimiter
+    buckets: Buckets
+    streams_per_client: StreamCounts
     if settings.broker == "local":
         broker = LocalBroker(registry)
         presence = Presence(settings.presence_grace_seconds, announce)
         typing = RateLimiter(settings.typing_interval_seconds)
-    else:  # several processes: events, presence and the typing limit go through Redis
+        buckets, streams_per_client = Buckets(), StreamCounts()
+    else:  # several processes: events, presence and the limits go through Redis
         from chat.redis_broker import RedisBroker  # only then: redis-py costs ~4 MB
-        from chat.redis_state import SharedPresence, SharedTypingLimit
+        from chat.redis_state import (
+            SharedBuckets,
+            SharedPresence,
+            SharedStreamCounts,
+            SharedTypingLimit,
+        )
 
         async def read_after(after: int, limit: int) -> list[Event]:
             return await store.events_after(None, after, limit)
@@ -124,6 +133,7 @@ def create_app(
         broker = redis = RedisBroker(settings, registry, read_after, store.latest_id, metrics)
         presence = SharedPresence(redis, settings.presence_grace_seconds, announce)
         typing = SharedTypingLimit(redis, settings.typing_interval_seconds)
+        buckets, streams_per_client = SharedBuckets(redis), SharedStreamCounts(redis)
     auth = Authenticator(settings, store, registry)
     services = api.Services(
         settings,
@@ -135,6 +145,7 @@ def create_app(
         presence,
         typing,
         auth,
+        streams_per_client,
     )
     app.extensions["chat"] = services
     api.register(app)
@@ -148,7 +159,14 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         body_timeout_s=settings.body_timeout_seconds,
         identify=identify or auth,
-        policies=[RoomAccessPolicy(registry.access), *policies],
+        policies=[
+            RoomAccessPolicy(registry.access),
+            Limits(settings, buckets, store, metrics),
+            *policies,
+        ],
+        forwarded=Forwarded(settings.forwarded_allow_ips),
+        cors=Cors(origins(settings)),
+        endpoint_headers={"static": [(b"content-security-policy", PAGE_CSP.encode())]},
     )
     background: list[asyncio.Task[None]] = []
 
@@ -188,6 +206,7 @@ def create_app(
         await auth.load()
         await broker.start()
         presence.start()
+        streams_per_client.start()
         background.append(asyncio.create_task(beat(), name="chat-heartbeat"))
         if settings.coalesce_max_ms > settings.coalesce_ms:
             background.append(asyncio.create_task(watch_load(), name="chat-load"))
@@ -201,6 +220,7 @@ def create_app(
     async def stop() -> None:
         services.begin_shutdown()
         await presence.stop()
+        await streams_per_client.stop()
         for task in background:
             task.cancel()
         if background:

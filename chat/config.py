@@ -152,9 +152,6 @@ class Settings(BaseSettings):
     write_burst: int = Field(
         100, ge=0, description="Writes a client may make at once before the rate applies."
     )
-    room_create_rate_per_min: float = Field(
-        10.0, ge=0, description="Rooms a client may create per minute (burst: the same number)."
-    )
     signin_rate_per_min: float = Field(
         10.0, ge=0, description="Sign-in attempts per minute per IP address and per user name."
     )

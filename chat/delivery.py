@@ -192,6 +192,9 @@ class Delivery:
                 self.metrics.replayed.inc(len(frames))
                 self.metrics.wrote(len(frames))
                 sub.last_write = time.monotonic()
-                yield b"".join(frames)
+                chunk = b"".join(frames)
+                sub.events_sent += len(frames)
+                sub.bytes_sent += len(chunk)
+                yield chunk
             if len(events) < page:
                 return

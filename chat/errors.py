@@ -45,6 +45,17 @@ class InvalidJSON(ChatError):
     status, code = 400, "invalid_json"
 
 
+class BadRequest(ChatError):
+    """A request whose framing cannot be trusted (``Content-Length`` and ``Transfer-Encoding``
+    together: RFC 9112 section 6.3): answered, and the connection closed, so that nothing
+    hidden in its body is read as a next request."""
+
+    status, code = 400, "bad_request"
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"connection", b"close")]
+
+
 class InvalidRoom(ChatError):
     status, code = 400, "invalid_room"
 
@@ -113,9 +124,15 @@ class ValidationFailed(ChatError):
 class RateLimited(ChatError):
     status, code = 429, "rate_limited"
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(
+        self, message: str, retry_after_s: int, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.extra = extra or []  # RateLimit-Policy and RateLimit (chat.limits)
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [*super().headers(), *self.extra]
 
 
 class Unavailable(ChatError):

@@ -191,7 +191,7 @@ class Flusher:
             log.exception("writing to a stream failed; ending it")
             written = full = False
         if not written:
-            sub.close()
+            sub.close("client_closed")
             return
         sub.last_write = now
         if self.metrics is not None:

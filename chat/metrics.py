@@ -98,6 +98,29 @@ class Metrics:
             ["writer"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "chat_rate_limited",
+            "Requests refused with 429 by a per-client limit: write, signin, or streams (open "
+            "streams per client).",
+            ["limit"],
+            registry=r,
+        )
+        self.streams_refused = Counter(
+            "chat_streams_refused",
+            "Streams told to come back later (200 with a retry:, API.md), by why: "
+            "shutting_down, max_streams.",
+            ["reason"],
+            registry=r,
+        )
+        self.streams_ended = Counter(
+            "chat_streams_ended",
+            "Streams ended, by why: client_closed, lifetime (CHAT_STREAM_MAX_SECONDS), "
+            "dead_peer (the network vanished: CHAT_DEAD_PEER_SECONDS), credential_expired, "
+            "shutdown, server (a stream the server ended for another reason: it fell behind, "
+            "its access was removed).",
+            ["reason"],
+            registry=r,
+        )
 
         # Stream writes are tallied in plain ints and folded into their counters at each
         # scrape: a Counter takes a lock per inc(), which was 3.5% of a fan-out's samples.
@@ -118,6 +141,9 @@ class Metrics:
         self.unfolded_requests[key] = self.unfolded_requests.get(key, 0) + 1
         if status >= 400:
             self.unfolded_errors[status] = self.unfolded_errors.get(status, 0) + 1
+
+    def limited(self, limit: str) -> None:
+        self.rate_limited.labels(limit).inc()
 
     def stream_opened(self, writer: str) -> None:
         self.stream_writers.labels(writer).inc()

@@ -39,7 +39,7 @@ class Registry:
 
     def subscribe(self, sub: Subscriber) -> None:
         if self.closed:  # a stream admitted just before shutdown ends at once
-            sub.close()
+            sub.close("shutdown")
         self.subscribers.add(sub)
         if sub.rooms is None:
             self.everywhere.subscribers.add(sub)
@@ -174,4 +174,4 @@ class Registry:
         """Shutdown: end every open stream (clients resume elsewhere or later)."""
         self.closed = True
         for sub in list(self.subscribers):
-            sub.close()
+            sub.close("shutdown")

@@ -69,6 +69,9 @@ CLOSED = State.CLOSED
 
 class Subscriber:
     __slots__ = (
+        "bytes_sent",
+        "ended_by",
+        "events_sent",
         "filter",
         "flusher",
         "identity",
@@ -110,6 +113,9 @@ class Subscriber:
         # With both, live frames can be written by the flusher while the task stays parked.
         self.sink: Sink | None = None
         self.flusher = flusher
+        self.ended_by = ""  # why it was closed, by the first closer (ACCESS.md, Logs)
+        self.events_sent = 0  # event frames, and their bytes, sent to the client
+        self.bytes_sent = 0
 
     def wants(self, event: Event) -> bool:
         return self.filter is None or self.filter.matches(event)
@@ -207,7 +213,10 @@ class Subscriber:
         self.last_id = last_id
         if not frames:
             return b"", 0
-        return (frames[0] if len(frames) == 1 else b"".join(frames)), len(frames)
+        chunk = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.events_sent += len(frames)
+        self.bytes_sent += len(chunk)
+        return chunk, len(frames)
 
     def take(self) -> list[Event]:
         """Everything pending, in arrival order; the list is the caller's now."""
@@ -275,6 +284,10 @@ class Subscriber:
             self.ping_due = True
             self.wake()
 
-    def close(self) -> None:
+    def close(self, reason: str = "server") -> None:
+        """End the stream; ``reason`` names why in its log line and metrics (the first
+        closer's: client_closed, dead_peer, lifetime, shutdown, credential_expired, ...)."""
+        if not self.ended_by:
+            self.ended_by = reason
         self.state = CLOSED
         self.wake()

@@ -8,10 +8,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.live import LiveServer
+from tests.live import LIMITS_OFF, LiveServer
 from tests.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Apps built in this process (Settings() reads the environment) run without the per-client
+# limits too, like every LiveServer (tests/live.py).
+os.environ.update(LIMITS_OFF)
 
 
 def need(condition: bool, reason: str) -> None:

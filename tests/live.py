@@ -67,6 +67,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The per-client limits (ACCESS.md), off: the tests are one client on loopback, and a limit
+# is turned off by its setting, never by code. tests/test_abuse.py turns each on.
+LIMITS_OFF = {
+    "CHAT_WRITE_RATE_PER_S": "0",
+    "CHAT_SIGNIN_RATE_PER_MIN": "0",
+    "CHAT_MAX_STREAMS_PER_CLIENT": "0",
+}
+
+
 class LiveServer:
     """One service process on 127.0.0.1 with its own SQLite file."""
 
@@ -92,6 +101,7 @@ class LiveServer:
     def start(self, timeout_s: float = 20.0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
         env.update({"CHAT_DATABASE": str(self.database), "CHAT_LOG_LEVEL": "WARNING"})
+        env.update(LIMITS_OFF)  # a test about a limit turns it on again in its own env
         env.update(self.extra_env)
         self.proc = spawn_and_wait(
             [sys.executable, "-m", "chat", "serve", "--port", str(self.port), *self.args],

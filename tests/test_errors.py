@@ -28,7 +28,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
     body = orjson.loads(response.content)
     assert set(body) == {"error"}, body
     error: dict[str, Any] = body["error"]
-    assert set(error) == {"code", "message", "details"}, error
+    assert set(error) == {"code", "message", "details", "request_id"}, error
+    assert error["request_id"] == response.headers["x-request-id"], error  # the log's key
     assert error["code"] == code, error
     assert isinstance(error["message"], str) and error["message"], error
     assert isinstance(error["details"], list), error
@@ -356,7 +357,8 @@ async def test_unexpected_exception_is_a_json_500(tmp_path: Path) -> None:
         assert response.status_code == 500
         assert response.mimetype == "application/json"
         body = orjson.loads(await response.get_data())
-        assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+        assert set(body) == {"error"}
+        assert set(body["error"]) == {"code", "message", "details", "request_id"}
         assert body["error"]["code"] == "internal_error"
         assert "secret internals" not in body["error"]["message"]
 

@@ -250,11 +250,12 @@ async def test_a_body_over_the_limit_is_413_even_if_its_tail_stalls(
     assert head.startswith(b"HTTP/1.1 413 "), head
 
 
-async def test_the_access_record_is_logged_at_debug(
+async def test_the_access_record_is_logged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """``chat.access`` at DEBUG: one line per request with its id, what was asked, the
-    status and the endpoint that served it (CHAT_LOG_LEVEL=DEBUG turns it on)."""
+    """``chat.access`` at INFO: one line per request with its id, what was asked, the status
+    and the endpoint that served it (written in json format, and in text format with
+    CHAT_LOG_LEVEL=DEBUG: chat.logs)."""
     settings = Settings(database=str(tmp_path / "chat.db"))
     app = create_app(settings)
     caplog.set_level(logging.DEBUG, logger="chat.access")

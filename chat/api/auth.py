@@ -54,7 +54,7 @@ PUBLIC_ENDPOINTS = frozenset(
         "ops.docs_assets",
         "static",
         "openapi",
-        "swagger_ui",
+        "ops.docs",
         "session.options",
     }
 )
@@ -212,7 +212,7 @@ class Authenticator:
         for sub in list(self.registry.subscribers):
             identity = sub.identity
             if identity is not None and identity.token_hash in gone:
-                sub.close()
+                sub.close("credential_revoked")
                 ended += 1
         return ended
 
@@ -222,7 +222,7 @@ class Authenticator:
             identity = sub.identity
             expires_at = None if identity is None else identity.expires_at
             if expires_at is not None and expires_at <= now:
-                sub.close()
+                sub.close("credential_expired")
                 ended += 1
         return ended
 

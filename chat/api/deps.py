@@ -20,6 +20,7 @@ from chat.config import Settings
 from chat.delivery import Delivery
 from chat.errors import InvalidJSON, NotFound, ValidationFailed
 from chat.identity import Identity
+from chat.limits import StreamCounts
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.ratelimit import RateLimiter
@@ -42,6 +43,7 @@ class Services:
     presence: Presence
     typing: RateLimiter
     auth: Authenticator
+    streams_per_client: StreamCounts
     shutting_down: bool = False
 
     def begin_shutdown(self) -> None:

@@ -19,6 +19,8 @@ from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 
+from chat.api.request import SCOPE_KEY
+from chat.api.request import Request as Recorded
 from chat.errors import ChatError, InvalidJSON, InvalidQuery, MethodNotAllowed, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -86,10 +88,15 @@ def _parts(error: BaseException) -> Parts:
     return 500, "internal_error", "an unexpected error occurred; it has been logged", [], []
 
 
-def answer_for(error: BaseException) -> ErrorAnswer:
-    """The envelope for any exception; an unexpected one is a 500 (its caller logs it)."""
+def answer_for(error: BaseException, request_id: bytes | None = None) -> ErrorAnswer:
+    """The envelope for any exception; an unexpected one is a 500 (its caller logs it). With
+    the request's id, the envelope carries it too (``error.request_id``): what a user quotes
+    to the operator, who finds the request's log line by it."""
     status, code, message, details, extra = _parts(error)
-    body = orjson.dumps({"error": {"code": code, "message": message, "details": details}})
+    fields: dict[str, Any] = {"code": code, "message": message, "details": details}
+    if request_id is not None:
+        fields["request_id"] = request_id.decode()
+    body = orjson.dumps({"error": fields})
     headers = [(b"content-type", JSON_BYTES), (b"content-length", b"%d" % len(body)), *extra]
     return ErrorAnswer(status, headers, body)
 
@@ -108,9 +115,17 @@ class ChatRequest(Request):
 
 
 async def _quart_error(error: Exception) -> Response:
-    answer = answer_for(error)
+    pipeline_request = request.scope.get(SCOPE_KEY)
+    request_id = pipeline_request.request_id() if isinstance(pipeline_request, Recorded) else None
+    answer = answer_for(error, request_id)
     if answer.status == 500:
-        log.error("unhandled error on %s %s", request.method, request.path, exc_info=error)
+        log.error(
+            "unhandled error on %s %s",
+            request.method,
+            request.path,
+            exc_info=error,
+            extra={"request_id": request_id.decode() if request_id else None},
+        )
     return answer.as_response()
 
 

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -25,13 +25,17 @@ from chat.api.deps import Services, require_room
 from chat.api.request import Request
 from chat.api.transport import TransportWriter
 from chat.delivery import StreamRequest
-from chat.errors import InvalidQuery, Unavailable
+from chat.errors import InvalidQuery, RateLimited, Unavailable
 from chat.filters import MAX_NAME_CHARS, parse_filter, split_list
+from chat.limits import client_key
+from chat.logs import access_log
 from chat.models import check_room
 from chat.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
 
+LIFETIME_JITTER = 0.1
+STREAMS_RETRY_S = 5
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -100,6 +104,8 @@ class EventStreams:
         try:
             wanted = await stream_request(svc, request, args.get("room"))
         except Unavailable as error:
+            reason = "shutting_down" if svc.shutting_down else "max_streams"
+            svc.metrics.streams_refused.labels(reason).inc()
             await send(start)  # type: ignore[arg-type]
             await send({"type": "http.response.body", "body": come_back(error), "more_body": False})
             return
@@ -107,10 +113,31 @@ class EventStreams:
             await send(start)  # type: ignore[arg-type]
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
-        sub = svc.delivery.subscriber(wanted)
-        watcher = asyncio.ensure_future(_close_on_disconnect(request.receive, sub))
+        cap = svc.settings.max_streams_per_client
+        key = client_key(request.identity, request.client) if cap else ""
+        if cap and not await svc.streams_per_client.acquire(key, cap):
+            svc.metrics.limited("streams")
+            raise too_many_streams(cap)
         try:
-            await send(start)  # type: ignore[arg-type]
+            await self.serve(request, wanted, start)
+        finally:
+            if cap:
+                await svc.streams_per_client.release(key)
+
+    async def serve(self, request: Request, wanted: StreamRequest, start: Any) -> None:
+        svc = self.services
+        send = request.send
+        sub = svc.delivery.subscriber(wanted)
+        direct: TransportWriter | None = None
+        watcher = asyncio.ensure_future(_close_on_disconnect(request.receive, sub, lambda: direct))
+        lifetime = self.lifetime()
+        timer = (
+            None
+            if lifetime is None
+            else asyncio.get_running_loop().call_later(lifetime, sub.close, "lifetime")
+        )
+        try:
+            await send(start)
             direct = TransportWriter.under(request.raw_send)
             svc.metrics.stream_opened("transport" if direct is not None else "asgi_send")
             sub.sink = direct  # live frames are written by the flusher, the task stays parked
@@ -124,12 +151,60 @@ class EventStreams:
                 else:
                     async for chunk in body:
                         if not direct.write(chunk):
+                            sub.close("client_closed")
                             break  # the connection is gone
                         if direct.full():
                             await direct.drain()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
+            if timer is not None:
+                timer.cancel()
+            reason = sub.ended_by or "client_closed"  # cancelled: the client went away
+            svc.metrics.streams_ended.labels(reason).inc()
+            if access_log.isEnabledFor(logging.INFO):
+                _log_stream(request, wanted, sub, reason)
+
+    def lifetime(self) -> float | None:
+        """This stream's lifetime: CHAT_STREAM_MAX_SECONDS, less up to 10% at random."""
+        most = self.services.settings.stream_max_seconds
+        return most * (1 - LIFETIME_JITTER * random.random()) if most > 0 else None
+
+
+def too_many_streams(cap: int) -> RateLimited:
+    return RateLimited(
+        f"this client has {cap} open streams (CHAT_MAX_STREAMS_PER_CLIENT): close one first",
+        STREAMS_RETRY_S,
+        [
+            (b"ratelimit-policy", b'"streams";q=%d' % cap),
+            (b"ratelimit", b'"streams";r=0;t=%d' % STREAMS_RETRY_S),
+        ],
+    )
+
+
+def _log_stream(request: Request, wanted: StreamRequest, sub: Subscriber, reason: str) -> None:
+    """The stream's line in the access log, at its end (ACCESS.md, Logs)."""
+    who = request.identity
+    duration_s = round(time.perf_counter() - request.started, 3)
+    rooms = "*" if wanted.rooms is None else ",".join(wanted.rooms)
+    access_log.info(
+        "stream of %s ended (%s) after %.1f s, %d events",
+        rooms,
+        reason,
+        duration_s,
+        sub.events_sent,
+        extra={
+            "event": "stream",
+            "request_id": request.request_id().decode(),
+            "rooms": rooms,
+            "duration_s": duration_s,
+            "events": sub.events_sent,
+            "bytes": sub.bytes_sent,
+            "reason": reason,
+            "user": None if who is None else who.user,
+            "client": request.client,
+        },
+    )
 
 
 def come_back(error: Unavailable) -> bytes:
@@ -141,10 +216,15 @@ def come_back(error: Unavailable) -> bytes:
     return b"retry: %d\n: %s\n\n" % (retry_ms, reason.encode())
 
 
-async def _close_on_disconnect(receive: ASGIReceiveCallable, sub: Subscriber) -> None:
-    """A client that goes away ends its stream: the generator leaves its loop and cleans up."""
+async def _close_on_disconnect(
+    receive: ASGIReceiveCallable, sub: Subscriber, writer: Callable[[], TransportWriter | None]
+) -> None:
+    """A client that goes away ends its stream: the generator leaves its loop and cleans up.
+    A connection the kernel gave up on (no answer within CHAT_DEAD_PEER_SECONDS) is a dead
+    peer, where the stream's connection can be seen (``TransportWriter.vanished``)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            sub.close()
+            direct = writer()
+            sub.close("dead_peer" if direct is not None and direct.vanished() else "client_closed")
             return

@@ -68,13 +68,32 @@ PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
     "img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
+# /docs: Swagger UI sets style attributes from its script, and shows SVG icons as data: URLs.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "frame-ancestors 'none'"
+)
+# What every page of the service answers besides its CSP (ACCESS.md, Other headers).
+PAGE_HEADERS = {"Referrer-Policy": "same-origin", "Cache-Control": "no-cache"}
+
+
+async def _page(name: str, csp: str) -> Response:
+    response = await send_from_directory(str(STATIC_DIR), name)
+    response.headers["Content-Security-Policy"] = csp
+    response.headers.update(PAGE_HEADERS)
+    return response
 
 
 @bp.get("/")
 @hide
 async def index() -> Response:
     """The browser chat page."""
-    response = await send_from_directory(str(STATIC_DIR), "index.html")
-    response.headers["Content-Security-Policy"] = PAGE_CSP
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return await _page("index.html", PAGE_CSP)
+
+
+@bp.get("/docs")
+@hide
+async def docs() -> Response:
+    """The API's description as a page (Swagger UI over /openapi.json)."""
+    return await _page("docs.html", DOCS_CSP)

@@ -2,19 +2,25 @@
 ``Pipeline.__call__``:
 
 1. **record**: the request's id (a well-formed ``X-Request-ID``, else a new one; echoed in
-   the answer), its access record (endpoint, status, duration; counted in
-   ``chat_requests_total`` when it ends, and logged to ``chat.access`` at DEBUG), and its
-   endpoint, looked up in the route table so that every step below knows it;
+   the answer and in its error body), its client's address (``X-Forwarded-For`` only from
+   a proxy in ``CHAT_FORWARDED_ALLOW_IPS``), its access record (endpoint, status, duration,
+   bytes; counted in ``chat_requests_total`` when it ends, and logged as one line to
+   ``chat.access``, ``chat.logs``), and its endpoint, looked up in the route table so that
+   every step below knows it;
 2. **error envelope**: whatever a later step raises becomes the JSON envelope of API.md
    (``chat.api.envelope``), unless the answer has already started;
-3. **body**: read whole before anything else looks at it, at most ``max_body_bytes``
-   (413) within ``body_timeout_seconds`` (408);
+3. **framing, CORS and body**: a request with both ``Content-Length`` and
+   ``Transfer-Encoding`` is refused and its connection closed (request smuggling); the CORS
+   headers of its origin are noted for the answer, and a CORS preflight is answered here
+   (``chat.api.cors``); then the body is read whole before anything else looks at it, at
+   most ``max_body_bytes`` (413) within ``body_timeout_seconds`` (408);
 4. **identity**: who is asking (a seam: ``chat.api.auth.Authenticator`` in the service:
    bearer token, session cookie or ``access_token``; 401 for a bad credential, or for none
    in ``CHAT_AUTH=required`` mode; 403 for a cookie write from another origin);
 5. **access and limits**: policies that may refuse the request, in order (a seam: the
    service puts ``chat.api.auth.RoomAccessPolicy`` first, which hides private rooms from
-   non-members and keeps scoped credentials to their rooms);
+   non-members and keeps scoped credentials to their rooms, then ``chat.api.limiting``'s
+   per-client write and sign-in limits);
 6. **routing**: the app's ``url_map`` is the one route table: no match is a 404 or 405, a
    body that is not JSON a 415; then a plain route (``chat.api.routes``: the event streams
    and the message POST, served without Quart's per-request machinery) or Quart (every
@@ -47,9 +53,11 @@ from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, RequestRedirect
 
+from chat.api.cors import Cors
 from chat.api.envelope import answer_for
-from chat.api.request import Identify, Policy, Request, anonymous
+from chat.api.request import SCOPE_KEY, Identify, Policy, Request, anonymous
 from chat.errors import (
+    BadRequest,
     ChatError,
     MethodNotAllowed,
     NotFound,
@@ -57,12 +65,13 @@ from chat.errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
+from chat.limits import Forwarded
+from chat.logs import access_log, redacted_target
 from chat.metrics import Metrics
 
+__all__ = ["BODY_METHODS", "SCOPE_KEY", "Pipeline", "PlainRoute", "Route"]
+
 log = logging.getLogger(__name__)
-# One line per request at DEBUG (CHAT_LOG_LEVEL=DEBUG); off by default, and then it costs one
-# level check. Issue 14's structured request log takes the same record.
-access_log = logging.getLogger("chat.access")
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -71,7 +80,6 @@ BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # the kernel then resets it, which can destroy the 413 on its way to the client.
 DRAIN_S = 2.0
 MATCHES_KEPT = 4096
-SCOPE_KEY = "chat.request"  # where Quart routes find the Request: request.scope[SCOPE_KEY]
 
 
 PlainRoute = Callable[[Request, Mapping[str, Any]], Awaitable[None]]
@@ -97,6 +105,9 @@ class Pipeline:
         body_timeout_s: float,
         identify: Identify = anonymous,
         policies: Sequence[Policy] = (),
+        forwarded: Forwarded | None = None,
+        cors: Cors | None = None,
+        endpoint_headers: Mapping[str, list[tuple[bytes, bytes]]] | None = None,
     ) -> None:
         self.quart = quart
         # Matches are remembered: a matcher call costs several µs and leaves a reference
@@ -108,6 +119,9 @@ class Pipeline:
         self.body_timeout_s = body_timeout_s
         self.identify = identify
         self.policies = list(policies)
+        self.forwarded = forwarded if forwarded is not None and forwarded.enabled else None
+        self.cors = cors if cors is not None and cors.on else None
+        self.endpoint_headers = dict(endpoint_headers or {})  # e.g. the CSP of static files
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -119,11 +133,21 @@ class Pipeline:
             await self.quart(scope, receive, send)
             return
         request = Request(scope, receive, send)  # 1. record
+        if self.forwarded is not None:
+            request.client = self.forwarded.client(
+                request.client, request.header(b"x-forwarded-for")
+            )
         scope[SCOPE_KEY] = request  # type: ignore[literal-required]
         miss = self.locate(request)
+        if request.endpoint in self.endpoint_headers:
+            request.extra_headers += self.endpoint_headers[request.endpoint]
         try:
             try:  # 2. error envelope
-                if not await self.read_body(request):  # 3. body
+                _check_framing(request)  # 3. framing, CORS and body
+                if self.cors is not None and self.cors.apply(request):
+                    await self.answer_preflight(request)
+                    return
+                if not await self.read_body(request):
                     return  # the client went away before its body was complete
                 request.identity = await self.identify(request)  # 4. identity
                 for policy in self.policies:  # 5. access and limits
@@ -132,29 +156,29 @@ class Pipeline:
             except ChatError as error:
                 await self.refuse(request, error)
             except Exception as error:
-                log.exception("unhandled error on %s %s", request.method, request.path)
+                log.exception(
+                    "unhandled error on %s %s",
+                    request.method,
+                    request.path,
+                    extra={"request_id": request.request_id().decode()},
+                )
                 await self.refuse(request, error)
         finally:
             # The scope and the Request refer to each other: without this, every request's
             # body would wait for the cyclic collector, which serve.tune_gc runs seldom.
             del scope[SCOPE_KEY]  # type: ignore[misc]
             self.metrics.answered(request.endpoint, request.served_by, request.status)
-            if access_log.isEnabledFor(logging.DEBUG):
-                access_log.debug(
-                    "%s %s %s -> %d (%s, %s) in %.1f ms",
-                    request.request_id().decode(),
-                    request.method,
-                    request.path,
-                    request.status,
-                    request.endpoint or "unmatched",
-                    request.served_by or "pipeline",
-                    (time.perf_counter() - request.started) * 1000,
-                )
+            if access_log.isEnabledFor(logging.INFO):
+                _log_request(request)
+
+    async def answer_preflight(self, request: Request) -> None:
+        await request.send({"type": "http.response.start", "status": 204, "headers": []})
+        await request.send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def refuse(self, request: Request, error: Exception) -> None:
         if request.status:
             return  # the answer has started: the connection ends with what was sent
-        answer = answer_for(error)
+        answer = answer_for(error, request.request_id())
         start: ASGISendEvent = {
             "type": "http.response.start",
             "status": answer.status,
@@ -224,6 +248,45 @@ class Pipeline:
         else:
             request.served_by = "quart"
             await self.quart(request.scope, _replay(request), request.send)
+
+
+def _log_request(request: Request) -> None:
+    """The request's line in the access log (ACCESS.md, Logs)."""
+    who = request.identity
+    duration_ms = round((time.perf_counter() - request.started) * 1000, 2)
+    target = redacted_target(request.path, request.scope["query_string"])
+    access_log.info(
+        "%s %s %s -> %d (%s, %s) in %.1f ms",
+        request.request_id().decode(),
+        request.method,
+        target,
+        request.status,
+        request.endpoint or "unmatched",
+        request.served_by or "pipeline",
+        duration_ms,
+        extra={
+            "event": "request",
+            "request_id": request.request_id().decode(),
+            "method": request.method,
+            "path": target,
+            "status": request.status,
+            "duration_ms": duration_ms,
+            "bytes": request.sent_bytes,
+            "user": None if who is None else who.user,
+            "client": request.client,
+            "endpoint": request.endpoint or None,
+        },
+    )
+
+
+def _check_framing(request: Request) -> None:
+    """RFC 9112 section 6.3: a message with both Content-Length and Transfer-Encoding may be an
+    attempt at request smuggling; it is refused and its connection closed."""
+    if (
+        request.header(b"transfer-encoding") is not None
+        and request.header(b"content-length") is not None
+    ):
+        raise BadRequest("Content-Length and Transfer-Encoding together are not accepted")
 
 
 def _check_media_type(request: Request) -> None:

@@ -14,7 +14,9 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEven
 
 from chat.identity import Identity
 
-__all__ = ["Identify", "Identity", "Policy", "Request", "anonymous"]
+__all__ = ["SCOPE_KEY", "Identify", "Identity", "Policy", "Request", "anonymous"]
+
+SCOPE_KEY = "chat.request"  # where Quart routes find the Request: request.scope[SCOPE_KEY]
 
 REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
 # A made id: this process's random prefix and a count (a random id per request would cost a
@@ -32,12 +34,15 @@ class Request:
     __slots__ = (
         "args",
         "body",
+        "client",
         "endpoint",
+        "extra_headers",
         "id",
         "identity",
         "raw_send",
         "receive",
         "scope",
+        "sent_bytes",
         "served_by",
         "started",
         "status",
@@ -58,6 +63,11 @@ class Request:
         self.args: Mapping[str, Any] = {}  # the path's arguments (``room``)
         self.served_by = ""  # "plain" (a plain route) or "quart"; "" if not routed
         self.status = 0  # 0 until the answer starts
+        self.sent_bytes = 0  # the answer's body bytes that went through ``send``
+        peer = scope.get("client")
+        # the client's address: the peer's, or a trusted proxy's X-Forwarded-For (pipeline)
+        self.client = peer[0] if peer else "unknown"
+        self.extra_headers: list[tuple[bytes, bytes]] = []  # CORS, CSP: set by the pipeline
 
     @property
     def method(self) -> str:
@@ -85,8 +95,15 @@ class Request:
         request would make a reference cycle of every request.)"""
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            headers = [*message.get("headers", ()), (b"x-request-id", self.request_id()), NOSNIFF]
+            headers = [
+                *message.get("headers", ()),
+                (b"x-request-id", self.request_id()),
+                NOSNIFF,
+                *self.extra_headers,
+            ]
             message = {**message, "headers": headers}
+        elif message["type"] == "http.response.body":
+            self.sent_bytes += len(message.get("body", b""))
         await self.raw_send(message)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import logging
 from typing import Any
@@ -45,12 +46,21 @@ def _internals() -> tuple[type[Any], type[Any]] | None:
 class TransportWriter:
     """A stream's connection, written to directly: the subscriber's sink."""
 
-    __slots__ = ("high", "transport", "writer")
+    __slots__ = ("high", "reader", "transport", "writer")
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader | None = None
+    ) -> None:
         self.writer = writer
+        self.reader = reader
         self.transport = writer.transport
         self.high = self.transport.get_write_buffer_limits()[1]
+
+    def vanished(self) -> bool:
+        """Whether the connection ended because the kernel gave up on the peer (keepalive
+        probes or data unanswered: ETIMEDOUT), not by a close of the client's."""
+        error = self.reader.exception() if self.reader is not None else None
+        return isinstance(error, OSError) and error.errno == errno.ETIMEDOUT
 
     @classmethod
     def under(cls, send: ASGISendCallable) -> TransportWriter | None:
@@ -67,11 +77,14 @@ class TransportWriter:
         body_writer = getattr(getattr(protocol, "connection", None), "_writer", None)
         if not isinstance(body_writer, chunked_type):
             return None  # HTTP/1.0 (close-delimited) or a body h11 frames another way
-        # H11Protocol.send is TCPServer.protocol_send, whose server holds the StreamWriter.
-        writer = getattr(getattr(getattr(protocol, "send", None), "__self__", None), "writer", None)
+        # H11Protocol.send is TCPServer.protocol_send, whose server holds the StreamWriter
+        # (and the StreamReader, which keeps the error the connection ended with).
+        server = getattr(getattr(protocol, "send", None), "__self__", None)
+        writer = getattr(server, "writer", None)
         if not isinstance(writer, asyncio.StreamWriter):
             return None
-        return cls(writer)
+        reader = getattr(server, "reader", None)
+        return cls(writer, reader if isinstance(reader, asyncio.StreamReader) else None)
 
     def write(self, chunk: bytes) -> bool:
         """Queue one chunk; False once the connection is closing."""

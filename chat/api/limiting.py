@@ -1,0 +1,105 @@
+"""The pipeline's limits step (ACCESS.md, Limits): writes and sign-ins per client, from
+token buckets (``chat.limits``); the streams per client are counted where a stream opens
+(``chat.api.event_stream``).
+
+- A write (POST, PUT, PATCH or DELETE) costs 1 from the client's write bucket
+  (``CHAT_WRITE_RATE_PER_S``, ``CHAT_WRITE_BURST``); a batch costs one per item (at most a
+  whole burst), and a write that creates a room ``ROOM_COST`` more, so that rooms cannot be
+  made by the thousand. Typing and reactions are writes like any other.
+- A sign-in (``POST /api/session``) costs 1 from its IP address's sign-in bucket and, when it
+  names an account, 1 from that name's (``CHAT_SIGNIN_RATE_PER_MIN``): guessing passwords is
+  slow from one address, and for one account from many.
+"""
+
+from __future__ import annotations
+
+import math
+
+import orjson
+
+from chat.api.pipeline import BODY_METHODS
+from chat.api.request import Request
+from chat.config import Settings
+from chat.limits import Buckets, Rate, client_key, refuse
+from chat.metrics import Metrics
+from chat.store import Store
+
+ROOM_COST = 10
+KNOWN_ROOMS_KEPT = 100_000
+SIGN_IN = "session.create"
+SIGN_OUT = "session.end"
+BATCHES = {"messages.post_batch": "messages", "activity.post_activity_batch": "items"}
+CREATING = {"messages.post", "messages.post_batch", "activity.post_activity", *BATCHES}
+
+
+class Limits:
+    """The pipeline's limits step: refuses a write or sign-in over its client's limit (429)."""
+
+    def __init__(self, settings: Settings, buckets: Buckets, store: Store, metrics: Metrics):
+        self.write = Rate("write", settings.write_rate_per_s, settings.write_burst)
+        per_min = settings.signin_rate_per_min
+        self.signin = Rate("signin", per_min / 60, math.ceil(per_min))
+        self.buckets = buckets
+        self.store = store
+        self.metrics = metrics
+        self.auto_create = settings.auto_create_rooms
+        self.known_rooms: set[str] = set()
+
+    async def __call__(self, request: Request) -> None:
+        if request.method not in BODY_METHODS:
+            return
+        endpoint = request.endpoint
+        if endpoint == SIGN_IN:
+            await self.check_signin(request)
+        elif endpoint and endpoint != SIGN_OUT and self.write.on:
+            cost = await self.cost(request, endpoint)
+            key = client_key(request.identity, request.client)
+            taken = await self.buckets.take(self.write, key, cost)
+            if not taken.ok:
+                self.metrics.limited("write")
+                raise refuse(self.write, taken, "writes")
+
+    async def cost(self, request: Request, endpoint: str) -> int:
+        cost = 1
+        field = BATCHES.get(endpoint)
+        if field is not None:
+            try:
+                items = orjson.loads(request.body).get(field)
+            except (orjson.JSONDecodeError, AttributeError):
+                items = None  # the route refuses it
+            if isinstance(items, list):
+                cost = max(1, min(len(items), self.write.burst))
+        room = request.args.get("room")
+        creating = endpoint == "rooms.put" or (self.auto_create and endpoint in CREATING)
+        if creating and room is not None and room not in self.known_rooms:
+            if await self.store.get_room(room) is None:
+                cost += ROOM_COST  # may be counted twice by two racing first writes: fine
+            elif len(self.known_rooms) < KNOWN_ROOMS_KEPT:
+                self.known_rooms.add(room)
+        return min(cost, self.write.burst)
+
+    async def check_signin(self, request: Request) -> None:
+        if not self.signin.on:
+            return
+        taken = await self.buckets.take(self.signin, "ip:" + request.client)
+        if taken.ok:
+            name = _signin_name(request.body)
+            if name is None:
+                return
+            taken = await self.buckets.take(self.signin, "name:" + name)
+            if taken.ok:
+                return
+        self.metrics.limited("signin")
+        raise refuse(self.signin, taken, "sign-in attempts")
+
+
+def _signin_name(body: bytes) -> str | None:
+    """The account a sign-in names (one with a password), if any."""
+    try:
+        fields = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(fields, dict) or "password" not in fields:
+        return None
+    user = fields.get("user")
+    return user.strip().lower() if isinstance(user, str) else None

@@ -1,0 +1,55 @@
+"""Logging: ``CHAT_LOG_FORMAT=text`` (lines for people) or ``json`` (one JSON object a line on
+stderr, ACCESS.md, Logs), through the standard ``logging`` module and python-json-logger's
+formatter.
+
+The request and stream lines go to the ``chat.access`` logger at INFO: always written in
+``json`` format, and in ``text`` format only with ``CHAT_LOG_LEVEL=DEBUG`` (a line per request
+costs about as much as a small request). Their fields are the record's ``extra``. No line
+carries a password, token, cookie or ``Authorization`` value: the request line's path has
+the query's credentials redacted (``redacted_target``), and nothing else of a request's
+head or body is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+from chat.config import Settings
+
+access_log = logging.getLogger("chat.access")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+SECRET_PARAMETER = re.compile(rb"((?:^|&)(?:access_token|token|password|jwt)=)[^&]*", re.I)
+
+
+def setup(settings: Settings) -> None:
+    """Configure the root logger from the settings (the command line calls this once)."""
+    handler = logging.StreamHandler()  # stderr
+    level = settings.log_level.upper()
+    if settings.log_format == "json":
+        handler.setFormatter(
+            OrjsonFormatter(
+                ["levelname", "name", "message"],
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="ts",
+            )
+        )
+        access_level = logging.INFO
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        access_level = logging.INFO if level == "DEBUG" else logging.WARNING
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    access_log.setLevel(access_level)
+
+
+def redacted_target(path: str, query: bytes) -> str:
+    """The request's path and query, with credentials in the query replaced."""
+    if not query:
+        return path
+    cleaned = SECRET_PARAMETER.sub(rb"\1[redacted]", query)
+    return f"{path}?{cleaned.decode('latin-1')}"

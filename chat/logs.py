@@ -25,21 +25,26 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SECRET_PARAMETER = re.compile(rb"((?:^|&)(?:access_token|token|password|jwt)=)[^&]*", re.I)
 
 
+def formatter(log_format: str) -> logging.Formatter:
+    """The formatter of ``CHAT_LOG_FORMAT``: ``json`` lines carry ``ts``, ``level``,
+    ``logger``, ``message``, the record's extra fields, and ``exc_info`` (a traceback)."""
+    if log_format == "json":
+        return OrjsonFormatter(
+            ["levelname", "name", "message"],
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="ts",
+        )
+    return logging.Formatter(TEXT_FORMAT)
+
+
 def setup(settings: Settings) -> None:
     """Configure the root logger from the settings (the command line calls this once)."""
     handler = logging.StreamHandler()  # stderr
+    handler.setFormatter(formatter(settings.log_format))
     level = settings.log_level.upper()
     if settings.log_format == "json":
-        handler.setFormatter(
-            OrjsonFormatter(
-                ["levelname", "name", "message"],
-                rename_fields={"levelname": "level", "name": "logger"},
-                timestamp="ts",
-            )
-        )
         access_level = logging.INFO
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
         access_level = logging.INFO if level == "DEBUG" else logging.WARNING
     root = logging.getLogger()
     root.handlers = [handler]

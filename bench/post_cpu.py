@@ -11,7 +11,9 @@ Prints the best of 5 rounds of 1,280 POSTs (16 connections), in µs of process C
 with the server's garbage-collector tuning (serve.tune_gc): POSTs as a guest (``author`` in
 the body), and POSTs with ``Authorization: Bearer <service token>`` on every request (the
 author filled in from the token), rounds of the two interleaved, and their ratio (issue 13:
-a bearer token must cost within 10%)."""
+a bearer token must cost within 10%); and POSTs with the bearer token through the per-client
+write limit (issue 14: ACCESS.md, Limits), on a second server in the same process whose
+bucket never empties, so that every check runs and none refuses."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import asyncio
 import os
 import tempfile
 import time
+from typing import Any
 
 from chat import credentials
 from chat.app import create_app
@@ -59,46 +62,60 @@ async def post_many(conn: Conn, n: int, raw: bytes) -> None:
         await reader.readexactly(length)
 
 
+async def start(
+    folder: str, name: str, port: int, stop: asyncio.Event, **limits: float
+) -> tuple[Any, asyncio.Task[None], list[Conn]]:
+    settings = Settings(database=os.path.join(folder, f"{name}.db"), **limits)
+    app = create_app(settings)
+    server = asyncio.create_task(serve(app, hypercorn_config(settings, "127.0.0.1", port), stop))
+    while True:
+        try:
+            conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(CONNECTIONS)]
+            return app, server, conns
+        except OSError:
+            await asyncio.sleep(0.05)
+
+
 async def main() -> None:
     folder = tempfile.mkdtemp(prefix="post-cpu-")
-    settings = Settings(database=os.path.join(folder, "chat.db"))
-    app = create_app(settings)
-    tune_gc()
     stop = asyncio.Event()
-    port = 8400 + os.getpid() % 90
-    server = asyncio.create_task(serve(app, hypercorn_config(settings, "127.0.0.1", port), stop))
+    port = 8400 + os.getpid() % 45 * 2
     async with asyncio.timeout(120):
-        while True:
-            try:
-                conns = [
-                    await asyncio.open_connection("127.0.0.1", port) for _ in range(CONNECTIONS)
-                ]
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
-        token, token_hash = credentials.new_token()
-        store = app.extensions["chat"].store
-        await store.write(
-            accounts.create_token("bench", token_hash, "alice", "bot", "api", None, None)
+        # limits off (their settings at 0), and on with a bucket that never empties: every
+        # check runs, none refuses (ACCESS.md's defaults would refuse all but 100 here)
+        app, off, plain = await start(folder, "off", port, stop, write_rate_per_s=0)
+        _, on, limited = await start(
+            folder, "on", port + 1, stop, write_rate_per_s=1e9, write_burst=10**9
         )
-        kinds = {"guest": request(GUEST_BODY), "bearer": request(SIGNED_IN_BODY, token)}
-        for raw in kinds.values():  # warm up
+        tune_gc()
+        token, token_hash = credentials.new_token()
+        for started in (app, _):
+            await started.extensions["chat"].store.write(
+                accounts.create_token("bench", token_hash, "alice", "bot", "api", None, None)
+            )
+        kinds = {
+            "guest": (plain, request(GUEST_BODY)),
+            "bearer": (plain, request(SIGNED_IN_BODY, token)),
+            "bearer, limits on": (limited, request(SIGNED_IN_BODY, token)),
+        }
+        for conns, raw in kinds.values():  # warm up
             await asyncio.gather(*(post_many(conn, 25, raw) for conn in conns))
         best = dict.fromkeys(kinds, float("inf"))
         for _ in range(5):
-            for kind, raw in kinds.items():
+            for kind, (conns, raw) in kinds.items():
                 cpu = time.process_time()
                 await asyncio.gather(*(post_many(conn, PER_CONNECTION, raw) for conn in conns))
                 used = time.process_time() - cpu
                 best[kind] = min(best[kind], used / (CONNECTIONS * PER_CONNECTION) * 1e6)
-        for _, writer in conns:
+        for _, writer in plain + limited:
             writer.close()
         stop.set()
-        await server
+        await asyncio.gather(off, on)
     print("process CPU per POST (server and client in one process):")
     for kind, value in best.items():
-        print(f"  {kind:>6}: {value:.1f} µs")
+        print(f"  {kind:>17}: {value:.1f} µs")
     print(f"  bearer / guest: {best['bearer'] / best['guest']:.3f}")
+    print(f"  limits on / off (bearer): {best['bearer, limits on'] / best['bearer']:.3f}")
 
 
 if __name__ == "__main__":

@@ -6,15 +6,15 @@ import argparse
 import contextlib
 import ipaddress
 import json
-import logging
 import sqlite3
+import ssl
 import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
-from chat import __version__
+from chat import __version__, logs
 from chat.config import Settings
 from chat.identity import ROLES
 
@@ -54,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="worker processes on the same port (default 1); more than 1 needs the Redis "
         "broker (CHAT_BROKER=redis://host:port/0)",
+    )
+    serve.add_argument(
+        "--certfile",
+        metavar="FILE",
+        help="serve HTTPS with this PEM certificate (chain), offering HTTP/2 and HTTP/1.1; "
+        "needs --keyfile",
+    )
+    serve.add_argument(
+        "--keyfile", metavar="FILE", help="the PEM private key of --certfile; needs --certfile"
     )
     serve.add_argument("--worker-of", type=int, default=1, help=argparse.SUPPRESS)
 
@@ -266,9 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = "CHAT_" + "_".join(str(part) for part in problem["loc"]).upper()
             print(f"{name}: {problem['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logs.setup(settings)
     if args.command == "migrate":
         return _migrate(settings)
     if args.command in ("post", "tail"):
@@ -296,11 +303,44 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    tls_problem = _tls_problem(args)
+    if tls_problem is not None:
+        print(tls_problem, file=sys.stderr)
+        return 2
     if args.workers > 1:
         from chat.workers import run_workers
 
         return run_workers(args.host, args.port, args.workers, settings.shutdown_grace_seconds)
     from chat.serve import run
 
-    run(settings, args.host, args.port, reuse_port=args.worker_of > 1)
+    run(
+        settings,
+        args.host,
+        args.port,
+        reuse_port=args.worker_of > 1,
+        certfile=args.certfile,
+        keyfile=args.keyfile,
+    )
     return 0
+
+
+def _tls_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--certfile`` / ``--keyfile`` cannot serve HTTPS, or None if they can (or are
+    both absent)."""
+    if args.certfile is None and args.keyfile is None:
+        return None
+    if args.certfile is None or args.keyfile is None:
+        return "--certfile and --keyfile go together: give both (HTTPS) or neither (HTTP)"
+    if args.workers > 1:
+        return (
+            "--workers > 1 does not serve HTTPS: terminate TLS in front of the workers "
+            "(deploy/nginx.conf), or run one process with --certfile and --keyfile"
+        )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(args.certfile, args.keyfile)
+    except (OSError, ssl.SSLError) as error:
+        return (
+            f"cannot serve HTTPS with --certfile {args.certfile} --keyfile {args.keyfile}: {error}"
+        )
+    return None

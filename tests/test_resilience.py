@@ -260,7 +260,7 @@ async def test_sigterm_ends_thousands_of_streams_and_exits_promptly(
 async def test_closed_streams_leave_nothing_behind(make_server: MakeServer) -> None:
     """200 streams (one room, several rooms, every room) closed by their clients: no
     subscriber, no hub, no task, no socket, no file descriptor remains."""
-    live = make_server()
+    live = make_server(CHAT_HEADER_TIMEOUT_SECONDS="5")
     paths = []
     for i in range(200):
         if i % 10 == 9:
@@ -272,8 +272,9 @@ async def test_closed_streams_leave_nothing_behind(make_server: MakeServer) -> N
     rooms = {f"n{i}" for i in range(7)} | {f"m{i}" for i in range(3)}
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         # Hypercorn keeps a connection its client closed while idle until keep_alive_timeout
-        # (5 s): LiveServer.start's /healthz probe leaves one, with its tasks. Wait it out,
-        # scraping meanwhile so that this client's own connection never idles that long.
+        # (CHAT_HEADER_TIMEOUT_SECONDS, 5 s here): LiveServer.start's /healthz probe leaves
+        # one, with its tasks. Wait it out, scraping meanwhile so that this client's own
+        # connection never idles that long.
         for _ in range(150):
             await metrics(client)
             if server_connections(live.port) == 1:

@@ -156,6 +156,8 @@ class EventStreams:
                         if direct.full():
                             await direct.drain()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # ASGI send on a connection that is gone (the kernel gave up on it)
+            sub.close("dead_peer" if direct is not None and direct.vanished() else "client_closed")
         finally:
             watcher.cancel()
             if timer is not None:

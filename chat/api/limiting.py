@@ -4,8 +4,9 @@ token buckets (``chat.limits``); the streams per client are counted where a stre
 
 - A write (POST, PUT, PATCH or DELETE) costs 1 from the client's write bucket
   (``CHAT_WRITE_RATE_PER_S``, ``CHAT_WRITE_BURST``); a batch costs one per item (at most a
-  whole burst), and a write that creates a room ``ROOM_COST`` more, so that rooms cannot be
-  made by the thousand. Typing and reactions are writes like any other.
+  whole burst), and a write that creates a room ``ROOM_COST`` more (taken once the write's
+  own cost was granted: a client over its limit costs no read of the store), so that rooms
+  cannot be made by the thousand. Typing and reactions are writes like any other.
 - A sign-in (``POST /api/session``) costs 1 from its IP address's sign-in bucket and, when it
   names an account, 1 from that name's (``CHAT_SIGNIN_RATE_PER_MIN``): guessing passwords is
   slow from one address, and for one account from many.
@@ -37,6 +38,7 @@ class Limits:
 
     def __init__(self, settings: Settings, buckets: Buckets, store: Store, metrics: Metrics):
         self.write = Rate("write", settings.write_rate_per_s, settings.write_burst)
+        self.room_cost = min(ROOM_COST, max(1, settings.write_burst - 1))  # 1 + it fits a burst
         per_min = settings.signin_rate_per_min
         self.signin = Rate("signin", per_min / 60, math.ceil(per_min))
         self.buckets = buckets
@@ -52,31 +54,39 @@ class Limits:
         if endpoint == SIGN_IN:
             await self.check_signin(request)
         elif endpoint and endpoint != SIGN_OUT and self.write.on:
-            cost = await self.cost(request, endpoint)
             key = client_key(request.identity, request.client)
-            taken = await self.buckets.take(self.write, key, cost)
+            # What the request costs by itself first: a client over its limit is refused
+            # before anything is read from the store.
+            taken = await self.buckets.take(self.write, key, self.cost(request, endpoint))
+            if taken.ok and await self.creates_room(request, endpoint):
+                taken = await self.buckets.take(self.write, key, self.room_cost)
             if not taken.ok:
                 self.metrics.limited("write")
                 raise refuse(self.write, taken, "writes")
 
-    async def cost(self, request: Request, endpoint: str) -> int:
-        cost = 1
+    def cost(self, request: Request, endpoint: str) -> int:
+        """1, or a batch's number of items (at most a whole burst)."""
         field = BATCHES.get(endpoint)
-        if field is not None:
-            try:
-                items = orjson.loads(request.body).get(field)
-            except (orjson.JSONDecodeError, AttributeError):
-                items = None  # the route refuses it
-            if isinstance(items, list):
-                cost = max(1, min(len(items), self.write.burst))
+        if field is None:
+            return 1
+        try:
+            items = orjson.loads(request.body).get(field)
+        except (orjson.JSONDecodeError, AttributeError):
+            return 1  # the route refuses it
+        return max(1, min(len(items), self.write.burst)) if isinstance(items, list) else 1
+
+    async def creates_room(self, request: Request, endpoint: str) -> bool:
+        """Whether the write would create its room (it may be counted twice by two racing
+        first writes: fine). Rooms known to exist are remembered, up to KNOWN_ROOMS_KEPT."""
         room = request.args.get("room")
         creating = endpoint == "rooms.put" or (self.auto_create and endpoint in CREATING)
-        if creating and room is not None and room not in self.known_rooms:
-            if await self.store.get_room(room) is None:
-                cost += ROOM_COST  # may be counted twice by two racing first writes: fine
-            elif len(self.known_rooms) < KNOWN_ROOMS_KEPT:
-                self.known_rooms.add(room)
-        return min(cost, self.write.burst)
+        if not creating or room is None or room in self.known_rooms:
+            return False
+        if await self.store.get_room(room) is None:
+            return True
+        if len(self.known_rooms) < KNOWN_ROOMS_KEPT:
+            self.known_rooms.add(room)
+        return False
 
     async def check_signin(self, request: Request) -> None:
         if not self.signin.on:

@@ -3,6 +3,7 @@ console and errors, and REST shortcuts. Every wait is bounded (10 s unless told)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -182,3 +183,32 @@ async def sign_in(page: Page, url: str, user: str, password: str, room: str = "g
     await expect(room_item(page, room)).to_have_attribute("aria-current", "true")
     await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
     return page
+
+
+async def open_event_sources(page: Page, urls: list[str]) -> None:
+    """Standard ``EventSource`` objects in the page, one per URL (relative to the page), each
+    recording what it sees into ``window.__seen`` (read it with ``seen_events``): the same
+    lines as tests/node/sse_clients.mjs prints, ``{stream, kind, id, data, readyState}``."""
+    await page.evaluate(
+        """urls => {
+            window.__seen = [];
+            window.__sources = urls.map((url, stream) => {
+                const source = new EventSource(url);
+                const note = line =>
+                    window.__seen.push({stream, readyState: source.readyState, ...line});
+                source.onopen = () => note({kind: "open"});
+                source.onmessage = event =>
+                    note({kind: "message", id: event.lastEventId, data: event.data});
+                source.onerror = () => note({kind: "error"});
+                return source;
+            });
+        }""",
+        urls,
+    )
+
+
+async def seen_events(page: Page, timeout_s: float = 10.0) -> list[Json]:
+    """Everything the page's EventSources (``open_event_sources``) have seen so far."""
+    async with asyncio.timeout(timeout_s):
+        seen: list[Json] = await page.evaluate("() => window.__seen.slice()")
+    return seen

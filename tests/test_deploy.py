@@ -11,6 +11,7 @@ bounded."""
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import importlib.metadata
 import json
@@ -409,11 +410,15 @@ def test_the_image_serves_answers_its_healthchecks_and_stops_as_docker_runs_it(
 # --- docker-compose.yml: Redis, two apps on one database, nginx in front ---------------------
 
 
-@pytest.fixture(scope="module")
-def compose() -> Json:
+def load_compose() -> Json:
     loaded = yaml.safe_load(COMPOSE_FILE.read_text())
     assert isinstance(loaded, dict) and isinstance(loaded.get("services"), dict)
     return loaded
+
+
+@pytest.fixture(scope="module")
+def compose() -> Json:
+    return load_compose()
 
 
 def environment(service: Json) -> dict[str, str]:
@@ -531,13 +536,24 @@ class Nginx:
     """Debian's nginx in the foreground, everything it writes under ``workdir``; runs as root
     (workers as root too, so they can use the temp folders) or as any other user."""
 
-    def __init__(self, program: str, workdir: Path, compose: Json, app_ports: list[int]) -> None:
+    def __init__(
+        self,
+        program: str,
+        workdir: Path,
+        compose: Json,
+        app_ports: list[int],
+        edit: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        """``edit``: a change of the snippet for one test (tests/test_nginx_limits.py lowers
+        the limits' numbers); every other test runs the repository's file as it is."""
         self.program = program
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.snippet = workdir / "default.conf"
-        self.snippet.write_bytes(local_nginx_conf(compose, app_ports, self.port))
+        snippet = local_nginx_conf(compose, app_ports, self.port)
+        self.snippet.write_bytes(edit(snippet) if edit else snippet)
+        self.access_log = workdir / "access.log"
         self.config = workdir / "nginx.conf"
         self.error_log = workdir / "error.log"
         user = ""
@@ -554,7 +570,7 @@ class Nginx:
             "events {\n    worker_connections 1024;\n}\n"
             "http {\n"
             "    default_type application/octet-stream;\n"
-            f"    access_log {workdir / 'access.log'};\n"
+            f"    access_log {self.access_log};\n"
             "    sendfile on;\n    keepalive_timeout 65;\n"
             f"{temp_paths}"
             f"    include {self.snippet};\n"
@@ -610,13 +626,19 @@ class Topology:
     nginx: Nginx
 
 
-@pytest.fixture
-def topology(
-    tmp_path: Path, compose: Json, redis_server: RedisServer, nginx_program: str
+@contextlib.contextmanager
+def running_topology(
+    tmp_path: Path,
+    compose: Json,
+    redis_server: RedisServer,
+    nginx_program: str,
+    env: dict[str, str] | None = None,
+    edit: Callable[[bytes], bytes] | None = None,
 ) -> Iterator[Topology]:
     """docker-compose.yml's topology on this machine: Redis, the apps with their compose
     environment (so one SQLite file, if compose gives them one) started in compose's order, with a
-    heartbeat every second, and nginx with the config compose mounts in front."""
+    heartbeat every second and ``env`` on top, and nginx with the config compose mounts in front
+    (``edit``: see Nginx)."""
     names = app_services(compose)
     assert len(names) == 2, f"the tests below expect two apps behind nginx: {names}"
     apps: list[LiveServer] = []
@@ -625,12 +647,13 @@ def topology(
         for name in names:
             workdir = tmp_path / name
             workdir.mkdir()
-            env = app_environment(compose, name, redis_server, tmp_path / "volumes")
-            app = LiveServer(workdir, {**env, "CHAT_HEARTBEAT_SECONDS": "1"})
+            compose_env = app_environment(compose, name, redis_server, tmp_path / "volumes")
+            app = LiveServer(workdir, {**compose_env, "CHAT_HEARTBEAT_SECONDS": "1", **(env or {})})
             apps.append(app)
             app.start()
         (tmp_path / "nginx").mkdir()
-        nginx = Nginx(nginx_program, tmp_path / "nginx", compose, [app.port for app in apps])
+        ports = [app.port for app in apps]
+        nginx = Nginx(nginx_program, tmp_path / "nginx", compose, ports, edit)
         nginx.start()
         yield Topology(apps[0], apps[1], nginx)
     finally:
@@ -638,6 +661,15 @@ def topology(
             nginx.stop()
         for app in apps:
             app.kill()
+
+
+@pytest.fixture
+def topology(
+    tmp_path: Path, compose: Json, redis_server: RedisServer, nginx_program: str
+) -> Iterator[Topology]:
+    """The compose topology (running_topology) as the repository's files give it."""
+    with running_topology(tmp_path, compose, redis_server, nginx_program) as running:
+        yield running
 
 
 @pytest.fixture

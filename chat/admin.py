@@ -18,20 +18,18 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
-
 from chat import credentials
 from chat.config import Settings
 from chat.errors import ChatError, InvalidRoom
 from chat.events import now_rfc3339
 from chat.identity import Role
-from chat.models import Name, check_room
+from chat.models import check_room
+from chat.models import user_name as checked_name
 from chat.store import Store, accounts
 
 T = TypeVar("T")
 
 MAX_PASSWORD_CHARS = 1024  # what POST /api/session accepts
-_NAME = TypeAdapter(Name)
 
 
 class Refused(Exception):
@@ -88,12 +86,25 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def user_name(value: str) -> str:
-    """A user name by the rules of ``author``: 1-64 printable characters, not blank."""
+    """A user name by the one rule of ``author`` (``chat.models.user_name``): NFC-normalised,
+    1-64 characters, no control or format characters, no comma, no space at either end, no
+    ``@`` first."""
     try:
-        return _NAME.validate_python(value)
-    except ValidationError as error:
-        problem = error.errors()[0]["msg"].removeprefix("Value error, ")
-        raise Refused(f"invalid user name {value[:80]!r}: {problem}", 2) from None
+        return checked_name(value)
+    except ValueError as error:
+        raise Refused(f"invalid user name {value[:80]!r}: {error}", 2) from None
+
+
+def account_name(value: str) -> str:
+    """The name of an account that may exist: a user name (``user_name``), or, for one made
+    before that rule (with a space at an end, a comma, an ``@`` first), the name as given, so
+    that it can still get a new password or be removed."""
+    try:
+        return checked_name(value)
+    except ValueError:
+        if not value:
+            raise Refused("a user name must not be empty", 2) from None
+        return value
 
 
 def read_password(args: argparse.Namespace, name: str) -> str:
@@ -138,7 +149,7 @@ def users_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def users_passwd(args: argparse.Namespace, settings: Settings) -> int:
-    name = user_name(args.name)
+    name = account_name(args.name)
 
     ended: list[int] = []
 
@@ -157,7 +168,7 @@ def users_passwd(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def users_remove(args: argparse.Namespace, settings: Settings) -> int:
-    name = user_name(args.name)
+    name = account_name(args.name)
     revoked = _with_store(settings, lambda store: store.write(accounts.remove_user(name)))
     print(f"removed {name} and revoked its tokens ({len(revoked)})")
     return 0

@@ -4,6 +4,11 @@ All parameters are optional; each is a comma-separated list:
 ``types`` (only these event types), ``authors`` (only these authors, actors or users),
 ``exclude_authors`` (never these: no echo of one's own posts), ``mentions`` (only messages
 (new ones, not edits) whose text mentions ``@name`` as a whole word, case-insensitively).
+
+``authors``, ``exclude_authors`` and ``mentions`` name users: each item (trimmed of the
+whitespace around it) must be a user name (``chat.models.user_name``: NFC-normalised, then
+checked), or the query is 400 invalid_query. Names compare as exact NFC strings: "alice" and
+"\u0430lice" (its first letter Cyrillic) are two names; "e\u0301" and "\u00e9" are one.
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from chat import models
 from chat.errors import InvalidQuery
 from chat.events import EVENT_TYPES, Event
+from chat.models import MAX_NAME_CHARS as MAX_NAME_CHARS  # the stream's `user` checks it
 
 MAX_LIST_ITEMS = 100
-MAX_NAME_CHARS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +61,30 @@ def split_list(raw: str | None, name: str) -> list[str]:
     return items
 
 
-def _names(query: Mapping[str, str], name: str) -> frozenset[str] | None:
-    items = split_list(query.get(name), name)
+def user_name(value: str, field: str, where: str = "query") -> str:
+    """``value`` of the query parameter (``where="query"``) or path segment (``"path"``)
+    ``field`` as a user name (``chat.models.user_name``): NFC-normalised; 400 invalid_query,
+    its ``details`` naming ``field``, when it is none."""
+    try:
+        return models.user_name(value)
+    except ValueError as error:
+        shown = value if len(value) <= 80 else value[:80] + "..."
+        raise InvalidQuery(
+            f"`{field}` is not a user name ({shown!r}): {error}",
+            [{"loc": [where, field], "field": field, "msg": str(error), "type": "user_name"}],
+        ) from None
+
+
+def _types(query: Mapping[str, str]) -> frozenset[str] | None:
+    items = split_list(query.get("types"), "types")
     for item in items:
         if len(item) > MAX_NAME_CHARS:
-            raise InvalidQuery(f"`{name}` has a value longer than {MAX_NAME_CHARS} characters")
+            raise InvalidQuery(f"`types` has a value longer than {MAX_NAME_CHARS} characters")
+    return frozenset(items) if items else None
+
+
+def _names(query: Mapping[str, str], name: str) -> frozenset[str] | None:
+    items = [user_name(item, name) for item in split_list(query.get(name), name)]
     return frozenset(items) if items else None
 
 
@@ -72,8 +97,9 @@ def mention_pattern(names: frozenset[str]) -> re.Pattern[str]:
 
 def parse_filter(query: Mapping[str, str]) -> Filter | None:
     """The filter a stream's query asks for, or None when it asks for everything.
-    Raises InvalidQuery (400) for unknown event types or oversized lists."""
-    types = _names(query, "types")
+    Raises InvalidQuery (400) for unknown event types, oversized lists or a name that is no
+    user name."""
+    types = _types(query)
     if types is not None:
         unknown = sorted(types - EVENT_TYPES)
         if unknown:

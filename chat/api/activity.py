@@ -14,8 +14,9 @@ from quart_schema import (
 
 from chat import access
 from chat.api.deps import commit_event, identity, require_room, services, write_as, write_in
-from chat.errors import InvalidQuery, NotFound, RateLimited
+from chat.errors import NotFound, RateLimited
 from chat.events import make_event
+from chat.filters import user_name
 from chat.models import (
     ActivityBatchIn,
     ActivityIn,
@@ -106,7 +107,8 @@ async def presence(room: str) -> dict[str, Any]:
 @bp.put("/api/rooms/<room>/read")
 @validate_request(ReadIn)
 async def mark_read(room: str, data: ReadIn) -> Response:
-    """Move the user's read marker (never backwards): 204."""
+    """Move the user's read marker (never backwards, and never past the room's newest
+    event: a larger id stores that event's): 204."""
     check_room(room)
     user = write_as(data.user, "user")
     await write_in(room, writes.mark_read(room, user, data.last_read_id))
@@ -117,9 +119,9 @@ async def mark_read(room: str, data: ReadIn) -> Response:
 @document_response(Unread)
 async def unread(user: str) -> dict[str, Any]:
     """Messages after the user's read marker, for each room where the user has one and may
-    read. Signed in: one's own counts (admins: anyone's)."""
-    if not 0 < len(user) <= 64:
-        raise InvalidQuery("a user name is 1-64 characters")
+    read. Signed in: one's own counts (admins: anyone's). A `user` that is no user name
+    (README, "The API") is 400 `invalid_query`."""
+    user = user_name(user, "user", "path")
     who = identity()
     access.check_unread(who, user)
     svc = services()

@@ -26,7 +26,7 @@ from chat.api.request import Request
 from chat.api.transport import TransportWriter
 from chat.delivery import StreamRequest
 from chat.errors import InvalidQuery, RateLimited, Unavailable
-from chat.filters import MAX_NAME_CHARS, parse_filter, split_list
+from chat.filters import parse_filter, split_list, user_name
 from chat.limits import client_key
 from chat.logs import access_log
 from chat.models import check_room
@@ -84,8 +84,8 @@ async def stream_request(svc: Services, request: Request, room: str | None) -> S
     header = (request.header(b"last-event-id") or b"").decode("latin-1").strip()
     resume = header or (args.get("last_event_id", "").strip() or None)
     user = args.get("user", "").strip() or None
-    if user is not None and len(user) > MAX_NAME_CHARS:
-        raise InvalidQuery(f"`user` is longer than {MAX_NAME_CHARS} characters")
+    if user is not None:
+        user = user_name(user, "user")  # the one rule of user names: 400 invalid_query
     if who is not None:
         user = access.author(who, user, "user")
     return StreamRequest(rooms, flt, resume, user, who)

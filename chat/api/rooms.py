@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
 from quart import Blueprint, Response
 from quart_schema import document_response, validate_request
 
 from chat import access
 from chat.api.deps import identity, services
-from chat.api.envelope import field_errors
-from chat.errors import NotFound, ValidationFailed
-from chat.models import Member, MemberIn, MemberList, Name, Room, RoomIn, RoomList, check_room
+from chat.errors import NotFound
+from chat.filters import user_name
+from chat.models import Member, MemberIn, MemberList, Room, RoomIn, RoomList, check_room
 from chat.store import accounts
 
 bp = Blueprint("rooms", __name__)
@@ -87,9 +86,10 @@ async def members(room: str) -> dict[str, Any]:
 @document_response(Member, 200)
 async def add_member(room: str, user: str, data: MemberIn) -> tuple[dict[str, Any], int]:
     """Invite a user, or change a member's role (owners and admins): 201 when added, 200
-    when already a member. A `member.added` event follows in the room."""
+    when already a member. A `member.added` event follows in the room. A `user` that is no
+    user name (README, "The API") is 400 `invalid_query`."""
     await _existing(room)
-    user = _user_name(user)
+    user = user_name(user, "user", "path")
     who = identity()
     svc = services()
     access.may_manage(who, room, svc.book)
@@ -104,20 +104,10 @@ async def remove_member(room: str, user: str) -> Response:
     `member.removed` event follows in the room; the removed member's streams get it, and
     nothing of a private room after it."""
     await _existing(room)
-    user = _user_name(user)
+    user = user_name(user, "user", "path")
     who = identity()
     svc = services()
     access.may_remove(who, room, user, svc.book)
     assert who is not None
     await svc.store.write(accounts.remove_member(room, user, who.user))
     return Response(status=204)
-
-
-_NAME: TypeAdapter[str] = TypeAdapter(Name)
-
-
-def _user_name(user: str) -> str:
-    try:
-        return _NAME.validate_python(user)
-    except ValidationError as error:
-        raise ValidationFailed("invalid user name", field_errors(error)) from None

@@ -205,18 +205,27 @@ def batch(
     return op
 
 
-def mark_read(room: str, user: str, last_read_id: int) -> WriteOp[None]:
-    """Move the user's read marker forward (never backwards)."""
+def mark_read(room: str, user: str, last_read_id: int) -> WriteOp[int]:
+    """Move the user's read marker forward (never backwards), never past the room's newest
+    event: an id beyond it stores the newest event's id (0 in a room without events), so a
+    marker cannot silence the messages still to come. Read in the same transaction as the
+    write, so it is exact. Returns the marker as stored. A marker stored past the newest event
+    before this rule is brought back to it by the user's next one."""
 
-    def op(tx: Tx) -> None:
+    def op(tx: Tx) -> int:
         tx.ensure_room(room, create=False)
-        tx.conn.execute(
+        (newest,) = tx.conn.execute(
+            "SELECT coalesce(max(id), 0) FROM events WHERE room = ?", (room,)
+        ).fetchone()
+        [(marker,)] = tx.conn.execute(
             "INSERT INTO read_markers (user, room, last_read_id, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (user, room) DO UPDATE SET "
-            "last_read_id = max(last_read_id, excluded.last_read_id), "
-            "updated_at = excluded.updated_at",
-            (user, room, last_read_id, tx.now),
-        )
+            "last_read_id = min(max(last_read_id, excluded.last_read_id), ?), "
+            "updated_at = excluded.updated_at "
+            "RETURNING last_read_id",
+            (user, room, min(last_read_id, newest), tx.now, newest),
+        ).fetchall()
+        return int(marker)
 
     return op
 

@@ -15,6 +15,7 @@ limit off; the tests and the yardstick, one client on loopback, run that way.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -122,6 +123,16 @@ def gcra(rate: Rate, tat: float, now: float, cost: int) -> tuple[Taken, float]:
         return Taken(False, 0, excess), tat
     remaining = int((rate.tolerance_s - (new - now)) / rate.interval_s + 1e-9)
     return Taken(True, remaining, new - now), new
+
+
+# A client over a limit gets its 429 after this pause (or its Retry-After, if shorter): one
+# that retries at once, in a loop, then costs one answer per pause and connection instead
+# of as many as the server can make, which would slow everyone else (bench/abuse.py).
+PAUSE_S = 0.25
+
+
+async def pause(wait_s: float) -> None:
+    await asyncio.sleep(min(wait_s, PAUSE_S))
 
 
 def refuse(rate: Rate, taken: Taken, what: str) -> RateLimited:

@@ -27,7 +27,7 @@ from chat.api.transport import TransportWriter
 from chat.delivery import StreamRequest
 from chat.errors import InvalidQuery, RateLimited, Unavailable
 from chat.filters import parse_filter, split_list, user_name
-from chat.limits import client_key
+from chat.limits import client_key, pause
 from chat.logs import access_log
 from chat.models import check_room
 from chat.subscriber import Subscriber
@@ -117,6 +117,7 @@ class EventStreams:
         key = client_key(request.identity, request.client) if cap else ""
         if cap and not await svc.streams_per_client.acquire(key, cap):
             svc.metrics.limited("streams")
+            await pause(STREAMS_RETRY_S)
             raise too_many_streams(cap)
         try:
             await self.serve(request, wanted, start)

@@ -10,6 +10,9 @@ token buckets (``chat.limits``); the streams per client are counted where a stre
 - A sign-in (``POST /api/session``) costs 1 from its IP address's sign-in bucket and, when it
   names an account, 1 from that name's (``CHAT_SIGNIN_RATE_PER_MIN``): guessing passwords is
   slow from one address, and for one account from many.
+
+A refusal is answered after a short pause (``chat.limits.PAUSE_S``), so that a client that
+retries in a tight loop cannot keep the process busy answering it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import orjson
 from chat.api.pipeline import BODY_METHODS
 from chat.api.request import Request
 from chat.config import Settings
-from chat.limits import Buckets, Rate, client_key, refuse
+from chat.limits import Buckets, Rate, client_key, pause, refuse
 from chat.metrics import Metrics
 from chat.store import Store
 
@@ -62,6 +65,7 @@ class Limits:
                 taken = await self.buckets.take(self.write, key, self.room_cost)
             if not taken.ok:
                 self.metrics.limited("write")
+                await pause(taken.wait_s)
                 raise refuse(self.write, taken, "writes")
 
     def cost(self, request: Request, endpoint: str) -> int:
@@ -100,6 +104,7 @@ class Limits:
             if taken.ok:
                 return
         self.metrics.limited("signin")
+        await pause(taken.wait_s)
         raise refuse(self.signin, taken, "sign-in attempts")
 
 

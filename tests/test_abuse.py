@@ -47,7 +47,8 @@ def assert_rate_limited(response: httpx.Response, limit: str) -> int:
 async def test_writes_past_the_bucket_get_429_while_others_write_and_read(
     make_server: MakeServer,
 ) -> None:
-    live = make_server(CHAT_WRITE_RATE_PER_S="2", CHAT_WRITE_BURST="10", **PROXIED)
+    # a token every 2.5 s: none comes back while the refusals below (a 0.25 s pause each) last
+    live = make_server(CHAT_WRITE_RATE_PER_S="0.4", CHAT_WRITE_BURST="10", **PROXIED)
     async with Seed(live.database) as seed:
         token = await seed.token("carol")
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
@@ -74,7 +75,7 @@ async def test_writes_past_the_bucket_get_429_while_others_write_and_read(
             typing = await client.post(
                 "/api/rooms/busy/typing", json={"user": "another-name"}, headers=ABUSER
             )
-            assert_rate_limited(typing, "write")
+            retry_s = assert_rate_limited(typing, "write")
             # another address, and a signed-in user behind the abuser's address, write on
             posted = await client.post(
                 "/api/rooms/quiet/messages", json=message("still here"), headers=NEIGHBOUR
@@ -94,7 +95,7 @@ async def test_writes_past_the_bucket_get_429_while_others_write_and_read(
             if r.status_code == 201
         )
         # the bucket refills: after a pause the abuser may write again
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(retry_s)
         again = await client.post("/api/rooms/busy/messages", json=message("later"), headers=ABUSER)
         assert again.status_code == 201
         assert (await scrape(client))['chat_rate_limited_total{limit="write"}'] >= 3

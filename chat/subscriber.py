@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,7 @@ class Subscriber:
     __slots__ = (
         "bytes_sent",
         "ended_by",
+        "ends_at",
         "events_sent",
         "filter",
         "flusher",
@@ -114,6 +116,7 @@ class Subscriber:
         self.sink: Sink | None = None
         self.flusher = flusher
         self.ended_by = ""  # why it was closed, by the first closer (ACCESS.md, Logs)
+        self.ends_at = math.inf  # its lifetime's end (monotonic s; CHAT_STREAM_MAX_SECONDS)
         self.events_sent = 0  # event frames, and their bytes, sent to the client
         self.bytes_sent = 0
 
@@ -279,8 +282,11 @@ class Subscriber:
                 self.waiter = None
 
     def heartbeat_tick(self, now: float, idle_s: float) -> None:
-        """A subscriber that wrote nothing for ``idle_s`` is due a keep-alive comment."""
-        if now - self.last_write >= idle_s and not self.ping_due:
+        """A subscriber that wrote nothing for ``idle_s`` is due a keep-alive comment; one
+        past its lifetime is closed (the client resumes)."""
+        if now >= self.ends_at:
+            self.close("lifetime")
+        elif now - self.last_write >= idle_s and not self.ping_due:
             self.ping_due = True
             self.wake()
 

@@ -265,7 +265,8 @@ async def test_a_forged_forwarded_for_from_an_untrusted_peer_is_ignored(
 async def test_a_stream_ends_at_its_lifetime_and_resumes_without_loss(
     make_server: MakeServer,
 ) -> None:
-    live = make_server(CHAT_STREAM_MAX_SECONDS="1.5")
+    # the heartbeat's tick (a quarter of its period) ends streams past their lifetime
+    live = make_server(CHAT_STREAM_MAX_SECONDS="1.5", CHAT_HEARTBEAT_SECONDS="1")
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         started = asyncio.get_running_loop().time()
         seen: list[str] = []

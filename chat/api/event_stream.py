@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -119,26 +120,13 @@ class EventStreams:
             svc.metrics.limited("streams")
             await pause(STREAMS_RETRY_S)
             raise too_many_streams(cap)
-        try:
-            await self.serve(request, wanted, start)
-        finally:
-            if cap:
-                await svc.streams_per_client.release(key)
-
-    async def serve(self, request: Request, wanted: StreamRequest, start: Any) -> None:
-        svc = self.services
-        send = request.send
+        # One coroutine frame per stream (this one): streams are held by the thousand.
         sub = svc.delivery.subscriber(wanted)
+        sub.ends_at = time.monotonic() + self.lifetime()  # the heartbeat ends it then
+        watcher = asyncio.ensure_future(_close_on_disconnect(request.receive, sub))
         direct: TransportWriter | None = None
-        watcher = asyncio.ensure_future(_close_on_disconnect(request.receive, sub, lambda: direct))
-        lifetime = self.lifetime()
-        timer = (
-            None
-            if lifetime is None
-            else asyncio.get_running_loop().call_later(lifetime, sub.close, "lifetime")
-        )
         try:
-            await send(start)
+            await send(start)  # type: ignore[arg-type]
             direct = TransportWriter.under(request.raw_send)
             svc.metrics.stream_opened("transport" if direct is not None else "asgi_send")
             sub.sink = direct  # live frames are written by the flusher, the task stays parked
@@ -161,17 +149,17 @@ class EventStreams:
             sub.close("dead_peer" if direct is not None and direct.vanished() else "client_closed")
         finally:
             watcher.cancel()
-            if timer is not None:
-                timer.cancel()
+            if cap:
+                await svc.streams_per_client.release(key)
             reason = sub.ended_by or "client_closed"  # cancelled: the client went away
             svc.metrics.streams_ended.labels(reason).inc()
             if access_log.isEnabledFor(logging.INFO):
                 _log_stream(request, wanted, sub, reason)
 
-    def lifetime(self) -> float | None:
-        """This stream's lifetime: CHAT_STREAM_MAX_SECONDS, less up to 10% at random."""
+    def lifetime(self) -> float:
+        """This stream's lifetime: CHAT_STREAM_MAX_SECONDS, less up to 10% at random (inf: none)."""
         most = self.services.settings.stream_max_seconds
-        return most * (1 - LIFETIME_JITTER * random.random()) if most > 0 else None
+        return most * (1 - LIFETIME_JITTER * random.random()) if most > 0 else math.inf
 
 
 def too_many_streams(cap: int) -> RateLimited:
@@ -219,15 +207,14 @@ def come_back(error: Unavailable) -> bytes:
     return b"retry: %d\n: %s\n\n" % (retry_ms, reason.encode())
 
 
-async def _close_on_disconnect(
-    receive: ASGIReceiveCallable, sub: Subscriber, writer: Callable[[], TransportWriter | None]
-) -> None:
+async def _close_on_disconnect(receive: ASGIReceiveCallable, sub: Subscriber) -> None:
     """A client that goes away ends its stream: the generator leaves its loop and cleans up.
     A connection the kernel gave up on (no answer within CHAT_DEAD_PEER_SECONDS) is a dead
     peer, where the stream's connection can be seen (``TransportWriter.vanished``)."""
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            direct = writer()
-            sub.close("dead_peer" if direct is not None and direct.vanished() else "client_closed")
+            direct = sub.sink
+            vanished = isinstance(direct, TransportWriter) and direct.vanished()
+            sub.close("dead_peer" if vanished else "client_closed")
             return

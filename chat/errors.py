@@ -56,6 +56,18 @@ class BadRequest(ChatError):
         return [(b"connection", b"close")]
 
 
+class HeadersTooLarge(ChatError):
+    """The request line and headers are over the size Hypercorn buffers."""
+
+    status, code = 431, "headers_too_large"
+
+
+class TransferCodingNotImplemented(ChatError):
+    """A Transfer-Encoding other than ``chunked``."""
+
+    status, code = 501, "not_implemented"
+
+
 class InvalidRoom(ChatError):
     status, code = 400, "invalid_room"
 

@@ -33,36 +33,15 @@ import h11
 
 from chat.api.envelope import answer_for
 from chat.api.request import ID_PREFIX, NOSNIFF
-from chat.errors import ChatError
+from chat.errors import BadRequest, ChatError, HeadersTooLarge, TransferCodingNotImplemented
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "HeadersTooLarge",
-    "MalformedRequest",
-    "TransferCodingNotImplemented",
     "error_for",
     "install",
     "installed",
 ]
-
-
-class MalformedRequest(ChatError):
-    """The request line or the headers are not HTTP/1.1."""
-
-    status, code = 400, "bad_request"
-
-
-class HeadersTooLarge(ChatError):
-    """The request line and headers are over the size Hypercorn buffers."""
-
-    status, code = 431, "headers_too_large"
-
-
-class TransferCodingNotImplemented(ChatError):
-    """A Transfer-Encoding other than ``chunked``."""
-
-    status, code = 501, "not_implemented"
 
 
 def error_for(status_hint: int, max_head_bytes: int) -> ChatError:
@@ -73,7 +52,7 @@ def error_for(status_hint: int, max_head_bytes: int) -> ChatError:
         )
     if status_hint == 501:
         return TransferCodingNotImplemented("only Transfer-Encoding: chunked is supported")
-    return MalformedRequest(
+    return BadRequest(
         "the request is not valid HTTP/1.1: its request line or headers cannot be parsed "
         "(a request target must be ASCII, with anything else percent-encoded)"
     )
@@ -90,7 +69,7 @@ async def _send_error_response(self: Any, status_code: int) -> None:
     answer = answer_for(error, request_id)
     headers = list(
         chain(
-            answer.headers,
+            [h for h in answer.headers if h[0] != b"connection"],  # BadRequest's: once, below
             [NOSNIFF, (b"x-request-id", request_id), (b"connection", b"close")],
             self.config.response_headers("h11"),
         )

@@ -204,10 +204,11 @@ class SSEStream:
         async with asyncio.timeout(timeout_s):
             return [await self.next(timeout_s) for _ in range(count)]
 
-    async def until_comment(self, text: str, timeout_s: float = 10.0) -> None:
-        """Read until a comment with this text arrives (events read meanwhile are dropped)."""
+    async def until_comment(self, text: str, timeout_s: float = 10.0, count: int = 1) -> None:
+        """Read until ``count`` comments with this text have arrived (events read meanwhile
+        are dropped)."""
         async with asyncio.timeout(timeout_s):
-            while text not in self.comments:
+            while self.comments.count(text) < count:
                 line = await anext(self.lines)
                 if line.startswith(":"):
                     self.comments.append(line[1:].strip())

@@ -343,11 +343,7 @@ async def test_an_http2_stream_idle_for_longer_than_the_header_timeout_stays_ope
         open_stream(client, f"/api/rooms/{room}/events") as stream,
     ):
         assert stream.response.http_version == "HTTP/2"
-        async with asyncio.timeout(TIMEOUT_S):
-            while stream.comments.count("ping") < 2:
-                line = await anext(stream.lines)
-                if line.startswith(":"):
-                    stream.comments.append(line[1:].strip())
+        await stream.until_comment("ping", TIMEOUT_S, count=2)
         posted = await asyncio.wait_for(
             client.post(f"/api/rooms/{room}/messages", json={"author": "a", "text": "hi"}),
             TIMEOUT_S,

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
@@ -138,15 +137,19 @@ async def abuse(port: int, stop_at: float) -> dict[str, int]:
 async def measure(a: argparse.Namespace, port: int, srv: Server, out: dict) -> None:
     quiet = await phase(port, "quiet", a.messages, a.interval)
     duration = a.messages * (a.interval + 0.01) + 5
-    abuser = subprocess.Popen(
-        [sys.executable, __file__, "--abuser", str(port), str(time.time() + duration)],
-        stdout=subprocess.PIPE,
+    abuser = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--abuser",
+        str(port),
+        str(time.time() + duration),
+        stdout=asyncio.subprocess.PIPE,
     )
     await asyncio.sleep(1.0)  # the abuse under way
     try:
         abused = await phase(port, "abused-room", a.messages, a.interval)
     finally:
-        stdout, _ = await asyncio.to_thread(abuser.communicate, timeout=duration + 30)
+        stdout, _ = await asyncio.wait_for(abuser.communicate(), duration + 30)
     out["quiet"], out["abused"] = quiet, abused
     out["abuser_answers"] = json.loads(stdout or b"{}")
     out["metrics"] = await read_metrics(
@@ -185,7 +188,7 @@ def main() -> int:
     ap.add_argument("--interval", type=float, default=0.1, help="s between the good posts")
     add_common_args(ap, timeout=300)
     a = ap.parse_args()
-    return run("abuse", a, dict(ENV, **({} if a.url else {})), measure, report)
+    return run("abuse", a, dict(ENV), measure, report)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,6 @@ from chat.idle import IdleMeter
 from chat.limits import Buckets, Forwarded, StreamCounts
 from chat.metrics import Metrics
 from chat.presence import Presence
-from chat.ratelimit import RateLimiter
 from chat.registry import Registry
 from chat.store import Store, writes
 
@@ -110,13 +109,11 @@ def create_app(
     store = Store(settings, on_commit)
     broker: Broker
     presence: Presence
-    typing: RateLimiter
     buckets: Buckets
     streams_per_client: StreamCounts
     if settings.broker == "local":
         broker = LocalBroker(registry)
         presence = Presence(settings.presence_grace_seconds, announce)
-        typing = RateLimiter(settings.typing_interval_seconds)
         buckets, streams_per_client = Buckets(), StreamCounts()
     else:  # several processes: events, presence and the limits go through Redis
         from chat.redis_broker import RedisBroker  # only then: redis-py costs ~4 MB
@@ -124,7 +121,6 @@ def create_app(
             SharedBuckets,
             SharedPresence,
             SharedStreamCounts,
-            SharedTypingLimit,
         )
 
         async def read_after(after: int, limit: int) -> list[Event]:
@@ -132,7 +128,6 @@ def create_app(
 
         broker = redis = RedisBroker(settings, registry, read_after, store.latest_id, metrics)
         presence = SharedPresence(redis, settings.presence_grace_seconds, announce)
-        typing = SharedTypingLimit(redis, settings.typing_interval_seconds)
         buckets, streams_per_client = SharedBuckets(redis), SharedStreamCounts(redis)
     auth = Authenticator(settings, store, registry)
     services = api.Services(
@@ -143,8 +138,8 @@ def create_app(
         metrics,
         Delivery(settings, store, registry, metrics, presence),
         presence,
-        typing,
         auth,
+        buckets,
         streams_per_client,
     )
     app.extensions["chat"] = services

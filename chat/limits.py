@@ -114,6 +114,9 @@ class Taken:
     wait_s: float  # refused: until the cost fits; granted: until the bucket is full again
 
 
+UNLIMITED = Taken(True, 0, 0.0)  # what a bucket that is off (a rate or burst of 0) gives
+
+
 def gcra(rate: Rate, tat: float, now: float, cost: int) -> tuple[Taken, float]:
     """One GCRA step: (the outcome, the new theoretical arrival time to store if granted)."""
     tat = max(tat, now)
@@ -159,6 +162,8 @@ class Buckets:
         return self.take_here(rate, key, cost)
 
     def take_here(self, rate: Rate, key: str, cost: int = 1) -> Taken:
+        if not rate.on:
+            return UNLIMITED
         now = self.clock()
         slot = (rate.name, key)
         taken, tat = gcra(rate, self.tat.get(slot, now), now, cost)

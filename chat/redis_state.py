@@ -1,4 +1,4 @@
-"""Room state that several processes share through Redis: presence and the typing limit.
+"""What several processes share through Redis besides events: presence and the limits.
 
 Presence: ``Presence`` still counts this process's streams and applies the grace period; what
 it would announce becomes a change of shared counts instead. Per room, a Redis hash counts in
@@ -14,8 +14,10 @@ subscribe again (``CHAT_BROKER_RECONNECT_MAX_SECONDS`` and a margin), it announc
 of users nobody else had and the leaves it could not announce while Redis was away. A join
 may be announced twice; for a client a join is idempotent, a lost one is not.
 
-Typing: one ``SET NX PX`` per user and room, so the interval holds across processes. While
-Redis is away, presence lists and the typing limit fall back to this process's own view.
+Limits (``chat.limits``): every token bucket (writes, sign-ins, typing: one per user and
+room per interval) is one Redis key taken by a Lua script; each client's open streams are a
+sorted set. While Redis is away, presence lists and the limits fall back to this process's
+own view.
 """
 
 from __future__ import annotations
@@ -25,15 +27,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import cast
 
 import orjson
 
 from chat.events import make_event
-from chat.limits import Buckets, Rate, StreamCounts, Taken
+from chat.limits import UNLIMITED, Buckets, Rate, StreamCounts, Taken
 from chat.presence import Presence
-from chat.ratelimit import RateLimiter
 from chat.redis_broker import PRESENCE_ORIGIN, RedisBroker
 
 log = logging.getLogger(__name__)
@@ -244,31 +245,6 @@ class SharedPresence(Presence):
             await asyncio.sleep(KEEP_EVERY_S)
 
 
-class SharedTypingLimit(RateLimiter):
-    """At most one typing event per user and room per interval, across processes."""
-
-    def __init__(self, broker: RedisBroker, interval_s: float) -> None:
-        super().__init__(interval_s)
-        self.redis = broker.redis
-        self.prefix = f"{broker.settings.broker_prefix}:typing:"
-
-    async def check(self, key: Hashable) -> float:
-        if self.interval_s <= 0:
-            return 0.0
-        interval_ms = max(1, int(self.interval_s * 1000))
-        name = self.prefix + orjson.dumps(key).decode()
-        try:
-            for _ in range(2):  # twice: the key may expire between SET and PTTL
-                if await self.redis.set(name, b"1", px=interval_ms, nx=True):
-                    return 0.0
-                left_ms = int(await self.redis.pttl(name))
-                if left_ms > 0:
-                    return left_ms / 1000
-        except Exception:  # Redis away or hung: this process's own limit
-            return await super().check(key)
-        return self.interval_s
-
-
 # GCRA in Redis, on Redis's clock (processes on several hosts may disagree on the time).
 # KEYS: the bucket. ARGV: interval, tolerance, cost (seconds, seconds, units). Returns
 # {granted, remaining, wait_s} (numbers as strings: Lua would truncate them to integers).
@@ -310,6 +286,8 @@ class SharedBuckets(Buckets):
         self.script = self.redis.register_script(TAKE)
 
     async def take(self, rate: Rate, key: str, cost: int = 1) -> Taken:
+        if not rate.on:
+            return UNLIMITED
         args = [repr(rate.interval_s), repr(rate.tolerance_s), str(cost)]
         try:
             granted, remaining, wait_s = await self.script(

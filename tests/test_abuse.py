@@ -347,3 +347,21 @@ async def test_content_length_with_chunked_is_refused_and_the_connection_closed(
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         assert (await client.get("/api/rooms/smuggled")).status_code == 404
         assert (await client.get("/api/rooms/front")).status_code == 404
+
+
+async def test_typing_is_one_per_user_and_room_per_interval_and_zero_turns_it_off(
+    make_server: MakeServer,
+) -> None:
+    limited = make_server(CHAT_TYPING_INTERVAL_SECONDS="30")
+    off = make_server(CHAT_TYPING_INTERVAL_SECONDS="0")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for live, expected in ((limited, [202, 429, 202]), (off, [202, 202, 202])):
+            url = f"{live.url}/api/rooms"
+            statuses = [
+                (await client.post(f"{url}/t/typing", json={"user": "ann"})).status_code,
+                (await client.post(f"{url}/t/typing", json={"user": "ann"})).status_code,
+                (await client.post(f"{url}/other/typing", json={"user": "ann"})).status_code,
+            ]
+            assert statuses == expected, (live.extra_env, statuses)
+        again = await client.post(f"{limited.url}/api/rooms/t/typing", json={"user": "ann"})
+        assert 25 <= assert_rate_limited(again, "typing") <= 30

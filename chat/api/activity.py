@@ -14,9 +14,10 @@ from quart_schema import (
 
 from chat import access
 from chat.api.deps import commit_event, identity, require_room, services, write_as, write_in
-from chat.errors import NotFound, RateLimited
+from chat.errors import NotFound
 from chat.events import make_event
 from chat.filters import user_name
+from chat.limits import refuse
 from chat.models import (
     ActivityBatchIn,
     ActivityIn,
@@ -88,9 +89,9 @@ async def typing(room: str, data: TypingIn) -> tuple[dict[str, Any], int]:
     svc = services()
     await require_room(room)
     user = write_as(data.user, "user")
-    wait_s = await svc.typing.check((room, user))
-    if wait_s > 0:
-        raise RateLimited("one typing event per user and room per interval", max(1, round(wait_s)))
+    taken = await svc.buckets.take(svc.typing, f"{room}\n{user}")
+    if not taken.ok:  # one per user and room per interval: a bucket of one
+        raise refuse(svc.typing, taken, "typing events for this room")
     svc.broker.publish([make_event("typing", room, {"user": user})])
     return {"status": "accepted"}, 202
 

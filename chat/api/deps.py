@@ -20,10 +20,9 @@ from chat.config import Settings
 from chat.delivery import Delivery
 from chat.errors import InvalidJSON, NotFound, ValidationFailed
 from chat.identity import Identity
-from chat.limits import StreamCounts
+from chat.limits import Buckets, Rate, StreamCounts
 from chat.metrics import Metrics
 from chat.presence import Presence
-from chat.ratelimit import RateLimiter
 from chat.registry import Registry
 from chat.store import Store, WriteOp, accounts, writes
 
@@ -41,10 +40,16 @@ class Services:
     metrics: Metrics
     delivery: Delivery
     presence: Presence
-    typing: RateLimiter
     auth: Authenticator
+    buckets: Buckets  # every token bucket: the per-client limits (chat.api.limiting), typing
     streams_per_client: StreamCounts
     shutting_down: bool = False
+
+    @property
+    def typing(self) -> Rate:
+        """At most one typing event per user and room per CHAT_TYPING_INTERVAL_SECONDS."""
+        interval = self.settings.typing_interval_seconds
+        return Rate("typing", 1 / interval if interval > 0 else 0, 1)
 
     def begin_shutdown(self) -> None:
         """Stop taking streams, report not ready, and end every open stream."""

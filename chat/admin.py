@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import psycopg
+
 from chat import credentials
 from chat.config import Settings
 from chat.errors import ChatError, InvalidRoom
@@ -72,7 +74,7 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
         store = Store(settings, on_commit=lambda events: None)
         try:
             await store.open()
-        except (sqlite3.Error, OSError) as error:
+        except (sqlite3.Error, psycopg.Error, OSError) as error:
             raise Refused(f"cannot open CHAT_DATABASE {settings.database}: {error}") from None
         try:
             return await work(store)

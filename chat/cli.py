@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import ipaddress
 import json
-import sqlite3
 import ssl
 import sys
 from collections.abc import Sequence
@@ -104,7 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "migrate",
         help="apply pending database migrations",
-        description="Apply the migrations in migrations/ that CHAT_DATABASE has not seen yet.",
+        description="Apply the migrations that CHAT_DATABASE has not seen yet: migrations/ "
+        "for SQLite, migrations/postgresql/ for a postgresql:// URL. Several processes may "
+        "run it at once.",
     )
     _users_parser(commands)
     _tokens_parser(commands)
@@ -203,18 +204,16 @@ def _tokens_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _migrate(settings: Settings) -> int:
-    from chat.migrations import apply_pending
+    from chat.store.dialect import database_kind
+    from chat.store.store import migrate
 
-    conn = sqlite3.connect(settings.database, isolation_level=None)
-    try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA journal_mode = WAL")
-        applied = apply_pending(conn, settings.migrations_dir)
-    finally:
-        conn.close()
+    applied = migrate(settings)
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
-    print(f"{settings.database}: up to date ({len(applied)} applied)")
+    where = settings.database
+    if database_kind(where) == "postgresql":
+        where = "the PostgreSQL database"  # the URL may carry a password
+    print(f"{where}: up to date ({len(applied)} applied)")
     return 0
 
 

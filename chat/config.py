@@ -17,7 +17,18 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHAT_", env_file=".env", extra="ignore")
 
-    database: str = Field("chat.db", description="SQLite file of the embedded store.")
+    database: str = Field(
+        "chat.db",
+        description="The store: a SQLite file (a path, or `sqlite:///path`), the embedded "
+        "default; or a PostgreSQL URL, `postgresql://user:password@host:5432/chat` (any libpq "
+        "URL), which several hosts can share (docs/design/store.md).",
+    )
+    database_pool_size: int = Field(
+        10, ge=1, description="PostgreSQL: most read connections a process keeps open."
+    )
+    database_connect_timeout_seconds: float = Field(
+        5.0, gt=0, description="PostgreSQL: how long a connection attempt may take."
+    )
     migrations_dir: Path = Field(MIGRATIONS_DIR, description="Folder of numbered .sql files.")
     heartbeat_seconds: float = Field(
         15.0, gt=0, description="Idle streams get `: ping` this often."

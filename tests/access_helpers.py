@@ -19,7 +19,8 @@ from chat.store import Store, accounts
 class Seed:
     """``async with Seed(db) as seed:`` then ``await seed.user(...)``, ``await seed.token(...)``."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: str | Path) -> None:
+        """``database``: a store's ``CHAT_DATABASE`` (a live server's ``database``)."""
         self.store = Store(Settings(database=str(database)), lambda events: None)
 
     async def __aenter__(self) -> Seed:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.live import LIMITS_OFF, LiveServer
+from tests.postgres_server import PostgresServer, bindir
 from tests.redis_server import RedisServer
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -34,10 +35,54 @@ def need_program(name: str) -> str:
     return path
 
 
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One throw-away PostgreSQL cluster for the session (``.ci/run`` installs Debian's
+    ``postgresql``); each store gets a database of its own (``new_database``)."""
+    programs = bindir()
+    need(programs is not None, "PostgreSQL is not installed (Debian's postgresql package)")
+    assert programs is not None
+    cluster = PostgresServer(programs)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+STORES = ("sqlite", "postgresql")
+
+
+@pytest.fixture(scope="module", params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    """Which store the module's servers and stores use: every test that takes ``server``,
+    ``make_server``, ``database`` or ``new_database`` runs on both (one module at a time)."""
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def new_database(store_kind: str, request: pytest.FixtureRequest) -> Callable[[Path], str]:
+    """``new_database(folder)``: a ``CHAT_DATABASE`` for a new, empty store of the module's
+    kind: a SQLite file in ``folder``, or a PostgreSQL database of its own."""
+    if store_kind == "postgresql":
+        cluster: PostgresServer = request.getfixturevalue("postgres")
+        return lambda folder: cluster.new_database()
+    return lambda folder: str(folder / "chat.db")
+
+
+@pytest.fixture
+def database(new_database: Callable[[Path], str], tmp_path: Path) -> str:
+    """A ``CHAT_DATABASE`` for a new, empty store, on each store in turn."""
+    return new_database(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory, new_database: Callable[[Path], str]
+) -> Iterator[LiveServer]:
     """One live server shared by a module's tests (use a fresh room name per test)."""
-    live = LiveServer(tmp_path_factory.mktemp("server"))
+    folder = tmp_path_factory.mktemp("server")
+    live = LiveServer(folder, database=new_database(folder))
     live.start()
     yield live
     if live.proc is not None:
@@ -45,13 +90,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
+def make_server(
+    tmp_path: Path, new_database: Callable[[Path], str]
+) -> Iterator[Callable[..., LiveServer]]:
     """A server of the test's own, with extra CHAT_* settings: ``make_server(CHAT_X="1")``."""
     started: list[LiveServer] = []
 
     def make(**env: str) -> LiveServer:
-        live = LiveServer(tmp_path / f"s{len(started)}", env)
-        live.workdir.mkdir()
+        folder = tmp_path / f"s{len(started)}"
+        folder.mkdir()
+        live = LiveServer(folder, env, database=new_database(folder))
         live.start()
         started.append(live)
         return live

@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +20,10 @@ from typing import Any
 
 import httpx
 import orjson
+import psycopg
+
+from chat.store.dialect import database_kind, sqlite_path
+from chat.store.postgres import placeholders
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +66,20 @@ async def scrape(client: httpx.AsyncClient, url: str = "") -> dict[str, float]:
     return values
 
 
+def read_store(database: str | Path, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one statement (``?`` placeholders) on a connection of the test's own to a
+    store's ``CHAT_DATABASE``, SQLite or PostgreSQL: it sees only what is committed."""
+    url = str(database)
+    if database_kind(url) == "postgresql":
+        with psycopg.connect(url, autocommit=True) as pg:
+            return [tuple(row) for row in pg.execute(placeholders(sql), params).fetchall()]
+    db = sqlite3.connect(sqlite_path(url))
+    try:
+        return [tuple(row) for row in db.execute(sql, params).fetchall()]
+    finally:
+        db.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -77,17 +96,18 @@ LIMITS_OFF = {
 
 
 class LiveServer:
-    """One service process on 127.0.0.1 with its own SQLite file."""
+    """One service process on 127.0.0.1 with its own store (a SQLite file by default)."""
 
     def __init__(
         self,
         workdir: Path,
         env: Mapping[str, str] | None = None,
         *,
-        database: Path | None = None,
+        database: str | Path | None = None,
         args: Sequence[str] = (),
     ) -> None:
-        """``database``: share another server's SQLite file; ``args``: more ``serve`` options
+        """``database``: its ``CHAT_DATABASE`` (default: a SQLite file in ``workdir``), or
+        another server's, to share it; ``args``: more ``serve`` options
         (``["--workers", "2"]``)."""
         self.workdir = workdir
         self.database = database or workdir / "chat.db"

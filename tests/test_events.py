@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -126,7 +125,7 @@ def test_author_is_author_actor_or_user(fields: dict[str, Any], author: str | No
 
 
 async def test_every_type_the_store_writes_is_persisted_replayed_and_can_be_asked_for(
-    tmp_path: Path,
+    database: str,
 ) -> None:
     """Each kind of write (post, edit, react, unreact, activity, delete, a room created by a
     signed-in user, a member added and removed) through the real store:
@@ -134,7 +133,7 @@ async def test_every_type_the_store_writes_is_persisted_replayed_and_can_be_aske
     live streams (on_commit) and a resumed stream (events_after) byte for byte, and a stream
     asking for ``types=<that type>`` accepts the parameter and gets it, no other type's."""
     published: list[Event] = []
-    store = Store(Settings(database=str(tmp_path / "chat.db")), published.extend)
+    store = Store(Settings(database=database), published.extend)
     room = "types"
     async with asyncio.timeout(30):
         await store.open()

@@ -17,8 +17,10 @@ from urllib.parse import quote
 
 import httpx
 import orjson
+import psycopg
 import pytest
 
+from chat.store.dialect import database_kind
 from tests.live import LiveServer, open_stream, scrape
 from tests.test_errors import GOOD, assert_error, chunks, fields, unchanged
 from tests.test_messages import EVENT_FIELDS, RFC3339_MS
@@ -531,25 +533,41 @@ async def test_client_gone_before_its_body_is_complete(
 # -- 7: an unexpected error in the route -----------------------------------------------
 
 
+def add_failing_trigger(database: str) -> None:
+    """A trigger that fails the INSERT of a message whose text is ``boom``."""
+    if database_kind(database) == "postgresql":
+        with psycopg.connect(database, autocommit=True) as pg:
+            pg.execute(
+                "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'secret internals'; END $$"
+            )
+            pg.execute(
+                "CREATE TRIGGER post_message_boom BEFORE INSERT ON messages FOR EACH ROW "
+                "WHEN (NEW.text = 'boom') EXECUTE FUNCTION boom()"
+            )
+        return
+    db = sqlite3.connect(database, timeout=TIMEOUT_S)
+    try:
+        db.execute(
+            "CREATE TRIGGER post_message_boom BEFORE INSERT ON messages "
+            "WHEN NEW.text = 'boom' BEGIN SELECT RAISE(ABORT, 'secret internals'); END"
+        )
+        db.commit()
+    finally:
+        db.close()
+
+
 async def test_unexpected_store_failure_is_a_json_500(
     make_server: Callable[..., LiveServer],
 ) -> None:
-    """A SQLite trigger added from outside makes one message's INSERT fail with an error the
+    """A trigger added from outside makes one message's INSERT fail with an error the
     service does not expect (an IntegrityError, not a ChatError): the 500 envelope at once,
     counted, nothing stored, and the server goes on."""
     live = make_server()
     async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT_S) as client:
         ok = await send(client, "r", orjson.dumps(GOOD), "length")
         assert ok.status_code == 201
-        db = sqlite3.connect(live.database, timeout=TIMEOUT_S)
-        try:
-            db.execute(
-                "CREATE TRIGGER post_message_boom BEFORE INSERT ON messages "
-                "WHEN NEW.text = 'boom' BEGIN SELECT RAISE(ABORT, 'secret internals'); END"
-            )
-            db.commit()
-        finally:
-            db.close()
+        add_failing_trigger(str(live.database))
         boom = orjson.dumps({"author": "a", "text": "boom"})
         answers = []
         async with unchanged(client, "r"):

@@ -5,7 +5,7 @@ process's own book still says."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,12 +17,14 @@ from chat.store import Store, accounts, writes
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
+async def store(database: str) -> AsyncIterator[Store]:
     published: list[Event] = []
-    made = Store(Settings(database=str(tmp_path / "chat.db")), published.extend)
+    made = Store(Settings(database=database), published.extend)
     async with asyncio.timeout(20):
         await made.open()
-    return made
+    yield made
+    async with asyncio.timeout(20):
+        await made.close()
 
 
 async def test_a_removed_member_cannot_write_into_the_private_room(store: Store) -> None:

@@ -1,37 +1,37 @@
-"""A batch's transaction (chat/store/tx.py): one BEGIN IMMEDIATE per batch, a savepoint per
-operation, and what one operation's failure undoes (run on a real SQLite file, without the
-server)."""
+"""A batch's transaction (chat/store/tx.py): one transaction per batch, a savepoint per
+operation, and what one operation's failure undoes (run on a real SQLite file and a real
+PostgreSQL database, without the server)."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from chat.config import Settings
 from chat.errors import NotFound
-from chat.migrations import apply_pending
 from chat.store import writes
+from chat.store.dialect import WriteDb
+from chat.store.store import open_write_db
 from chat.store.tx import Tx, WriteOp, commit_batch
 from tests.live import LiveServer
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
-
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    connection = sqlite3.connect(tmp_path / "chat.db", isolation_level=None)
-    apply_pending(connection, MIGRATIONS)
-    yield connection
-    connection.close()
+def conn(database: str) -> Iterator[WriteDb]:
+    """The write connection of a new store (SQLite, then PostgreSQL), migrated."""
+    made = open_write_db(Settings(database=database))
+    yield made
+    made.close()
 
 
-def rooms(conn: sqlite3.Connection) -> set[str]:
-    return {name for (name,) in conn.execute("SELECT name FROM rooms")}
+def rooms(conn: WriteDb) -> set[str]:
+    return {name for (name,) in conn.conn.execute("SELECT name FROM rooms").fetchall()}
 
 
 def fails_after(op: WriteOp[object]) -> WriteOp[object]:
@@ -45,7 +45,7 @@ def fails_after(op: WriteOp[object]) -> WriteOp[object]:
 
 
 def test_a_room_created_by_a_failed_operation_is_created_again_by_the_next(
-    conn: sqlite3.Connection,
+    conn: WriteDb,
 ) -> None:
     post = writes.post_message("fresh", "alice", "hi", None, create_room=True)
     results, events = commit_batch(conn, [fails_after(post), post])
@@ -55,7 +55,7 @@ def test_a_room_created_by_a_failed_operation_is_created_again_by_the_next(
 
 
 def test_a_room_created_by_a_failed_operation_does_not_exist_for_the_next(
-    conn: sqlite3.Connection,
+    conn: WriteDb,
 ) -> None:
     created = writes.post_activity("ghost", {"actor": "bot", "verb": "x"}, create_room=True)
     strict = writes.post_message("ghost", "alice", "hi", None, create_room=False)
@@ -66,21 +66,24 @@ def test_a_room_created_by_a_failed_operation_does_not_exist_for_the_next(
     assert events == []
 
 
-def test_many_posts_into_one_room_in_one_transaction(conn: sqlite3.Connection) -> None:
+def test_many_posts_into_one_room_in_one_transaction(conn: WriteDb) -> None:
     ops = [writes.post_message("busy", "alice", f"m{i}", None, create_room=True) for i in range(5)]
     results, events = commit_batch(conn, ops)
     assert all(ok for ok, _ in results)
     assert [e.id for e in events] == [1, 2, 3, 4, 5]
-    assert conn.execute("SELECT count(*) FROM messages WHERE room = 'busy'").fetchone() == (5,)
+    count = conn.conn.execute("SELECT count(*) FROM messages WHERE room = 'busy'").fetchone()
+    assert tuple(count) == (5,)
 
 
 async def test_a_running_server_checkpoints_its_wal_into_the_database_file(
-    make_server: Callable[..., LiveServer], tmp_path: Path
+    tmp_path: Path,
 ) -> None:
-    """The write connection never checkpoints (its COMMITs stay short); a connection of its
-    own does, twice a second. Seen from outside: a committed message reaches the database file
-    itself (not only its -wal) while the server runs."""
-    live = make_server()
+    """SQLite: the write connection never checkpoints (its COMMITs stay short); a connection
+    of its own does, twice a second. Seen from outside: a committed message reaches the
+    database file itself (not only its -wal) while the server runs."""
+    live = LiveServer(tmp_path / "server")
+    live.workdir.mkdir()
+    live.start()
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         posted = await client.post(
             "/api/rooms/wal/messages", json={"author": "ann", "text": "into the file"}
@@ -100,5 +103,8 @@ async def test_a_running_server_checkpoints_its_wal_into_the_database_file(
         if found == [("into the file",)]:
             break
         await asyncio.sleep(0.1)
-    assert found == [("into the file",)]
-    assert live.proc is not None and live.proc.poll() is None
+    try:
+        assert found == [("into the file",)]
+        assert live.proc is not None and live.proc.poll() is None
+    finally:
+        live.kill()

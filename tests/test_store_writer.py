@@ -1,12 +1,12 @@
-"""The store's write thread (chat/store/writer.py), without a server: a real SQLite file, a
-real ``Settings``, a ``Store`` opened on the test's loop."""
+"""The store's write thread (chat/store/writer.py), without a server: a real SQLite file and
+a real PostgreSQL database in turn, a real ``Settings``, a ``Store`` opened on the test's
+loop."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,9 @@ from chat.config import Settings
 from chat.errors import Unavailable
 from chat.events import Event
 from chat.store import Store, Tx, WriteOp, writes
+from chat.store.dialect import database_kind
 from chat.store.writer import THREAD_NAME, Writer
+from tests.live import read_store
 
 WAIT_S = 5.0
 
@@ -25,35 +27,36 @@ WAIT_S = 5.0
 class Recorder:
     """``on_commit``: what it was handed, and whether each event was in the file by then."""
 
-    def __init__(self, database: Path) -> None:
+    def __init__(self, database: str) -> None:
         self.database = database
         self.events: list[Event] = []
         self.batches: list[list[int | None]] = []  # event ids per call
         self.committed_first: list[bool] = []
 
     def __call__(self, events: list[Event]) -> None:
-        db = sqlite3.connect(self.database)  # another connection sees only what is committed
-        try:
-            ids = [e.id for e in events]
-            found = db.execute(
-                f"SELECT count(*) FROM events WHERE id IN ({','.join('?' * len(ids))})", ids
-            ).fetchone()[0]
-        finally:
-            db.close()
+        ids = [e.id for e in events]
+        [(found,)] = read_store(  # another connection sees only what is committed
+            self.database,
+            f"SELECT count(*) FROM events WHERE id IN ({','.join('?' * len(ids))})",
+            ids,
+        )
         self.committed_first.append(found == len(ids))
         self.events.extend(events)
         self.batches.append([e.id for e in events])
 
 
 @pytest.fixture
-def database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "chat.db"
-    monkeypatch.setenv("CHAT_DATABASE", str(path))
-    return path
+def database(
+    new_database: Callable[[Path], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A new store of the module's kind (conftest.py), which ``Settings()`` reads."""
+    url = new_database(tmp_path)
+    monkeypatch.setenv("CHAT_DATABASE", url)
+    return url
 
 
 @pytest.fixture
-def recorder(database: Path) -> Recorder:
+def recorder(database: str) -> Recorder:
     return Recorder(database)
 
 
@@ -93,16 +96,15 @@ def seeing(seen: list[Tx], op: WriteOp[Any]) -> WriteOp[Any]:
     return run
 
 
-def texts(database: Path) -> list[str]:
-    db = sqlite3.connect(database)
-    try:
-        return [text for (text,) in db.execute("SELECT text FROM messages ORDER BY id")]
-    finally:
-        db.close()
+def texts(database: str) -> list[str]:
+    return [text for (text,) in read_store(database, "SELECT text FROM messages ORDER BY id")]
 
 
-def wal_of(database: Path) -> Path:
-    return database.with_name(database.name + "-wal")
+def wal_of(database: str) -> Path | None:
+    """SQLite's WAL file of the database; None on PostgreSQL."""
+    if database_kind(database) != "sqlite":
+        return None
+    return Path(database).with_name(Path(database).name + "-wal")
 
 
 async def test_writes_queued_behind_a_batch_commit_together_in_one_transaction(
@@ -144,7 +146,7 @@ async def test_write_batch_max_bounds_a_batch(
 
 
 async def test_a_failing_operation_is_undone_alone(
-    store: Store, recorder: Recorder, database: Path
+    store: Store, recorder: Recorder, database: str
 ) -> None:
     def fails(tx: Tx) -> None:
         post("undone")(tx)
@@ -186,20 +188,19 @@ async def test_events_reach_on_commit_after_the_commit_in_id_order_before_the_ca
 
 
 async def test_writes_run_on_the_stores_own_thread_after_the_migrations(
-    store: Store, database: Path
+    store: Store, database: str
 ) -> None:
+    sqlite = database_kind(database) == "sqlite"
+
     def where(tx: Tx) -> tuple[str, str]:
-        mode = tx.conn.execute("PRAGMA journal_mode").fetchone()[0]
+        mode = tx.conn.execute("PRAGMA journal_mode").fetchone()[0] if sqlite else "wal"
         return threading.current_thread().name, str(mode)
 
     async with asyncio.timeout(WAIT_S):
         name, mode = await store.write(where)
     assert name.startswith(THREAD_NAME) and mode == "wal"
-    db = sqlite3.connect(database)
-    try:
-        assert db.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] >= 1
-    finally:
-        db.close()
+    [(applied,)] = read_store(database, "SELECT count(*) FROM schema_migrations")
+    assert applied >= 1
 
 
 async def test_a_batch_whose_transaction_fails_fails_its_callers_and_the_next_one_commits(
@@ -226,7 +227,7 @@ async def test_a_batch_whose_transaction_fails_fails_its_callers_and_the_next_on
 
 
 async def test_close_finishes_the_writes_in_flight_and_queued_and_refuses_new_ones(
-    recorder: Recorder, database: Path
+    recorder: Recorder, database: str
 ) -> None:
     store = Store(Settings(), recorder)
     gate = threading.Event()
@@ -246,7 +247,8 @@ async def test_close_finishes_the_writes_in_flight_and_queued_and_refuses_new_on
         await closing
         assert [(await held).id, (await queued).id] == [1, 2]
     assert texts(database) == ["in flight", "queued"]
-    assert not wal_of(database).exists()  # closing the last connection checkpointed it
+    wal = wal_of(database)
+    assert wal is None or not wal.exists()  # SQLite: closing the last connection checkpointed it
 
 
 async def test_close_gives_up_on_a_stuck_batch_and_its_callers_learn_it(

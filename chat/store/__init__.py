@@ -1,4 +1,4 @@
-"""The SQLite store: the only code that speaks SQL.
+"""The store, on SQLite or PostgreSQL: the only code that speaks SQL.
 
 - ``store``: ``Store``, the one interface the rest of the code uses;
 - ``writer``: the store's own write thread, batching writes into transactions;
@@ -6,8 +6,9 @@
 - ``writes``: the write operations, plain functions of a ``Tx``;
 - ``reads``: history, rooms, activity, unread counts, replay;
 - ``search``: full-text queries over messages;
-- ``maintenance``: WAL checkpoints off the write thread;
-- ``connect``: how every connection to the file is set up.
+- ``dialect``: what differs between the two databases (``WriteDb``, ``ReadDb``);
+- ``sqlite``: SQLite's connections; ``maintenance``: its WAL checkpoints;
+- ``postgres``: PostgreSQL's connections, id counter and migrations.
 """
 
 from chat.store import writes

@@ -48,12 +48,13 @@ def unix_s(rfc3339: str) -> float:
 def add_user(name: str, password_hash: str, role: Role) -> WriteOp[None]:
     def op(tx: Tx) -> None:
         cur = tx.conn.execute(
-            "INSERT OR IGNORE INTO users (name, password_hash, role, created_at) VALUES (?,?,?,?)",
+            "INSERT INTO users (name, password_hash, role, created_at) VALUES (?,?,?,?) "
+            "ON CONFLICT DO NOTHING",
             (name, password_hash, role, tx.now),
         )
         if cur.rowcount == 0:
             raise Conflict(f"an account named {name!r} exists")
-        _revoke(tx, "user = ? AND kind = 'guest'", (name,))  # the name is the account's now
+        _revoke(tx, "\"user\" = ? AND kind = 'guest'", (name,))  # the name is the account's now
 
     return op
 
@@ -68,7 +69,7 @@ def set_password(name: str, password_hash: str) -> WriteOp[list[bytes]]:
         )
         if cur.rowcount == 0:
             raise NotFound(f"no account named {name!r}")
-        return _revoke(tx, "user = ? AND kind = 'session'", (name,))
+        return _revoke(tx, "\"user\" = ? AND kind = 'session'", (name,))
 
     return op
 
@@ -79,7 +80,7 @@ def remove_user(name: str) -> WriteOp[list[bytes]]:
     def op(tx: Tx) -> list[bytes]:
         if tx.conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
             raise NotFound(f"no account named {name!r}")
-        return _revoke(tx, "user = ?", (name,))
+        return _revoke(tx, '"user" = ?', (name,))
 
     return op
 
@@ -96,7 +97,7 @@ def create_token(
     def op(tx: Tx) -> None:
         scope = None if rooms is None else orjson.dumps(sorted(rooms)).decode()
         tx.conn.execute(
-            "INSERT INTO tokens (id, hash, user, role, kind, rooms, created_at, expires_at) "
+            'INSERT INTO tokens (id, hash, "user", role, kind, rooms, created_at, expires_at) '
             "VALUES (?,?,?,?,?,?,?,?)",
             (token_id, token_hash, user, role, kind, scope, tx.now, expires_at),
         )
@@ -161,8 +162,8 @@ def create_room(
 def _member_row(tx: Tx, room: str, user: str, role: MemberRole) -> None:
     tx.flush()  # the event row first
     tx.conn.execute(
-        "INSERT INTO members (room, user, role, added_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (room, user) DO UPDATE SET role = excluded.role",
+        'INSERT INTO members (room, "user", role, added_at) VALUES (?, ?, ?, ?) '
+        'ON CONFLICT (room, "user") DO UPDATE SET role = excluded.role',
         (room, user, role, tx.now),
     )
 
@@ -176,7 +177,7 @@ def add_member(
     def op(tx: Tx) -> tuple[bool, Event | None]:
         tx.ensure_room(room, create=False)
         row = tx.conn.execute(
-            "SELECT role FROM members WHERE room = ? AND user = ?", (room, user)
+            'SELECT role FROM members WHERE room = ? AND "user" = ?', (room, user)
         ).fetchone()
         if row is not None and row[0] == role:
             return False, None
@@ -191,13 +192,13 @@ def remove_member(room: str, user: str, by: str) -> WriteOp[Event]:
     def op(tx: Tx) -> Event:
         tx.ensure_room(room, create=False)
         row = tx.conn.execute(
-            "SELECT role FROM members WHERE room = ? AND user = ?", (room, user)
+            'SELECT role FROM members WHERE room = ? AND "user" = ?', (room, user)
         ).fetchone()
         if row is None:
             raise NotFound(f"{user!r} is not a member of room {room!r}")
         event = tx.append(room, MEMBER_REMOVED, {"user": user, "role": row[0], "by": by})
         tx.flush()
-        tx.conn.execute("DELETE FROM members WHERE room = ? AND user = ?", (room, user))
+        tx.conn.execute('DELETE FROM members WHERE room = ? AND "user" = ?', (room, user))
         return event
 
     return op
@@ -236,7 +237,7 @@ class AccountReads:
     async def reserved_names(self) -> list[str]:
         """Names a guest may not write under: accounts, and users of live non-guest tokens."""
         rows = await self._rows(
-            "SELECT name FROM users UNION SELECT user FROM tokens "
+            'SELECT name FROM users UNION SELECT "user" FROM tokens '
             "WHERE kind != 'guest' AND revoked_at IS NULL"
         )
         return [str(row[0]) for row in rows]
@@ -261,9 +262,9 @@ class AccountReads:
         """(the newest event id, private rooms, members) for ``AccessBook.load``, in one
         statement: one snapshot, exactly as of that id."""
         rows = await self._rows(
-            "SELECT 0, coalesce(max(id), 0), NULL, NULL FROM events "
+            "SELECT 0, CAST(coalesce(max(id), 0) AS TEXT), NULL, NULL FROM events "
             "UNION ALL SELECT 1, name, NULL, NULL FROM rooms WHERE private = 1 "
-            "UNION ALL SELECT 2, room, user, role FROM members"
+            'UNION ALL SELECT 2, room, "user", role FROM members'
         )
         top = next(int(r[1]) for r in rows if r[0] == 0)
         private = [str(r[1]) for r in rows if r[0] == 1]
@@ -272,7 +273,7 @@ class AccountReads:
 
     async def members(self, room: str) -> list[dict[str, str]]:
         rows = await self._rows(
-            "SELECT user, role FROM members WHERE room = ? ORDER BY user", (room,)
+            'SELECT "user", role FROM members WHERE room = ? ORDER BY "user"', (room,)
         )
         return [{"user": r[0], "role": r[1]} for r in rows]
 
@@ -287,7 +288,7 @@ class AccountReads:
         return {str(room): kind != MEMBER_REMOVED for room, kind in rows}
 
 
-_TOKEN_SQL = "SELECT id, user, role, kind, rooms, created_at, expires_at, revoked_at FROM tokens"
+_TOKEN_SQL = 'SELECT id, "user", role, kind, rooms, created_at, expires_at, revoked_at FROM tokens'
 
 
 def _token(row: Sequence[Any]) -> TokenRow:

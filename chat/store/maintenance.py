@@ -18,7 +18,7 @@ import logging
 import aiosqlite
 
 from chat.config import Settings
-from chat.store.connect import connect_async
+from chat.store.sqlite import connect_async
 
 log = logging.getLogger(__name__)
 

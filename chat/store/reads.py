@@ -1,8 +1,7 @@
 """What the store answers without writing: rooms, history, activity, unread counts, replay.
 
-Every read goes through one connection of its own (``PRAGMA query_only``), on aiosqlite's
-thread, through its public API. With WAL, a read sees the last committed state and neither
-waits for the write thread nor makes it wait.
+Every read is one statement, through the store's ``ReadDb`` (chat/store/sqlite.py,
+chat/store/postgres.py); it sees the last committed state and waits for no writer.
 """
 
 from __future__ import annotations
@@ -10,30 +9,32 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-import aiosqlite
 import orjson
 
 from chat.errors import Unavailable
 from chat.events import Event, event_from_json
-from chat.store import search
 from chat.store.accounts import AccountReads
+from chat.store.dialect import ReadDb
 
 
 class Reads(AccountReads):
     """The reading half of ``Store``; the store opens and closes ``_read``."""
 
-    _read: aiosqlite.Connection | None = None
+    _read: ReadDb | None = None
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+    def _db(self) -> ReadDb:
         if self._read is None:
             raise Unavailable("the store is not open")
-        return list(await self._read.execute_fetchall(sql, params))
+        return self._read
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        return await self._db().rows(sql, params)
 
     async def ping(self) -> None:
         await self._rows("SELECT 1")
 
     async def latest_id(self) -> int:
-        rows = await self._rows("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        rows = await self._rows(self._db().latest_id)
         return int(rows[0][0]) if rows else 0
 
     async def get_room(self, name: str) -> dict[str, Any] | None:
@@ -59,9 +60,10 @@ class Reads(AccountReads):
         where, params = "m.room = ? AND m.deleted_at IS NULL", [cast(Any, room)]
         source = "messages m"
         if q is not None:
-            source = search.MATCHES
-            where += " AND " + search.MATCH
-            params.append(search.fts_query(q))
+            db = self._db()
+            source = db.matches
+            where += " AND " + db.match
+            params.append(db.search_query(q))
         if before is not None:
             where += " AND m.id < ?"
             params.append(before)
@@ -123,7 +125,7 @@ class Reads(AccountReads):
             "SELECT top.id, r.room, (SELECT count(*) FROM messages m WHERE m.room = r.room "
             "AND m.id > r.last_read_id AND m.deleted_at IS NULL) "
             "FROM (SELECT coalesce(max(id), 0) AS id FROM events) top "
-            "LEFT JOIN read_markers r ON r.user = ? ORDER BY r.room",
+            'LEFT JOIN read_markers r ON r."user" = ? ORDER BY r.room',
             (user,),
         )
         rooms = {row[1]: int(row[2]) for row in rows if row[1] is not None}
@@ -148,7 +150,7 @@ class Reads(AccountReads):
         """How many stored events follow ``after`` in these rooms, counting at most ``cap``."""
         where, params = _rooms_clause(rooms)
         rows = await self._rows(
-            f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {where} id > ? LIMIT ?)",
+            f"SELECT count(*) FROM (SELECT 1 FROM events WHERE {where} id > ? LIMIT ?) AS found",
             (*params, after, cap),
         )
         return int(rows[0][0])

@@ -1,25 +1,52 @@
-"""Full-text search over messages.
+"""Full-text search over messages: every word of a person's text must appear, the last one as
+a prefix (search as you type). No word is ever read as query syntax.
 
-``messages_fts`` is an FTS5 index with ``messages`` as its external content. The write
+SQLite: ``messages_fts`` is an FTS5 index with ``messages`` as its external content. The write
 operation that adds a message indexes it (``writes.post_message``, or ``writes.index_messages``
 once for a whole batch); a trigger swaps an edited text and takes a deleted message out
-(migrations/0002, 0003). ``Reads.history`` with a query reads ``MATCHES`` under ``MATCH``.
+(migrations/0002, 0003).
+
+PostgreSQL: a GIN index over ``to_tsvector('simple', text)`` of the messages not deleted
+(migrations/postgresql/0002) follows the table by itself. The ``simple`` configuration
+lower-cases and does not stem, as FTS5's default tokenizer; unlike it, it keeps diacritics
+(``café`` does not find ``cafe``).
+
+``Reads.history`` with a query reads the store's ``matches`` under its ``match``.
 """
 
 from __future__ import annotations
 
-MATCHES = "messages_fts f JOIN messages m ON m.id = f.rowid"
+FTS5_MATCHES = "messages_fts f JOIN messages m ON m.id = f.rowid"
 """The messages the index finds, as ``m`` (what plain history reads as ``messages m``)."""
 
-MATCH = "messages_fts MATCH ?"
-"""The condition; its parameter is ``fts_query(text)``."""
+FTS5_MATCH = "messages_fts MATCH ?"
+"""The condition; its parameter is ``fts5_query(text)``."""
 
 
-def fts_query(text: str) -> str:
-    """A person's search text as an FTS5 query: every word must appear (each quoted, so no
-    word is read as FTS5 syntax), the last one as a prefix (search as you type)."""
+def fts5_query(text: str) -> str:
+    """A person's search text as an FTS5 query: each word quoted, so no word is FTS5 syntax."""
     words = ['"' + word.replace('"', '""') + '"' for word in text.split()]
     if not words:
         return '""'
     words[-1] += "*"
     return " ".join(words)
+
+
+TSVECTOR = "to_tsvector('simple', m.text)"
+"""The indexed expression (the index's own is the same over the column ``text``)."""
+
+PG_MATCHES = "messages m"
+PG_MATCH = f"{TSVECTOR} @@ to_tsquery('simple', ?)"
+
+
+def tsquery(text: str) -> str:
+    """A person's search text as a ``to_tsquery`` text: each word a quoted lexeme (quotes
+    doubled, backslashes escaped), joined by ``&``, the last one a prefix (``:*``). A word
+    the parser splits (``x-ray``, ``don't``) becomes a phrase of its parts, as in FTS5."""
+    # PostgreSQL's text cannot hold NUL: it breaks words here (FTS5 reads it so too)
+    words = text.replace("\x00", " ").split()
+    if not words:
+        return ""  # an empty query: it finds nothing, as FTS5's empty phrase
+    quoted = ["'" + word.replace("\\", "\\\\").replace("'", "''") + "'" for word in words]
+    quoted[-1] += ":*"
+    return " & ".join(quoted)

@@ -1,8 +1,11 @@
 """``Store``: the store's one interface, the parts it is made of opened and closed in order.
 
+``CHAT_DATABASE`` chooses the database: a path (or ``sqlite:///path``) is SQLite, the
+embedded default; a ``postgresql://`` URL is PostgreSQL (chat/store/dialect.py).
+
 - writes: ``writer.Writer``, the store's own write thread (one transaction per batch);
-- reads: ``reads.Reads``, on a connection of their own;
-- checkpoints: ``maintenance.Checkpointer``, on a third connection.
+- reads: ``reads.Reads``, on a connection of their own (SQLite) or a pool (PostgreSQL);
+- checkpoints (SQLite): ``maintenance.Checkpointer``, on a third connection.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
+from chat import migrations
 from chat.config import Settings
 from chat.events import Event
-from chat.store.connect import connect_async
+from chat.migrations import Migration
+from chat.store import postgres, sqlite
+from chat.store.dialect import ReadDb, WriteDb, database_kind
 from chat.store.maintenance import Checkpointer
 from chat.store.reads import Reads
 from chat.store.tx import WriteOp
@@ -22,20 +28,45 @@ from chat.store.writer import CLOSE_WAIT_S, Writer
 T = TypeVar("T")
 
 
+def open_write_db(settings: Settings) -> WriteDb:
+    """The write connection of ``CHAT_DATABASE``, migrated (on the thread that will use it)."""
+    if database_kind(settings.database) == "postgresql":
+        return postgres.PgWriteDb(settings)
+    return sqlite.SqliteWriteDb(settings)
+
+
+def migrate(settings: Settings) -> list[Migration]:
+    """Apply the pending migrations of ``CHAT_DATABASE`` (``python -m chat migrate``; the
+    store applies them itself when it opens); returns what was applied."""
+    if database_kind(settings.database) == "postgresql":
+        pg = postgres.connect(settings)
+        try:
+            return postgres.apply_pending(pg, postgres.migrations_folder(settings))
+        finally:
+            pg.close()
+    conn = sqlite.connect(settings)
+    try:
+        return migrations.apply_pending(conn, settings.migrations_dir)
+    finally:
+        conn.close()
+
+
 class Store(Reads):
     """``on_commit`` gets each batch's committed events, in id order, on the loop, before any
     caller of ``write`` learns that its write is committed."""
 
     def __init__(self, settings: Settings, on_commit: Callable[[list[Event]], None]) -> None:
         self.settings = settings
-        self._writer = Writer(settings, on_commit)
-        self._checkpointer = Checkpointer(settings)
+        self.kind = database_kind(settings.database)
+        self._writer = Writer(settings, on_commit, open_write_db)
+        self._checkpointer = Checkpointer(settings) if self.kind == "sqlite" else None
 
     async def open(self) -> None:
         await self._writer.open()  # first: it applies the migrations the others read
         try:
-            await self._checkpointer.start()
-            self._read = await connect_async(self.settings, "PRAGMA query_only = 1")
+            if self._checkpointer is not None:
+                await self._checkpointer.start()
+            self._read = await self._open_reads()
         except BaseException:
             await self.close()
             raise
@@ -44,11 +75,17 @@ class Store(Reads):
         """Finish the writes already queued (up to 10 s), then close the connections: the
         write connection last, so that closing it checkpoints what is left."""
         await self._writer.drain(asyncio.get_running_loop().time() + CLOSE_WAIT_S)
-        await self._checkpointer.stop()
+        if self._checkpointer is not None:
+            await self._checkpointer.stop()
         read, self._read = self._read, None
         if read is not None:
             await read.close()
         await self._writer.close()
+
+    async def _open_reads(self) -> ReadDb:
+        if self.kind == "postgresql":
+            return await postgres.PgReadDb.open(self.settings)
+        return await sqlite.SqliteReadDb.open(self.settings)
 
     async def write(self, op: WriteOp[T]) -> T:
         """Queue a write; returns its result once committed (and its events published)."""

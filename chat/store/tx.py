@@ -1,18 +1,19 @@
-"""One batch of writes as one SQLite transaction, run on the store's write thread.
+"""One batch of writes as one transaction, run on the store's write thread.
 
-``commit_batch`` opens ``BEGIN IMMEDIATE``, runs each write operation (a plain function of a
-``Tx``) inside a savepoint of its own, so one failing operation is undone alone, and commits.
-Plain synchronous ``sqlite3``: no event loop here.
+``commit_batch`` opens the transaction holding the write lock (``WriteDb.begin``: ``BEGIN
+IMMEDIATE`` on SQLite, the ``event_ids`` row on PostgreSQL), runs each write operation (a plain
+function of a ``Tx``) inside a savepoint of its own, so one failing operation is undone alone,
+and commits. A synchronous connection (``sqlite3``, psycopg): no event loop here.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from chat.errors import NotFound
 from chat.events import Event, make_event, now_rfc3339
+from chat.store.dialect import WriteDb
 
 T = TypeVar("T")
 
@@ -28,8 +29,9 @@ class Tx:
     (docs/design/performance.md). ``flush`` runs after every operation, and an operation that
     reads what it (or an earlier item of its batch) inserted calls it first."""
 
-    def __init__(self, conn: sqlite3.Connection, next_id: int) -> None:
-        self.conn = conn
+    def __init__(self, db: WriteDb, next_id: int) -> None:
+        self.db = db
+        self.conn = db.conn
         self.next_id = next_id
         self.now = now_rfc3339()
         self.events: list[Event] = []
@@ -44,7 +46,7 @@ class Tx:
         if known is None:
             row = self.conn.execute(
                 "SELECT r.private, EXISTS (SELECT 1 FROM members m WHERE m.room = r.name "
-                "AND m.user = ?) FROM rooms r WHERE r.name = ?",
+                'AND m."user" = ?) FROM rooms r WHERE r.name = ?',
                 (user, room),
             ).fetchone()
             known = self.writers[(room, user)] = row is None or not row[0] or bool(row[1])
@@ -78,7 +80,8 @@ class Tx:
             return  # a batch into one room checks it once (docs/design/performance.md)
         if create:
             self.conn.execute(
-                "INSERT OR IGNORE INTO rooms (name, title, created_at) VALUES (?, ?, ?)",
+                "INSERT INTO rooms (name, title, created_at) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 (room, room, self.now),
             )
         elif self.conn.execute("SELECT 1 FROM rooms WHERE name = ?", (room,)).fetchone() is None:
@@ -92,14 +95,13 @@ Outcome = tuple[list[tuple[bool, Any]], list[Event]]
 """Per operation (succeeded, its result or its exception), and the committed events by id."""
 
 
-def commit_batch(conn: sqlite3.Connection, ops: Sequence[WriteOp[Any]]) -> Outcome:
+def commit_batch(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
     """Run ``ops`` as one transaction. An operation's own exception undoes that operation
     alone and becomes its result; any other failure rolls the whole batch back and raises."""
-    conn.execute("BEGIN IMMEDIATE")
     try:
-        # Read under the write lock: ids follow commit order even across processes.
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
-        tx = Tx(conn, (row[0] if row else 0) + 1)
+        first_id = db.begin()  # under the write lock: ids follow commit order across processes
+        conn = db.conn
+        tx = Tx(db, first_id)
         results: list[tuple[bool, Any]] = []
         for op in ops:
             event_mark, id_mark = len(tx.events), tx.next_id
@@ -116,9 +118,8 @@ def commit_batch(conn: sqlite3.Connection, ops: Sequence[WriteOp[Any]]) -> Outco
                 tx.next_id = id_mark
                 results.append((False, exc))
             conn.execute("RELEASE op")
-        conn.execute("COMMIT")
+        db.commit(first_id, tx.next_id)
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        db.rollback()
         raise
     return results, tx.events

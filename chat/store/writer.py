@@ -1,4 +1,4 @@
-"""The store's write thread: how a write reaches SQLite and how its outcome comes back.
+"""The store's write thread: how a write reaches the database and how its outcome comes back.
 
 The store owns one thread (an executor of one worker); the write connection is created, used
 and closed on it alone. A caller queues a write operation and awaits a future. While no batch
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,18 +28,17 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, TypeVar
 
-from chat import migrations
 from chat.config import Settings
 from chat.errors import Unavailable
 from chat.events import Event
-from chat.store.connect import connect
+from chat.store.dialect import WriteDb
 from chat.store.tx import Outcome, WriteOp, commit_batch
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-THREAD_NAME = "chat-sqlite-writer"
+THREAD_NAME = "chat-store-writer"
 CLOSE_WAIT_S = 10.0
 
 SHUTTING_DOWN = "the store is shutting down"
@@ -60,8 +58,15 @@ def _fail(pending: list[_Pending[Any]], message: str) -> None:
 
 
 class Writer:
-    def __init__(self, settings: Settings, on_commit: Callable[[list[Event]], None]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        on_commit: Callable[[list[Event]], None],
+        open_db: Callable[[Settings], WriteDb],
+    ) -> None:
+        """``open_db`` makes the write connection on the thread (and applies migrations)."""
         self._settings = settings
+        self._open_db = open_db
         self._on_commit = on_commit
         self._batch_max = settings.write_batch_max
         self._queue_max = settings.write_queue_max
@@ -73,7 +78,7 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
-        self._conn: sqlite3.Connection | None = None
+        self._db: WriteDb | None = None
 
     @property
     def accepting(self) -> bool:
@@ -85,25 +90,16 @@ class Writer:
         """Start the thread, connect and apply pending migrations on it."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=THREAD_NAME)
         try:
-            self._conn = await asyncio.wrap_future(executor.submit(self._open_on_thread))
+            self._db = await asyncio.wrap_future(executor.submit(self._open_on_thread))
         except BaseException:
             executor.shutdown(wait=False)
             raise
         self._loop, self._executor = asyncio.get_running_loop(), executor
         self._refusal = None
 
-    def _open_on_thread(self) -> sqlite3.Connection:
+    def _open_on_thread(self) -> WriteDb:
         self._thread = threading.current_thread()  # to tell, before each batch, that it runs
-        conn = connect(self._settings)
-        try:
-            migrations.apply_pending(conn, self._settings.migrations_dir)
-            # Checkpoints run on a connection of their own (maintenance.py): in this
-            # connection's COMMIT they stalled every write queued behind it.
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
+        return self._open_db(self._settings)
 
     async def drain(self, deadline: float) -> None:
         """Refuse new writes and finish the queued ones until ``deadline`` (loop time)."""
@@ -124,15 +120,18 @@ class Writer:
     async def close(self) -> None:
         """Close the write connection on its thread (checkpointing what is left, if it is
         the last connection) and let the thread end. Call ``drain`` first."""
-        executor, conn, thread = self._executor, self._conn, self._thread
-        self._executor = self._conn = None
-        if executor is None or conn is None:
+        executor, db, thread = self._executor, self._db, self._thread
+        self._executor, self._db = None, None
+        if executor is None or db is None:
             return
         closing: Future[None] | None = None
         if thread is not None and thread.is_alive():
             with contextlib.suppress(RuntimeError):  # shut down already
-                closing = executor.submit(conn.close)  # after a batch still running, if any
+                closing = executor.submit(db.close)  # after a batch still running, if any
         executor.shutdown(wait=False)  # the thread ends once its last job has run
+        if closing is None:  # no thread to close it on: from here, where the driver allows
+            with contextlib.suppress(Exception):  # sqlite3 refuses; its GC closes it
+                db.close()
         if closing is not None and self._inflight is None:
             try:
                 await asyncio.wait_for(asyncio.wrap_future(closing), CLOSE_WAIT_S)
@@ -160,11 +159,11 @@ class Writer:
         limit = self._batch_max
         batch, self._queue = self._queue[:limit], self._queue[limit:]
         self._batch, self._inflight = batch, loop.create_future()
-        executor, thread, conn = self._executor, self._thread, self._conn
+        executor, thread, db = self._executor, self._thread, self._db
         try:
-            if executor is None or thread is None or conn is None or not thread.is_alive():
+            if executor is None or thread is None or db is None or not thread.is_alive():
                 raise RuntimeError(THREAD_GONE)
-            job = executor.submit(commit_batch, conn, [p.op for p in batch])
+            job = executor.submit(commit_batch, db, [p.op for p in batch])
         except RuntimeError:  # shut down or dead: a job queued now would wait forever
             if self._refusal is None:
                 log.error("%s: every write fails until the store is reopened", THREAD_GONE)

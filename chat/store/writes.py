@@ -22,7 +22,6 @@ def _field_error(field: str, msg: str, kind: str) -> ValidationFailed:
 MESSAGE_ROW = (
     "INSERT INTO messages (id, room, author, text, reply_to, created_at) VALUES (?,?,?,?,?,?)"
 )
-INDEX_ROW = "INSERT INTO messages_fts (rowid, text) VALUES (?, ?)"
 
 
 def post_message(
@@ -55,24 +54,21 @@ def post_message(
             fields["reply_to"] = reply_to
         event = tx.append(room, "message", fields)
         tx.insert(MESSAGE_ROW, (event.id, room, author, text, reply_to, tx.now))
-        if index:
-            tx.insert(INDEX_ROW, (event.id, text))
+        if index and tx.db.index_row is not None:
+            tx.insert(tx.db.index_row, (event.id, text))
         return event
 
     return op
 
 
 def index_messages(tx: Tx, events: list[Event]) -> None:
-    """Add these new messages (consecutive ids) to the full-text index in one statement: FTS5
-    indexes the rows of one INSERT ... SELECT far faster than as a statement each
-    (docs/design/performance.md, migrations/0003)."""
-    if events:
+    """Add these new messages (consecutive ids) to the full-text index in one statement
+    (chat/store/sqlite.py; PostgreSQL's index follows the table by itself)."""
+    if events and tx.db.index_row is not None:
         tx.flush()  # the messages' rows, read here
-        tx.conn.execute(
-            "INSERT INTO messages_fts (rowid, text) "
-            "SELECT id, text FROM messages WHERE id BETWEEN ? AND ?",
-            (events[0].id, events[-1].id),
-        )
+        first, last = events[0].id, events[-1].id
+        assert first is not None and last is not None  # appended events have ids
+        tx.db.index_range(first, last)
 
 
 def _message(tx: Tx, room: str, message_id: int) -> tuple[str, str]:
@@ -135,8 +131,8 @@ def add_reaction(room: str, message_id: int, author: str, emoji: str) -> WriteOp
     def op(tx: Tx) -> Event:
         _message(tx, room, message_id)
         cur = tx.conn.execute(
-            "INSERT OR IGNORE INTO reactions (message_id, author, emoji, created_at) "
-            "VALUES (?, ?, ?, ?)",
+            "INSERT INTO reactions (message_id, author, emoji, created_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (message_id, author, emoji, tx.now),
         )
         if cur.rowcount == 0:
@@ -218,12 +214,15 @@ def mark_read(room: str, user: str, last_read_id: int) -> WriteOp[int]:
             "SELECT coalesce(max(id), 0) FROM events WHERE room = ?", (room,)
         ).fetchone()
         [(marker,)] = tx.conn.execute(
-            "INSERT INTO read_markers (user, room, last_read_id, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (user, room) DO UPDATE SET "
-            "last_read_id = min(max(last_read_id, excluded.last_read_id), ?), "
+            'INSERT INTO read_markers ("user", room, last_read_id, updated_at) '
+            "VALUES (?, ?, ?, ?) "
+            'ON CONFLICT ("user", room) DO UPDATE SET last_read_id = CASE '
+            "WHEN read_markers.last_read_id > ? THEN ? "  # stored too high before the clamp
+            "WHEN read_markers.last_read_id > excluded.last_read_id "
+            "THEN read_markers.last_read_id ELSE excluded.last_read_id END, "
             "updated_at = excluded.updated_at "
             "RETURNING last_read_id",
-            (user, room, min(last_read_id, newest), tx.now, newest),
+            (user, room, min(last_read_id, newest), tx.now, newest, newest),
         ).fetchall()
         return int(marker)
 

@@ -1,0 +1,96 @@
+"""What differs between the two stores, SQLite and PostgreSQL, seen from a write operation.
+
+The write operations (``writes.py``, ``accounts.py``) and the reads (``reads.py``) are
+written once, in SQL both databases run: ``?`` placeholders (the PostgreSQL connection turns
+them into its own), ``"user"`` quoted (a reserved word in PostgreSQL), ``ON CONFLICT`` rather
+than ``INSERT OR IGNORE``, ``CASE`` rather than two-argument ``min``/``max``. What cannot be
+written once is here: how a batch takes the next event id under the write lock, and how a
+new message reaches the full-text index.
+
+``database_kind`` reads ``CHAT_DATABASE``: a ``postgresql://`` (or ``postgres://``) URL is
+PostgreSQL; a path, or ``sqlite:///path``, is SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, Protocol
+
+Kind = Literal["sqlite", "postgresql"]
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the write operations use (``sqlite3`` and psycopg)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Conn(Protocol):
+    """The write connection, as a write operation sees it: ``?`` placeholders on both."""
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor: ...
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any: ...
+
+
+class WriteDb(Protocol):
+    """The store's write connection, on the write thread, with what its dialect does
+    differently; ``conn`` is valid after ``begin``."""
+
+    @property
+    def conn(self) -> Conn: ...
+
+    index_row: str | None
+    """The INSERT that adds an (id, text) row to the full-text index; None: the index follows
+    the messages table by itself."""
+
+    def begin(self) -> int:
+        """Open the batch's transaction holding the write lock; returns the next event id."""
+        ...
+
+    def commit(self, first_id: int, next_id: int) -> None:
+        """Commit, recording the ids the batch took (``first_id`` .. ``next_id - 1``)."""
+        ...
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if there is one."""
+        ...
+
+    def index_range(self, first_id: int, last_id: int) -> None:
+        """Add the messages with ids in [first_id, last_id] to the full-text index."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class ReadDb(Protocol):
+    """The store's reads: one statement, its rows (``?`` placeholders); and how a search
+    reads: ``matches`` the messages a search finds, as ``m``; ``match`` the condition, whose
+    parameter is ``search_query(text)`` (chat/store/search.py)."""
+
+    matches: str
+    match: str
+    latest_id: str
+    """The statement that reads the newest event id taken (0 before the first)."""
+
+    def search_query(self, text: str) -> str: ...
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]: ...
+
+    async def close(self) -> None: ...
+
+
+def database_kind(database: str) -> Kind:
+    if database.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    return "sqlite"
+
+
+def sqlite_path(database: str) -> str:
+    """The file of a SQLite ``CHAT_DATABASE``: a path, or ``sqlite:///path``."""
+    return database.removeprefix("sqlite://") if database.startswith("sqlite:///") else database

@@ -1,0 +1,198 @@
+"""The PostgreSQL store: the write connection (a one-row counter as the write lock) and a pool
+of read connections, with psycopg 3.
+
+Ids in commit order across every process: a batch's transaction first locks the one row of
+``event_ids`` (``SELECT ... FOR UPDATE``), takes its ids from there and writes the last one
+back just before COMMIT. A second writer (another process) waits on the row lock until the
+first has committed, then reads the id it wrote: so when id N is committed, every id below N
+is committed too, which the broker and sequencer rely on. A plain sequence would not give
+that: two transactions can take 7 and 8 and commit 8 first. The lock is held from a batch's
+first statement to its COMMIT, which is what serialises writers, as ``BEGIN IMMEDIATE`` does
+on SQLite (docs/design/store.md, with what it costs).
+
+A connection lost (PostgreSQL restarted, a network cut) fails the batch on it with 503; the
+next batch connects again. Reads retry once on a fresh connection, then answer 503.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from chat.config import Settings
+from chat.errors import Unavailable
+from chat.events import now_rfc3339
+from chat.migrations import Migration, discover
+from chat.store import search
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_SUBDIR = "postgresql"
+MIGRATION_LOCK = 0x63686174  # "chat": the advisory lock that serialises migrations
+UNREACHABLE = "the database is unreachable"
+
+
+@functools.lru_cache(maxsize=512)
+def placeholders(sql: str) -> str:
+    """The store's SQL (``?`` placeholders) in psycopg's (``%s``); a literal ``%`` doubled.
+    The store's statements carry no ``?`` inside a string literal."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class PgConn:
+    """A psycopg connection that takes the store's SQL (``chat.store.dialect.Conn``)."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.raw = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> psycopg.Cursor[Any]:
+        return self.raw.execute(placeholders(sql), params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
+        with self.raw.cursor() as cur:
+            cur.executemany(placeholders(sql), rows)
+
+
+def connect(settings: Settings) -> psycopg.Connection[Any]:
+    """A connection in autocommit mode: transactions are opened explicitly."""
+    return psycopg.connect(
+        settings.database,
+        autocommit=True,
+        connect_timeout=max(1, round(settings.database_connect_timeout_seconds)),
+        application_name="chat",
+    )
+
+
+def migrations_folder(settings: Settings) -> Path:
+    return settings.migrations_dir / MIGRATIONS_SUBDIR
+
+
+def apply_pending(conn: psycopg.Connection[Any], folder: Path) -> list[Migration]:
+    """Apply what the database has not seen yet, each file and its record in one transaction
+    under an advisory lock (several processes may start at once); returns what was applied."""
+    applied = []
+    for migration in discover(folder):
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+            seen = conn.execute(
+                "SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)
+            ).fetchone()
+            if seen is None:
+                # no parameters: psycopg sends the script as it is, several statements at once
+                conn.execute(migration.path.read_text().encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, now_rfc3339()),
+                )
+                applied.append(migration)
+    return applied
+
+
+class PgWriteDb:
+    """The write connection (``chat.store.dialect.WriteDb``), made and used on the write
+    thread; a lost connection is replaced at the next batch."""
+
+    index_row: str | None = None  # the GIN index over the messages follows them by itself
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        raw = connect(settings)
+        try:
+            apply_pending(raw, migrations_folder(settings))
+        except BaseException:
+            raw.close()
+            raise
+        self.conn = PgConn(raw)
+
+    def begin(self) -> int:
+        raw = self.conn.raw
+        if raw.closed or raw.broken:
+            raw.close()
+            try:
+                raw = connect(self._settings)
+            except psycopg.OperationalError as error:
+                log.warning("%s: %s", UNREACHABLE, error)
+                raise Unavailable(UNREACHABLE, retry_after_s=1) from None
+            self.conn = PgConn(raw)
+            log.warning("connected to the database again")
+        raw.execute("BEGIN")
+        # The write lock: held until COMMIT, so ids follow commit order (the module's doc).
+        row = raw.execute("SELECT last_id FROM event_ids FOR UPDATE").fetchone()
+        assert row is not None, "migrations/postgresql/0001 inserts the one row"
+        return int(row[0]) + 1
+
+    def commit(self, first_id: int, next_id: int) -> None:
+        raw = self.conn.raw
+        if next_id > first_id:
+            raw.execute("UPDATE event_ids SET last_id = %s", (next_id - 1,))
+        raw.execute("COMMIT")
+
+    def rollback(self) -> None:
+        raw = self.conn.raw
+        if raw.closed or raw.broken:
+            return  # nothing to roll back on a lost connection: the server has done it
+        if raw.info.transaction_status != pq.TransactionStatus.IDLE:
+            raw.execute("ROLLBACK")
+
+    def index_range(self, first_id: int, last_id: int) -> None:
+        pass  # the GIN index over the messages follows them by itself
+
+    def close(self) -> None:
+        self.conn.raw.close()
+
+
+class PgReadDb:
+    """Reads on a pool of connections (``CHAT_DATABASE_POOL_SIZE``), each statement in
+    autocommit: it sees what was committed when it began, and waits for no writer."""
+
+    matches = search.PG_MATCHES
+    match = search.PG_MATCH
+    latest_id = "SELECT last_id FROM event_ids"
+
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, settings: Settings) -> PgReadDb:
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            settings.database,
+            min_size=1,
+            max_size=settings.database_pool_size,
+            kwargs={"autocommit": True, "application_name": "chat"},
+            timeout=settings.database_connect_timeout_seconds,
+            open=False,
+            name="chat-reads",
+        )
+        await pool.open(wait=True, timeout=settings.database_connect_timeout_seconds)
+        return cls(pool)
+
+    def search_query(self, text: str) -> str:
+        return search.tsquery(text)
+
+    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
+        statement = placeholders(sql)
+        for attempt in (1, 2):  # a connection the pool held may have died since: once more
+            try:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(statement, params)
+                    return list(await cur.fetchall())
+            except psycopg.OperationalError as error:
+                if attempt == 2:
+                    raise Unavailable(f"{UNREACHABLE}: {error}".strip(), retry_after_s=1) from None
+            except PoolTimeout:
+                raise Unavailable(UNREACHABLE, retry_after_s=1) from None
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -108,3 +108,15 @@ async def test_a_running_server_checkpoints_its_wal_into_the_database_file(
         assert live.proc is not None and live.proc.poll() is None
     finally:
         live.kill()
+
+
+def test_a_failing_operation_alone_in_its_batch_leaves_nothing(conn: WriteDb) -> None:
+    """A batch of one operation runs without a savepoint: its failure rolls the whole
+    transaction back, the room it created and the id it took with it."""
+    post = writes.post_message("solo", "alice", "hi", None, create_room=True)
+    results, events = commit_batch(conn, [fails_after(post)])
+    assert results[0][0] is False and isinstance(results[0][1], RuntimeError)
+    assert events == [] and "solo" not in rooms(conn)
+    results, events = commit_batch(conn, [post])
+    assert results[0][0] is True and [e.id for e in events] == [1]
+    assert "solo" in rooms(conn)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,13 +38,18 @@ log = logging.getLogger(__name__)
 MIGRATIONS_SUBDIR = "postgresql"
 MIGRATION_LOCK = 0x63686174  # "chat": the advisory lock that serialises migrations
 UNREACHABLE = "the database is unreachable"
+ROWS_PER_INSERT = 1000  # rows of one multi-row INSERT (well below 65,535 parameters)
+_ROW = re.compile(r"\(\?(?:\s*,\s*\?)*\)")  # "(?, ?, ?)": one row of placeholders
 
 
-@functools.lru_cache(maxsize=512)
-def placeholders(sql: str) -> str:
+def to_psycopg(sql: str) -> str:
     """The store's SQL (``?`` placeholders) in psycopg's (``%s``); a literal ``%`` doubled.
     The store's statements carry no ``?`` inside a string literal."""
     return sql.replace("%", "%%").replace("?", "%s")
+
+
+placeholders = functools.lru_cache(maxsize=512)(to_psycopg)
+"""``to_psycopg``, once per statement text."""
 
 
 class PgConn:
@@ -56,8 +62,20 @@ class PgConn:
         return self.raw.execute(placeholders(sql), params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
-        with self.raw.cursor() as cur:
-            cur.executemany(placeholders(sql), rows)
+        """Rows of one ``INSERT ... VALUES (?, ...)``: one statement with a row of values per
+        row (up to ``ROWS_PER_INSERT``), which PostgreSQL plans and runs once, where psycopg's
+        ``executemany`` runs the statement once per row. A batch of 500 messages is then two
+        statements, as on SQLite (docs/design/performance.md)."""
+        head, values, group = sql.rpartition(" VALUES ")
+        group = group.strip()
+        if not values or not _ROW.fullmatch(group):
+            with self.raw.cursor() as cur:
+                cur.executemany(placeholders(sql), rows)
+            return
+        for start in range(0, len(rows), ROWS_PER_INSERT):
+            chunk = rows[start : start + ROWS_PER_INSERT]
+            statement = f"{head} VALUES {','.join([group] * len(chunk))}"
+            self.raw.execute(to_psycopg(statement), [v for row in chunk for v in row])
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
@@ -126,17 +144,19 @@ class PgWriteDb:
                 raise Unavailable(UNREACHABLE, retry_after_s=1) from None
             self.conn = PgConn(raw)
             log.warning("connected to the database again")
-        raw.execute("BEGIN")
         # The write lock: held until COMMIT, so ids follow commit order (the module's doc).
-        row = raw.execute("SELECT last_id FROM event_ids FOR UPDATE").fetchone()
+        # Two statements, one round trip (no parameters: psycopg sends them as they are).
+        cur = raw.execute("BEGIN; SELECT last_id FROM event_ids FOR UPDATE")
+        cur.nextset()
+        row = cur.fetchone()
         assert row is not None, "migrations/postgresql/0001 inserts the one row"
         return int(row[0]) + 1
 
     def commit(self, first_id: int, next_id: int) -> None:
-        raw = self.conn.raw
-        if next_id > first_id:
-            raw.execute("UPDATE event_ids SET last_id = %s", (next_id - 1,))
-        raw.execute("COMMIT")
+        if next_id > first_id:  # the id is an int: written into the text, one round trip
+            self.conn.raw.execute(f"UPDATE event_ids SET last_id = {int(next_id) - 1}; COMMIT")
+        else:
+            self.conn.raw.execute("COMMIT")
 
     def rollback(self) -> None:
         raw = self.conn.raw

@@ -204,10 +204,18 @@ def _tokens_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _migrate(settings: Settings) -> int:
+    import sqlite3
+
+    import psycopg
+
     from chat.store.dialect import database_kind
     from chat.store.store import migrate
 
-    applied = migrate(settings)
+    try:
+        applied = migrate(settings)
+    except (sqlite3.Error, psycopg.Error, OSError) as error:
+        print(f"error: cannot migrate CHAT_DATABASE: {error}", file=sys.stderr)
+        return 1
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
     where = settings.database

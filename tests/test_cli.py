@@ -8,7 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.live import ROOT
+import psycopg
+
+from tests.live import ROOT, free_port
+from tests.postgres_server import PostgresServer
 
 
 def run_chat(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -56,6 +59,35 @@ def test_migrate_creates_the_schema_once(tmp_path: Path) -> None:
     second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database))
     assert second.returncode == 0
     assert "(0 applied)" in second.stdout
+
+
+def test_migrate_on_postgresql_creates_the_schema_once_and_hides_the_url(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    url = postgres.new_database().replace("@", ":a-secret@", 1)  # trust ignores the password
+    first = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=url)
+    assert first.returncode == 0, first.stderr
+    assert "applied 0001_initial" in first.stdout and "applied 0004_access" in first.stdout
+    assert "a-secret" not in first.stdout + first.stderr
+    with psycopg.connect(url) as conn:
+        versions = [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables")}
+    shipped = sorted(
+        int(p.name.split("_")[0]) for p in (ROOT / "migrations" / "postgresql").glob("*.sql")
+    )
+    assert sorted(versions) == shipped == [1, 2, 4]
+    assert {"rooms", "events", "messages", "reactions", "event_ids", "members"} <= tables
+    second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=url)
+    assert second.returncode == 0, second.stderr
+    assert "(0 applied)" in second.stdout
+
+
+def test_migrate_says_when_postgresql_is_unreachable(tmp_path: Path) -> None:
+    closed = f"postgresql://chat:a-secret@127.0.0.1:{free_port()}/chat"
+    result = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=closed)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot migrate CHAT_DATABASE: connection failed")
+    assert "Traceback" not in result.stderr and "a-secret" not in result.stderr
 
 
 def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:

@@ -10,8 +10,10 @@ that: two transactions can take 7 and 8 and commit 8 first. The lock is held fro
 first statement to its COMMIT, which is what serialises writers, as ``BEGIN IMMEDIATE`` does
 on SQLite (docs/design/store.md, with what it costs).
 
-A connection lost (PostgreSQL restarted, a network cut) fails the batch on it with 503; the
-next batch connects again. Reads retry once on a fresh connection, then answer 503.
+A connection lost between batches (PostgreSQL restarted, a network cut) is found at the next
+batch's first statement, before anything of it was sent: the batch goes on a new connection.
+A connection lost during a batch fails that batch with 503 (rolled back, nothing half
+written); the next connects again. Reads retry once on a fresh connection, then answer 503.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS_SUBDIR = "postgresql"
 MIGRATION_LOCK = 0x63686174  # "chat": the advisory lock that serialises migrations
 UNREACHABLE = "the database is unreachable"
+BEGIN = "BEGIN; SELECT last_id FROM event_ids FOR UPDATE"
 ROWS_PER_INSERT = 1000  # rows of one multi-row INSERT (well below 65,535 parameters)
 _ROW = re.compile(r"\(\?(?:\s*,\s*\?)*\)")  # "(?, ?, ?)": one row of placeholders
 
@@ -99,10 +102,15 @@ def apply_pending(conn: psycopg.Connection[Any], folder: Path) -> list[Migration
     for migration in discover(folder):
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations "
-                "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
+            # Created only when missing: CREATE ... IF NOT EXISTS needs the CREATE right even
+            # when the table exists, which a service role without it (the owner migrated
+            # with `python -m chat migrate`, deploy/README.md) does not have.
+            found = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+            if found is None or found[0] is None:
+                conn.execute(
+                    "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                    "name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
             seen = conn.execute(
                 "SELECT 1 FROM schema_migrations WHERE version = %s", (migration.version,)
             ).fetchone()
@@ -136,21 +144,33 @@ class PgWriteDb:
     def begin(self) -> int:
         raw = self.conn.raw
         if raw.closed or raw.broken:
-            raw.close()
-            try:
-                raw = connect(self._settings)
-            except psycopg.OperationalError as error:
-                log.warning("%s: %s", UNREACHABLE, error)
-                raise Unavailable(UNREACHABLE, retry_after_s=1) from None
-            self.conn = PgConn(raw)
-            log.warning("connected to the database again")
+            raw = self._reconnect()
         # The write lock: held until COMMIT, so ids follow commit order (the module's doc).
         # Two statements, one round trip (no parameters: psycopg sends them as they are).
-        cur = raw.execute("BEGIN; SELECT last_id FROM event_ids FOR UPDATE")
+        try:
+            cur = raw.execute(BEGIN)
+        except psycopg.OperationalError:
+            if not raw.broken:
+                raise
+            # Lost since the last batch (a restart): nothing of this batch was sent, so it
+            # goes on a new connection, and the first write after an outage succeeds.
+            raw = self._reconnect()
+            cur = raw.execute(BEGIN)
         cur.nextset()
         row = cur.fetchone()
         assert row is not None, "migrations/postgresql/0001 inserts the one row"
         return int(row[0]) + 1
+
+    def _reconnect(self) -> psycopg.Connection[Any]:
+        self.conn.raw.close()
+        try:
+            raw = connect(self._settings)
+        except psycopg.OperationalError as error:
+            log.warning("%s: %s", UNREACHABLE, error)
+            raise Unavailable(UNREACHABLE, retry_after_s=1) from None
+        self.conn = PgConn(raw)
+        log.warning("connected to the database again")
+        return raw
 
     def commit(self, first_id: int, next_id: int) -> None:
         if next_id > first_id:  # the id is an int: written into the text, one round trip

@@ -1,6 +1,7 @@
 # The chat service as a container: `python -m chat serve` on 0.0.0.0:8000, as a non-root user,
-# with its SQLite file on the /data volume. docker-compose.yml runs two of these behind nginx,
-# sharing events through Redis (CHAT_BROKER) and the database through the volume.
+# by default with its SQLite file on the /data volume (one container). docker-compose.yml runs
+# two of these behind nginx with no volume, sharing events through Redis (CHAT_BROKER) and the
+# data through PostgreSQL (CHAT_DATABASE=postgresql://...).
 FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

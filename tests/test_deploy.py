@@ -4,13 +4,15 @@ deploy/nginx.conf, deploy/bot.py, and the lock files the installs use.
 No Docker engine is needed. The image's files are laid out from the Dockerfile's COPY lines
 (.dockerignore applied), and its CMD runs there with its ENV, on the port it EXPOSEs, with each
 VOLUME a temporary directory; its HEALTHCHECK, and compose's, run against it. The compose
-topology (Redis, two service processes on one SQLite file, nginx in front, the bot) runs with
-Debian's redis-server and nginx, every process set up from docker-compose.yml with only the
-addresses and the volume's path replaced; nginx runs the very file compose mounts. Every wait is
-bounded."""
+topology (PostgreSQL, Redis, two service processes sharing no volume, nginx in front, the bot)
+runs with Debian's postgresql, redis-server and nginx, every process set up from
+docker-compose.yml with only the addresses replaced (the apps' database: a new one in a
+throw-away cluster); nginx runs the very file compose mounts, and compose's PostgreSQL
+healthcheck runs against that cluster. Every wait is bounded."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import grp
 import importlib.metadata
@@ -27,10 +29,11 @@ import sys
 import time
 import tomllib
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -39,8 +42,11 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from chat.config import Settings
+from chat.migrations import discover
 from tests.conftest import need, need_program
-from tests.live import ROOT, LiveServer, free_port, open_stream, spawn_and_wait
+from tests.live import ROOT, LiveServer, free_port, open_stream, read_store, spawn_and_wait
+from tests.postgres_server import PostgresServer, bindir
 from tests.redis_server import RedisServer
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -329,6 +335,14 @@ def listens_on_every_interface(port: int) -> bool:
     return False
 
 
+def healthcheck_argv(check: Json) -> list[str]:
+    """The command of a compose healthcheck (CMD, or CMD-SHELL run by sh)."""
+    test = check["test"]
+    test = ["CMD-SHELL", test] if isinstance(test, str) else [str(part) for part in test]
+    assert test[0] in {"CMD", "CMD-SHELL"} and test[1:], test
+    return test[1:] if test[0] == "CMD" else ["sh", "-c", *test[1:]]
+
+
 def compose_healthchecks(compose: Json) -> list[tuple[list[str], float]]:
     """(argv, timeout) of each compose healthcheck of a service built from the Dockerfile."""
     checks = []
@@ -336,11 +350,7 @@ def compose_healthchecks(compose: Json) -> list[tuple[list[str], float]]:
         check = service.get("healthcheck")
         if "build" not in service or not check:
             continue
-        test = check["test"]
-        test = ["CMD-SHELL", test] if isinstance(test, str) else list(test)
-        argv = test[1:] if test[0] == "CMD" else ["sh", "-c", *test[1:]]
-        assert test[0] in {"CMD", "CMD-SHELL"} and argv, test
-        checks.append((argv, seconds(check.get("timeout", "30s"))))
+        checks.append((healthcheck_argv(check), seconds(check.get("timeout", "30s"))))
     return checks
 
 
@@ -407,7 +417,7 @@ def test_the_image_serves_answers_its_healthchecks_and_stops_as_docker_runs_it(
             server.wait(timeout=10)
 
 
-# --- docker-compose.yml: Redis, two apps on one database, nginx in front ---------------------
+# --- docker-compose.yml: PostgreSQL, Redis, two apps sharing no volume, nginx in front -------
 
 
 def load_compose() -> Json:
@@ -444,6 +454,70 @@ def mounts(service: Json) -> dict[str, str]:
 def depends_on(service: Json) -> set[str]:
     needs = service.get("depends_on") or []
     return set(needs)  # a list of names, or a dict keyed by name
+
+
+def depends_on_conditions(service: Json) -> dict[str, str]:
+    """{service: condition} of a service's depends_on (the list form: service_started)."""
+    needs = service.get("depends_on") or []
+    if isinstance(needs, list):
+        return {str(name): "service_started" for name in needs}
+    return {
+        str(name): str((how or {}).get("condition", "service_started"))
+        for name, how in needs.items()
+    }
+
+
+def writable_mounts(service: Json) -> dict[str, str]:
+    """The volumes a service can write to, as {target: source} (source "" for an anonymous
+    volume, the container's own); read-only mounts (a config file) are left out."""
+    found: dict[str, str] = {}
+    for volume in service.get("volumes") or []:
+        if isinstance(volume, dict):
+            if not volume.get("read_only"):
+                found[volume["target"]] = volume.get("source", "")
+            continue
+        parts = volume.split(":")
+        if len(parts) == 1:
+            found[parts[0]] = ""
+        elif not (len(parts) > 2 and "ro" in parts[2].split(",")):
+            found[parts[1]] = parts[0]
+    return found
+
+
+POSTGRES_DATA = "/var/lib/postgresql/data"  # the official image's VOLUME up to 17 (18 moved it)
+POSTGRES_PORT = 5432
+POSTGRES_MAX_CONNECTIONS = 100  # the server's default
+POSTGRES_RESERVED_CONNECTIONS = 3  # superuser_reserved_connections' default
+POSTGRES_SCHEMES = {"postgresql", "postgres"}
+
+
+def postgres_service(compose: Json) -> tuple[str, Json]:
+    """The one service that runs the official PostgreSQL image: (name, service)."""
+    found = [
+        (name, service)
+        for name, service in compose["services"].items()
+        if str(service.get("image", "")).startswith("postgres:")
+    ]
+    assert len(found) == 1, f"one PostgreSQL service (image postgres:...), not {found}"
+    return found[0]
+
+
+def pg_isready_options(argv: list[str]) -> dict[str, str]:
+    """A ``pg_isready -h HOST -p PORT -U USER -d DB -t SECONDS`` command's options."""
+    assert argv[:1] == ["pg_isready"], f"not pg_isready: {argv}"
+    options: dict[str, str] = {}
+    rest = argv[1:]
+    while rest:
+        flag = rest.pop(0)
+        assert flag in {"-h", "-p", "-U", "-d", "-t"} and rest, f"pg_isready option {flag}: {argv}"
+        options[flag] = rest.pop(0)
+    return options
+
+
+def is_postgres_url(compose: Json, value: str) -> bool:
+    """Whether a setting is a PostgreSQL URL to one of compose's services."""
+    url = urlsplit(value)
+    return url.scheme in POSTGRES_SCHEMES and url.hostname in compose["services"]
 
 
 def nginx_service(compose: Json) -> tuple[Json, Path]:
@@ -498,14 +572,20 @@ def local_nginx_conf(compose: Json, app_ports: list[int], listen_port: int) -> b
     return text
 
 
-def app_environment(compose: Json, name: str, redis: RedisServer, volumes: Path) -> dict[str, str]:
+def app_environment(
+    compose: Json, name: str, redis: RedisServer, volumes: Path, database: str | None = None
+) -> dict[str, str]:
     """An app's compose environment here: a URL to a compose service goes to the local Redis
-    server, a path on a mounted volume to that volume's local folder."""
+    server, or for PostgreSQL to ``database`` (a database of a local cluster); a path on a
+    mounted volume to that volume's local folder."""
     service = compose["services"][name]
     env: dict[str, str] = {}
     for key, value in environment(service).items():
         url = urlsplit(value)
-        if url.scheme and url.hostname in compose["services"]:
+        if is_postgres_url(compose, value):
+            assert database is not None, f"{name}: {key} needs a PostgreSQL database here"
+            value = database
+        elif url.scheme and url.hostname in compose["services"]:
             assert url.scheme == "redis", f"{name}: {key}={value}: only Redis runs here"
             value = urlunsplit(url._replace(netloc=urlsplit(redis.url).netloc))
         for target, source in mounts(service).items():
@@ -516,6 +596,134 @@ def app_environment(compose: Json, name: str, redis: RedisServer, volumes: Path)
                 value = str(volumes / source) + value[len(target) :]
         env[key] = value
     return env
+
+
+def test_compose_runs_postgresql_pinned_on_a_named_volume_with_a_tcp_healthcheck(
+    compose: Json,
+) -> None:
+    """The official image at an exact minor version; its data on a named volume (kept across
+    `docker compose down`, deleted by `down -v`); a password (never `trust`); no port published
+    (only the apps reach it); restarted like the rest; and a healthcheck that asks over TCP:
+    while the image initialises a new volume, its temporary server listens on the Unix socket
+    alone, and an app let in then would lose it a moment later."""
+    _, service = postgres_service(compose)
+    assert re.fullmatch(r"postgres:\d+\.\d+-alpine(\d+\.\d+)?", service["image"]), service["image"]
+    env = environment(service)
+    assert env.get("POSTGRES_PASSWORD"), "the image refuses to initialise without a password"
+    assert env.get("POSTGRES_HOST_AUTH_METHOD") != "trust", "anyone on the network could sign in"
+    data = mounts(service).get(POSTGRES_DATA)
+    assert data in (compose.get("volumes") or {}), f"{POSTGRES_DATA} is not on a named volume"
+    assert "ports" not in service, "PostgreSQL is published on the host: only the apps need it"
+    assert service.get("restart") in {"always", "unless-stopped"}
+    check = service["healthcheck"]
+    options = pg_isready_options(healthcheck_argv(check))
+    assert not options.get("-h", "/").startswith("/"), "pg_isready asks over the Unix socket"
+    user = env.get("POSTGRES_USER", "postgres")
+    assert options.get("-U") == user
+    assert options.get("-d", user) == env.get("POSTGRES_DB", user)
+    assert seconds(check["interval"]) <= 10 and seconds(check["timeout"]) <= 5, check
+
+
+def test_compose_postgresql_healthcheck_passes_on_a_server_and_fails_without_one(
+    compose: Json, postgres: PostgresServer
+) -> None:
+    """Compose's pg_isready, run here (Debian's) against a real server, with only its address
+    replaced: 0 while the server runs; non-zero when nothing listens there, within the
+    healthcheck's timeout."""
+    _, service = postgres_service(compose)
+    check = service["healthcheck"]
+    options = pg_isready_options(healthcheck_argv(check))
+    assert options.get("-p", str(POSTGRES_PORT)) == str(POSTGRES_PORT), options
+    timeout_s = seconds(check["timeout"])
+
+    def pg_isready(port: int) -> int:
+        local = {**options, "-h": "127.0.0.1", "-p": str(port)}
+        argv = [
+            str(postgres.bin / "pg_isready"),
+            *(part for pair in local.items() for part in pair),
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        return subprocess.run(argv, env=env, capture_output=True, timeout=timeout_s).returncode
+
+    assert pg_isready(postgres.port) == 0
+    assert pg_isready(free_port()) != 0
+
+
+def test_compose_apps_share_no_volume_and_wait_for_postgresql_and_redis(compose: Json) -> None:
+    """What several hosts would look like: app1 and app2 write to no volume they share (nor,
+    in fact, to any: their data is in PostgreSQL); their CHAT_DATABASE is a postgresql:// URL
+    to the PostgreSQL service, with its port, user, password and database, and their
+    CHAT_BROKER names the Redis service; each starts once both are healthy, is restarted (an
+    app that cannot reach the database when it starts exits), and nginx waits until both
+    apps are ready."""
+    apps = app_services(compose)
+    assert len(apps) == 2, apps
+    services = compose["services"]
+    pg_name, pg = postgres_service(compose)
+    pg_env = environment(pg)
+    user = pg_env.get("POSTGRES_USER", "postgres")
+    writable = [writable_mounts(services[name]) for name in apps]
+    shared = {s for s in writable[0].values() if s} & {s for s in writable[1].values() if s}
+    assert not shared, f"the apps share {shared}: several hosts share no disk"
+    for name, written in zip(apps, writable, strict=True):
+        service = services[name]
+        assert not written, f"{name} writes to {written}: its data belongs in PostgreSQL"
+        env = environment(service)
+        database = urlsplit(env["CHAT_DATABASE"])
+        assert database.scheme in POSTGRES_SCHEMES, f"{name}: CHAT_DATABASE={database.geturl()}"
+        assert database.hostname == pg_name and (database.port or POSTGRES_PORT) == POSTGRES_PORT
+        assert unquote(database.username or "") == user
+        assert unquote(database.password or "") == pg_env["POSTGRES_PASSWORD"], (
+            f"{name}: the password in CHAT_DATABASE is not POSTGRES_PASSWORD (change both)"
+        )
+        assert database.path == "/" + pg_env.get("POSTGRES_DB", user)
+        broker = urlsplit(env["CHAT_BROKER"]).hostname or ""
+        assert env["CHAT_BROKER"].startswith("redis://") and broker in services, env["CHAT_BROKER"]
+        assert str(services[broker].get("image", "")).startswith("redis:")
+        needs = depends_on_conditions(service)
+        assert needs.get(pg_name) == "service_healthy", f"{name} may start before PostgreSQL"
+        assert needs.get(broker) == "service_healthy", f"{name} may start before Redis"
+        assert service.get("restart") in {"always", "unless-stopped"}
+        assert "/readyz" in " ".join(healthcheck_argv(service["healthcheck"]))
+    nginx_needs = depends_on_conditions(nginx_service(compose)[0])
+    assert {name: nginx_needs.get(name) for name in apps} == dict.fromkeys(apps, "service_healthy")
+
+
+def test_compose_named_volumes_each_belong_to_one_service(compose: Json) -> None:
+    """A named volume two containers mount exists on one host only (what the apps' SQLite
+    file needed); one that no service mounts is a leftover."""
+    users: dict[str, list[str]] = {volume: [] for volume in compose.get("volumes") or {}}
+    for name, service in compose["services"].items():
+        for source in mounts(service).values():
+            if source in users:
+                users[source].append(name)
+    assert users and all(len(names) == 1 for names in users.values()), users
+
+
+def test_compose_apps_connections_fit_postgresql_s_max_connections(compose: Json) -> None:
+    """Each service process keeps up to CHAT_DATABASE_POOL_SIZE read connections and one write
+    connection; every app process together, with room for a few `python -m chat` commands run
+    beside them (migrate, users, tokens), stays within the server's max_connections less the
+    ones it keeps for superusers."""
+    _, pg = postgres_service(compose)
+    command = pg.get("command") or ""
+    text = command if isinstance(command, str) else " ".join(str(part) for part in command)
+    found = re.search(r"max_connections=(\d+)", text)
+    max_connections = int(found[1]) if found else POSTGRES_MAX_CONNECTIONS
+    default_pool = Settings.model_fields["database_pool_size"].default
+    image_command = argv_of(all_of(dockerfile_instructions(), "CMD")[-1])
+    needed = 0
+    for name in app_services(compose):
+        service = compose["services"][name]
+        argv = service.get("command") or image_command
+        argv = shlex.split(argv) if isinstance(argv, str) else [str(part) for part in argv]
+        workers = int(argv[argv.index("--workers") + 1]) if "--workers" in argv else 1
+        pool = int(environment(service).get("CHAT_DATABASE_POOL_SIZE", default_pool))
+        needed += workers * (pool + 1)
+    commands = 5
+    assert needed + commands <= max_connections - POSTGRES_RESERVED_CONNECTIONS, (
+        f"the apps may open {needed} connections; PostgreSQL takes {max_connections}"
+    )
 
 
 def test_nginx_config_is_the_mounted_file_with_only_addresses_replaced(compose: Json) -> None:
@@ -624,6 +832,24 @@ class Topology:
     app1: LiveServer
     app2: LiveServer
     nginx: Nginx
+    database: str = ""  # the apps' CHAT_DATABASE here
+
+
+_clusters: list[PostgresServer] = []
+
+
+def topology_cluster() -> PostgresServer:
+    """The PostgreSQL cluster of the topologies that are not given one (tests/test_nginx_*.py):
+    made on first use, removed when the tests' process exits."""
+    if not _clusters:
+        programs = bindir()
+        need(programs is not None, "PostgreSQL is not installed (Debian's postgresql package)")
+        assert programs is not None
+        cluster = PostgresServer(programs)
+        atexit.register(cluster.destroy)
+        cluster.start()
+        _clusters.append(cluster)
+    return _clusters[0]
 
 
 @contextlib.contextmanager
@@ -634,28 +860,43 @@ def running_topology(
     nginx_program: str,
     env: dict[str, str] | None = None,
     edit: Callable[[bytes], bytes] | None = None,
+    postgres: PostgresServer | None = None,
 ) -> Iterator[Topology]:
-    """docker-compose.yml's topology on this machine: Redis, the apps with their compose
-    environment (so one SQLite file, if compose gives them one) started in compose's order, with a
-    heartbeat every second and ``env`` on top, and nginx with the config compose mounts in front
-    (``edit``: see Nginx)."""
+    """docker-compose.yml's topology on this machine: Redis; the apps with their compose
+    environment (their PostgreSQL service: a new database of ``postgres``, or of a cluster of
+    this module's own), a heartbeat every second and ``env`` on top, started as compose starts
+    them (together, unless one depends on the other); and nginx with the config compose mounts
+    in front (``edit``: see Nginx)."""
     names = app_services(compose)
     assert len(names) == 2, f"the tests below expect two apps behind nginx: {names}"
+    services = compose["services"]
+    database: str | None = None
+    if any(is_postgres_url(compose, v) for n in names for v in environment(services[n]).values()):
+        database = (postgres or topology_cluster()).new_database()
     apps: list[LiveServer] = []
     nginx: Nginx | None = None
     try:
+        wave: dict[str, int] = {}  # compose starts an app once the apps it depends on are up
         for name in names:
+            after = depends_on(services[name]) & set(names)
+            wave[name] = 1 + max((wave[other] for other in after), default=-1)
             workdir = tmp_path / name
             workdir.mkdir()
-            compose_env = app_environment(compose, name, redis_server, tmp_path / "volumes")
-            app = LiveServer(workdir, {**compose_env, "CHAT_HEARTBEAT_SECONDS": "1", **(env or {})})
-            apps.append(app)
-            app.start()
+            compose_env = app_environment(
+                compose, name, redis_server, tmp_path / "volumes", database
+            )
+            settings = {**compose_env, "CHAT_HEARTBEAT_SECONDS": "1", **(env or {})}
+            apps.append(LiveServer(workdir, settings, database=settings.get("CHAT_DATABASE")))
+        for number in sorted(set(wave.values())):
+            together = [app for name, app in zip(names, apps, strict=True) if wave[name] == number]
+            with ThreadPoolExecutor(len(together)) as pool:
+                for started in [pool.submit(app.start) for app in together]:
+                    started.result()
         (tmp_path / "nginx").mkdir()
         ports = [app.port for app in apps]
         nginx = Nginx(nginx_program, tmp_path / "nginx", compose, ports, edit)
         nginx.start()
-        yield Topology(apps[0], apps[1], nginx)
+        yield Topology(apps[0], apps[1], nginx, str(apps[0].database))
     finally:
         if nginx is not None:
             nginx.stop()
@@ -665,10 +906,16 @@ def running_topology(
 
 @pytest.fixture
 def topology(
-    tmp_path: Path, compose: Json, redis_server: RedisServer, nginx_program: str
+    tmp_path: Path,
+    compose: Json,
+    redis_server: RedisServer,
+    nginx_program: str,
+    postgres: PostgresServer,
 ) -> Iterator[Topology]:
     """The compose topology (running_topology) as the repository's files give it."""
-    with running_topology(tmp_path, compose, redis_server, nginx_program) as running:
+    with running_topology(
+        tmp_path, compose, redis_server, nginx_program, postgres=postgres
+    ) as running:
         yield running
 
 
@@ -698,6 +945,37 @@ async def test_nginx_serves_the_page_and_readiness(
     ready = await via_nginx.get("/readyz")
     assert ready.status_code == 200 and ready.json() == {"status": "ready"}
     assert (await via_nginx.get("/healthz")).json() == {"status": "ok"}
+
+
+def sqlite_files(folder: Path) -> list[Path]:
+    return [
+        path
+        for path in folder.rglob("*")
+        if path.is_file() and path.read_bytes()[:16] == b"SQLite format 3\x00"
+    ]
+
+
+async def test_the_apps_started_together_keep_everything_in_the_one_postgresql_database(
+    topology: Topology, tmp_path: Path, room: str
+) -> None:
+    """Both apps started at once on a new database: every migration applied once; what is
+    posted to either is in that database, and no app made a SQLite file of its own."""
+    assert urlsplit(topology.database).scheme in POSTGRES_SCHEMES, topology.database
+    applied = read_store(topology.database, "SELECT version FROM schema_migrations ORDER BY 1")
+    folder = ROOT / "migrations" / "postgresql"
+    assert [version for (version,) in applied] == [m.version for m in discover(folder)]
+    posted: list[tuple[int, str]] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        for app in (topology.app1, topology.app2):
+            text = f"kept by {app.url}"
+            response = await client.post(
+                f"{app.url}/api/rooms/{room}/messages", json={"author": "alice", "text": text}
+            )
+            assert response.status_code == 201, response.text
+            posted.append((response.json()["id"], text))
+    sql = "SELECT id, text FROM messages WHERE room = ? ORDER BY id"
+    assert read_store(topology.database, sql, (room,)) == posted
+    assert sqlite_files(tmp_path) == []
 
 
 async def test_streams_through_nginx_get_each_process_s_posts_promptly_in_order(

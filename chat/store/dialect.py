@@ -49,6 +49,13 @@ class WriteDb(Protocol):
     """The INSERT that adds an (id, text) row to the full-text index; None: the index follows
     the messages table by itself."""
 
+    rooms: set[str]
+    """Rooms known to exist, from committed batches (a room is never deleted)."""
+
+    def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
+        """Write the rows of each ``INSERT ... VALUES (?, ...)`` statement, in order."""
+        ...
+
     def begin(self) -> int:
         """Open the batch's transaction holding the write lock; returns the next event id."""
         ...

@@ -41,8 +41,8 @@ MIGRATIONS_SUBDIR = "postgresql"
 MIGRATION_LOCK = 0x63686174  # "chat": the advisory lock that serialises migrations
 UNREACHABLE = "the database is unreachable"
 BEGIN = "BEGIN; SELECT last_id FROM event_ids FOR UPDATE"
-ROWS_PER_INSERT = 1000  # rows of one multi-row INSERT (well below 65,535 parameters)
-_ROW = re.compile(r"\(\?(?:\s*,\s*\?)*\)")  # "(?, ?, ?)": one row of placeholders
+COPY_FROM_ROWS = 16  # from this many rows of one statement, COPY (below, one pipeline)
+_INSERT = re.compile(r"INSERT INTO (\w+) \(([\w\", ]+)\) VALUES \(\?(?:\s*,\s*\?)*\)")
 
 
 def to_psycopg(sql: str) -> str:
@@ -65,20 +65,15 @@ class PgConn:
         return self.raw.execute(placeholders(sql), params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> None:
-        """Rows of one ``INSERT ... VALUES (?, ...)``: one statement with a row of values per
-        row (up to ``ROWS_PER_INSERT``), which PostgreSQL plans and runs once, where psycopg's
-        ``executemany`` runs the statement once per row. A batch of 500 messages is then two
-        statements, as on SQLite (docs/design/performance.md)."""
-        head, values, group = sql.rpartition(" VALUES ")
-        group = group.strip()
-        if not values or not _ROW.fullmatch(group):
-            with self.raw.cursor() as cur:
-                cur.executemany(placeholders(sql), rows)
-            return
-        for start in range(0, len(rows), ROWS_PER_INSERT):
-            chunk = rows[start : start + ROWS_PER_INSERT]
-            statement = f"{head} VALUES {','.join([group] * len(chunk))}"
-            self.raw.execute(to_psycopg(statement), [v for row in chunk for v in row])
+        with self.raw.cursor() as cur:
+            cur.executemany(placeholders(sql), rows)
+
+
+def copy_statement(sql: str) -> str | None:
+    """``COPY table (columns) FROM STDIN`` for an ``INSERT INTO table (columns) VALUES (?, ...)``
+    (None for any other statement)."""
+    match = _INSERT.fullmatch(sql.strip())
+    return f"COPY {match[1]} ({match[2]}) FROM STDIN" if match else None
 
 
 def connect(settings: Settings) -> psycopg.Connection[Any]:
@@ -133,6 +128,7 @@ class PgWriteDb:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self.rooms: set[str] = set()
         raw = connect(settings)
         try:
             apply_pending(raw, migrations_folder(settings))
@@ -184,6 +180,27 @@ class PgWriteDb:
             return  # nothing to roll back on a lost connection: the server has done it
         if raw.info.transaction_status != pq.TransactionStatus.IDLE:
             raw.execute("ROLLBACK")
+
+    def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
+        """A few rows (the writes of a batch of POSTs): every statement in one pipeline, one
+        round trip. Many (a batch of 500 messages): ``COPY`` per table, which takes the rows
+        as a stream, where an INSERT with a row of parameters per row costs psycopg and the
+        server a parse of thousands of placeholders (docs/design/store.md)."""
+        raw = self.conn.raw
+        if all(len(rows) < COPY_FROM_ROWS for rows in queued.values()):
+            with raw.pipeline(), raw.cursor() as cur:
+                for statement, rows in queued.items():
+                    cur.executemany(placeholders(statement), rows)
+            return
+        with raw.cursor() as cur:
+            for statement, rows in queued.items():
+                copy = copy_statement(statement) if len(rows) >= COPY_FROM_ROWS else None
+                if copy is None:
+                    cur.executemany(placeholders(statement), rows)
+                    continue
+                with cur.copy(copy) as stream:
+                    for row in rows:
+                        stream.write_row(row)
 
     def index_range(self, first_id: int, last_id: int) -> None:
         pass  # the GIN index over the messages follows them by itself

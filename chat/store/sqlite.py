@@ -64,6 +64,7 @@ class SqliteWriteDb:
     index_row: str | None = INDEX_ROW
 
     def __init__(self, settings: Settings) -> None:
+        self.rooms: set[str] = set()
         self.conn = self._sqlite = connect(settings)
         try:
             migrations.apply_pending(self._sqlite, settings.migrations_dir)
@@ -88,6 +89,10 @@ class SqliteWriteDb:
     def rollback(self) -> None:
         if self._sqlite.in_transaction:
             self._sqlite.execute("ROLLBACK")
+
+    def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
+        for statement, rows in queued.items():  # one prepared statement, run per row, in C
+            self._sqlite.executemany(statement, rows)
 
     def index_range(self, first_id: int, last_id: int) -> None:
         # FTS5 indexes the rows of one INSERT ... SELECT far faster than as a statement each

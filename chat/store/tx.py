@@ -2,9 +2,12 @@
 
 ``commit_batch`` opens the transaction holding the write lock (``WriteDb.begin``: ``BEGIN
 IMMEDIATE`` on SQLite, the ``event_ids`` row on PostgreSQL), runs each write operation (a plain
-function of a ``Tx``) inside a savepoint of its own, so one failing operation is undone alone,
-and commits. A batch of one operation needs no savepoint: its failure rolls the transaction
-back (two round trips fewer on PostgreSQL for a write that waited for no other).
+function of a ``Tx``), writes their queued rows and commits. An operation's own failure must
+undo that operation alone, which savepoints do; but a savepoint per operation costs two
+statements (two round trips under the write lock on PostgreSQL), and operations rarely fail.
+So a batch first runs without savepoints; if an operation fails, the transaction is rolled
+back and the batch runs again, each operation inside a savepoint of its own. A batch of one
+operation needs neither: its failure rolls back a transaction that was its alone.
 A synchronous connection (``sqlite3``, psycopg): no event loop here.
 """
 
@@ -15,25 +18,45 @@ from typing import Any, TypeVar
 
 from chat.errors import NotFound
 from chat.events import Event, make_event, now_rfc3339
-from chat.store.dialect import WriteDb
+from chat.store.dialect import Conn, Cursor, WriteDb
 
 T = TypeVar("T")
 
 EVENT_ROW = "INSERT INTO events (id, room, type, author, created_at, data) VALUES (?,?,?,?,?,?)"
 
 
+class _Flushing:
+    """The write connection as an operation sees it: the queued rows are written before any
+    statement of its own, so it reads what it and the operations before it wrote."""
+
+    __slots__ = ("_conn", "_tx")
+
+    def __init__(self, tx: Tx, conn: Conn) -> None:
+        self._tx, self._conn = tx, conn
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
+        if self._tx.rows:
+            self._tx.flush()
+        return self._conn.execute(sql, params)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any:
+        if self._tx.rows:
+            self._tx.flush()
+        return self._conn.executemany(sql, rows)
+
+
 class Tx:
     """What a write operation sees: the write connection inside the open transaction, and
     ``append`` to add an event with the next id.
 
-    New rows are queued (``insert``) and written with one ``executemany`` per statement at
-    ``flush``: a batch of 500 messages is then two statements, not 1,000, which pays
-    (docs/design/performance.md). ``flush`` runs after every operation, and an operation that
-    reads what it (or an earlier item of its batch) inserted calls it first."""
+    New rows are queued (``insert``) and written together (``WriteDb.insert_rows``: one
+    statement per table on SQLite, one round trip on PostgreSQL) before the next statement an
+    operation runs (``conn``) and at the end of the batch: a batch of 500 messages is two
+    statements, not 1,000, which pays (docs/design/performance.md)."""
 
     def __init__(self, db: WriteDb, next_id: int) -> None:
         self.db = db
-        self.conn = db.conn
+        self.conn: Conn = _Flushing(self, db.conn)
         self.next_id = next_id
         self.now = now_rfc3339()
         self.events: list[Event] = []
@@ -74,12 +97,11 @@ class Tx:
         before the rows that refer to them)."""
         if self.rows:
             queued, self.rows = self.rows, {}
-            for statement, rows in queued.items():
-                self.conn.executemany(statement, rows)
+            self.db.insert_rows(queued)
 
     def ensure_room(self, room: str, *, create: bool) -> None:
-        if room in self.rooms:
-            return  # a batch into one room checks it once (docs/design/performance.md)
+        if room in self.rooms or room in self.db.rooms:
+            return  # checked once per room, not per write (docs/design/performance.md)
         if create:
             self.conn.execute(
                 "INSERT INTO rooms (name, title, created_at) VALUES (?, ?, ?) "
@@ -102,35 +124,49 @@ def commit_batch(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
     alone and becomes its result; any other failure rolls the whole batch back and raises."""
     try:
         first_id = db.begin()  # under the write lock: ids follow commit order across processes
-        conn = db.conn
         tx = Tx(db, first_id)
         results: list[tuple[bool, Any]] = []
-        if len(ops) == 1:  # the transaction is the operation's alone: no savepoint needed
-            try:
-                result = ops[0](tx)
-                tx.flush()
-            except Exception as exc:
-                db.rollback()
+        try:
+            for op in ops:
+                results.append((True, op(tx)))
+            tx.flush()
+        except Exception as exc:
+            db.rollback()
+            if len(ops) == 1:  # the transaction was the operation's alone
                 return [(False, exc)], []
-            db.commit(first_id, tx.next_id)
-            return [(True, result)], tx.events
-        for op in ops:
-            event_mark, id_mark = len(tx.events), tx.next_id
-            conn.execute("SAVEPOINT op")
-            try:
-                result = op(tx)
-                tx.flush()
-                results.append((True, result))
-            except Exception as exc:
-                conn.execute("ROLLBACK TO op")
-                tx.rows.clear()
-                tx.rooms.clear()  # a room it created is gone again
-                del tx.events[event_mark:]
-                tx.next_id = id_mark
-                results.append((False, exc))
-            conn.execute("RELEASE op")
-        db.commit(first_id, tx.next_id)
+            return _with_savepoints(db, ops)
+        _commit(db, tx, first_id)
     except BaseException:
         db.rollback()
         raise
     return results, tx.events
+
+
+def _with_savepoints(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
+    """The batch again, after one of its operations failed: each operation in a savepoint."""
+    first_id = db.begin()
+    tx = Tx(db, first_id)
+    conn = db.conn
+    results: list[tuple[bool, Any]] = []
+    for op in ops:
+        event_mark, id_mark = len(tx.events), tx.next_id
+        conn.execute("SAVEPOINT op")
+        try:
+            result = op(tx)
+            tx.flush()
+            results.append((True, result))
+        except Exception as exc:
+            conn.execute("ROLLBACK TO op")
+            tx.rows.clear()
+            tx.rooms.clear()  # a room it created is gone again
+            del tx.events[event_mark:]
+            tx.next_id = id_mark
+            results.append((False, exc))
+        conn.execute("RELEASE op")
+    _commit(db, tx, first_id)
+    return results, tx.events
+
+
+def _commit(db: WriteDb, tx: Tx, first_id: int) -> None:
+    db.commit(first_id, tx.next_id)
+    db.rooms |= tx.rooms  # committed: they exist for every later batch (rooms are never deleted)

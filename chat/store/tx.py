@@ -27,22 +27,36 @@ EVENT_ROW = "INSERT INTO events (id, room, type, author, created_at, data) VALUE
 
 class _Flushing:
     """The write connection as an operation sees it: the queued rows are written before any
-    statement of its own, so it reads what it and the operations before it wrote."""
+    statement of its own, so it reads what it and the operations before it wrote. (It holds
+    the transaction's queue, not the ``Tx``: no reference cycle, which only the cyclic
+    collector would free.)"""
 
-    __slots__ = ("_conn", "_tx")
+    __slots__ = ("_conn", "_db", "_rows")
 
-    def __init__(self, tx: Tx, conn: Conn) -> None:
-        self._tx, self._conn = tx, conn
+    def __init__(self, db: WriteDb, rows: Rows) -> None:
+        self._db, self._conn, self._rows = db, db.conn, rows
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> Cursor:
-        if self._tx.rows:
-            self._tx.flush()
+        if self._rows:
+            _write(self._db, self._rows)
         return self._conn.execute(sql, params)
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> Any:
-        if self._tx.rows:
-            self._tx.flush()
+        if self._rows:
+            _write(self._db, self._rows)
         return self._conn.executemany(sql, rows)
+
+
+Rows = dict[str, list[tuple[Any, ...]]]
+"""Queued rows: statement -> rows, in the order first queued."""
+
+
+def _write(db: WriteDb, rows: Rows) -> None:
+    """Write the queued rows, statement by statement in the order first queued (events
+    before the rows that refer to them), and empty the queue."""
+    queued = dict(rows)
+    rows.clear()
+    db.insert_rows(queued)
 
 
 class Tx:
@@ -56,12 +70,12 @@ class Tx:
 
     def __init__(self, db: WriteDb, next_id: int) -> None:
         self.db = db
-        self.conn: Conn = _Flushing(self, db.conn)
+        self.rows: Rows = {}  # the queue, emptied in place (``_Flushing`` holds it too)
+        self.conn: Conn = _Flushing(db, self.rows)
         self.next_id = next_id
         self.now = now_rfc3339()
         self.events: list[Event] = []
         self.rooms: set[str] = set()  # rooms known to exist in this transaction
-        self.rows: dict[str, list[tuple[Any, ...]]] = {}  # statement -> rows, in order
         self.writers: dict[tuple[str, str | None], bool] = {}  # (room, user) -> may write
 
     def may_write(self, room: str, user: str | None) -> bool:
@@ -93,11 +107,9 @@ class Tx:
             rows.append(row)
 
     def flush(self) -> None:
-        """Write the queued rows, statement by statement in the order first queued (events
-        before the rows that refer to them)."""
+        """Write the queued rows now."""
         if self.rows:
-            queued, self.rows = self.rows, {}
-            self.db.insert_rows(queued)
+            _write(self.db, self.rows)
 
     def ensure_room(self, room: str, *, create: bool) -> None:
         if room in self.rooms or room in self.db.rooms:

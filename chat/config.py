@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     database_connect_timeout_seconds: float = Field(
         5.0, gt=0, description="PostgreSQL: how long a connection attempt may take."
     )
+    database_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="PostgreSQL: the longest a statement may run (its `statement_timeout`), "
+        "a read may wait for its answer, and a connection may leave data unacknowledged "
+        "(`tcp_user_timeout`: a network cut) before the request gets 503.",
+    )
     migrations_dir: Path = Field(MIGRATIONS_DIR, description="Folder of numbered .sql files.")
     heartbeat_seconds: float = Field(
         15.0, gt=0, description="Idle streams get `: ping` this often."

@@ -1,5 +1,6 @@
-"""Helpers of the scale-out tests: several service processes on one SQLite file sharing events
-through a real Redis, clients that follow a stream in the background, and /proc look-ups.
+"""Helpers of the scale-out tests: several service processes on one database (a shared SQLite
+file, or PostgreSQL) sharing events through a real Redis, clients that follow a stream in the
+background, and /proc look-ups.
 
 Every wait is bounded; a helper that times out raises, so a test never hangs."""
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from chat.store.dialect import database_kind
 from tests.live import LiveServer, SSEEvent, open_stream, scrape
 
 Json = dict[str, Any]
@@ -30,14 +32,18 @@ BASE_ENV = {
 
 
 class Cluster:
-    """Service processes sharing one SQLite file (and, with the redis broker, one Redis)."""
+    """Service processes sharing one database (and, with the redis broker, one Redis)."""
 
-    def __init__(self, root: Path, redis_url: str) -> None:
+    def __init__(self, root: Path, redis_url: str, database: str | None = None) -> None:
+        """``database``: the ``CHAT_DATABASE`` every process is given: a SQLite file, or a
+        PostgreSQL URL (then the processes share no file at all). Default: a SQLite file in
+        ``root/shared``."""
         self.root = root
         self.redis_url = redis_url
         self.shared = root / "shared"
-        self.shared.mkdir()
-        self.database = self.shared / "chat.db"
+        self.shared.mkdir(exist_ok=True)
+        self.database: str | Path = database or self.shared / "chat.db"
+        self.kind = database_kind(str(self.database))
         self.servers: list[LiveServer] = []
 
     def make(self, broker: str | None = None, args: Sequence[str] = (), **env: str) -> LiveServer:
@@ -72,6 +78,11 @@ class Cluster:
             for pid in family:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+    def files(self) -> list[Path]:
+        """Every file under the cluster's folder that a store could share: a SQLite database,
+        its WAL or shared memory (none when the store is PostgreSQL)."""
+        return sorted(p for p in self.root.rglob("*.db*") if p.is_file())
 
     def logs(self) -> str:
         return "\n".join(

@@ -1,5 +1,7 @@
-"""Scale-out: several ``python -m chat serve`` processes on one SQLite file share every event
-through a real redis-server (``CHAT_BROKER=redis://...``).
+"""Scale-out: several ``python -m chat serve`` processes on one database share every event
+through a real redis-server (``CHAT_BROKER=redis://...``). Every test runs on both stores
+(tests/conftest.py's ``store_kind``): the processes share one SQLite file, or one PostgreSQL
+database and no file at all.
 
 What a client sees must not depend on which process it talks to: every persisted event that
 matches a stream arrives there once, in id order, with no gap (ids are global and dense);
@@ -15,7 +17,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -44,10 +46,15 @@ GRACE_S = 0.2  # CHAT_PRESENCE_GRACE_SECONDS of every cluster process (scaleout_
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
-    """Processes of the test's own on one database and the test's Redis; all killed at the end
-    (their logs are printed, which pytest shows when the test failed)."""
-    made = Cluster(tmp_path, redis_server.url)
+def cluster(
+    tmp_path: Path, redis_server: RedisServer, new_database: Callable[[Path], str]
+) -> Iterator[Cluster]:
+    """Processes of the test's own on one new database of the module's store (a SQLite file
+    they share, or a PostgreSQL database) and the test's Redis; all killed at the end (their
+    logs are printed, which pytest shows when the test failed)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    made = Cluster(tmp_path, redis_server.url, new_database(shared))
     try:
         yield made
     finally:
@@ -119,6 +126,8 @@ async def test_a_message_posted_anywhere_reaches_subscribers_of_every_process(
             check_sequence(follower.ids(), ids_of(expected), follower)
             assert [e.json() for e in follower.events] == expected, follower
             assert all(e.event == "message" for e in follower.events), follower
+    if cluster.kind == "postgresql":  # the processes share the database and no file
+        assert cluster.files() == [], cluster.files()
 
 
 # -- 2. concurrent publishers --------------------------------------------------------------

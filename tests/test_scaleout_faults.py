@@ -2,9 +2,11 @@
 Redis is away, and a ``--workers`` process killed under its supervisor.
 
 Same ground rules as ``tests/test_scaleout.py`` (whose helpers these are): real
-``redis-server``, real service processes on one SQLite file, every network wait bounded, and
-what is asserted is what a client sees: status codes, the JSON envelope, the events on its
-stream, ``/presence``, ``/metrics``. Deadlines are there for correctness, never speed."""
+``redis-server``, real service processes on one database (a shared SQLite file, or PostgreSQL:
+every test runs on both stores, tests/conftest.py's ``store_kind``), every network wait
+bounded, and what is asserted is what a client sees: status codes, the JSON envelope, the
+events on its stream, ``/presence``, ``/metrics``. Deadlines are there for correctness, never
+speed."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -47,10 +49,15 @@ ANSWER_S = 8.0
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, redis_server: RedisServer) -> Iterator[Cluster]:
-    """As in tests/test_scaleout.py: the test's own processes, killed at the end, their logs
-    printed (pytest shows them when the test failed)."""
-    made = Cluster(tmp_path, redis_server.url)
+def cluster(
+    tmp_path: Path, redis_server: RedisServer, new_database: Callable[[Path], str]
+) -> Iterator[Cluster]:
+    """As in tests/test_scaleout.py: the test's own processes on a new database of the
+    module's store, killed at the end, their logs printed (pytest shows them when the test
+    failed)."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    made = Cluster(tmp_path, redis_server.url, new_database(shared))
     try:
         yield made
     finally:

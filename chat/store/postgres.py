@@ -18,6 +18,7 @@ written); the next connects again. Reads retry once on a fresh connection, then 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import re
@@ -76,14 +77,26 @@ def copy_statement(sql: str) -> str | None:
     return f"COPY {match[1]} ({match[2]}) FROM STDIN" if match else None
 
 
+def connection_options(settings: Settings) -> dict[str, Any]:
+    """libpq parameters of every connection (the URL's own come first and stay): a name in
+    ``pg_stat_activity``, the connect timeout, a deadline for each statement, and TCP
+    settings that notice a peer gone silent (a network cut) within the same deadline."""
+    timeout_ms = max(1, round(settings.database_timeout_seconds * 1000))
+    return {
+        "application_name": "chat",
+        "connect_timeout": max(1, round(settings.database_connect_timeout_seconds)),
+        "options": f"-c statement_timeout={timeout_ms}",
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 5,
+        "keepalives_count": 3,
+        "tcp_user_timeout": timeout_ms,
+    }
+
+
 def connect(settings: Settings) -> psycopg.Connection[Any]:
     """A connection in autocommit mode: transactions are opened explicitly."""
-    return psycopg.connect(
-        settings.database,
-        autocommit=True,
-        connect_timeout=max(1, round(settings.database_connect_timeout_seconds)),
-        application_name="chat",
-    )
+    return psycopg.connect(settings.database, autocommit=True, **connection_options(settings))
 
 
 def migrations_folder(settings: Settings) -> Path:
@@ -96,6 +109,7 @@ def apply_pending(conn: psycopg.Connection[Any], folder: Path) -> list[Migration
     applied = []
     for migration in discover(folder):
         with conn.transaction():
+            conn.execute("SET LOCAL statement_timeout = 0")  # an index on a big table takes time
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
             # Created only when missing: CREATE ... IF NOT EXISTS needs the CREATE right even
             # when the table exists, which a service role without it (the owner migrated
@@ -217,8 +231,11 @@ class PgReadDb:
     match = search.PG_MATCH
     latest_id = "SELECT last_id FROM event_ids"
 
-    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], timeout_s: float
+    ) -> None:
         self._pool = pool
+        self._timeout_s = timeout_s
 
     @classmethod
     async def open(cls, settings: Settings) -> PgReadDb:
@@ -226,13 +243,17 @@ class PgReadDb:
             settings.database,
             min_size=1,
             max_size=settings.database_pool_size,
-            kwargs={"autocommit": True, "application_name": "chat"},
+            kwargs={"autocommit": True, **connection_options(settings)},
             timeout=settings.database_connect_timeout_seconds,
+            # A lost connection is retried with a growing backoff for 5 minutes by default,
+            # and no other attempt starts meanwhile: reads stayed 503 long after an outage.
+            # Give up soon instead; the next read that needs a connection starts a new one.
+            reconnect_timeout=max(2 * settings.database_connect_timeout_seconds, 5.0),
             open=False,
             name="chat-reads",
         )
         await pool.open(wait=True, timeout=settings.database_connect_timeout_seconds)
-        return cls(pool)
+        return cls(pool, settings.database_timeout_seconds)
 
     def search_query(self, text: str) -> str:
         return search.tsquery(text)
@@ -241,9 +262,12 @@ class PgReadDb:
         statement = placeholders(sql)
         for attempt in (1, 2):  # a connection the pool held may have died since: once more
             try:
-                async with self._pool.connection() as conn:
-                    cur = await conn.execute(statement, params)
-                    return list(await cur.fetchall())
+                async with asyncio.timeout(self._timeout_s):  # a hung database hangs no read
+                    async with self._pool.connection() as conn:
+                        cur = await conn.execute(statement, params)
+                        return list(await cur.fetchall())
+            except TimeoutError:
+                raise Unavailable(f"{UNREACHABLE}: no answer", retry_after_s=1) from None
             except psycopg.OperationalError as error:
                 if attempt == 2:
                     raise Unavailable(f"{UNREACHABLE}: {error}".strip(), retry_after_s=1) from None

@@ -7,7 +7,9 @@ undo that operation alone, which savepoints do; but a savepoint per operation co
 statements (two round trips under the write lock on PostgreSQL), and operations rarely fail.
 So a batch first runs without savepoints; if an operation fails, the transaction is rolled
 back and the batch runs again, each operation inside a savepoint of its own. A batch of one
-operation needs neither: its failure rolls back a transaction that was its alone.
+operation that refuses (a ``ChatError``) needs no second run: its failure rolled back a
+transaction that was its alone. Any other failure may be the connection's (lost mid-batch):
+the second run then begins on a new one.
 A synchronous connection (``sqlite3``, psycopg): no event loop here.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from chat.errors import NotFound
+from chat.errors import ChatError, NotFound
 from chat.events import Event, make_event, now_rfc3339
 from chat.store.dialect import Conn, Cursor, WriteDb
 
@@ -144,8 +146,10 @@ def commit_batch(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
             tx.flush()
         except Exception as exc:
             db.rollback()
-            if len(ops) == 1:  # the transaction was the operation's alone
+            if len(ops) == 1 and isinstance(exc, ChatError):  # the operation's own refusal
                 return [(False, exc)], []
+            # Anything else may be the connection (lost mid-batch), not an operation: the
+            # batch again, with savepoints (and a new connection, if the old one is gone).
             return _with_savepoints(db, ops)
         _commit(db, tx, first_id)
     except BaseException:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -35,10 +36,10 @@ def need_program(name: str) -> str:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One throw-away PostgreSQL cluster for the session (``.ci/run`` installs Debian's
-    ``postgresql``); each store gets a database of its own (``new_database``)."""
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[PostgresServer]:
+    """A throw-away PostgreSQL cluster, started, destroyed at the end (``.ci/run`` installs
+    Debian's ``postgresql``)."""
     programs = bindir()
     need(programs is not None, "PostgreSQL is not installed (Debian's postgresql package)")
     assert programs is not None
@@ -48,6 +49,14 @@ def postgres() -> Iterator[PostgresServer]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One cluster for the session; each store gets a database of its own
+    (``new_database``)."""
+    with postgres_cluster() as cluster:
+        yield cluster
 
 
 STORES = ("sqlite", "postgresql")

@@ -27,9 +27,9 @@ import orjson
 import psycopg
 import pytest
 
-from tests.conftest import need
+from tests.conftest import postgres_cluster
 from tests.live import LiveServer, SSEStream
-from tests.postgres_server import PostgresServer, bindir
+from tests.postgres_server import PostgresServer
 from tests.scaleout_helpers import Follower, check_sequence, descendants, eventually
 
 Json = dict[str, Any]
@@ -42,15 +42,8 @@ DOWN_S = 20.0  # once PostgreSQL is stopped, the service says so (503) within th
 @pytest.fixture
 def pg() -> Iterator[PostgresServer]:
     """A PostgreSQL cluster of the test's own: the test stops and starts it."""
-    programs = bindir()
-    need(programs is not None, "PostgreSQL is not installed (Debian's postgresql package)")
-    assert programs is not None
-    cluster = PostgresServer(programs)
-    try:
-        cluster.start()
+    with postgres_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.destroy()
 
 
 @pytest.fixture

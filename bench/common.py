@@ -111,6 +111,25 @@ class Failed(Exception):
 Measure = Callable[[argparse.Namespace, int, Server, dict], Awaitable[None]]
 
 
+def install_backstop(out: dict, after_s: int, clean_up: Callable[[], None]) -> None:
+    """After ``after_s`` seconds (SIGALRM), print ``out`` as it is, marked timed out, clean up
+    (servers, temporary folders) and exit 4, whatever the run is waiting for; SIGTERM ends the
+    run through its ``finally`` blocks."""
+
+    def backstop(*_: object) -> None:
+        out.update(timed_out=True, error="SIGALRM backstop")
+        print(json.dumps(out, default=str), flush=True)
+        clean_up()
+        os._exit(4)
+
+    def on_term(*_: object) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGALRM, backstop)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(after_s)
+
+
 def run(
     name: str,
     a: argparse.Namespace,
@@ -131,21 +150,13 @@ def run(
     out["server_env"] = env if not a.url else f"not applied (--url): {env}"
     proc, tmp = None, None
 
-    def backstop(*_: object) -> None:
-        out.update(timed_out=True, error="SIGALRM backstop")
-        print(json.dumps(out, default=str), flush=True)
+    def clean_up() -> None:
         if proc is not None:
             stop_server(proc, grace=2.0)
         if tmp and not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-        os._exit(4)
 
-    def on_term(*_: object) -> None:
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGALRM, backstop)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(a.timeout) + 20)
+    install_backstop(out, int(a.timeout) + 20, clean_up)
     try:
         if a.url:
             port, srv = u.port, Server(a.server_pid)

@@ -63,6 +63,7 @@ from common import (
     Failed,
     Http,
     check_sequence,
+    install_backstop,
     no_gc,
     now_ns,
     open_stream,
@@ -722,20 +723,12 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="chat-store-pg-"))
     cluster = Cluster(tmp)
 
-    def backstop(*_: object) -> None:
-        out.update(timed_out=True, error="SIGALRM backstop")
-        print(json.dumps(out, default=str), flush=True)
+    def clean_up() -> None:
         cluster.kill()
         if not a.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-        os._exit(4)
 
-    def on_term(*_: object) -> None:
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGALRM, backstop)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(int(a.timeout) + 30)
+    install_backstop(out, int(a.timeout) + 30, clean_up)
     busy0 = steal0 = irq0 = ours0 = wall0 = 0.0
     with open("/proc/loadavg") as f:
         load_before = f.read().split()[:3]

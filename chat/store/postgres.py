@@ -46,14 +46,11 @@ COPY_FROM_ROWS = 16  # from this many rows of one statement, COPY (below, one pi
 _INSERT = re.compile(r"INSERT INTO (\w+) \(([\w\", ]+)\) VALUES \(\?(?:\s*,\s*\?)*\)")
 
 
-def to_psycopg(sql: str) -> str:
-    """The store's SQL (``?`` placeholders) in psycopg's (``%s``); a literal ``%`` doubled.
-    The store's statements carry no ``?`` inside a string literal."""
+@functools.lru_cache(maxsize=512)
+def placeholders(sql: str) -> str:
+    """The store's SQL (``?`` placeholders) in psycopg's (``%s``), once per statement text;
+    a literal ``%`` doubled. The store's statements carry no ``?`` inside a string literal."""
     return sql.replace("%", "%%").replace("?", "%s")
-
-
-placeholders = functools.lru_cache(maxsize=512)(to_psycopg)
-"""``to_psycopg``, once per statement text."""
 
 
 class PgConn:

@@ -185,6 +185,26 @@ def check_unread(identity: Identity | None, user: str) -> None:
         raise Forbidden(f"only {user!r} and admins read {user!r}'s unread counts")
 
 
+def check_feed(identity: Identity | None, user: str) -> None:
+    """A notification feed (API.md, "Notifications") is read as unread counts are; a
+    credential scoped to some rooms reads none (its feed would span every room)."""
+    check_unread(identity, user)
+    if identity is not None and identity.rooms is not None:
+        raise Forbidden("a credential scoped to rooms does not read notification feeds")
+
+
+def hidden_rooms(identity: Identity | None, user: str, book: AccessBook) -> list[str]:
+    """The private rooms of ``user``'s feed the asker may not be shown: none for the user or
+    an admin; for a guest asking for a name, every private room that name is a member of."""
+    if identity is not None and not identity.guest and (identity.is_admin or identity.user == user):
+        return []
+    return sorted(
+        room
+        for room, access in book.rooms.items()
+        if access.private and user in access.members and not reads(identity, access)
+    )
+
+
 def unread_rooms(
     identity: Identity | None, user: str, rooms: Iterable[str], book: AccessBook
 ) -> list[str]:

@@ -18,6 +18,8 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
+import orjson
+
 from chat import sse
 from chat.access import ReplayGate
 from chat.config import Settings
@@ -39,6 +41,8 @@ class StreamRequest:
     resume_from: str | None  # Last-Event-ID (or last_event_id), unparsed
     user: str | None = None
     identity: Identity | None = None  # who reads (None: a guest): private rooms follow it
+    notify: str | None = None  # the user whose notifications it carries (``notify=1``, feeds)
+    feed: bool = False  # a notification feed's stream (rooms is empty)
 
 
 class Delivery:
@@ -72,6 +76,8 @@ class Delivery:
             user=request.user,
             flusher=self.flusher,
             identity=request.identity,
+            notify=request.notify,
+            feed=request.feed,
         )
 
     async def open(self, request: StreamRequest, sub: Subscriber) -> AsyncGenerator[bytes, None]:
@@ -146,7 +152,11 @@ class Delivery:
             return
         sub.last_id = point
         limit = self.settings.replay_limit
-        if await self.store.count_after(sub.rooms, point, limit + 1) > limit:
+        if sub.feed and sub.notify is not None:
+            count = await self.store.count_notifications_after(sub.notify, point, limit + 1)
+        else:
+            count = await self.store.count_after(sub.rooms, point, limit + 1)
+        if count > limit:
             yield self._reset(sub, latest, "gap_too_large")
             return
         async for chunk in self._replay(sub):
@@ -155,7 +165,8 @@ class Delivery:
     def _reset(self, sub: Subscriber, latest: int, reason: str) -> bytes:
         """Replay cannot cover the gap: tell the client to reload history, then go live."""
         sub.last_id = max(sub.last_id, latest)
-        room = sub.rooms[0] if sub.rooms is not None and len(sub.rooms) == 1 else "*"
+        rooms = sub.rooms
+        room = rooms[0] if rooms is not None and len(rooms) == 1 else "*"
         self.metrics.resets.inc()
         return make_event("reset", room, {"latest_id": latest, "reason": reason}).frame
 
@@ -172,6 +183,10 @@ class Delivery:
 
     async def _replay(self, sub: Subscriber) -> AsyncIterator[bytes]:
         page = self.settings.replay_page_size
+        if sub.feed:
+            async for chunk in self._replay_feed(sub, page):
+                yield chunk
+            return
         gate = await self._gate(sub)
         identity = sub.identity
         user = None  # a scoped credential follows its rooms only
@@ -197,4 +212,28 @@ class Delivery:
                 sub.bytes_sent += len(chunk)
                 yield chunk
             if len(events) < page:
+                return
+
+    async def _replay_feed(self, sub: Subscriber, page: int) -> AsyncIterator[bytes]:
+        """A notification feed's stream: each group updated after ``last_id``, in its state
+        now, oldest update first (the live path is this too: an event that concerns the user
+        makes the stream read again, chat/registry.py)."""
+        user = sub.notify
+        assert user is not None
+        while sub.state is not CLOSED:
+            found = await self.store.notifications_after(user, sub.last_id, page)
+            if not found:
+                return
+            frames = [
+                sse.event_frame(latest, "notification", orjson.dumps(group))
+                for latest, group in found
+            ]
+            sub.last_id = found[-1][0]
+            self.metrics.wrote(len(frames))
+            sub.last_write = time.monotonic()
+            chunk = b"".join(frames)
+            sub.events_sent += len(frames)
+            sub.bytes_sent += len(chunk)
+            yield chunk
+            if len(found) < page:
                 return

@@ -28,7 +28,7 @@ PERSISTED_TYPES = frozenset(
         "member.removed",  # `user`, `role`, `by`
     }
 )
-EPHEMERAL_TYPES = frozenset({"typing", "presence", "reset"})
+EPHEMERAL_TYPES = frozenset({"typing", "presence", "reset", "notify"})
 EVENT_TYPES = PERSISTED_TYPES | EPHEMERAL_TYPES
 
 

@@ -10,15 +10,22 @@ costs one dictionary lookup per event.
 
 A stream of listed rooms also gets its own user's access events (``room.created``,
 ``member.added``, ``member.removed`` naming that user) of rooms outside its list: the page's
-one stream learns that its user was invited to, or removed from, a room."""
+one stream learns that its user was invited to, or removed from, a room.
+
+Notifications (chat/notifications.py): an event that concerns a user wakes that user's
+notification feed streams (each reads its updated groups from the store, where the event's
+transaction put them) and puts a ``notify`` hint on that user's room streams opened with
+``notify=1``, where the user may read the event's room. With no such stream open, an event
+costs one dictionary test."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook
-from chat.events import Event
+from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook, reads
+from chat.events import Event, make_event
 from chat.hub import Hub
+from chat.notifications import NOTIFYING_TYPES, concerned
 from chat.subscriber import Subscriber
 
 
@@ -36,11 +43,17 @@ class Registry:
         self.access_position = 0
         # user -> that user's streams of listed rooms (for their own access events)
         self.personal: dict[str, set[Subscriber]] = {}
+        # user -> the streams that carry that user's notifications (feeds, ``notify=1``)
+        self.notified: dict[str, set[Subscriber]] = {}
 
     def subscribe(self, sub: Subscriber) -> None:
         if self.closed:  # a stream admitted just before shutdown ends at once
             sub.close("shutdown")
         self.subscribers.add(sub)
+        if sub.notify is not None:
+            self.notified.setdefault(sub.notify, set()).add(sub)
+            if sub.feed:
+                return
         if sub.rooms is None:
             self.everywhere.subscribers.add(sub)
             return
@@ -55,6 +68,14 @@ class Registry:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        if sub.notify is not None:
+            streams = self.notified.get(sub.notify)
+            if streams is not None:
+                streams.discard(sub)
+                if not streams:
+                    del self.notified[sub.notify]
+            if sub.feed:
+                return
         if sub.rooms is None:
             self.everywhere.subscribers.discard(sub)
             return
@@ -76,6 +97,8 @@ class Registry:
         """Hand a committed (or ephemeral) event to every subscriber of its room."""
         if event.id is not None and event.id > self.position:
             self.position = event.id
+        if self.notified and event.type in NOTIFYING_TYPES and event.id is not None:
+            self._notify(event)
         access = self.access.rooms.get(event.room)
         if access is not None or event.type in ACCESS_EVENTS:
             return self._dispatch_guarded(event)
@@ -86,6 +109,29 @@ class Registry:
         if self.everywhere.subscribers:
             count += self.everywhere.broadcast(event)
         return count
+
+    def _notify(self, event: Event) -> None:
+        """The event's notices: wake the feeds of the users it concerns, and put a hint on
+        their ``notify=1`` streams that may read its room (the access book as of the event:
+        a ``member.added`` is applied later, so the hint of an invitation comes with the
+        event itself, which reaches the user's stream as an access event)."""
+        for user, kind in concerned(event.type, event.room, event.payload):
+            streams = self.notified.get(user)
+            if not streams:
+                continue
+            hint = None
+            for sub in streams:
+                if sub.feed:
+                    sub.fall_behind()  # it reads its groups from the store
+                    continue
+                invited = event.type in ACCESS_EVENTS  # to a room it could not read before
+                if not invited and not reads(sub.identity, self.access.get(event.room)):
+                    continue
+                if hint is None:
+                    fields = {"user": user, "kind": kind, "event_id": event.id}
+                    at = str(event.payload.get("created_at"))
+                    hint = make_event("notify", event.room, fields, created_at=at)
+                sub.push(hint)
 
     def _dispatch_guarded(self, event: Event) -> int:
         """``dispatch`` for a room with members: the book follows access events in order,
@@ -143,6 +189,10 @@ class Registry:
             for event in run:  # rare: a batch into a room with members
                 self.dispatch(event)
             return
+        if self.notified:
+            for event in run:
+                if event.type in NOTIFYING_TYPES and event.id is not None:
+                    self._notify(event)
         last = next((event.id for event in reversed(run) if event.id is not None), None)
         if last is not None and last > self.position:
             self.position = last

@@ -74,12 +74,14 @@ class Subscriber:
         "ended_by",
         "ends_at",
         "events_sent",
+        "feed",
         "filter",
         "flusher",
         "identity",
         "last_id",
         "last_write",
         "limit_bytes",
+        "notify",
         "pending",
         "pending_bytes",
         "ping_due",
@@ -99,11 +101,18 @@ class Subscriber:
         user: str | None = None,
         flusher: Flusher | None = None,
         identity: Identity | None = None,
+        notify: str | None = None,
+        feed: bool = False,
     ) -> None:
         self.rooms = rooms  # None: every room, including rooms created later
         self.filter = flt
         self.user = user
         self.identity = identity  # who reads: access to private rooms (chat.access)
+        # The user whose notifications it follows (API.md, "Notifications"): a ``feed``
+        # stream (no rooms) replays that user's groups from the store each time one may have
+        # changed; a room stream with ``notify=1`` gets a ``notify`` hint among its events.
+        self.notify = notify
+        self.feed = feed
         self.limit_bytes = limit_bytes
         self.pending: list[Event] = []
         self.pending_bytes = 0

@@ -142,7 +142,8 @@ async def test_replies(r: Room) -> None:
     elsewhere = await Room(r.c, f"{r.name}-x").post("other room")
     async with r.stream() as stream:
         reply = await r.post("answer", author="bob", reply_to=parent["id"])
-        event(reply, "message", r.name, author="bob", text="answer", reply_to=parent["id"])
+        fields = {"author": "bob", "text": "answer", "reply_to": parent["id"]}
+        event(reply, "message", r.name, **fields, reply_to_author=parent["author"])
         assert await until(stream, reply["id"]) == [reply]
     for bad in (elsewhere["id"], activity["id"], 999_999_999, 0):
         body = {"author": "bob", "text": "x", "reply_to": bad}
@@ -161,10 +162,12 @@ async def test_reactions_answer_stream_history_and_replay(r: Room) -> None:
         for who, emoji in [("alice", "👍"), ("bob", "👍"), ("bob", "🎉"), ("carol", "👍")]:
             body = await r.call("POST", url, {"author": who, "emoji": emoji}, 201)
             added.append(body)
-            event(body, "reaction.added", r.name, author=who, message_id=tid, emoji=emoji)
+            fields = {"author": who, "message_id": tid, "emoji": emoji}
+            event(body, "reaction.added", r.name, **fields, message_author=target["author"])
         err(await r.c.post(url, json={"author": "bob", "emoji": "🎉"}), 409, "conflict")
         removed = await r.call("DELETE", url, {"author": "carol", "emoji": "👍"})
-        event(removed, "reaction.removed", r.name, author="carol", message_id=tid, emoji="👍")
+        fields = {"author": "carol", "message_id": tid, "emoji": "👍"}
+        event(removed, "reaction.removed", r.name, **fields, message_author=target["author"])
         for emoji in ("👍", "🎉"):  # gone already, never there
             again = await r.c.request("DELETE", url, json={"author": "carol", "emoji": emoji})
             err(again, 404, "not_found")

@@ -159,8 +159,8 @@ async def test_history_of_unknown_room_is_404(client: httpx.AsyncClient, room: s
 async def test_reply_to_a_message_of_the_same_room(client: httpx.AsyncClient, room: str) -> None:
     original = await post(client, room, "question?")
     reply = await post(client, room, "answer", author="bob", reply_to=original["id"])
-    assert set(reply) == EVENT_FIELDS | {"reply_to"}
-    assert reply["reply_to"] == original["id"]
+    assert set(reply) == EVENT_FIELDS | {"reply_to", "reply_to_author"}
+    assert (reply["reply_to"], reply["reply_to_author"]) == (original["id"], original["author"])
     history = (await client.get(f"/api/rooms/{room}/messages")).json()["messages"]
     assert history == [{**original, "reactions": {}}, {**reply, "reactions": {}}]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from quart import Quart
 from werkzeug.routing import IntegerConverter, Map
 
-from chat.api import activity, envelope, messages, ops, rooms, session
+from chat.api import activity, envelope, messages, notifications, ops, rooms, session
 from chat.api.deps import Services, services
 from chat.models import MAX_ID
 
@@ -24,5 +24,5 @@ class EventIdConverter(IntegerConverter):
 def register(app: Quart) -> None:
     app.url_map.converters["id"] = EventIdConverter
     envelope.register(app)
-    for module in (rooms, messages, activity, session, ops):
+    for module in (rooms, messages, activity, notifications, session, ops):
         app.register_blueprint(module.bp)

@@ -26,7 +26,7 @@ from chat.api.deps import Services, require_room
 from chat.api.request import Request
 from chat.api.transport import TransportWriter
 from chat.delivery import StreamRequest
-from chat.errors import InvalidQuery, RateLimited, Unavailable
+from chat.errors import Forbidden, InvalidQuery, RateLimited, Unavailable
 from chat.filters import parse_filter, split_list, user_name
 from chat.limits import client_key, pause
 from chat.logs import access_log
@@ -64,8 +64,11 @@ def stream_rooms(
     return tuple(dict.fromkeys(check_room(name) for name in names))
 
 
-async def stream_request(svc: Services, request: Request, room: str | None) -> StreamRequest:
-    """Check a stream request (400/404/503 as ChatError) and say what it asks for."""
+async def stream_request(
+    svc: Services, request: Request, room: str | None, feed: str | None = None
+) -> StreamRequest:
+    """Check a stream request (400/404/503 as ChatError) and say what it asks for: a room
+    stream, or (``feed``: a user name from the path) that user's notification feed."""
     if svc.shutting_down:
         raise Unavailable("the server is shutting down; reconnect in a moment")
     if len(svc.registry.subscribers) >= svc.settings.max_streams:
@@ -74,6 +77,16 @@ async def stream_request(svc: Services, request: Request, room: str | None) -> S
     args: dict[str, str] = {}
     for name, value in parse_qsl(query, keep_blank_values=True):
         args.setdefault(name, value)  # the first of repeated parameters, as Quart's args
+    header = (request.header(b"last-event-id") or b"").decode("latin-1").strip()
+    resume = header or (args.get("last_event_id", "").strip() or None)
+    if feed is not None:
+        owner = user_name(feed, "user", "path")
+        access.check_feed(request.identity, owner)
+        if access.hidden_rooms(request.identity, owner, svc.book):
+            raise Forbidden(
+                f"{owner!r}'s feed holds private rooms: sign in as {owner!r} to follow it"
+            )
+        return StreamRequest((), None, resume, identity=request.identity, notify=owner, feed=True)
     rooms = stream_rooms(room, args, svc.settings.max_rooms_per_stream)
     who = request.identity
     if rooms is None and who is not None and who.rooms is not None:
@@ -82,14 +95,18 @@ async def stream_request(svc: Services, request: Request, room: str | None) -> S
         access.check_room(who, name, svc.book)
         await require_room(name, svc)
     flt = parse_filter(args)
-    header = (request.header(b"last-event-id") or b"").decode("latin-1").strip()
-    resume = header or (args.get("last_event_id", "").strip() or None)
     user = args.get("user", "").strip() or None
     if user is not None:
         user = user_name(user, "user")  # the one rule of user names: 400 invalid_query
     if who is not None:
         user = access.author(who, user, "user")
-    return StreamRequest(rooms, flt, resume, user, who)
+    notify = args.get("notify", "").strip().lower()
+    if notify not in ("", "0", "1", "true", "false"):
+        raise InvalidQuery("`notify` is 1 (or true) to carry the user's `notify` hints, or 0")
+    if notify in ("1", "true") and user is None:
+        raise InvalidQuery("`notify=1` needs a user: sign in, or name one with `user=`")
+    hints = user if notify in ("1", "true") else None
+    return StreamRequest(rooms, flt, resume, user, who, notify=hints)
 
 
 class EventStreams:
@@ -103,7 +120,7 @@ class EventStreams:
         send = request.send
         start = {"type": "http.response.start", "status": 200, "headers": SSE_HEADERS}
         try:
-            wanted = await stream_request(svc, request, args.get("room"))
+            wanted = await stream_request(svc, request, args.get("room"), args.get("user"))
         except Unavailable as error:
             reason = "shutting_down" if svc.shutting_down else "max_streams"
             svc.metrics.streams_refused.labels(reason).inc()
@@ -178,6 +195,8 @@ def _log_stream(request: Request, wanted: StreamRequest, sub: Subscriber, reason
     who = request.identity
     duration_s = round(time.perf_counter() - request.started, 3)
     rooms = "*" if wanted.rooms is None else ",".join(wanted.rooms)
+    if wanted.feed:
+        rooms = f"notifications of {wanted.notify}"
     access_log.info(
         "stream of %s ended (%s) after %.1f s, %d events",
         rooms,

@@ -40,6 +40,13 @@ async def events() -> NoReturn:
     _served_by_the_pipeline()
 
 
+async def notification_events(user: str) -> NoReturn:
+    """The user's notification feed as `text/event-stream`: a `notification` event (the group)
+    each time one of the user's groups changes, `id:` its `latest_event_id`; resume with
+    `Last-Event-ID`."""
+    _served_by_the_pipeline()
+
+
 @document_request(MessageIn)
 @document_headers(IdempotencyHeaders)
 @document_response(MessageEvent, 201)
@@ -55,6 +62,13 @@ def install(app: Quart, services: Services) -> dict[str, Route]:
     table: list[tuple[str, str, Any, PlainRoute, frozenset[str]]] = [
         ("/api/rooms/<room>/events", "streams.room_events", room_events, streams, GET),
         ("/api/events", "streams.events", events, streams, GET),
+        (
+            "/api/users/<user>/notifications/events",
+            "streams.notifications",
+            notification_events,
+            streams,
+            GET,
+        ),
         ("/api/rooms/<room>/messages", "messages.post", post_message, PostMessage(services), POST),
     ]
     routes = {}

@@ -16,6 +16,7 @@ from chat.access import MEMBER_ADDED, MEMBER_REMOVED, ROOM_CREATED, MemberRole
 from chat.errors import Conflict, NotFound
 from chat.events import Event
 from chat.identity import Identity, Role
+from chat.store import notify
 from chat.store.tx import Tx, WriteOp
 
 T = TypeVar("T")
@@ -199,6 +200,9 @@ def remove_member(room: str, user: str, by: str) -> WriteOp[Event]:
         event = tx.append(room, MEMBER_REMOVED, {"user": user, "role": row[0], "by": by})
         tx.flush()
         tx.conn.execute('DELETE FROM members WHERE room = ? AND "user" = ?', (room, user))
+        (private,) = tx.conn.execute("SELECT private FROM rooms WHERE name = ?", (room,)).fetchone()
+        if private:  # a room they cannot read any more: its notifications leave their feed
+            notify.forget_room(tx, user, room)
         return event
 
     return op

@@ -15,9 +15,10 @@ from chat.errors import Unavailable
 from chat.events import Event, event_from_json
 from chat.store.accounts import AccountReads
 from chat.store.dialect import ReadDb
+from chat.store.notify import NotificationReads
 
 
-class Reads(AccountReads):
+class Reads(AccountReads, NotificationReads):
     """The reading half of ``Store``; the store opens and closes ``_read``."""
 
     _read: ReadDb | None = None
@@ -72,7 +73,8 @@ class Reads(AccountReads):
             params.append(after)
         ascending = after is not None and q is None
         rows = await self._rows(
-            "SELECT m.id, m.room, m.author, m.text, m.reply_to, m.created_at, m.edited_at "
+            "SELECT m.id, m.room, m.author, m.text, m.reply_to, m.created_at, m.edited_at, "
+            "(SELECT p.author FROM messages p WHERE p.id = m.reply_to) "
             f"FROM {source} WHERE {where} ORDER BY m.id {'ASC' if ascending else 'DESC'} "
             "LIMIT ?",
             (*params, limit + 1),
@@ -183,6 +185,7 @@ def _message(row: Sequence[Any]) -> dict[str, Any]:
     }
     if row[4] is not None:
         message["reply_to"] = row[4]
+        message["reply_to_author"] = row[7]
     if row[6] is not None:
         message["edited_at"] = row[6]
     return message

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 from chat.errors import ChatError, NotFound
 from chat.events import Event, make_event, now_rfc3339
+from chat.notifications import NOTIFYING_TYPES, Notice, notices
+from chat.store import notify
 from chat.store.dialect import Conn, Cursor, WriteDb
 
 T = TypeVar("T")
@@ -79,6 +81,9 @@ class Tx:
         self.events: list[Event] = []
         self.rooms: set[str] = set()  # rooms known to exist in this transaction
         self.writers: dict[tuple[str, str | None], bool] = {}  # (room, user) -> may write
+        # (event id, room, created_at, notice) of the events appended, recorded at the end
+        # of the batch (chat/store/notify.py)
+        self.notices: list[tuple[int, str, str, Notice]] = []
 
     def may_write(self, room: str, user: str | None) -> bool:
         """Whether ``user`` (None: a guest) may write into the room now: any room but a
@@ -98,6 +103,9 @@ class Tx:
         self.next_id += 1
         self.insert(EVENT_ROW, (event.id, room, event_type, event.author, self.now, event.json))
         self.events.append(event)
+        if event_type in NOTIFYING_TYPES:
+            for notice in notices(event_type, room, event.payload):
+                self.notices.append((self.next_id - 1, room, self.now, notice))
         return event
 
     def insert(self, statement: str, row: tuple[Any, ...]) -> None:
@@ -143,6 +151,7 @@ def commit_batch(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
         try:
             for op in ops:
                 results.append((True, op(tx)))
+            notify.record(tx)
             tx.flush()
         except Exception as exc:
             db.rollback()
@@ -165,7 +174,7 @@ def _with_savepoints(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
     conn = db.conn
     results: list[tuple[bool, Any]] = []
     for op in ops:
-        event_mark, id_mark = len(tx.events), tx.next_id
+        event_mark, id_mark, notice_mark = len(tx.events), tx.next_id, len(tx.notices)
         conn.execute("SAVEPOINT op")
         try:
             result = op(tx)
@@ -176,9 +185,12 @@ def _with_savepoints(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
             tx.rows.clear()
             tx.rooms.clear()  # a room it created is gone again
             del tx.events[event_mark:]
+            del tx.notices[notice_mark:]
             tx.next_id = id_mark
             results.append((False, exc))
         conn.execute("RELEASE op")
+    notify.record(tx)
+    tx.flush()
     _commit(db, tx, first_id)
     return results, tx.events
 

@@ -42,7 +42,7 @@ def post_message(
         if reply_to is not None:
             tx.flush()  # it may reply to an earlier message of its own batch
             found = tx.conn.execute(
-                "SELECT 1 FROM messages WHERE id = ? AND room = ? AND deleted_at IS NULL",
+                "SELECT author FROM messages WHERE id = ? AND room = ? AND deleted_at IS NULL",
                 (reply_to, room),
             ).fetchone()
             if found is None:
@@ -52,6 +52,7 @@ def post_message(
                     "reply_to_not_found",
                 )
             fields["reply_to"] = reply_to
+            fields["reply_to_author"] = found[0]  # whom it notifies (chat/notifications.py)
         event = tx.append(room, "message", fields)
         tx.insert(MESSAGE_ROW, (event.id, room, author, text, reply_to, tx.now))
         if index and tx.db.index_row is not None:
@@ -129,7 +130,7 @@ def delete_message(
 
 def add_reaction(room: str, message_id: int, author: str, emoji: str) -> WriteOp[Event]:
     def op(tx: Tx) -> Event:
-        _message(tx, room, message_id)
+        owner, _ = _message(tx, room, message_id)
         cur = tx.conn.execute(
             "INSERT INTO reactions (message_id, author, emoji, created_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
@@ -138,6 +139,7 @@ def add_reaction(room: str, message_id: int, author: str, emoji: str) -> WriteOp
         if cur.rowcount == 0:
             raise Conflict(f"{author!r} already reacted with {emoji} to message {message_id}")
         fields = {"author": author, "message_id": message_id, "emoji": emoji}
+        fields["message_author"] = owner  # whom it notifies (chat/notifications.py)
         return tx.append(room, "reaction.added", fields)
 
     return op
@@ -145,7 +147,7 @@ def add_reaction(room: str, message_id: int, author: str, emoji: str) -> WriteOp
 
 def remove_reaction(room: str, message_id: int, author: str, emoji: str) -> WriteOp[Event]:
     def op(tx: Tx) -> Event:
-        _message(tx, room, message_id)
+        owner, _ = _message(tx, room, message_id)
         cur = tx.conn.execute(
             "DELETE FROM reactions WHERE message_id = ? AND author = ? AND emoji = ?",
             (message_id, author, emoji),
@@ -153,6 +155,7 @@ def remove_reaction(room: str, message_id: int, author: str, emoji: str) -> Writ
         if cur.rowcount == 0:
             raise NotFound(f"{author!r} has no {emoji} reaction on message {message_id}")
         fields = {"author": author, "message_id": message_id, "emoji": emoji}
+        fields["message_author"] = owner
         return tx.append(room, "reaction.removed", fields)
 
     return op

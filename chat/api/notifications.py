@@ -1,0 +1,65 @@
+"""A user's notification feed (API.md, "Notifications"): its pages, its unread count, its read
+mark. Its stream (``/api/users/{user}/notifications/events``) is a plain route
+(chat/api/event_stream.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from quart import Blueprint
+from quart_schema import document_response, validate_querystring, validate_request
+
+from chat import access
+from chat.api.deps import identity, services
+from chat.filters import user_name
+from chat.models import (
+    NotificationPage,
+    NotificationQuery,
+    NotificationsRead,
+    NotificationsReadIn,
+    NotificationsUnread,
+)
+from chat.store import notify
+
+bp = Blueprint("notifications", __name__)
+
+
+def _reader(user: str) -> tuple[str, list[str]]:
+    """The feed's user (400 for no user name, 403 for a feed the asker may not read), and the
+    rooms whose groups the asker is not shown."""
+    user = user_name(user, "user", "path")
+    who = identity()
+    access.check_feed(who, user)
+    return user, access.hidden_rooms(who, user, services().book)
+
+
+@bp.get("/api/users/<user>/notifications")
+@validate_querystring(NotificationQuery)
+@document_response(NotificationPage)
+async def notifications(user: str, query_args: NotificationQuery) -> Any:
+    """The user's notification groups, newest `latest_event_id` first; `before` pages to older
+    ones. That user or an admin (a guest: any name, public rooms only)."""
+    user, hidden = _reader(user)
+    groups, has_more = await services().store.notifications(
+        user, before=query_args.before, limit=query_args.limit, hidden=hidden
+    )
+    return {"groups": groups, "has_more": has_more}
+
+
+@bp.get("/api/users/<user>/notifications/unread")
+@document_response(NotificationsUnread)
+async def notifications_unread(user: str) -> dict[str, Any]:
+    """How many of the user's notification groups are unread."""
+    user, hidden = _reader(user)
+    return {"unread": await services().store.notifications_unread(user, hidden)}
+
+
+@bp.put("/api/users/<user>/notifications/read")
+@validate_request(NotificationsReadIn)
+@document_response(NotificationsRead)
+async def notifications_read(user: str, data: NotificationsReadIn) -> dict[str, Any]:
+    """Mark read every group whose `latest_event_id` is at most `until` (never backwards, never
+    past the newest event): 200 with the mark and the unread count."""
+    user, _ = _reader(user)
+    read_until, unread = await services().store.write(notify.mark_read(user, data.until))
+    return {"read_until": read_until, "unread": unread}

@@ -1,0 +1,149 @@
+"""Notifications: whom an event concerns, the group it joins in each one's feed, and the
+group's one-line summary. Plain code, no IO: the store records the groups in the event's own
+transaction (chat/store/notify.py), the registry wakes the streams of the users an event
+concerns (chat/registry.py), both from this one definition (API.md, "Notifications").
+
+Who an event notifies follows from the event alone: a reply carries ``reply_to_author`` and a
+reaction ``message_author``, so any process can tell without reading the store.
+
+- ``mention``: a new message whose text mentions ``@user``; one group per message.
+- ``reply``: a message replying to one of the user's messages; one group per replied message.
+- ``reaction``: a reaction added to one of the user's messages; one per message and emoji.
+- ``activity``: an activity whose ``object`` mentions ``@user``, or whose ``data.to`` is the
+  user's name or a list holding it; one group per room, verb and object.
+- ``membership``: the user added to a room by someone else; one group per room.
+
+Nobody is notified of their own actions, and one event makes at most one notice per user
+(a reply that also mentions its parent's author is a ``reply``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MENTIONS_MAX = 20  # the first names of a message that are notified (a message may hold 2,000)
+ACTORS_SHOWN = 3  # the newest distinct actors a group lists
+KINDS = ("mention", "reply", "reaction", "activity", "membership")
+NOTIFYING_TYPES = frozenset({"message", "reaction.added", "activity", "member.added"})
+
+# ``@name``: a name ends where no name character follows, as in the ``mentions=`` filter
+# (chat/filters.py): "@alice." and "@alice," name alice, "@alice.smith" names alice.smith.
+# A mention names the user exactly as written (names are case-sensitive); a name holding a
+# space cannot be mentioned.
+_MENTION = re.compile(r"(?<![\w@])@(\w(?:[\w-]|\.(?=\w))*)")
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One user's share of an event: the group (``key``, unique in the user's feed) it joins."""
+
+    user: str
+    kind: str
+    key: str
+    actor: str
+    message_id: int | None = None
+    emoji: str | None = None
+    verb: str | None = None
+    object: str | None = None
+
+
+def mentioned(text: str) -> list[str]:
+    """The names ``@``-mentioned in ``text``, each once, in order, at most MENTIONS_MAX."""
+    if "@" not in text:
+        return []
+    names = dict.fromkeys(_MENTION.findall(text))
+    return list(names)[:MENTIONS_MAX]
+
+
+def notices(event_type: str, room: str, payload: Mapping[str, Any]) -> list[Notice]:
+    """Whom this persisted event notifies, and of what."""
+    if event_type not in NOTIFYING_TYPES:
+        return []
+    found: dict[str, Notice] = {}
+    if event_type == "message":
+        actor = str(payload.get("author"))
+        parent = payload.get("reply_to")
+        parent_author = payload.get("reply_to_author")
+        if isinstance(parent, int) and isinstance(parent_author, str):
+            found[parent_author] = Notice(
+                parent_author, "reply", f"reply:{parent}", actor, message_id=parent
+            )
+        message_id = payload.get("id")
+        for name in mentioned(str(payload.get("text", ""))):
+            if name not in found:
+                found[name] = Notice(
+                    name, "mention", f"mention:{message_id}", actor, message_id=message_id
+                )
+    elif event_type == "reaction.added":
+        actor = str(payload.get("author"))
+        owner = payload.get("message_author")
+        message_id, emoji = payload.get("message_id"), str(payload.get("emoji"))
+        if isinstance(owner, str) and isinstance(message_id, int):
+            found[owner] = Notice(
+                owner,
+                "reaction",
+                f"reaction:{message_id}:{emoji}",
+                actor,
+                message_id=message_id,
+                emoji=emoji,
+            )
+    elif event_type == "activity":
+        actor = str(payload.get("actor"))
+        verb, obj = str(payload.get("verb")), str(payload.get("object"))
+        names = mentioned(obj)
+        data = payload.get("data")
+        to = data.get("to") if isinstance(data, Mapping) else None
+        if isinstance(to, str):
+            names.append(to)
+        elif isinstance(to, list):
+            names.extend(name for name in to[:MENTIONS_MAX] if isinstance(name, str))
+        key = f"activity:{room}:{verb}:{obj}"
+        for name in names:
+            found.setdefault(name, Notice(name, "activity", key, actor, verb=verb, object=obj))
+    else:  # member.added
+        actor, user = str(payload.get("by")), str(payload.get("user"))
+        found[user] = Notice(user, "membership", f"membership:{room}", actor)
+    return [notice for user, notice in found.items() if user != actor]
+
+
+def concerned(event_type: str, room: str, payload: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(user, kind) for each user the event notifies: what a stream's ``notify`` hint says."""
+    return [(n.user, n.kind) for n in notices(event_type, room, payload)]
+
+
+def newest_actors(actors: Sequence[str], actor: str) -> list[str]:
+    """A group's shown actors after ``actor`` acted: it first, each once, ACTORS_SHOWN."""
+    return [actor, *(a for a in actors if a != actor)][:ACTORS_SHOWN]
+
+
+def _who(actors: Sequence[str], actor_count: int) -> str:
+    """ "alice", "alice and bob", "alice, bob and carol", "alice, bob and 3 others"."""
+    shown = list(actors)
+    if actor_count <= 1 or len(shown) == 1:
+        return shown[0] if shown else "someone"
+    if actor_count == 2:
+        return f"{shown[0]} and {shown[1]}"
+    if actor_count == 3 and len(shown) >= 3:
+        return f"{shown[0]}, {shown[1]} and {shown[2]}"
+    others = actor_count - 2
+    return f"{shown[0]}, {shown[1]} and {others} other{'s' if others != 1 else ''}"
+
+
+def summary(group: Mapping[str, Any]) -> str:
+    """The group in one line: "alice, bob and 3 others reacted 👍 to your message"."""
+    who = _who(group["actors"], group["actor_count"])
+    kind, room = group["kind"], group["room"]
+    if kind == "mention":
+        return f"{who} mentioned you in #{room}"
+    if kind == "reply":
+        replies = group["count"]
+        what = "replied" if replies == 1 else f"replied {replies} times"
+        return f"{who} {what} to your message in #{room}"
+    if kind == "reaction":
+        return f"{who} reacted {group['emoji']} to your message in #{room}"
+    if kind == "activity":
+        return f"{who} {group['verb']} {group['object']} in #{room}"
+    return f"{who} added you to #{room}"

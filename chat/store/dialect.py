@@ -52,6 +52,9 @@ class WriteDb(Protocol):
     rooms: set[str]
     """Rooms known to exist, from committed batches (a room is never deleted)."""
 
+    public_rooms: set[str]
+    """Rooms known to be public, from committed batches (a room's privacy never changes)."""
+
     def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
         """Write the rows of each ``INSERT ... VALUES (?, ...)`` statement, in order."""
         ...

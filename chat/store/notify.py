@@ -104,6 +104,10 @@ def _group_row(n: Notice, event_id: int, room: str, at: str, actors: str) -> tup
 
 
 def _may_read(tx: Tx, known: dict[tuple[str, str], bool], room: str, user: str) -> bool:
+    """Whether ``user`` may read ``room`` as of this commit: a public room (remembered once
+    seen: a room's privacy never changes), or a private one the user is a member of."""
+    if room in tx.db.public_rooms:
+        return True
     found = known.get((room, user))
     if found is None:
         row = tx.conn.execute(
@@ -111,6 +115,8 @@ def _may_read(tx: Tx, known: dict[tuple[str, str], bool], room: str, user: str) 
             'AND m."user" = ?) FROM rooms r WHERE r.name = ?',
             (user, room),
         ).fetchone()
+        if row is not None and not row[0]:
+            tx.public.add(room)
         found = known[(room, user)] = row is None or not row[0] or bool(row[1])
     return found
 

@@ -140,6 +140,7 @@ class PgWriteDb:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.rooms: set[str] = set()
+        self.public_rooms: set[str] = set()
         raw = connect(settings)
         try:
             apply_pending(raw, migrations_folder(settings))

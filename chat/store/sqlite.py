@@ -65,6 +65,7 @@ class SqliteWriteDb:
 
     def __init__(self, settings: Settings) -> None:
         self.rooms: set[str] = set()
+        self.public_rooms: set[str] = set()
         self.conn = self._sqlite = connect(settings)
         try:
             migrations.apply_pending(self._sqlite, settings.migrations_dir)

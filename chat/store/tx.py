@@ -84,6 +84,7 @@ class Tx:
         # (event id, room, created_at, notice) of the events appended, recorded at the end
         # of the batch (chat/store/notify.py)
         self.notices: list[tuple[int, str, str, Notice]] = []
+        self.public: set[str] = set()  # rooms found public in this transaction
 
     def may_write(self, room: str, user: str | None) -> bool:
         """Whether ``user`` (None: a guest) may write into the room now: any room but a
@@ -198,3 +199,4 @@ def _with_savepoints(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
 def _commit(db: WriteDb, tx: Tx, first_id: int) -> None:
     db.commit(first_id, tx.next_id)
     db.rooms |= tx.rooms  # committed: they exist for every later batch (rooms are never deleted)
+    db.public_rooms |= tx.public

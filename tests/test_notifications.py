@@ -404,3 +404,26 @@ async def test_a_guest_reads_a_names_feed_without_its_private_rooms(
         assert answer.status_code == 403
         async with asyncio.timeout(10):
             assert "secret" not in (await guest.get("/api/users/bob/notifications")).text
+
+
+async def test_a_batch_notifies_all_or_nothing_and_wakes_the_feed_once_in_order(
+    client: httpx.AsyncClient, room: str
+) -> None:
+    """20 mentions in one batch (a COPY on PostgreSQL): 20 groups; a batch with a bad item:
+    none at all."""
+    bob = fresh("bob")
+    url = f"/api/rooms/{room}/messages/batch"
+    bad = [{"author": "ann", "text": f"@{bob} {n}"} for n in range(3)]
+    bad.append({"author": "ann", "text": "x", "reply_to": 10**12})
+    assert (await client.post(url, json={"messages": bad})).status_code == 422
+    assert await unread(client, bob) == 0
+    items = [{"author": "ann", "text": f"@{bob} number {n}"} for n in range(20)]
+    path = f"/api/users/{bob}/notifications/events"
+    async with open_stream(client, path) as stream:
+        events = ok(await client.post(url, json={"messages": items}), 201)["events"]
+        got = await stream.take(20)
+    assert [int(e.id or 0) for e in got] == [e["id"] for e in events]
+    assert [e.json()["message_id"] for e in got] == [e["id"] for e in events]
+    assert await unread(client, bob) == 20
+    page = await feed(client, bob, limit=200)
+    assert [g["message_id"] for g in page["groups"]] == [e["id"] for e in reversed(events)]

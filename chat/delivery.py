@@ -204,15 +204,19 @@ class Delivery:
             assert last is not None
             sub.last_id = last
             if frames:
-                self.metrics.replayed.inc(len(frames))
-                self.metrics.wrote(len(frames))
-                sub.last_write = time.monotonic()
-                chunk = b"".join(frames)
-                sub.events_sent += len(frames)
-                sub.bytes_sent += len(chunk)
-                yield chunk
+                yield self._replayed(sub, frames)
             if len(events) < page:
                 return
+
+    def _replayed(self, sub: Subscriber, frames: list[bytes]) -> bytes:
+        """Frames read back from the store, as the chunk the stream writes (counted)."""
+        self.metrics.replayed.inc(len(frames))
+        self.metrics.wrote(len(frames))
+        sub.last_write = time.monotonic()
+        chunk = b"".join(frames)
+        sub.events_sent += len(frames)
+        sub.bytes_sent += len(chunk)
+        return chunk
 
     async def _replay_feed(self, sub: Subscriber, page: int) -> AsyncIterator[bytes]:
         """A notification feed's stream: each group updated after ``last_id``, in its state
@@ -229,11 +233,6 @@ class Delivery:
                 for latest, group in found
             ]
             sub.last_id = found[-1][0]
-            self.metrics.wrote(len(frames))
-            sub.last_write = time.monotonic()
-            chunk = b"".join(frames)
-            sub.events_sent += len(frames)
-            sub.bytes_sent += len(chunk)
-            yield chunk
+            yield self._replayed(sub, frames)
             if len(found) < page:
                 return

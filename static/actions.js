@@ -2,9 +2,9 @@
 import { api } from './api.js';
 import { els, roomData, state } from './state.js';
 import { toast } from './util.js';
+import { onMessageControls, renderMessages, setReply, showMessage } from './messages.js';
+import { loadInitial } from './history.js';
 import { applyEvent } from './events.js';
-import { renderMessages } from './messages.js';
-import { setReply } from './composer.js';
 
 function findMessage(id) {
   return roomData(state.current).events.get(id);
@@ -85,16 +85,12 @@ export const actions = {
     }
   },
   jump(ev, id) {
-    const node = state.nodes.get(id)?.node;
-    if (!node) { toast('That message is further up: scroll to load it.', 'info'); return; }
-    node.scrollIntoView({ block: 'center', behavior: 'smooth' });
-    node.classList.remove('flash');
-    void node.offsetWidth;
-    node.classList.add('flash');
+    if (!showMessage(id)) toast('That message is further up: scroll to load it.', 'info');
   },
 };
 
 export function bindActions() {
+  onMessageControls({ action: (name, ev, extra) => actions[name]?.(ev, extra), retry: loadInitial });
   // Escape closes the picker / confirm / edit.
   els.list.addEventListener('keydown', (e) => {
     if (e.key !== 'Escape') return;

@@ -1,14 +1,12 @@
-// Fetch helpers for the chat HTTP API. Every error comes back as the API's envelope
-// {"error": {"code", "message", "details"}}; it is thrown as an ApiError.
+// The page's calls of the chat HTTP API, made with the standalone client (chat-client.js).
+// Every error comes back as the API's envelope {"error": {"code", "message", "details"}}; it
+// is thrown as a ChatError (ApiError here).
+import { ChatError, createClient } from './chat-client.js';
 
-export class ApiError extends Error {
-  constructor(status, code, message, details = []) {
-    super(message);
-    this.status = status;
-    this.code = code;
-    this.details = details;
-  }
-}
+export { ChatError as ApiError };
+
+/** The service of this page's origin (chat-client.js): streams, posts, history. */
+export const client = createClient();
 
 export const ROOM_RE = /^[a-z0-9][a-z0-9._-]{0,63}$/;
 
@@ -19,31 +17,18 @@ const member = (name, user) => `${room(name)}/members/${encodeURIComponent(user)
 let unauthorized = () => {};
 export function onUnauthorized(fn) { unauthorized = fn; }
 
-export async function request(method, path, body, headers = {}) {
-  const init = { method, headers: { Accept: 'application/json', ...headers } };
-  if (body !== undefined) {
-    init.headers['Content-Type'] = 'application/json';
-    init.body = JSON.stringify(body);
-  }
-  let res;
+/** A call's answer, telling onUnauthorized of a 401 (outside /api/session). */
+async function guard(answer, session = false) {
   try {
-    res = await fetch(path, init);
-  } catch (err) {
-    throw new ApiError(0, 'network_error', 'The server cannot be reached.');
+    return await answer;
+  } catch (e) {
+    if (e.status === 401 && !session) unauthorized();
+    throw e;
   }
-  if (res.status === 204) return null;
-  let data = null;
-  try {
-    data = await res.json();
-  } catch {
-    data = null;
-  }
-  if (!res.ok) {
-    const e = (data && data.error) || {};
-    if (res.status === 401 && !path.startsWith('/api/session')) unauthorized();
-    throw new ApiError(res.status, e.code || 'http_error', e.message || `HTTP ${res.status}`, e.details || []);
-  }
-  return data;
+}
+
+export function request(method, path, body, headers = {}) {
+  return guard(client.request(method, path, body, headers), path.startsWith('/api/session'));
 }
 
 function query(params) {
@@ -65,9 +50,9 @@ export const api = {
   session: () => request('GET', '/api/session'),
   signIn: (user, password) => request('POST', '/api/session', password === undefined ? { user } : { user, password }),
   signOut: () => request('DELETE', '/api/session'),
-  messages: (name, before, limit = 50) => request('GET', `${room(name)}/messages${query({ before, limit })}`),
+  messages: (name, before, limit = 50) => guard(client.history(name, { before, limit })),
   activity: (name, before, limit = 50) => request('GET', `${room(name)}/activity${query({ before, limit })}`),
-  post: (name, body, key) => request('POST', `${room(name)}/messages`, body, { 'Idempotency-Key': key }),
+  post: (name, body, key) => guard(client.post(name, body, { idempotencyKey: key })),
   edit: (name, id, author, text) => request('PATCH', `${room(name)}/messages/${id}`, { author, text }),
   remove: (name, id, author) => request('DELETE', `${room(name)}/messages/${id}`, { author }),
   react: (name, id, author, emoji) => request('POST', `${room(name)}/messages/${id}/reactions`, { author, emoji }),
@@ -76,4 +61,7 @@ export const api = {
   presence: (name) => request('GET', `${room(name)}/presence`),
   markRead: (name, user, lastReadId) => request('PUT', `${room(name)}/read`, { user, last_read_id: lastReadId }),
   unread: (user) => request('GET', `/api/users/${encodeURIComponent(user)}/unread`),
+  notifications: (user, before, limit = 50) => guard(client.notifications(user, { before, limit })),
+  unreadNotifications: (user) => guard(client.unreadNotifications(user)),
+  markNotificationsRead: (user, until) => guard(client.markNotificationsRead(user, until)),
 };

@@ -1,27 +1,41 @@
 // The chat page's entry point: wires the modules to the DOM and starts the session.
-//   state.js       DOM elements, page state, localStorage
-//   gate.js        name and sign-in screens  session.js  load, sign-out, a session that ends
-//   membership.js  rooms added / removed     members.js  the open private room's members
-//   nav.js         the sidebar drawer on narrow screens
-//   rooms.js       rooms, unread, read    history.js   history over REST, scrolling up
-//   messages.js    the message list       actions.js   edit, delete, reply, reactions
-//   composer.js    sending, reply bar     presence.js  who is here, who is typing
-//   events.js      applying events        connection.js  the stream and its badge
-// Rendering helpers are in render.js, HTTP in api.js, the EventSource in stream.js.
-// The modules import each other's functions in a cycle; none calls another at import time.
+// The imports run one way (tests/test_chat_client_js.py checks it), each layer using only
+// the ones before it:
+//   state      state.js      DOM elements, page state, localStorage
+//              model.js      a room's events, changed by events
+//   client     chat-client.js  the standalone client: streams, posts, history, notifications
+//              api.js        the page's calls, on chat-client.js
+//   rendering  render.js     DOM builders             util.js      toasts, retries
+//              connection.js the one stream, its badge  messages.js  the message list, reply bar
+//              roomlist.js   the rooms in the sidebar  presence.js  who is here, who is typing
+//              members.js    a private room's members  bell.js      the notification bell
+//              nav.js        the sidebar drawer on narrow screens
+//   controls   unread.js     unread counts, read     history.js   history over REST, scrolling up
+//              rooms.js      joining, leaving, opening  membership.js rooms added / removed
+//              notifications.js  the bell's count, panel, opening a group
+//              events.js     applying events          actions.js   edit, delete, reply, reactions
+//              composer.js   sending, typing          gate.js      name and sign-in screens
+//              session.js    load, sign-out, a session that ends; app.js wires them
+// A lower layer calls a higher one only through handlers it is given (bindConnection,
+// onMessageControls, onRoomControls, onBellControls).
 import { api, ROOM_RE } from './api.js';
-import { avatar } from './render.js';
 import { LS, els, load, save, state } from './state.js';
-import { bindGate } from './gate.js';
-import { bindRooms, ensureRoom, openRoom, renderRoomForm, renderRooms } from './rooms.js';
-import { bindHistory } from './history.js';
+import { avatar } from './render.js';
+import { bindConnection, stream } from './connection.js';
 import { bindMessages, setShowActivity } from './messages.js';
+import { renderRooms } from './roomlist.js';
+import { loadPresence } from './presence.js';
+import { bindMembers, renderMembers } from './members.js';
+import { bindNav } from './nav.js';
+import { refreshUnread } from './unread.js';
+import { bindHistory, loadInitial } from './history.js';
+import { bindRooms, ensureRoom, openRoom, renderRoomForm } from './rooms.js';
+import { bindNotifications, refreshNotifications, resetNotifications } from './notifications.js';
+import { applyEvent, handleReset } from './events.js';
 import { bindActions } from './actions.js';
 import { bindComposer } from './composer.js';
-import { stream } from './connection.js';
-import { bindNav } from './nav.js';
-import { boot, bindSession } from './session.js';
-import { bindMembers, renderMembers } from './members.js';
+import { bindGate } from './gate.js';
+import { boot, bindSession, checkSession } from './session.js';
 
 /**
  * Enter the chat as this user (role: the session's, or null for a guest without one; guest:
@@ -78,8 +92,7 @@ async function start(name, role, guest = true) {
   // The stream starts after the newest event of any joined room, so that nothing between the
   // history and the stream is lost. It is the page's only one: it also brings the user's own
   // member events of other rooms (an invitation adds the room, membership.js).
-  if (ids.length) stream.lastId = Math.max(...ids);
-  stream.open(state.rooms, state.me);
+  stream.open(state.rooms, state.me, { lastEventId: ids.length ? Math.max(...ids) : null });
   openRoom(state.current);
   els.composer.focus();
 }
@@ -95,6 +108,7 @@ function stop() {
   });
   for (const m of [state.data, state.presence, state.typers, state.nodes, state.private, state.members]) m.clear();
   state.seen.clear();
+  resetNotifications();
   els.app.hidden = true;
   els.roomList.replaceChildren();
   els.list.replaceChildren();
@@ -104,6 +118,21 @@ function stop() {
   document.title = 'chat';
 }
 
+/** Every (re)connection of the stream: what was kept over REST is taken again. */
+function reconnected() {
+  if (state.current) loadPresence(state.current);
+  refreshUnread();
+  refreshNotifications();
+  const rd = state.current && state.data.get(state.current);
+  if (rd && rd.error && !rd.loaded && !rd.loading) loadInitial(state.current);
+}
+
+bindConnection({
+  event: applyEvent,
+  reset: handleReset,
+  open: reconnected,
+  offline: () => checkSession(), // a 401 (session ended) or a 404 (a room gone)
+});
 bindGate(start);
 bindSession(stop);
 bindRooms();
@@ -113,4 +142,5 @@ bindActions();
 bindComposer();
 bindMembers();
 bindNav();
+bindNotifications();
 boot(start);

@@ -3,19 +3,10 @@
 import { api } from './api.js';
 import { els, state } from './state.js';
 import { toast, uuid, withRetry } from './util.js';
+import { renderMessages, setReply } from './messages.js';
 import { applyEvent } from './events.js';
-import { renderMessages } from './messages.js';
 
 const TYPING_SEND_MS = 2000;
-
-export function setReply(r) {
-  state.replyTo = r;
-  els.replyBar.hidden = !r;
-  if (r) {
-    els.replyAuthor.textContent = r.author;
-    els.replyText.textContent = r.text.length > 120 ? `${r.text.slice(0, 120)}…` : r.text;
-  }
-}
 
 function autosize() {
   const c = els.composer;

@@ -1,11 +1,20 @@
-// The one stream of events for every joined room, and the connection badge that shows it.
-import { Stream } from './stream.js';
-import { els, state } from './state.js';
-import { applyEvent } from './events.js';
-import { loadInitial } from './history.js';
-import { loadPresence } from './presence.js';
-import { refreshUnread } from './rooms.js';
-import { checkSession } from './session.js';
+// The page's one stream of events (chat-client.js) for every joined room, and the connection
+// badge that shows it. Browsers allow six HTTP/1.1 connections per host across all tabs: one
+// stream per tab. Besides the listed rooms' events it brings the signed-in user's own access
+// events (room.created, member.added, member.removed) of other rooms, and `notify` events
+// (notify=1) for the bell. What the page does with them is the controls' (bindConnection).
+import { client } from './api.js';
+import { els } from './state.js';
+
+const handlers = { event: () => {}, reset: () => {}, open: () => {}, offline: () => {} };
+let sub = null;
+
+/**
+ * @param {{event?: (ev: object) => void, reset?: (ev: object) => void, open?: () => void,
+ *   offline?: () => void}} fns open: on every (re)connection; offline: the browser gave up
+ *   (a 401 or a 404, say); the stream retries by itself
+ */
+export function bindConnection(fns) { Object.assign(handlers, fns); }
 
 function setConnection(s) {
   els.conn.dataset.state = s;
@@ -13,14 +22,38 @@ function setConnection(s) {
   els.conn.title = { open: 'Connected: updates arrive live', connecting: 'Reconnecting to the server…', closed: 'Disconnected: retrying' }[s] || '';
 }
 
-export const stream = new Stream({
-  onEvent: applyEvent,
-  onState: setConnection,
-  onOpen: () => {
-    if (state.current) loadPresence(state.current);
-    refreshUnread();
-    const rd = state.current && state.data.get(state.current);
-    if (rd && rd.error && !rd.loaded && !rd.loading) loadInitial(state.current);
+function onState(s) {
+  if (s === 'open') {
+    setConnection('open');
+    handlers.open();
+  } else if (s === 'offline') {
+    setConnection('closed');
+    handlers.offline();
+  } else if (s !== 'closed') {
+    setConnection('connecting');
+  }
+}
+
+export const stream = {
+  /**
+   * Follow these rooms: the first time from `lastEventId` (the newest event of the rooms'
+   * histories, so that nothing between history and stream is lost), later by moving the one
+   * stream to them; `since` replays the events of rooms it adds from after that id.
+   */
+  open(rooms, user, { lastEventId = null, since = null } = {}) {
+    if (sub) { sub.setRooms(rooms, { since }); return; }
+    sub = client.subscribe({
+      rooms,
+      filters: { user, notify: true },
+      lastEventId,
+      onEvent: (ev) => handlers.event(ev),
+      onReset: (ev) => handlers.reset(ev),
+      onState,
+    });
   },
-  onClosed: () => checkSession(), // a 401 (session ended) or a 404 (a room gone)
-});
+  /** Close for good (signed out): the rooms and the resume point are forgotten. */
+  stop() {
+    if (sub) sub.close();
+    sub = null;
+  },
+};

@@ -1,11 +1,13 @@
 // Events from the stream (or from a POST's answer) applied to the page's state.
 import { state } from './state.js';
-import { addEvent } from './history.js';
+import { applyToRoom } from './model.js';
 import { renderMessages } from './messages.js';
-import { setReply } from './composer.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
-import { countUnread, markRead, openRoom, refreshUnread, renderRooms } from './rooms.js';
+import { renderRooms } from './roomlist.js';
+import { countUnread, markRead, refreshUnread } from './unread.js';
+import { openRoom } from './rooms.js';
 import { onMemberEvent, reconcile } from './membership.js';
+import { onNotify } from './notifications.js';
 
 /** Apply one event (from the stream or from a POST's answer), at most once per id. */
 export function applyEvent(ev) {
@@ -18,6 +20,9 @@ export function applyEvent(ev) {
   switch (ev.type) {
     case 'reset':
       handleReset();
+      return;
+    case 'notify':
+      if (!ev.user || ev.user === state.me) onNotify(ev);
       return;
     case 'typing':
       if (room === state.current && ev.user !== state.me) showTyping(ev.user);
@@ -54,42 +59,8 @@ export function applyEvent(ev) {
   }
 }
 
-export function applyToRoom(rd, ev) {
-  switch (ev.type) {
-    case 'message':
-    case 'activity':
-      addEvent(rd, ev);
-      break;
-    case 'message.edited': {
-      const m = rd.events.get(ev.message_id);
-      if (m) rd.events.set(m.id, { ...m, text: ev.text, edited_at: ev.created_at });
-      break;
-    }
-    case 'message.deleted':
-      rd.events.delete(ev.message_id);
-      rd.deleted.add(ev.message_id);
-      if (state.editing === ev.message_id) state.editing = null;
-      if (state.replyTo && state.replyTo.id === ev.message_id) setReply(null);
-      break;
-    case 'reaction.added':
-    case 'reaction.removed': {
-      const m = rd.events.get(ev.message_id);
-      if (!m) break;
-      const reactions = { ...(m.reactions || {}) };
-      const users = new Set(reactions[ev.emoji] || []);
-      if (ev.type === 'reaction.added') users.add(ev.author); else users.delete(ev.author);
-      if (users.size) reactions[ev.emoji] = [...users]; else delete reactions[ev.emoji];
-      rd.events.set(m.id, { ...m, reactions });
-      break;
-    }
-    default:
-      break;
-  }
-  if (typeof ev.id === 'number' && ev.id > rd.maxId) rd.maxId = ev.id;
-}
-
 /** The stream could not replay the gap (or the database was replaced): reload over REST. */
-function handleReset() {
+export function handleReset() {
   state.seen.clear();
   for (const [room, rd] of state.data) {
     rd.gen++;

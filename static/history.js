@@ -2,21 +2,12 @@
 // list is scrolled up, merged by id.
 import { api, ApiError } from './api.js';
 import { els, roomData, state } from './state.js';
+import { addEvent, applyToRoom, displayFloor, minId } from './model.js';
 import { toast, withRetry } from './util.js';
-import { applyToRoom } from './events.js';
-import { renderHead, renderMessages } from './messages.js';
-import { markRead } from './rooms.js';
+import { renderHead, renderMessages, showMessage } from './messages.js';
+import { markRead } from './unread.js';
 
-export function addEvent(rd, ev) {
-  if (rd.deleted.has(ev.id)) return;
-  const old = rd.events.get(ev.id);
-  rd.events.set(ev.id, old ? { ...old, ...ev } : { ...ev });
-  if (ev.id > rd.maxId) rd.maxId = ev.id;
-}
-
-function minId(list) {
-  return list.length ? Math.min(...list.map((e) => e.id)) : null;
-}
+const REVEAL_PAGES = 40; // how far up a message is looked for (pages of history)
 
 async function fetchActivity(room, before) {
   try {
@@ -28,8 +19,14 @@ async function fetchActivity(room, before) {
   }
 }
 
-export async function loadInitial(room) {
+/** The first page of a room's history; rd.ready is its promise. */
+export function loadInitial(room) {
   const rd = roomData(room);
+  rd.ready = load(room, rd);
+  return rd.ready;
+}
+
+async function load(room, rd) {
   const gen = ++rd.gen;
   rd.loading = true;
   rd.error = null;
@@ -59,8 +56,7 @@ export async function loadInitial(room) {
   }
 }
 
-async function loadOlder() {
-  const room = state.current;
+async function loadOlder(room = state.current) {
   const rd = roomData(room);
   if (!rd.loaded || rd.loadingOlder || (!rd.msgMore && !rd.actMore)) return;
   rd.loadingOlder = true;
@@ -94,12 +90,23 @@ async function loadOlder() {
   }
 }
 
-/** Events below this id are held back: one of the two histories has not reached them yet. */
-export function displayFloor(rd) {
-  let floor = -Infinity;
-  if (rd.msgMore && rd.msgBefore !== null) floor = Math.max(floor, rd.msgBefore);
-  if (rd.actMore && rd.actBefore !== null) floor = Math.max(floor, rd.actBefore);
-  return floor;
+/**
+ * Show a message of the open room (loading older pages until it is there): scrolled to, and
+ * flashing. False when it is not to be found (deleted, or further up than REVEAL_PAGES).
+ */
+export async function reveal(room, id) {
+  const rd = roomData(room);
+  if (!rd.loaded) await (rd.loading && rd.ready ? rd.ready : loadInitial(room));
+  for (let i = 0; i < REVEAL_PAGES && !rd.events.has(id) && rd.loaded && (rd.msgMore || rd.actMore); i++) {
+    if (state.current !== room) return false;
+    const gen = rd.gen;
+    if (rd.loadingOlder) await new Promise((r) => setTimeout(r, 100));
+    else await loadOlder(room);
+    if (rd.gen !== gen) return false;
+  }
+  if (state.current !== room || !rd.events.has(id) || id < displayFloor(rd)) return false;
+  renderMessages({ keep: true });
+  return showMessage(id);
 }
 
 function fillViewport() {

@@ -1,9 +1,8 @@
 // The open private room's members: the list (owners marked), inviting by name and removing a
-// member (owners and admins), leaving (members); kept live from the room's member events.
+// member (owners and admins); kept live from the room's member events. Leaving is rooms.js's.
 import { api } from './api.js';
 import { h, hue, icon } from './render.js';
 import { els, state } from './state.js';
-import { forgetRoom } from './rooms.js';
 
 const CROSS = ['M18 6 6 18', 'M6 6l12 12'];
 
@@ -86,21 +85,9 @@ async function remove(room, user) {
   }
 }
 
-async function leave() {
-  const room = state.current;
-  els.memberError.textContent = '';
-  try {
-    await api.removeMember(room, state.me);
-    forgetRoom(room, null);
-  } catch (e) {
-    els.memberError.textContent = e.message;
-  }
-}
-
 export function bindMembers() {
   els.invite.addEventListener('keydown', (e) => {
     if (e.key === 'Enter') { e.preventDefault(); invite(); }
   });
   els.inviteForm.addEventListener('submit', (e) => { e.preventDefault(); invite(); });
-  els.memberLeave.addEventListener('click', leave);
 }

@@ -5,18 +5,18 @@
 import { api } from './api.js';
 import { LS, save, state } from './state.js';
 import { stream } from './connection.js';
-import { forgetRoom, renderRooms } from './rooms.js';
-import { memberEvent } from './members.js';
 import { toast } from './util.js';
+import { memberEvent } from './members.js';
+import { renderRooms } from './roomlist.js';
+import { forgetRoom } from './rooms.js';
 
-/** Add rooms to the joined list and reopen the stream (from `from`, when given, at the latest). */
-function addRooms(rooms, from = null) {
+/** Add rooms to the joined list and move the stream to them (replaying theirs after `since`). */
+function addRooms(rooms, since = null) {
   const fresh = rooms.filter((r) => !state.rooms.includes(r));
   if (!fresh.length) return;
   state.rooms.push(...fresh);
   save(LS.rooms, state.rooms);
-  if (from !== null) stream.lastId = stream.lastId === null ? from : Math.min(stream.lastId, from);
-  stream.open(state.rooms, state.me);
+  stream.open(state.rooms, state.me, { since });
   renderRooms();
 }
 

@@ -1,11 +1,41 @@
 // The message list: rendered from the open room's events, reusing each event's node while
-// its content is unchanged, and keeping focus and scroll position across renders.
+// its content is unchanged, and keeping focus and scroll position across renders; and the
+// reply bar above the composer. What the buttons do is the controls' (handlers).
 import { activityNode, h, messageContent } from './render.js';
 import { $, LS, els, roomData, save, state } from './state.js';
-import { displayFloor, loadInitial } from './history.js';
-import { actions } from './actions.js';
+import { displayFloor } from './model.js';
 
 const GROUP_MS = 5 * 60 * 1000;
+
+const handlers = { action: () => {}, retry: () => {} };
+/** @param {{action?: (name: string, ev: object, extra?: any) => void, retry?: (room: string) => void}} fns */
+export function onMessageControls(fns) { Object.assign(handlers, fns); }
+
+/** The message being replied to ({id, author, text}), or null: shown above the composer. */
+export function setReply(r) {
+  state.replyTo = r;
+  renderReply();
+}
+
+function renderReply() {
+  const r = state.replyTo;
+  els.replyBar.hidden = !r;
+  if (r) {
+    els.replyAuthor.textContent = r.author;
+    els.replyText.textContent = r.text.length > 120 ? `${r.text.slice(0, 120)}…` : r.text;
+  }
+}
+
+/** Scroll to a message of the open room and make it flash; false when it is not shown. */
+export function showMessage(id, { smooth = true } = {}) {
+  const node = state.nodes.get(id)?.node;
+  if (!node) return false;
+  node.scrollIntoView({ block: 'center', behavior: smooth ? 'smooth' : 'auto' });
+  node.classList.remove('flash');
+  void node.offsetWidth; // restart the animation
+  node.classList.add('flash');
+  return true;
+}
 
 export function renderHead(rd) {
   const head = $('list-head');
@@ -14,7 +44,7 @@ export function renderHead(rd) {
   let content;
   if (rd.error && !rd.loaded) {
     content = [h('span', { text: `Could not load #${room}: ${rd.error} ` }),
-      h('button', { type: 'button', class: 'btn ghost small', text: 'Retry', onclick: () => loadInitial(room) })];
+      h('button', { type: 'button', class: 'btn ghost small', text: 'Retry', onclick: () => handlers.retry(room) })];
   } else if (rd.loading || rd.loadingOlder) {
     content = [h('span', { class: 'spinner', 'aria-hidden': 'true' }), h('span', { text: 'Loading…' })];
   } else if (rd.msgMore || rd.actMore) {
@@ -36,7 +66,7 @@ function quotedFor(rd, ev) {
 }
 
 function onAction(action, ev, extra) {
-  actions[action]?.(ev, extra);
+  handlers.action(action, ev, extra);
 }
 
 export function renderMessages({ bottom = false, keep = false } = {}) {
@@ -88,6 +118,7 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
 
   if (keep) list.scrollTop = oldTop + (list.scrollHeight - oldHeight);
   else if (bottom || nearBottom) list.scrollTop = list.scrollHeight;
+  if (els.replyBar.hidden === !!state.replyTo) renderReply();
 }
 
 function focusKeyIn(node) {

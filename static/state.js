@@ -16,6 +16,7 @@ export const els = {
   meName: $('me-name'), meAvatar: $('me-avatar'), signout: $('signout'),
   roomTitle: $('room-title'), presence: $('presence'), toggleActivity: $('toggle-activity'),
   conn: $('connection'), connLabel: $('conn-label'),
+  notifBell: $('notif-bell'), notifCount: $('notif-count'), notifPanel: $('notif-panel'), notifList: $('notif-list'),
   list: $('messages'), typing: $('typing'),
   composerForm: $('composer-form'), composer: $('composer'),
   replyBar: $('reply-bar'), replyAuthor: $('reply-author'), replyText: $('reply-text'), replyCancel: $('reply-cancel'),
@@ -42,6 +43,8 @@ export const state = {
   nodes: new Map(), // event id -> {node, sig} for the open room
   lastTypingSent: 0,
   readTimer: null,
+  // The notification bell: the unread count, and the panel's groups (newest first).
+  notif: { unread: 0, groups: [], more: false, open: false, loading: false, error: null, gen: 0 },
 };
 
 export function roomData(room) {
@@ -50,7 +53,7 @@ export function roomData(room) {
     rd = {
       events: new Map(), deleted: new Set(), pending: [], loaded: false, loading: false,
       loadingOlder: false, msgMore: false, actMore: false, msgBefore: null, actBefore: null,
-      maxId: 0, readSent: 0, gen: 0, error: null,
+      maxId: 0, readSent: 0, gen: 0, error: null, ready: null,
     };
     state.data.set(room, rd);
   }

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page
 
 try:
-    from playwright.async_api import async_playwright, expect
+    from playwright.async_api import async_playwright
+    from playwright.async_api import expect as expect  # re-exported for the page tests
 
     HAVE_PLAYWRIGHT = True
 except ImportError:  # pragma: no cover - the test extras install it

@@ -1,0 +1,50 @@
+// Unread counts of the joined rooms (counted from the stream, settled by the server's) and the
+// read marker of the open room.
+import { api } from './api.js';
+import { els, roomData, state } from './state.js';
+import { renderRooms } from './roomlist.js';
+
+/** One more unread message in a room that is not open, counted from the stream. */
+export function countUnread(room, id) {
+  state.unread[room] = (state.unread[room] || 0) + 1;
+  (state.unreadIds[room] ||= []).push(id);
+}
+
+export function clearUnread(room) {
+  state.unread[room] = 0;
+  delete state.unreadIds[room];
+}
+
+/**
+ * The server's counts, merged with what the stream delivered meanwhile: the answer counts the
+ * messages up to its last_id, so of those counted from the stream only the later ones are added.
+ * A room the server has no read marker for keeps the page's own count.
+ */
+export async function refreshUnread() {
+  try {
+    const res = await api.unread(state.me);
+    const rooms = (res && res.rooms) || {};
+    const last = (res && typeof res.last_id === 'number') ? res.last_id : 0;
+    for (const room of state.rooms) {
+      const later = (state.unreadIds[room] || []).filter((id) => id > last);
+      state.unreadIds[room] = later;
+      if (room === state.current) clearUnread(room);
+      else if (room in rooms) state.unread[room] = rooms[room] + later.length;
+    }
+    els.roomList.dataset.unreadAt = String(last); // when the counts were last taken (for tests)
+    renderRooms();
+  } catch { /* shown by the connection state */ }
+}
+
+/** The open room is read up to its newest event: tell the server, a moment later. */
+export function markRead() {
+  const room = state.current;
+  const rd = roomData(room);
+  clearUnread(room);
+  if (!rd.maxId || rd.maxId <= rd.readSent) return;
+  clearTimeout(state.readTimer);
+  state.readTimer = setTimeout(() => {
+    const id = rd.maxId;
+    api.markRead(room, state.me, id).then(() => { rd.readSent = Math.max(rd.readSent, id); }).catch(() => {});
+  }, 300);
+}

@@ -17,7 +17,7 @@ from quart import Quart
 from quart.json.provider import DefaultJSONProvider
 from quart_schema import Info, QuartSchema
 
-from chat import __version__, api
+from chat import __version__, activitystreams, api
 from chat.api import routes
 from chat.api.auth import Authenticator, RoomAccessPolicy
 from chat.api.cors import Cors
@@ -162,6 +162,7 @@ def create_app(
         forwarded=Forwarded(settings.forwarded_allow_ips),
         cors=Cors(origins(settings)),
         endpoint_headers={"static": [(b"content-security-policy", PAGE_CSP.encode())]},
+        media_types={"activity.post_activity": activitystreams.AS2_MEDIA_TYPES},
     )
     background: list[asyncio.Task[None]] = []
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
+from quart import Blueprint, request
 from quart_schema import document_response, validate_querystring, validate_request
 
-from chat import access
+from chat import access, activitystreams
+from chat.api.activity import as2_answer, base_url
 from chat.api.deps import identity, services
 from chat.filters import user_name
 from chat.models import (
@@ -38,12 +39,17 @@ def _reader(user: str) -> tuple[str, list[str]]:
 @document_response(NotificationPage)
 async def notifications(user: str, query_args: NotificationQuery) -> Any:
     """The user's notification groups, newest `latest_event_id` first; `before` pages to older
-    ones. That user or an admin (a guest: any name, public rooms only)."""
+    ones. That user or an admin (a guest: any name, public rooms only). With `Accept:
+    application/activity+json`: an Activity Streams 2.0 `OrderedCollectionPage`."""
     user, hidden = _reader(user)
+    before, limit = query_args.before, query_args.limit
     groups, has_more = await services().store.notifications(
-        user, before=query_args.before, limit=query_args.limit, hidden=hidden
+        user, before=before, limit=limit, hidden=hidden
     )
-    return {"groups": groups, "has_more": has_more}
+    if activitystreams.wants_as2(request.headers.get("Accept")):
+        page = activitystreams.notifications_page(groups, has_more, base_url(), user, before, limit)
+        return as2_answer(page)
+    return {"groups": groups, "has_more": has_more}, 200, {"Vary": "Accept"}
 
 
 @bp.get("/api/users/<user>/notifications/unread")

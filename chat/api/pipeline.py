@@ -108,6 +108,7 @@ class Pipeline:
         forwarded: Forwarded | None = None,
         cors: Cors | None = None,
         endpoint_headers: Mapping[str, list[tuple[bytes, bytes]]] | None = None,
+        media_types: Mapping[str, frozenset[bytes]] | None = None,
     ) -> None:
         self.quart = quart
         # Matches are remembered: a matcher call costs several µs and leaves a reference
@@ -122,6 +123,8 @@ class Pipeline:
         self.forwarded = forwarded if forwarded is not None and forwarded.enabled else None
         self.cors = cors if cors is not None and cors.on else None
         self.endpoint_headers = dict(endpoint_headers or {})  # e.g. the CSP of static files
+        # endpoint -> the body media types it takes besides application/json
+        self.media_types = dict(media_types or {})
 
     async def __call__(
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -240,7 +243,7 @@ class Pipeline:
             raise miss()
         method = request.method
         if method in BODY_METHODS:
-            _check_media_type(request)
+            _check_media_type(request, self.media_types.get(request.endpoint, frozenset()))
         route = self.routes.get(request.endpoint)
         if route is not None and method in route.methods:
             request.served_by = "plain"
@@ -289,14 +292,15 @@ def _check_framing(request: Request) -> None:
         raise BadRequest("Content-Length and Transfer-Encoding together are not accepted")
 
 
-def _check_media_type(request: Request) -> None:
-    """A body is JSON; only a DELETE may come without one."""
+def _check_media_type(request: Request, also: frozenset[bytes] = frozenset()) -> None:
+    """A body is JSON (or of a media type in ``also``, the endpoint's own); only a DELETE may
+    come without one."""
     has_body = bool(request.body) or request.header(b"transfer-encoding") is not None
     if not has_body and request.method == "DELETE":
         return
     content_type = request.header(b"content-type") or b""
     mimetype = content_type.split(b";", 1)[0].strip().lower()
-    if mimetype != b"application/json":
+    if mimetype != b"application/json" and mimetype not in also:
         shown = mimetype.decode("latin-1") or "nothing"
         raise UnsupportedMediaType(f"send the body as application/json, not {shown!r}")
 

@@ -205,6 +205,31 @@ def hidden_rooms(identity: Identity | None, user: str, book: AccessBook) -> list
     )
 
 
+def hears(
+    identity: Identity | None, user: str, room: str, access: RoomAccess | None, *, added: bool
+) -> bool:
+    """Whether a ``notify=1`` stream of ``identity`` gets the hint that an event of ``room``
+    concerns ``user``: ``user`` may read the room (the store notifies no one else; ``added``:
+    the event is the one that makes them a member), and the stream may see the room (in its
+    credential's scope; a private room: the user's own stream, or an admin's)."""
+    if identity is not None and not identity.reaches(room):
+        return False
+    if access is None or not access.private:
+        return True
+    if not added and user not in access.members:
+        return False
+    return (
+        identity is not None and not identity.guest and (identity.user == user or identity.is_admin)
+    )
+
+
+def check_mark(identity: Identity | None, user: str, holds_account: bool, hidden: bool) -> None:
+    """Who may move a feed's read mark, besides ``check_feed``: a guest only for a name that
+    holds no account and no private room the guest cannot see."""
+    if (identity is None or identity.guest) and (holds_account or hidden):
+        raise Forbidden(f"{user!r} is an account's name: sign in as {user!r} to mark its feed")
+
+
 def unread_rooms(
     identity: Identity | None, user: str, rooms: Iterable[str], book: AccessBook
 ) -> list[str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from chat import sse
+from chat import access, sse
 from chat.access import ReplayGate
 from chat.config import Settings
 from chat.events import Event, make_event
@@ -224,8 +224,11 @@ class Delivery:
         makes the stream read again, chat/registry.py)."""
         user = sub.notify
         assert user is not None
+        # what the reader may not be shown (a guest reading a name's feed: its private
+        # rooms), asked at every read: the name may have been invited since the stream opened
+        hidden = access.hidden_rooms(sub.identity, user, self.registry.access)
         while sub.state is not CLOSED:
-            found = await self.store.notifications_after(user, sub.last_id, page)
+            found = await self.store.notifications_after(user, sub.last_id, page, hidden)
             if not found:
                 return
             frames = [

@@ -28,11 +28,17 @@ ACTORS_SHOWN = 3  # the newest distinct actors a group lists
 KINDS = ("mention", "reply", "reaction", "activity", "membership")
 NOTIFYING_TYPES = frozenset({"message", "reaction.added", "activity", "member.added"})
 
-# ``@name``: a name ends where no name character follows, as in the ``mentions=`` filter
-# (chat/filters.py): "@alice." and "@alice," name alice, "@alice.smith" names alice.smith.
-# A mention names the user exactly as written (names are case-sensitive); a name holding a
-# space cannot be mentioned.
-_MENTION = re.compile(r"(?<![\w@])@(\w(?:[\w-]|\.(?=\w))*)")
+# ``@name``: an ``@`` that does not follow a word character or another ``@`` (an e-mail
+# address mentions nobody), then a name. A name ends where the ``mentions=`` filter says one
+# ends (chat/filters.py): before a character that is not a word character, ``-``, or a ``.``
+# followed by a word character. So "@alice." and "@alice," name alice, "@alice.smith" names
+# alice.smith, and, as the filter would, "@o'brien" names both o and o'brien. A name may not
+# end in ASCII punctuation (no "alice." from "@alice."). Names are exact, case and all; a
+# name holding a space or a comma cannot be mentioned.
+_AT = re.compile(r"(?<![\w@])@")
+_GOES_ON = re.compile(r"[\w-]|\.\w")
+_NAME_MAX = 64
+_ASCII_PUNCTUATION = frozenset("!\"#$%&'()*+,./:;<=>?@[\\]^`{|}~")
 
 
 class Notice(NamedTuple):
@@ -53,7 +59,17 @@ def mentioned(text: str) -> list[str]:
     """The names ``@``-mentioned in ``text``, each once, in order, at most MENTIONS_MAX."""
     if "@" not in text:
         return []
-    names = dict.fromkeys(_MENTION.findall(text))
+    names: dict[str, None] = {}
+    for at in _AT.finditer(text):
+        start = end = at.end()
+        stop = min(len(text), start + _NAME_MAX)
+        while end < stop and not text[end].isspace() and text[end] not in ",@":
+            end += 1
+        for cut in range(start + 1, end + 1):
+            if _GOES_ON.match(text, cut) is None and text[cut - 1] not in _ASCII_PUNCTUATION:
+                names[text[start:cut]] = None
+        if len(names) >= MENTIONS_MAX:
+            break
     return list(names)[:MENTIONS_MAX]
 
 
@@ -99,7 +115,8 @@ def notices(event_type: str, room: str, payload: Mapping[str, Any]) -> list[Noti
             names.append(to)
         elif isinstance(to, list):
             names.extend(name for name in to[:MENTIONS_MAX] if isinstance(name, str))
-        key = f"activity:{room}:{verb}:{obj}"
+        # verb and object hold no control character: U+001F cannot occur in either
+        key = f"activity\x1f{room}\x1f{verb}\x1f{obj}"
         for name in names:
             found.setdefault(name, Notice(name, "activity", key, actor, verb=verb, object=obj))
     else:  # member.added

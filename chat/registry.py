@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook, reads
+from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook, hears
 from chat.events import Event, make_event
 from chat.hub import Hub
 from chat.notifications import NOTIFYING_TYPES, concerned
@@ -124,8 +124,10 @@ class Registry:
                 if sub.feed:
                     sub.fall_behind()  # it reads its groups from the store
                     continue
-                invited = event.type in ACCESS_EVENTS  # to a room it could not read before
-                if not invited and not reads(sub.identity, self.access.get(event.room)):
+                added = event.type in ACCESS_EVENTS  # applied to the book after this
+                if not hears(
+                    sub.identity, user, event.room, self.access.get(event.room), added=added
+                ):
                     continue
                 if hint is None:
                     fields = {"user": user, "kind": kind, "event_id": event.id}

@@ -5,7 +5,6 @@ processes; and never a notification from a room the user cannot read."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -400,10 +399,13 @@ async def test_a_guest_reads_a_names_feed_without_its_private_rooms(
         groups = (await feed(guest, "bob"))["groups"]
         assert [(g["kind"], g["room"]) for g in groups] == [("mention", "open-room")]
         assert await unread(guest, "bob") == 1
-        answer = await guest.get("/api/users/bob/notifications/events")
-        assert answer.status_code == 403
-        async with asyncio.timeout(10):
-            assert "secret" not in (await guest.get("/api/users/bob/notifications")).text
+        path = "/api/users/bob/notifications/events"
+        async with open_stream(guest, path, headers={"Last-Event-ID": "0"}) as stream:
+            first = await stream.next()
+            assert (first.event, first.json()["room"]) == ("notification", "open-room")
+            with pytest.raises(TimeoutError):
+                await stream.next(timeout_s=1)  # nothing of the private room follows
+        assert "secret" not in (await guest.get("/api/users/bob/notifications")).text
 
 
 async def test_a_batch_notifies_all_or_nothing_and_wakes_the_feed_once_in_order(
@@ -427,3 +429,49 @@ async def test_a_batch_notifies_all_or_nothing_and_wakes_the_feed_once_in_order(
     assert await unread(client, bob) == 20
     page = await feed(client, bob, limit=200)
     assert [g["message_id"] for g in page["groups"]] == [e["id"] for e in reversed(events)]
+
+
+async def test_replies_activity_and_membership_come_back_unread_when_they_grow(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """Each kind that can grow: read it, let it gain an event, and it is unread again, on top."""
+    live = make_server(CHAT_AUTH="required")
+    async with Seed(live.database) as seed:
+        tokens = {name: await seed.token(name) for name in ("alice", "bob", "carl")}
+        tokens["ci"] = await seed.token("ci", role="bot")
+
+    def as_(who: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=live.url, timeout=10, headers=bearer(tokens[who]))
+
+    async with as_("alice") as alice, as_("bob") as bob, as_("carl") as carl, as_("ci") as ci:
+        ok(await alice.put("/api/rooms/team", json={}), 201)
+        ok(await carl.put("/api/rooms/other", json={}), 201)
+        mine = ok(await bob.post("/api/rooms/team/messages", json={"text": "plan?"}), 201)
+        reply = {"text": "yes", "reply_to": mine["id"]}
+        ok(await alice.post("/api/rooms/team/messages", json=reply), 201)
+        act = {"verb": "reviewed", "object": "@bob's draft"}
+        ok(await ci.post("/api/rooms/team/activity", json=act), 201)
+        ok(await carl.put("/api/rooms/other/members/bob", json={}), 201)
+        kinds = {g["kind"]: g for g in (await feed(bob, "bob"))["groups"]}
+        assert set(kinds) == {"reply", "activity", "membership"}
+        newest = max(g["latest_event_id"] for g in kinds.values())
+        assert (await read_until(bob, "bob", newest))["unread"] == 0
+
+        async def grows(kind: str, step: Any) -> None:
+            answer = await step()
+            assert answer.status_code in (200, 201), answer.text
+            groups = (await feed(bob, "bob"))["groups"]
+            top = groups[0]
+            assert (top["kind"], top["id"], top["unread"]) == (kind, kinds[kind]["id"], True)
+            assert top["count"] == kinds[kind]["count"] + 1
+            assert [g["unread"] for g in groups[1:]] == [False] * (len(groups) - 1)
+            assert await unread(bob, "bob") == 1
+            await read_until(bob, "bob", top["latest_event_id"])
+
+        await grows("reply", lambda: carl.post("/api/rooms/team/messages", json=reply))
+        await grows("activity", lambda: alice.post("/api/rooms/team/activity", json=act))
+        assert (
+            await carl.delete("/api/rooms/other/members/bob")
+        ).status_code == 204  # a public room: nothing gone
+        assert len((await feed(bob, "bob"))["groups"]) == 3
+        await grows("membership", lambda: carl.put("/api/rooms/other/members/bob", json={}))

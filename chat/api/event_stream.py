@@ -26,7 +26,7 @@ from chat.api.deps import Services, require_room
 from chat.api.request import Request
 from chat.api.transport import TransportWriter
 from chat.delivery import StreamRequest
-from chat.errors import Forbidden, InvalidQuery, RateLimited, Unavailable
+from chat.errors import InvalidQuery, RateLimited, Unavailable
 from chat.filters import parse_filter, split_list, user_name
 from chat.limits import client_key, pause
 from chat.logs import access_log
@@ -82,10 +82,6 @@ async def stream_request(
     if feed is not None:
         owner = user_name(feed, "user", "path")
         access.check_feed(request.identity, owner)
-        if access.hidden_rooms(request.identity, owner, svc.book):
-            raise Forbidden(
-                f"{owner!r}'s feed holds private rooms: sign in as {owner!r} to follow it"
-            )
         return StreamRequest((), None, resume, identity=request.identity, notify=owner, feed=True)
     rooms = stream_rooms(room, args, svc.settings.max_rooms_per_stream)
     who = request.identity

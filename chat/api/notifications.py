@@ -66,6 +66,9 @@ async def notifications_unread(user: str) -> dict[str, Any]:
 async def notifications_read(user: str, data: NotificationsReadIn) -> dict[str, Any]:
     """Mark read every group whose `latest_event_id` is at most `until` (never backwards, never
     past the newest event): 200 with the mark and the unread count."""
-    user, _ = _reader(user)
-    read_until, unread = await services().store.write(notify.mark_read(user, data.until))
+    user, hidden = _reader(user)
+    svc = services()
+    holds_account = await svc.store.password_hash(user) is not None
+    access.check_mark(identity(), user, holds_account, bool(hidden))
+    read_until, unread = await svc.store.write(notify.mark_read(user, data.until))
     return {"read_until": read_until, "unread": unread}

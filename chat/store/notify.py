@@ -145,11 +145,13 @@ def forget_room(tx: Tx, user: str, room: str) -> None:
 
 def mark_read(user: str, until: int) -> WriteOp[tuple[int, int]]:
     """The write operation: groups with ``latest_event_id`` up to ``until`` become read (the
-    mark never moves back, nor past the newest event). Returns (read_until, unread)."""
+    mark never moves back, nor past the newest event committed before this batch: the
+    batch's own events have no groups yet, they are recorded at its end). Returns
+    (read_until, unread)."""
 
     def op(tx: Tx) -> tuple[int, int]:
         conn = tx.conn
-        (newest,) = conn.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()
+        newest = tx.committed_id
         row = conn.execute(
             'SELECT read_until, unread FROM notification_marks WHERE "user" = ?', (user,)
         ).fetchone()
@@ -236,15 +238,16 @@ class NotificationReads:
         return int(rows[0][0])
 
     async def notifications_after(
-        self, user: str, after: int, limit: int
+        self, user: str, after: int, limit: int, hidden: Sequence[str] = ()
     ) -> list[tuple[int, dict[str, Any]]]:
         """(latest_event_id, group) of the groups updated after ``after``, oldest first: a
         notification stream's replay."""
+        where, params = _feed_where(user, hidden)
         rows = await self._rows(
             f"SELECT {GROUP_COLUMNS}, (SELECT read_until FROM notification_marks "
-            'WHERE "user" = ?) FROM notifications WHERE "user" = ? AND latest_event_id > ? '
+            f'WHERE "user" = ?) FROM notifications WHERE {where} AND latest_event_id > ? '
             "ORDER BY latest_event_id LIMIT ?",
-            (user, user, after, limit),
+            (user, *params, after, limit),
         )
         return [(int(row[12]), group(row, int(row[13] or 0))) for row in rows]
 

@@ -77,6 +77,7 @@ class Tx:
         self.rows: Rows = {}  # the queue, emptied in place (``_Flushing`` holds it too)
         self.conn: Conn = _Flushing(db, self.rows)
         self.next_id = next_id
+        self.committed_id = next_id - 1  # the newest id committed before this transaction
         self.now = now_rfc3339()
         self.events: list[Event] = []
         self.rooms: set[str] = set()  # rooms known to exist in this transaction

@@ -156,7 +156,7 @@ async def test_reply_to_and_unknown_fields_both_ways(client: httpx.AsyncClient, 
         assert response.status_code == 201, (way, response.text)
         assert_json_answer(response)
         event = response.json()
-        assert set(event) == EVENT_FIELDS | {"reply_to"}
+        assert set(event) == EVENT_FIELDS | {"reply_to", "reply_to_author"}
         assert event["reply_to"] == target
         events.append(event)
     assert without_identity(events[0]) == without_identity(events[1])

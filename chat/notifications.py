@@ -65,6 +65,10 @@ def mentioned(text: str) -> list[str]:
         stop = min(len(text), start + _NAME_MAX)
         while end < stop and not text[end].isspace() and text[end] not in ",@":
             end += 1
+        token = text[start:end]
+        if token.isascii() and token.isalnum() and _GOES_ON.match(text, end) is None:
+            names[token] = None  # the common case: one plain name, nothing else to find
+            continue
         for cut in range(start + 1, end + 1):
             if _GOES_ON.match(text, cut) is None and text[cut - 1] not in _ASCII_PUNCTUATION:
                 names[text[start:cut]] = None

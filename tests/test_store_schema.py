@@ -172,6 +172,7 @@ def condition(text: str) -> Condition:
     found = re.fullmatch(ident + r"\s+IS\s+NOT\s+NULL", text, re.I)
     if found is not None:
         return ("not null", found[1])
+    text = re.sub(r"::[\w ]+", "", text)  # PostgreSQL's casts: kind <> 'mention'::text
     return ("expr", re.sub(r"[\s\"()]", "", text.lower()))
 
 

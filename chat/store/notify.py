@@ -26,6 +26,8 @@ GROUP_ROW = (
     "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 )
 ACTOR_ROW = 'INSERT INTO notification_actors ("user", key, actor) VALUES (?,?,?)'
+# A group by its key: through the index of the groups that grow (mention groups never do)
+BY_KEY = "\"user\" = ? AND key = ? AND kind <> 'mention'"
 GROUP_COLUMNS = (
     "id, kind, room, message_id, emoji, verb, object, actors, actor_count, count, first_at, "
     "latest_at, latest_event_id"
@@ -54,7 +56,7 @@ def record(tx: Tx) -> None:
             continue
         row = conn.execute(
             "SELECT latest_event_id, actors, (SELECT read_until FROM notification_marks "
-            'WHERE "user" = ?) FROM notifications WHERE "user" = ? AND key = ?',
+            f'WHERE "user" = ?) FROM notifications WHERE {BY_KEY}',
             (n.user, n.user, n.key),
         ).fetchone()
         if row is None:
@@ -68,8 +70,7 @@ def record(tx: Tx) -> None:
         shown = newest_actors(orjson.loads(row[1]), n.actor)
         conn.execute(
             "UPDATE notifications SET actors = ?, actor_count = actor_count + ?, "
-            "count = count + 1, latest_at = ?, latest_event_id = ? "
-            'WHERE "user" = ? AND key = ?',
+            f"count = count + 1, latest_at = ?, latest_event_id = ? WHERE {BY_KEY}",
             (orjson.dumps(shown).decode(), 1 if fresh else 0, created_at, event_id, n.user, n.key),
         )
         if row[0] <= (row[2] or 0):  # it was read: unread again

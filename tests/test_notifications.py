@@ -5,7 +5,6 @@ processes; and never a notification from a room the user cannot read."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,38 +14,9 @@ import pytest
 
 from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer, open_stream
+from tests.notify_helpers import feed, fresh, ok, post, read_until, unread
 from tests.redis_server import RedisServer
 from tests.scaleout_helpers import Cluster
-
-Json = dict[str, Any]
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def fresh(name: str) -> str:
-    """A user name no other test uses (the module shares one server)."""
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-async def post(client: httpx.AsyncClient, room: str, author: str, text: str, **more: Any) -> Json:
-    body = {"author": author, "text": text, **more}
-    return ok(await client.post(f"/api/rooms/{room}/messages", json=body), 201)  # type: ignore[no-any-return]
-
-
-async def feed(client: httpx.AsyncClient, user: str, **params: Any) -> Json:
-    return ok(await client.get(f"/api/users/{user}/notifications", params=params))  # type: ignore[no-any-return]
-
-
-async def unread(client: httpx.AsyncClient, user: str) -> int:
-    return int(ok(await client.get(f"/api/users/{user}/notifications/unread"))["unread"])
-
-
-async def read_until(client: httpx.AsyncClient, user: str, until: int) -> Json:
-    answer = await client.put(f"/api/users/{user}/notifications/read", json={"until": until})
-    return ok(answer)  # type: ignore[no-any-return]
 
 
 async def test_a_mention_makes_one_group_per_message_and_is_read_by_the_mark(

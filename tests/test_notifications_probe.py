@@ -15,48 +15,13 @@ import pytest
 
 from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer, SSEStream, open_stream
-
-Json = dict[str, Any]
+from tests.notify_helpers import Json, feed, fresh, ok, post, read_until, unread
 
 
 @pytest.fixture(scope="module")
 def store_kind() -> str:
     """SQLite only: the probes are about the service's rules, and the machine is small."""
     return "sqlite"
-
-
-def ok(response: httpx.Response, status: int = 200) -> Any:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def fresh(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:8]}"
-
-
-async def post(client: httpx.AsyncClient, room: str, author: str, text: str, **more: Any) -> Json:
-    body = {"author": author, "text": text, **more}
-    async with asyncio.timeout(10):
-        answer = await client.post(f"/api/rooms/{room}/messages", json=body)
-    return ok(answer, 201)  # type: ignore[no-any-return]
-
-
-async def feed(client: httpx.AsyncClient, user: str, **params: Any) -> Json:
-    async with asyncio.timeout(10):
-        answer = await client.get(f"/api/users/{user}/notifications", params=params)
-    return ok(answer)  # type: ignore[no-any-return]
-
-
-async def unread(client: httpx.AsyncClient, user: str) -> int:
-    async with asyncio.timeout(10):
-        answer = await client.get(f"/api/users/{user}/notifications/unread")
-    return int(ok(answer)["unread"])
-
-
-async def read_until(client: httpx.AsyncClient, user: str, until: int) -> Json:
-    async with asyncio.timeout(10):
-        answer = await client.put(f"/api/users/{user}/notifications/read", json={"until": until})
-    return ok(answer)  # type: ignore[no-any-return]
 
 
 async def consistent(client: httpx.AsyncClient, user: str) -> tuple[int, int]:

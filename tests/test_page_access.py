@@ -364,7 +364,12 @@ async def test_private_room_invite_and_removal_reach_the_other_page_live(
         await expect(welcome).to_have_count(1)
         await expect(welcome.get_by_test_id("message-author")).to_have_text("alice")
 
-        # alice removes bob: the room leaves his list, nothing of it reaches his page.
+        # alice removes bob: the room leaves his list, nothing of it reaches his page. His page
+        # may have just sent the room's read marker (300 ms after the welcome arrived): if
+        # the removal commits first, that PUT is 404, which the page ignores and Chromium logs.
+        watch.tolerated = re.compile(
+            STATUS.format(401) + "|" + STATUS.format(404) + r".*/api/rooms/secret/read'"
+        )
         bob_item = a.get_by_test_id("member-list").locator('li[data-user="bob"]')
         await bob_item.hover()
         await bob_item.get_by_test_id("member-remove").click()

@@ -452,3 +452,15 @@ async def test_activity_history_pages_backwards(client: httpx.AsyncClient, room:
     assert older.json() == {"items": posted[:2], "has_more": False}
     missing = await client.get(f"/api/rooms/{room}-none/activity")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+async def test_a_last_word_shorter_than_three_characters_is_matched_whole(r: Room) -> None:
+    """Search as you type starts at three characters: a shorter last word is a whole word (a
+    one-letter prefix would scan most of the index)."""
+    a, apple, ab, abc = [(await r.post(t))["id"] for t in ("a b", "apple", "ab", "abc abd")]
+    assert await r.search("a") == ([a], False)
+    assert await r.search("ab") == ([ab], False)
+    assert await r.search("abc") == ([abc], False)
+    assert await r.search("app") == ([apple], False)
+    assert await r.search("apple a") == ([], False)
+    assert await r.search("b a") == ([a], False)

@@ -1,5 +1,10 @@
 """Full-text search over messages: every word of a person's text must appear, the last one as
-a prefix (search as you type). No word is ever read as query syntax.
+a prefix (search as you type) once it has PREFIX_MIN characters. No word is ever read as query
+syntax.
+
+A shorter last word is matched whole: a prefix of one or two letters matches a large part of
+the index's terms, and the scan it takes grows with the history; whole, it is one term's
+lookup (issue 17).
 
 SQLite: ``messages_fts`` is an FTS5 index with ``messages`` as its external content. The write
 operation that adds a message indexes it (``writes.post_message``, or ``writes.index_messages``
@@ -16,6 +21,9 @@ lower-cases and does not stem, as FTS5's default tokenizer; unlike it, it keeps 
 
 from __future__ import annotations
 
+PREFIX_MIN = 3
+"""The last word is a prefix from this many characters on; shorter, it must match whole."""
+
 FTS5_MATCHES = "messages_fts f JOIN messages m ON m.id = f.rowid"
 """The messages the index finds, as ``m`` (what plain history reads as ``messages m``)."""
 
@@ -25,10 +33,12 @@ FTS5_MATCH = "messages_fts MATCH ?"
 
 def fts5_query(text: str) -> str:
     """A person's search text as an FTS5 query: each word quoted, so no word is FTS5 syntax."""
-    words = ['"' + word.replace('"', '""') + '"' for word in text.split()]
+    plain = text.split()
+    words = ['"' + word.replace('"', '""') + '"' for word in plain]
     if not words:
         return '""'
-    words[-1] += "*"
+    if len(plain[-1]) >= PREFIX_MIN:
+        words[-1] += "*"
     return " ".join(words)
 
 
@@ -42,11 +52,13 @@ PG_MATCH = f"{TSVECTOR} @@ to_tsquery('simple', ?)"
 def tsquery(text: str) -> str:
     """A person's search text as a ``to_tsquery`` text: each word a quoted lexeme (quotes
     doubled, backslashes escaped), joined by ``&``, the last one a prefix (``:*``). A word
-    the parser splits (``x-ray``, ``don't``) becomes a phrase of its parts, as in FTS5."""
+    the parser splits (``x-ray``, ``don't``) becomes a phrase of its parts, as in FTS5. The
+    last is a prefix from PREFIX_MIN characters on, as in ``fts5_query``."""
     # PostgreSQL's text cannot hold NUL: it breaks words here (FTS5 reads it so too)
     words = text.replace("\x00", " ").split()
     if not words:
         return ""  # an empty query: it finds nothing, as FTS5's empty phrase
     quoted = ["'" + word.replace("\\", "\\\\").replace("'", "''") + "'" for word in words]
-    quoted[-1] += ":*"
+    if len(words[-1]) >= PREFIX_MIN:
+        quoted[-1] += ":*"
     return " & ".join(quoted)

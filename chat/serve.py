@@ -18,6 +18,7 @@ import asyncio
 import gc
 import logging
 import os
+import resource
 import signal
 import socket
 import threading
@@ -221,6 +222,23 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit, and return it: every
+    open stream holds a socket, and the soft limit (often 1,024) would refuse connections long
+    before memory or CPU run out. The hard limit is the operator's (``ulimit -Hn``,
+    systemd's ``LimitNOFILE``, Docker's ``--ulimit nofile``)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft == resource.RLIM_INFINITY or soft >= hard:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as error:  # a sandbox that refuses: keep going as before
+        log.warning("could not raise the open files limit from %d to %d: %s", soft, hard, error)
+        return soft
+    log.info("open files limit raised from %d to %d", soft, hard)
+    return hard
+
+
 def run(
     settings: Settings,
     host: str,
@@ -232,6 +250,7 @@ def run(
 ) -> None:
     """Serve one process. ``reuse_port``: one of several workers sharing the port;
     ``certfile`` and ``keyfile`` (PEM): serve HTTPS, with HTTP/2."""
+    raise_open_files_limit()
     app = create_app(settings)
     config = hypercorn_config(settings, host, port, certfile=certfile, keyfile=keyfile)
     tune_gc()

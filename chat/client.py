@@ -657,6 +657,24 @@ class ChatClient:
         self._streams.add(stream)
         return stream
 
+    def notification_events(
+        self,
+        user: str,
+        *,
+        since: int | None = None,
+        on_reset: OnReset | None = None,
+        on_reconnect: OnReconnect | None = None,
+    ) -> EventStream:
+        """Follow ``user``'s notification feed (``GET /api/users/{user}/notifications/events``)
+        with the guarantees of ``events``: an ``Event`` of type ``notification`` each time one
+        of the user's groups changes, ``id`` its ``latest_event_id``, ``payload`` the group
+        (``event.parse(NotificationGroup)``)."""
+        stream = EventStream(
+            self, f"{_user_path(user)}/notifications/events", {}, since, on_reset, on_reconnect
+        )
+        self._streams.add(stream)
+        return stream
+
     async def _open(
         self, path: str, params: Mapping[str, str], last_id: int | None
     ) -> httpx.Response:

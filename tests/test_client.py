@@ -30,7 +30,7 @@ from chat.client import (
     Unauthorized,
     Unreachable,
 )
-from chat.models import MessageEvent
+from chat.models import MessageEvent, NotificationGroup
 from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer, free_port
 
@@ -366,6 +366,31 @@ async def test_notifications_of_a_mention(server: LiveServer, room: str) -> None
         assert await bounded(chat.unread_notifications(user)) == 0
         empty = await bounded(chat.notifications(user, before=mention.id))
         assert (empty.groups, empty.has_more) == ([], False)
+
+
+async def test_a_notification_feed_followed_live_and_resumed(server: LiveServer, room: str) -> None:
+    """``notification_events``: each update of a group once, in order, with its state; a
+    resume from the first update sends the group as it is now, once."""
+    user = f"otto-{room}"[:60]
+    async with ChatClient(server.url) as chat:
+        mine = await bounded(chat.post(room, "vote here", author=user))
+        url = f"{server.url}/api/rooms/{room}/messages/{mine.id}/reactions"
+        since = mine.id  # a stream opens when first iterated: from here, not from then
+        async with chat.notification_events(user, since=since) as feed, httpx.AsyncClient() as http:
+            first = await bounded(http.post(url, json={"author": "ann", "emoji": "👍"}))
+            (one,) = await take(feed, 1)
+            second = await bounded(http.post(url, json={"author": "cy", "emoji": "👍"}))
+            (two,) = await take(feed, 1)
+        assert (one.type, one.id, two.id) == (
+            "notification",
+            first.json()["id"],
+            second.json()["id"],
+        )
+        group = two.parse(NotificationGroup)
+        assert (group.kind, group.count, group.actors) == ("reaction", 2, ["cy", "ann"])
+        async with chat.notification_events(user, since=one.id) as again:
+            (resumed,) = await take(again, 1)
+        assert (resumed.id, resumed["count"]) == (two.id, 2)
 
 
 # --- a server that misbehaves -----------------------------------------------------------------

@@ -24,7 +24,15 @@ class Settings(BaseSettings):
         "URL), which several hosts can share (docs/design/store.md).",
     )
     database_pool_size: int = Field(
-        10, ge=1, description="PostgreSQL: most read connections a process keeps open."
+        # 10 on PostgreSQL, 4 on SQLite (as chat.store.dialect.database_kind tells them apart)
+        default_factory=lambda data: (
+            10 if str(data.get("database", "")).startswith(("postgresql://", "postgres://")) else 4
+        ),
+        ge=1,
+        description="Read connections of a process. PostgreSQL (default 10): the most it keeps "
+        "open. SQLite (default 4): opened at start, each on a thread of its own with its own "
+        "page cache (up to about 2 MiB), so that a slow search holds one while replays and "
+        "history pages use the others.",
     )
     database_connect_timeout_seconds: float = Field(
         5.0, gt=0, description="PostgreSQL: how long a connection attempt may take."

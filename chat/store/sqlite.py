@@ -1,11 +1,13 @@
 """The SQLite store: how every connection to the file is set up, the write connection (with
-``BEGIN IMMEDIATE`` as the write lock) and the read connection.
+``BEGIN IMMEDIATE`` as the write lock) and the read connections.
 
 SQLite in WAL mode: readers never block the writer, and the writer never blocks readers.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +21,7 @@ from chat.store import search
 from chat.store.dialect import sqlite_path
 
 BUSY_TIMEOUT_MS = 10_000  # another process's batch holds the write lock: wait, do not fail
+READ_WAIT_S = BUSY_TIMEOUT_MS / 1000  # a read waits this long for a free connection, then 503
 
 
 def _pragmas(settings: Settings) -> tuple[str, ...]:
@@ -109,30 +112,96 @@ class SqliteWriteDb:
 
 
 class SqliteReadDb:
-    """Every read on one connection of its own (``PRAGMA query_only``), on aiosqlite's thread,
-    through its public API. With WAL, a read sees the last committed state and neither waits
-    for the write thread nor makes it wait."""
+    """Reads on ``CHAT_DATABASE_POOL_SIZE`` connections of their own (``PRAGMA query_only``),
+    each on its own aiosqlite thread, through its public API: one slow statement (a search
+    over a large history) holds one of them, and replays and history pages go on the others.
+    With WAL, a read sees the last committed state and neither waits for the write thread nor
+    makes it wait.
+
+    A read takes a free connection, or waits for one in arrival order (first come, first
+    served) for at most ``wait_s``, then fails with ``Unavailable`` (503), as a read does
+    while the store is closed."""
 
     matches = search.FTS5_MATCHES
     match = search.FTS5_MATCH
     latest_id = "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn: aiosqlite.Connection | None = conn
+    def __init__(self, conns: Sequence[aiosqlite.Connection], wait_s: float = READ_WAIT_S) -> None:
+        if not conns:
+            raise ValueError("at least one read connection")
+        self._conns = tuple(conns)
+        self._free = collections.deque(self._conns)
+        self._waiting: collections.deque[asyncio.Future[aiosqlite.Connection]] = collections.deque()
+        self._wait_s = wait_s
+        self._open = True
 
     @classmethod
     async def open(cls, settings: Settings) -> SqliteReadDb:
-        return cls(await connect_async(settings, "PRAGMA query_only = 1"))
+        """All ``CHAT_DATABASE_POOL_SIZE`` connections, opened now; none stays open if one fails."""
+        conns: list[aiosqlite.Connection] = []
+        try:
+            for _ in range(settings.database_pool_size):
+                conns.append(await connect_async(settings, "PRAGMA query_only = 1"))
+        except BaseException:
+            await asyncio.gather(*(conn.close() for conn in conns), return_exceptions=True)
+            raise
+        return cls(conns)
 
     def search_query(self, text: str) -> str:
         return search.fts5_query(text)
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        if self._conn is None:
+        conn = await self._take()
+        try:
+            return list(await conn.execute_fetchall(sql, params))
+        finally:
+            self._give_back(conn)
+
+    async def _take(self) -> aiosqlite.Connection:
+        if not self._open:
             raise Unavailable("the store is not open")
-        return list(await self._conn.execute_fetchall(sql, params))
+        if self._free:  # none is free while any read waits (``_give_back`` hands over)
+            return self._free.popleft()
+        waiter: asyncio.Future[aiosqlite.Connection] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            async with asyncio.timeout(self._wait_s):
+                return await waiter
+        except BaseException as error:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._give_back(waiter.result())  # handed over as this read gave up: pass it on
+            else:
+                waiter.cancel()
+                if waiter in self._waiting:
+                    self._waiting.remove(waiter)
+            if isinstance(error, TimeoutError):
+                raise Unavailable("every read connection is busy", retry_after_s=1) from None
+            raise
+
+    def _give_back(self, conn: aiosqlite.Connection) -> None:
+        if not self._open:
+            return  # ``close`` closes every connection, this one too
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(conn)  # the longest-waiting read gets it
+                return
+        self._free.append(conn)
 
     async def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            await conn.close()
+        """Fail the reads still waiting for a connection, then close every connection (a
+        statement running on one finishes first: aiosqlite runs the close after it)."""
+        if not self._open:
+            return
+        self._open = False
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(Unavailable("the store is not open"))
+        self._free.clear()
+        results = await asyncio.gather(
+            *(conn.close() for conn in self._conns), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result

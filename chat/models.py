@@ -338,6 +338,26 @@ class Room(BaseModel):
 
 class RoomList(BaseModel):
     rooms: list[Room]
+    has_more: bool = Field(False, description="More rooms follow: ask again with `after=next`.")
+    next: str | None = Field(
+        None, description="The `after` of the next page (the page's last room), or null."
+    )
+
+
+def _room_cursor(value: str) -> str:
+    if ROOM_NAME.fullmatch(value) is None:
+        raise ValueError("must be a room name (the previous page's `next`)")
+    return value
+
+
+ROOM_PAGE_MAX = 1000
+
+
+class RoomListQuery(BaseModel):
+    after: Annotated[str, Field(max_length=64), AfterValidator(_room_cursor)] | None = Field(
+        None, description="Only rooms whose name sorts after this one: the previous page's `next`."
+    )
+    limit: Annotated[int, Field(ge=1, le=ROOM_PAGE_MAX)] = 200
 
 
 class MessageEvent(BaseModel):

@@ -38,11 +38,35 @@ function query(params) {
   return s ? `?${s}` : '';
 }
 
+// GET /api/rooms answers a page at a time; the page reads at most this many pages of the
+// largest size (50,000 rooms), then goes on with what it has.
+const ROOM_PAGES = 50;
+const ROOM_PAGE_SIZE = 1000;
+
+/**
+ * Every room the caller may see, sorted by name: `{rooms, complete}`, the pages of
+ * GET /api/rooms followed by `next` until `has_more` is false. `complete` is false when the
+ * page bound cut the list short (a room missing from it may still exist). A server that
+ * answers without paging (no `has_more`) gives its whole list in one.
+ */
+async function allRooms() {
+  const rooms = [];
+  let after = null;
+  for (let i = 0; i < ROOM_PAGES; i++) {
+    const page = await request('GET', `/api/rooms${query({ after, limit: ROOM_PAGE_SIZE })}`);
+    rooms.push(...(page.rooms || []));
+    if (!page.has_more) return { rooms, complete: true };
+    if (typeof page.next !== 'string' || page.next === after) break; // no way on
+    after = page.next;
+  }
+  return { rooms, complete: false };
+}
+
 export const api = {
   // Joins a room anyone may see (200), or creates it (201; private when asked, for accounts).
   joinRoom: (name, isPrivate = false) => request('PUT', room(name), isPrivate ? { private: true } : {}),
   room: (name) => request('GET', room(name)),
-  rooms: () => request('GET', '/api/rooms'),
+  rooms: allRooms,
   members: (name) => request('GET', `${room(name)}/members`),
   invite: (name, user) => request('PUT', member(name, user), { role: 'member' }),
   removeMember: (name, user) => request('DELETE', member(name, user)),

@@ -60,8 +60,9 @@ async function start(name, role, guest = true) {
   const wanted = Array.isArray(saved) ? saved.filter((r) => typeof r === 'string' && ROOM_RE.test(r)) : [];
   if (!wanted.length) wanted.push('general');
 
-  // The rooms the server shows: the saved ones that exist, the private ones we are a member
-  // of; a saved room that is missing is created (a PUT), or dropped when private to others.
+  // The rooms the server shows (every page of them, api.js): the saved ones that exist, the
+  // private ones we are a member of; a saved room that is missing is joined or created (a PUT:
+  // also right for a room past the end of a list cut short), or dropped when private to others.
   let shown = null;
   try { shown = (await api.rooms()).rooms || []; } catch { /* offline: keep the saved list */ }
   const known = new Map((shown || []).map((r) => [r.name, r]));

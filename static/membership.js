@@ -52,11 +52,17 @@ export async function reconcile() {
   if (!state.me) return;
   const before = [...state.rooms];
   let list;
-  try { list = (await api.rooms()).rooms || []; } catch { return; }
+  let complete;
+  try { ({ rooms: list = [], complete } = await api.rooms()); } catch { return; }
   if (!state.me) return;
   const shown = new Set(list.map((r) => r.name));
   for (const r of list) state.private.set(r.name, !!r.private);
-  for (const room of before) if (!shown.has(room) && state.rooms.includes(room)) forgetRoom(room, `#${room} is no longer available`);
+  for (const room of before) {
+    if (shown.has(room) || !state.rooms.includes(room)) continue;
+    // A list cut short (api.js, allRooms) may just not reach the room: ask for it alone.
+    if (!complete && await api.room(room).then(() => true, (e) => e.status !== 404)) continue;
+    if (state.me && state.rooms.includes(room)) forgetRoom(room, `#${room} is no longer available`);
+  }
   if (state.role && state.role !== 'admin') addRooms(list.filter((r) => r.private).map((r) => r.name));
   renderRooms();
 }

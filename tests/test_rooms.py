@@ -112,7 +112,7 @@ async def test_list_is_sorted_by_name(client: httpx.AsyncClient, room: str) -> N
         assert (await client.put(f"/api/rooms/{name}", json={"title": name})).status_code == 201
     response = await client.get("/api/rooms")
     assert response.status_code == 200
-    assert set(response.json()) == {"rooms"}
+    assert set(response.json()) == {"rooms", "has_more", "next"}
     rooms = response.json()["rooms"]
     listed = [entry["name"] for entry in rooms]
     assert listed == sorted(listed)

@@ -5,13 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from quart import Blueprint, Response
-from quart_schema import document_response, validate_request
+from quart_schema import document_response, validate_querystring, validate_request
 
 from chat import access
 from chat.api.deps import identity, services
 from chat.errors import NotFound
 from chat.filters import user_name
-from chat.models import Member, MemberIn, MemberList, Room, RoomIn, RoomList, check_room
+from chat.models import (
+    Member,
+    MemberIn,
+    MemberList,
+    Room,
+    RoomIn,
+    RoomList,
+    RoomListQuery,
+    check_room,
+)
 from chat.store import accounts
 
 bp = Blueprint("rooms", __name__)
@@ -56,14 +65,54 @@ async def get(room: str) -> dict[str, Any]:
     return _with_subscribers(found)
 
 
+# Reads of the store for one page, at most: rooms the store shows but the access book hides
+# (a membership changing meanwhile, a token's room scope) make a read come back short.
+ROOM_PAGE_READS = 5
+
+
 @bp.get("/api/rooms")
+@validate_querystring(RoomListQuery)
 @document_response(RoomList)
-async def list_rooms() -> dict[str, Any]:
-    """Every room the caller may see, sorted by name."""
+async def list_rooms(query_args: RoomListQuery) -> dict[str, Any]:
+    """The rooms the caller may see, sorted by name, a page at a time: up to `limit` (default
+    200) rooms whose names sort after `after`; `has_more` says whether more follow, and `next`
+    is the `after` of the next page. Private rooms the caller may not see are left out, and
+    a page is full all the same."""
     svc = services()
-    rooms = await svc.store.list_rooms()
-    shown = set(access.visible(identity(), (room["name"] for room in rooms), svc.book))
-    return {"rooms": [_with_subscribers(room) for room in rooms if room["name"] in shown]}
+    who = identity()
+    limit = query_args.limit
+    cursor, exhausted = query_args.after or "", False
+    page: list[dict[str, Any]] = []
+    everything = who is not None and not who.guest and who.is_admin
+    for _ in range(ROOM_PAGE_READS):
+        want = limit + 1 - len(page)  # one more than the page: whether more follow
+        rows = await svc.store.list_rooms(
+            cursor,
+            want,
+            member=None if who is None or who.guest else who.user,
+            every_private=everything,
+            only=None if who is None else who.rooms,
+        )
+        shown = set(access.visible(who, (room["name"] for room in rows), svc.book))
+        page.extend(room for room in rows if room["name"] in shown)
+        exhausted = len(rows) < want
+        if rows:
+            cursor = rows[-1]["name"]
+        if exhausted or len(page) > limit:
+            break
+    if len(page) > limit:
+        page = page[:limit]
+        has_more, after = True, page[-1]["name"]
+    elif exhausted:
+        has_more, after = False, None
+    else:  # the reads ran out first: the next page starts after the last room read, which the
+        # store shows the caller (never a private room of others), so nothing is given away
+        has_more, after = True, cursor
+    return {
+        "rooms": [_with_subscribers(room) for room in page],
+        "has_more": has_more,
+        "next": after,
+    }
 
 
 async def _existing(room: str) -> None:

@@ -6,7 +6,7 @@ chat/store/postgres.py); it sees the last committed state and waits for no write
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, cast
 
 import orjson
@@ -42,8 +42,24 @@ class Reads(AccountReads, NotificationReads):
         rows = await self._rows(_ROOM_SQL + " WHERE r.name = ?", (name,))
         return _room(rows[0]) if rows else None
 
-    async def list_rooms(self) -> list[dict[str, Any]]:
-        return [_room(row) for row in await self._rows(_ROOM_SQL + " ORDER BY r.name")]
+    async def list_rooms(
+        self,
+        after: str,
+        limit: int,
+        *,
+        member: str | None = None,
+        every_private: bool = False,
+        only: Collection[str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` rooms whose names sort after ``after`` ("": from the first), by
+        name, each with its newest event id: the public rooms and, of the private ones, those
+        ``member`` is a member of (``every_private``: all of them); with ``only``, just rooms
+        of those names. A range of the rooms' primary key, one index probe a room for its
+        newest event (``rooms_page``)."""
+        if only is not None and not only:
+            return []
+        sql, params = rooms_page(after, limit, member, every_private, only)
+        return [_room(row) for row in await self._rows(sql, params)]
 
     async def history(
         self,
@@ -158,10 +174,43 @@ class Reads(AccountReads, NotificationReads):
         return int(rows[0][0])
 
 
+# A room's newest event id: the last entry of its range of the events (room, id) index, one
+# probe however many events the room holds (ORDER BY ... LIMIT 1 rather than max(): both
+# stores walk the index backwards and stop at the first entry).
 _ROOM_SQL = (
     "SELECT r.name, r.title, r.created_at, "
-    "(SELECT max(e.id) FROM events e WHERE e.room = r.name), r.private FROM rooms r"
+    "(SELECT e.id FROM events e WHERE e.room = r.name ORDER BY e.id DESC LIMIT 1), r.private "
+    "FROM rooms r"
 )
+# Longer lists of names than this are left to the caller to filter (a room scope of a token).
+ONLY_IN_SQL_MAX = 500
+
+
+def rooms_page(
+    after: str,
+    limit: int,
+    member: str | None = None,
+    every_private: bool = False,
+    only: Collection[str] | None = None,
+) -> tuple[str, tuple[Any, ...]]:
+    """The statement of ``Reads.list_rooms`` and its parameters (the same SQL on both stores):
+    ``name > ? ORDER BY name LIMIT ?`` on the rooms' primary key, private rooms the reader
+    may not see left out in the statement already."""
+    where, params = "r.name > ?", [cast(Any, after)]
+    if not every_private:
+        if member is None:
+            where += " AND r.private = 0"
+        else:
+            where += (
+                " AND (r.private = 0 OR EXISTS (SELECT 1 FROM members m "
+                'WHERE m.room = r.name AND m."user" = ?))'
+            )
+            params.append(member)
+    if only is not None and len(only) <= ONLY_IN_SQL_MAX:
+        names = sorted(only)
+        where += f" AND r.name IN ({','.join('?' * len(names))})"
+        params.extend(names)
+    return f"{_ROOM_SQL} WHERE {where} ORDER BY r.name LIMIT ?", (*params, limit)
 
 
 def _room(row: Sequence[Any]) -> dict[str, Any]:

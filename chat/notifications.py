@@ -129,11 +129,6 @@ def notices(event_type: str, room: str, payload: Mapping[str, Any]) -> list[Noti
     return [notice for user, notice in found.items() if user != actor]
 
 
-def concerned(event_type: str, room: str, payload: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(user, kind) for each user the event notifies: what a stream's ``notify`` hint says."""
-    return [(n.user, n.kind) for n in notices(event_type, room, payload)]
-
-
 def newest_actors(actors: Sequence[str], actor: str) -> list[str]:
     """A group's shown actors after ``actor`` acted: it first, each once, ACTORS_SHOWN."""
     return [actor, *(a for a in actors if a != actor)][:ACTORS_SHOWN]

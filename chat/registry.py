@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook, hears
 from chat.events import Event, make_event
 from chat.hub import Hub
-from chat.notifications import NOTIFYING_TYPES, concerned
+from chat.notifications import NOTIFYING_TYPES, notices
 from chat.subscriber import Subscriber
 
 
@@ -115,7 +115,10 @@ class Registry:
         their ``notify=1`` streams that may read its room (the access book as of the event:
         a ``member.added`` is applied later, so the hint of an invitation comes with the
         event itself, which reaches the user's stream as an access event)."""
-        for user, kind in concerned(event.type, event.room, event.payload):
+        added = event.type in ACCESS_EVENTS  # applied to the book after this
+        room_access = self.access.get(event.room)
+        for notice in notices(event.type, event.room, event.payload):
+            user = notice.user
             streams = self.notified.get(user)
             if not streams:
                 continue
@@ -124,13 +127,10 @@ class Registry:
                 if sub.feed:
                     sub.fall_behind()  # it reads its groups from the store
                     continue
-                added = event.type in ACCESS_EVENTS  # applied to the book after this
-                if not hears(
-                    sub.identity, user, event.room, self.access.get(event.room), added=added
-                ):
+                if not hears(sub.identity, user, event.room, room_access, added=added):
                     continue
                 if hint is None:
-                    fields = {"user": user, "kind": kind, "event_id": event.id}
+                    fields = {"user": user, "kind": notice.kind, "event_id": event.id}
                     at = str(event.payload.get("created_at"))
                     hint = make_event("notify", event.room, fields, created_at=at)
                 sub.push(hint)

@@ -105,20 +105,17 @@ def _group_row(n: Notice, event_id: int, room: str, at: str, actors: str) -> tup
 
 
 def _may_read(tx: Tx, known: dict[tuple[str, str], bool], room: str, user: str) -> bool:
-    """Whether ``user`` may read ``room`` as of this commit: a public room (remembered once
-    seen: a room's privacy never changes), or a private one the user is a member of."""
+    """Whether ``user`` may read ``room`` as of this commit (asked after the batch's
+    operations, not from ``Tx.may_write``'s answers of earlier in the batch: a member removed
+    meanwhile reads no more). A public room is remembered once seen: privacy never changes."""
     if room in tx.db.public_rooms:
         return True
     found = known.get((room, user))
     if found is None:
-        row = tx.conn.execute(
-            "SELECT r.private, EXISTS (SELECT 1 FROM members m WHERE m.room = r.name "
-            'AND m."user" = ?) FROM rooms r WHERE r.name = ?',
-            (user, room),
-        ).fetchone()
-        if row is not None and not row[0]:
+        seen = tx.room_access(room, user)
+        if seen == "public":
             tx.public.add(room)
-        found = known[(room, user)] = row is None or not row[0] or bool(row[1])
+        found = known[(room, user)] = seen != "closed"
     return found
 
 

@@ -92,13 +92,20 @@ class Tx:
         private one, whose members may (asked once per room and user in a transaction)."""
         known = self.writers.get((room, user))
         if known is None:
-            row = self.conn.execute(
-                "SELECT r.private, EXISTS (SELECT 1 FROM members m WHERE m.room = r.name "
-                'AND m."user" = ?) FROM rooms r WHERE r.name = ?',
-                (user, room),
-            ).fetchone()
-            known = self.writers[(room, user)] = row is None or not row[0] or bool(row[1])
+            known = self.writers[(room, user)] = self.room_access(room, user) != "closed"
         return known
+
+    def room_access(self, room: str, user: str | None) -> str:
+        """The room as the store has it now, for ``user``: ``"public"`` (or not created
+        yet), ``"member"`` (a private room ``user`` is a member of) or ``"closed"``."""
+        row = self.conn.execute(
+            "SELECT r.private, EXISTS (SELECT 1 FROM members m WHERE m.room = r.name "
+            'AND m."user" = ?) FROM rooms r WHERE r.name = ?',
+            (user, room),
+        ).fetchone()
+        if row is None or not row[0]:
+            return "public"
+        return "member" if row[1] else "closed"
 
     def append(self, room: str, event_type: str, fields: dict[str, Any]) -> Event:
         event = make_event(event_type, room, fields, event_id=self.next_id, created_at=self.now)

@@ -81,14 +81,16 @@ class WriteDb(Protocol):
 class ReadDb(Protocol):
     """The store's reads: one statement, its rows (``?`` placeholders); and how a search
     reads: ``matches`` the messages a search finds, as ``m``; ``match`` the condition, whose
-    parameter is ``search_query(text)`` (chat/store/search.py)."""
+    parameter is ``search_query(text, room)`` (chat/store/search.py)."""
 
     matches: str
     match: str
+    match_id: str
+    """The id a search orders and pages by (the index's own where it has one)."""
     latest_id: str
     """The statement that reads the newest event id taken (0 before the first)."""
 
-    def search_query(self, text: str) -> str: ...
+    def search_query(self, text: str, room: str) -> str: ...
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]: ...
 

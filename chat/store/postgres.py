@@ -227,6 +227,7 @@ class PgReadDb:
 
     matches = search.PG_MATCHES
     match = search.PG_MATCH
+    match_id = search.PG_ID
     latest_id = "SELECT last_id FROM event_ids"
 
     def __init__(
@@ -253,8 +254,8 @@ class PgReadDb:
         await pool.open(wait=True, timeout=settings.database_connect_timeout_seconds)
         return cls(pool, settings.database_timeout_seconds)
 
-    def search_query(self, text: str) -> str:
-        return search.tsquery(text)
+    def search_query(self, text: str, room: str) -> str:
+        return search.tsquery(text)  # the room is the query's own condition (reads.py)
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         statement = placeholders(sql)

@@ -75,23 +75,23 @@ class Reads(AccountReads, NotificationReads):
         without ``after``, newer ones with it). With ``q`` (full-text search): the matches,
         newest first, ``before`` paging to older ones."""
         where, params = "m.room = ? AND m.deleted_at IS NULL", [cast(Any, room)]
-        source = "messages m"
+        source, order = "messages m", "m.id"
         if q is not None:
             db = self._db()
-            source = db.matches
+            source, order = db.matches, db.match_id
             where += " AND " + db.match
-            params.append(db.search_query(q))
+            params.append(db.search_query(q, room))
         if before is not None:
-            where += " AND m.id < ?"
+            where += f" AND {order} < ?"
             params.append(before)
         if after is not None:
-            where += " AND m.id > ?"
+            where += f" AND {order} > ?"
             params.append(after)
         ascending = after is not None and q is None
         rows = await self._rows(
             "SELECT m.id, m.room, m.author, m.text, m.reply_to, m.created_at, m.edited_at, "
             "(SELECT p.author FROM messages p WHERE p.id = m.reply_to) "
-            f"FROM {source} WHERE {where} ORDER BY m.id {'ASC' if ascending else 'DESC'} "
+            f"FROM {source} WHERE {where} ORDER BY {order} {'ASC' if ascending else 'DESC'} "
             "LIMIT ?",
             (*params, limit + 1),
         )

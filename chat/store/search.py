@@ -6,10 +6,15 @@ A shorter last word is matched whole: a prefix of one or two letters matches a l
 the index's terms, and the scan it takes grows with the history; whole, it is one term's
 lookup (issue 17).
 
-SQLite: ``messages_fts`` is an FTS5 index with ``messages`` as its external content. The write
+SQLite: ``messages_fts`` is an FTS5 index with ``messages`` as its external content, which
+holds each message's text and its room as one token (``room_key``, migrations/0006). The write
 operation that adds a message indexes it (``writes.post_message``, or ``writes.index_messages``
 once for a whole batch); a trigger swaps an edited text and takes a deleted message out
-(migrations/0002, 0003).
+(migrations/0002, 0003, 0006). A search asks the index for the room's token AND the words,
+in descending rowid order, and stops at the page: FTS5 intersects the lists, seeking through
+the longer one, so the cost follows the page, not the room's history nor the word's matches
+across every room (issue 17: at 10 million events, bench/growth.py). The join to ``messages``
+then checks the room exactly and leaves deleted messages out.
 
 PostgreSQL: a GIN index over ``to_tsvector('simple', text)`` of the messages not deleted
 (migrations/postgresql/0002) follows the table by itself. The ``simple`` configuration
@@ -24,22 +29,32 @@ from __future__ import annotations
 PREFIX_MIN = 3
 """The last word is a prefix from this many characters on; shorter, it must match whole."""
 
-FTS5_MATCHES = "messages_fts f JOIN messages m ON m.id = f.rowid"
-"""The messages the index finds, as ``m`` (what plain history reads as ``messages m``)."""
+FTS5_MATCHES = "messages_fts f CROSS JOIN messages m ON m.id = f.rowid"
+"""The messages the index finds, as ``m`` (what plain history reads as ``messages m``); the
+index is the outer loop (CROSS JOIN), read in its own order (``FTS5_ID``)."""
 
 FTS5_MATCH = "messages_fts MATCH ?"
-"""The condition; its parameter is ``fts5_query(text)``."""
+"""The condition; its parameter is ``fts5_query(text, room)``."""
+
+FTS5_ID = "f.rowid"
+"""The id a search orders and pages by: the index's own, so that it is read in order."""
 
 
-def fts5_query(text: str) -> str:
-    """A person's search text as an FTS5 query: each word quoted, so no word is FTS5 syntax."""
+def room_key(room: str) -> str:
+    """The room as the index holds it: one token (what ``'r' || hex(room)`` gives in SQL)."""
+    return "r" + room.encode().hex().upper()
+
+
+def fts5_query(text: str, room: str) -> str:
+    """A person's search text in ``room`` as an FTS5 query: each word quoted, so no word is
+    FTS5 syntax, all of them in the text column, and the room's token in its own."""
     plain = text.split()
     words = ['"' + word.replace('"', '""') + '"' for word in plain]
     if not words:
         return '""'
     if len(plain[-1]) >= PREFIX_MIN:
         words[-1] += "*"
-    return " ".join(words)
+    return f'room_key : "{room_key(room)}" AND text : ({" ".join(words)})'
 
 
 TSVECTOR = "to_tsvector('simple', m.text)"
@@ -47,6 +62,7 @@ TSVECTOR = "to_tsvector('simple', m.text)"
 
 PG_MATCHES = "messages m"
 PG_MATCH = f"{TSVECTOR} @@ to_tsquery('simple', ?)"
+PG_ID = "m.id"
 
 
 def tsquery(text: str) -> str:

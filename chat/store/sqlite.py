@@ -58,7 +58,8 @@ async def connect_async(settings: Settings, *pragmas: str) -> aiosqlite.Connecti
     return conn
 
 
-INDEX_ROW = "INSERT INTO messages_fts (rowid, text) VALUES (?, ?)"
+INDEX_ROW = "INSERT INTO messages_fts (rowid, text, room_key) VALUES (?, ?, 'r' || hex(?))"
+"""A message's (id, text, room) into the index (migrations/0006: the room as one token)."""
 
 
 class SqliteWriteDb:
@@ -102,8 +103,8 @@ class SqliteWriteDb:
         # FTS5 indexes the rows of one INSERT ... SELECT far faster than as a statement each
         # (docs/design/performance.md, migrations/0003).
         self._sqlite.execute(
-            "INSERT INTO messages_fts (rowid, text) "
-            "SELECT id, text FROM messages WHERE id BETWEEN ? AND ?",
+            "INSERT INTO messages_fts (rowid, text, room_key) "
+            "SELECT id, text, 'r' || hex(room) FROM messages WHERE id BETWEEN ? AND ?",
             (first_id, last_id),
         )
 
@@ -124,6 +125,7 @@ class SqliteReadDb:
 
     matches = search.FTS5_MATCHES
     match = search.FTS5_MATCH
+    match_id = search.FTS5_ID
     latest_id = "SELECT coalesce(max(seq), 0) FROM sqlite_sequence WHERE name = 'events'"
 
     def __init__(self, conns: Sequence[aiosqlite.Connection], wait_s: float = READ_WAIT_S) -> None:
@@ -147,8 +149,8 @@ class SqliteReadDb:
             raise
         return cls(conns)
 
-    def search_query(self, text: str) -> str:
-        return search.fts5_query(text)
+    def search_query(self, text: str, room: str) -> str:
+        return search.fts5_query(text, room)
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         conn = await self._take()

@@ -56,7 +56,7 @@ def post_message(
         event = tx.append(room, "message", fields)
         tx.insert(MESSAGE_ROW, (event.id, room, author, text, reply_to, tx.now))
         if index and tx.db.index_row is not None:
-            tx.insert(tx.db.index_row, (event.id, text))
+            tx.insert(tx.db.index_row, (event.id, text, room))
         return event
 
     return op

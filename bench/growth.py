@@ -108,6 +108,7 @@ class Paths:
     def __init__(self, port: int, out: dict[str, Any]) -> None:
         self.port, self.http, self.failures = port, Http(port), out["failures"]
         self.marker = 0
+        self.latest = 0  # the newest event id: every write here moves it
 
     async def get(self, path: str) -> Any:
         status, _, body = await self.http.request("GET", path)
@@ -119,7 +120,9 @@ class Paths:
         status, _, answer = await self.http.request("POST", path, dumps(body), wait_s=30)
         if status != expect:
             raise Failed(f"POST {path}: {status} {answer[:200]!r}")
-        return loads(answer) if answer else None
+        got = loads(answer)
+        self.latest = max(self.latest, *(e["id"] for e in got.get("events", [got])))
+        return got
 
     async def prepare(self, size: int) -> dict[str, Any]:
         """Read markers a few events behind in every room; the cursors the reads use."""
@@ -136,31 +139,37 @@ class Paths:
                     raise Failed(f"PUT read: {status} {body[:200]!r}")
         oldest = (await self.get(f"/api/rooms/{ROOM}/messages?after=0&limit=60"))["messages"]
         newest = (await self.get(f"/api/rooms/{ROOM}/messages?limit=100"))["messages"]
-        latest = max(room["last_event_id"] for room in rooms)
-        return {
-            "old_cursor": oldest[-1]["id"],
-            "room_resume": newest[0]["id"] - 1,
-            "latest": latest,
-        }
+        self.latest = max(room["last_event_id"] for room in rooms)
+        return {"old_cursor": oldest[-1]["id"], "room_resume": newest[0]["id"] - 1}
 
-    async def resume(self, path: str, mention: bool) -> None:
+    async def resume(self, make_path: Callable[[], str], mention: bool) -> None:
         """Open the stream, post a marker it matches, wait for it (after the whole replay)."""
         self.marker += 1
         token = f"marker{self.marker}x{time.monotonic_ns()}"
+        path = make_path()
         reader = await open_stream(self.port, path, wait_s=30)
         try:
             text = f"{token} @{READER}" if mention else token
             await self.post(f"/api/rooms/{ROOM}/messages", {"author": "bench", "text": text})
             needle, seen = token.encode(), 0
-            async with asyncio.timeout(30):
-                while True:
-                    joined = b"".join(reader.pieces[max(0, seen - 1) :])
-                    if needle in joined:
-                        return
-                    seen = len(reader.pieces)
-                    if reader.ended.done():
-                        raise Failed(f"{path}: the stream ended before the marker")
-                    await asyncio.sleep(0.002)
+            try:
+                async with asyncio.timeout(30):
+                    while True:
+                        joined = b"".join(reader.pieces[max(0, seen - 1) :])
+                        if needle in joined:
+                            if b"event: reset" in b"".join(reader.pieces):
+                                raise Failed(f"{path}: `reset` instead of a replay")
+                            return
+                        seen = len(reader.pieces)
+                        if reader.ended.done():
+                            raise Failed(f"{path}: the stream ended before the marker")
+                        await asyncio.sleep(0.002)
+            except TimeoutError:
+                got = b"".join(reader.pieces)
+                raise Failed(
+                    f"{path}: no marker {token} within 30 s; {reader.frames} frames, "
+                    f"{len(got)} bytes, ending {got[-600:]!r}"
+                ) from None
         finally:
             reader.close()
 
@@ -178,14 +187,20 @@ class Paths:
             "search_common": lambda: self.page(f"/api/rooms/{ROOM}/messages?q=hello&limit=50", 50),
             "search_rare": lambda: self.get(f"/api/rooms/{ROOM}/messages?q=quokka&limit=50"),
             "search_one_letter": lambda: self.get(f"/api/rooms/{ROOM}/messages?q=h&limit=50"),
+            # resume points taken as the stream opens: the writes measured move the newest id.
+            # "10,000 back" is 9,990: CHAT_REPLAY_LIMIT is 10,000, and the marker may be
+            # committed before the server counts the gap (one more and it answers `reset`)
             "resume_room_100": lambda: self.resume(
-                f"/api/rooms/{ROOM}/events?last_event_id={c['room_resume']}", False
+                lambda: f"/api/rooms/{ROOM}/events?last_event_id={c['room_resume']}", False
             ),
             "resume_all_100": lambda: self.resume(
-                f"/api/events?rooms=*&last_event_id={c['latest'] - 100}", False
+                lambda: f"/api/events?rooms=*&last_event_id={self.latest - 100}", False
             ),
             "resume_mentions_10000": lambda: self.resume(
-                f"/api/events?rooms=*&mentions={READER}&last_event_id={c['latest'] - 10_000}", True
+                lambda: (
+                    f"/api/events?rooms=*&mentions={READER}&last_event_id={self.latest - 9_990}"
+                ),
+                True,
             ),
             "post": lambda: self.post(
                 f"/api/rooms/{ROOM}/messages", {"author": "bench", "text": "hello one"}

@@ -6,7 +6,7 @@ about ten seconds (bench/README.md, "Growth").
 The events are what the service itself would have stored for the same requests, in blocks of
 20 consecutive ids, each block in one room: every other block in one of ten busy rooms
 (``room-0`` .. ``room-9``, in turn), the others spread over all ``rooms`` rooms (``room-0`` ..),
-authors drawn from ``users`` users (``user0`` ..). Of each block's 20 events: 14 messages (one
+authors drawn from ``users`` users (``user0`` ..). Of each block's 20 events: 15 messages (one
 of them mentions a user, two are replies), two reactions (one of them ``:tada:``), an edit, an
 activity item, and either a deletion (every tenth block) or one more message. One message in
 RARE_EVERY carries the word ``RARE_WORD`` (all of them in ``room-0``); every message carries

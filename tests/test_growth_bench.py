@@ -1,0 +1,58 @@
+"""The growth benchmark and its data generator as a smoke test (issue 17): CI runs
+bench/growth.py at 10^4 and 10^5 events; the 10^7 run lives in bench/ (bench/README.md).
+
+What is asserted is what a person running it sees: it exits 0, fills the store at the sizes
+asked, and reports every path at each size with the generator's rate. Its figures are not
+judged here (tests never time the service); the benchmark's own checks (full pages, the rare
+word's matches, every resume's marker) are, through its exit status."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+PATHS = {
+    "history_newest",
+    "history_old",
+    "room",
+    "rooms_first",
+    "rooms_deep",
+    "unread_1000_rooms",
+    "search_common",
+    "search_rare",
+    "search_one_letter",
+    "resume_room_100",
+    "resume_all_100",
+    "resume_mentions_10000",
+    "post",
+    "batch_500",
+    "startup",
+    "bytes_per_event",
+}
+
+
+def test_growth_runs_at_ten_thousand_and_a_hundred_thousand_events() -> None:
+    done = subprocess.run(
+        [sys.executable, "growth.py", "--sizes", "10000,100000", "--reps", "2", "--timeout", "400"],
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+        timeout=480,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["failures"] == [] and "error" not in out
+    assert list(out["sizes"]) == ["10000", "100000"]
+    for size, figures in out["sizes"].items():
+        assert set(figures) == PATHS, size
+        assert all(value > 0 for value in figures.values()), (size, figures)
+    made = out["generator"]
+    assert made[0]["first_id"] == 1 and made[0]["last_id"] == 10_000
+    # the measured writes add events, and a fill appends whole blocks of 20
+    assert 100_000 <= made[-1]["last_id"] < 100_020
+    assert all(m["events_per_s"] > 0 for m in made)
+    assert set(out["ratios"]) == PATHS
+    assert "| search_rare |" in done.stderr  # the table a person reads

@@ -127,16 +127,15 @@ class Paths:
     async def prepare(self, size: int) -> dict[str, Any]:
         """Read markers a few events behind in every room; the cursors the reads use."""
         rooms = (await self.get(f"/api/rooms?limit={ROOMS}"))["rooms"]
-        for room in rooms:
+        for room in rooms:  # (a room without events yet gets a marker at 0)
             newest = room["last_event_id"]
-            if newest:
-                status, _, body = await self.http.request(
-                    "PUT",
-                    f"/api/rooms/{room['name']}/read",
-                    dumps({"user": READER, "last_read_id": max(1, newest - 30)}),
-                )
-                if status != 204:
-                    raise Failed(f"PUT read: {status} {body[:200]!r}")
+            status, _, body = await self.http.request(
+                "PUT",
+                f"/api/rooms/{room['name']}/read",
+                dumps({"user": READER, "last_read_id": max(0, newest - 30)}),
+            )
+            if status != 204:
+                raise Failed(f"PUT read: {status} {body[:200]!r}")
         oldest = (await self.get(f"/api/rooms/{ROOM}/messages?after=0&limit=60"))["messages"]
         newest = (await self.get(f"/api/rooms/{ROOM}/messages?limit=100"))["messages"]
         self.latest = max(room["last_event_id"] for room in rooms)

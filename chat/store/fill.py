@@ -55,7 +55,7 @@ e AS (
     SELECT i, (i - :first) % 20 AS k, i - (i - :first) % 20 AS s,
         'room-' || CASE WHEN ((i - :first) / 20 + :block0) % 2 = 0
             THEN ((i - :first) / 20 + :block0) / 2 % min(:rooms, 10)
-            ELSE ((i - :first) / 20 + :block0) * 7919 % :rooms END AS room,
+            ELSE ((i - :first) / 20 + :block0) / 2 * 7919 % :rooms END AS room,
         strftime('%Y-%m-%dT%H:%M:%fZ', :epoch + (i - 1) * :step, 'unixepoch') AS at,
         ((i - :first) / 20 + :block0) AS b
     FROM n

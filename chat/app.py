@@ -36,7 +36,7 @@ from chat.limits import Buckets, Forwarded, StreamCounts
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.registry import Registry
-from chat.store import Store, writes
+from chat.store import Store, retention, writes
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +191,20 @@ def create_app(
                 log.warning("could not purge old idempotency keys; will try again")
             await asyncio.sleep(PURGE_EVERY_S)
 
+    async def forget_old_events() -> None:
+        """CHAT_RETENTION_DAYS: at start and hourly, a chunk at a time (chat/store/retention.py)."""
+        age = timedelta(days=settings.retention_days)
+        while True:
+            cutoff, deleted = now_rfc3339(datetime.now(UTC) - age), 0
+            try:
+                while covered := await store.write(retention.prune(cutoff)):
+                    deleted += covered
+            except Unavailable:
+                log.warning("could not delete old events; will try again")
+            if deleted:
+                log.info("retention: events up to %s deleted (%d ids)", cutoff, deleted)
+            await asyncio.sleep(PURGE_EVERY_S)
+
     @app.before_serving
     async def start() -> None:
         await store.open()
@@ -207,6 +221,8 @@ def create_app(
         if settings.coalesce_max_ms > settings.coalesce_ms:
             background.append(asyncio.create_task(watch_load(), name="chat-load"))
         background.append(asyncio.create_task(forget_idempotency_keys(), name="chat-purge"))
+        if settings.retention_days > 0:
+            background.append(asyncio.create_task(forget_old_events(), name="chat-retention"))
         background.append(asyncio.create_task(auth.watch(), name="chat-credentials"))
         where = urlsplit(settings.broker)
         broker_name = f"{where.scheme}://{where.hostname}:{where.port}" if where.scheme else "local"

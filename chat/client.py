@@ -196,9 +196,9 @@ class NotFound(RequestRefused):
 
 class StreamReset(ClientError):
     """The server could not replay the gap since the stream's resume point (``reason``:
-    ``gap_too_large`` or ``unknown_resume_point``): events up to ``latest_id`` were skipped.
-    Reload over REST what you show; iterating the same stream again carries on live from
-    ``latest_id``."""
+    ``gap_too_large``, ``unknown_resume_point`` or ``expired``): events up to ``latest_id``
+    were skipped. Reload over REST what you show; iterating the same stream again carries on
+    live from ``latest_id``."""
 
     def __init__(self, reset: Reset) -> None:
         self.reset = reset

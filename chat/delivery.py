@@ -150,6 +150,10 @@ class Delivery:
         if point is None or point > latest:
             yield self._reset(sub, latest, "unknown_resume_point")
             return
+        if point < latest and not sub.feed and point < await self.store.pruned_through():
+            # retention (CHAT_RETENTION_DAYS) deleted events after it: not all are there
+            yield self._reset(sub, latest, "expired")
+            return
         sub.last_id = point
         limit = self.settings.replay_limit
         if sub.feed and sub.notify is not None:

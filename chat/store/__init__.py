@@ -6,6 +6,8 @@
 - ``writes``: the write operations, plain functions of a ``Tx``;
 - ``reads``: history, rooms, activity, unread counts, replay;
 - ``search``: full-text queries over messages;
+- ``retention``: old events deleted (``CHAT_RETENTION_DAYS``);
+- ``fill``: synthetic history for the benchmarks (bench/generate.py);
 - ``dialect``: what differs between the two databases (``WriteDb``, ``ReadDb``);
 - ``sqlite``: SQLite's connections; ``maintenance``: its WAL checkpoints;
 - ``postgres``: PostgreSQL's connections, id counter and migrations.

@@ -75,6 +75,11 @@ class WriteDb(Protocol):
         """Add the messages with ids in [first_id, last_id] to the full-text index."""
         ...
 
+    def unindex_range(self, first_id: int, last_id: int) -> None:
+        """Take the messages with ids in [first_id, last_id] out of the full-text index (before
+        their rows are deleted)."""
+        ...
+
     def close(self) -> None: ...
 
 

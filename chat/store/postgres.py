@@ -217,6 +217,9 @@ class PgWriteDb:
     def index_range(self, first_id: int, last_id: int) -> None:
         pass  # the GIN index over the messages follows them by itself
 
+    def unindex_range(self, first_id: int, last_id: int) -> None:
+        pass  # likewise
+
     def close(self) -> None:
         self.conn.raw.close()
 

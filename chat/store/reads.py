@@ -34,6 +34,11 @@ class Reads(AccountReads, NotificationReads):
     async def ping(self) -> None:
         await self._rows("SELECT 1")
 
+    async def pruned_through(self) -> int:
+        """The newest event id retention may have deleted (0: none; chat/store/retention.py)."""
+        rows = await self._rows("SELECT coalesce(max(pruned_through), 0) FROM retention")
+        return int(rows[0][0]) if rows else 0
+
     async def latest_id(self) -> int:
         rows = await self._rows(self._db().latest_id)
         return int(rows[0][0]) if rows else 0

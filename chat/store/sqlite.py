@@ -108,6 +108,15 @@ class SqliteWriteDb:
             (first_id, last_id),
         )
 
+    def unindex_range(self, first_id: int, last_id: int) -> None:
+        # an external-content index is told what it indexed: the text and room as they are
+        self._sqlite.execute(
+            "INSERT INTO messages_fts (messages_fts, rowid, text, room_key) "
+            "SELECT 'delete', id, text, 'r' || hex(room) FROM messages "
+            "WHERE id BETWEEN ? AND ? AND deleted_at IS NULL",
+            (first_id, last_id),
+        )
+
     def close(self) -> None:
         self._sqlite.close()
 

@@ -10,8 +10,9 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -45,15 +46,16 @@ def open_files_of(path: Path) -> int:
 
 
 async def finishing_times(db: SqliteReadDb, reads: int) -> list[float]:
-    """Start ``reads`` slow reads at once; when each finished, in seconds from the start."""
+    """Start ``reads`` slow reads at once (each its own: identical ones waiting would share a
+    run); when each finished, in seconds from the start."""
     start = time.monotonic()
 
-    async def one() -> float:
-        assert await db.rows(SLOW, (SLOW_ROWS,)) == [(SLOW_ROWS,)]
+    async def one(n: int) -> float:
+        assert await db.rows(SLOW, (SLOW_ROWS + n,)) == [(SLOW_ROWS + n,)]
         return time.monotonic() - start
 
     async with asyncio.timeout(WAIT_S):
-        return sorted(await asyncio.gather(*(one() for _ in range(reads))))
+        return sorted(await asyncio.gather(*(one(n) for n in range(reads))))
 
 
 async def test_concurrent_reads_each_take_a_connection_of_their_own(tmp_path: Path) -> None:
@@ -126,6 +128,51 @@ async def test_a_read_waits_its_turn_then_gives_up_with_503(tmp_path: Path) -> N
             assert await slow == [(SLOW_ROWS,)]
             with pytest.raises(Unavailable):
                 await db.rows("SELECT 4")
+    finally:
+        async with asyncio.timeout(WAIT_S):
+            await db.close()
+
+
+async def test_identical_reads_that_wait_share_one_run_that_starts_after_them(
+    tmp_path: Path,
+) -> None:
+    """While every connection is busy, reads of the same statement, parameters and
+    conversion that arrive wait for one run and get its answer (the same object); one that
+    arrives after that run started gets a run of its own (it may have to see a later
+    commit); other parameters never share; a caller that gives up does not take the answer
+    from the others."""
+    settings = Settings(database=str(tmp_path / "shared.db"))
+    async with asyncio.timeout(WAIT_S):
+        conn = await connect_async(settings, "PRAGMA query_only = 1")
+    db = SqliteReadDb([conn], wait_s=10.0)
+    runs: list[int] = []
+
+    def counted(rows: Sequence[Sequence[Any]]) -> list[int]:
+        runs.append(1)
+        return [row[0] for row in rows]
+
+    try:
+        async with asyncio.timeout(WAIT_S):
+            slow = asyncio.ensure_future(db.rows(SLOW, (SLOW_ROWS,)))
+            await asyncio.sleep(0)  # it holds the one connection
+            same = [asyncio.ensure_future(db.read("SELECT ?", (7,), counted)) for _ in range(5)]
+            other = asyncio.ensure_future(db.read("SELECT ?", (8,), counted))
+            await asyncio.sleep(0)
+            same[0].cancel()  # gone: the others still get the answer
+            answers = await asyncio.gather(*same[1:])
+            assert all(answer is answers[0] for answer in answers) and answers[0] == [7]
+            assert await other == [8]
+            assert len(runs) == 2  # one run for the five, one for the other parameter
+            with pytest.raises(asyncio.CancelledError):
+                await same[0]
+            await slow
+
+            # a run that has started is not joined: the later read runs again
+            first = asyncio.ensure_future(db.read(SLOW, (SLOW_ROWS,), counted))
+            await asyncio.sleep(0)  # a free connection: it runs at once
+            later = asyncio.ensure_future(db.read(SLOW, (SLOW_ROWS,), counted))
+            assert await first == await later == [SLOW_ROWS]
+            assert len(runs) == 4
     finally:
         async with asyncio.timeout(WAIT_S):
             await db.close()

@@ -13,8 +13,10 @@ PostgreSQL; a path, or ``sqlite:///path``, is SQLite.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, TypeVar
+
+T = TypeVar("T")
 
 Kind = Literal["sqlite", "postgresql"]
 
@@ -98,6 +100,13 @@ class ReadDb(Protocol):
     def search_query(self, text: str, room: str) -> str: ...
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]: ...
+
+    async def read(
+        self, sql: str, params: Sequence[Any], convert: Callable[[Sequence[Sequence[Any]]], T]
+    ) -> T:
+        """``convert`` of the statement's rows; identical reads may share one run and its
+        answer (SQLite: chat/store/sqlite.py), which must then not be changed."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -22,9 +22,9 @@ import asyncio
 import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -37,6 +37,7 @@ from chat.migrations import Migration, discover
 from chat.store import search
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MIGRATIONS_SUBDIR = "postgresql"
 MIGRATION_LOCK = 0x63686174  # "chat": the advisory lock that serialises migrations
@@ -259,6 +260,11 @@ class PgReadDb:
 
     def search_query(self, text: str, room: str) -> str:
         return search.tsquery(text)  # the room is the query's own condition (reads.py)
+
+    async def read(
+        self, sql: str, params: Sequence[Any], convert: Callable[[Sequence[Sequence[Any]]], T]
+    ) -> T:
+        return convert(await self.rows(sql, params))
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
         statement = placeholders(sql)

@@ -158,16 +158,18 @@ class Reads(AccountReads, NotificationReads):
         self, rooms: tuple[str, ...] | None, after: int, limit: int, user: str | None = None
     ) -> list[Event]:
         """Stored events with id > ``after`` in these rooms (None: all rooms), by id; with
-        ``user``, also that user's access events of other rooms (chat/registry.py)."""
+        ``user``, also that user's access events of other rooms (chat/registry.py). Streams
+        resuming from the same point at once may get the same list (``ReadDb.read``): it is
+        not to be changed."""
         where, params = _rooms_clause(rooms)
         if user is not None and rooms is not None:
             where = f"({where.removesuffix(' AND')} OR ({ACCESS_OF_USER})) AND"
             params = (*params, user)
-        rows = await self._rows(
+        return await self._db().read(
             f"SELECT data FROM events WHERE {where} id > ? ORDER BY id LIMIT ?",
             (*params, after, limit),
+            _events,
         )
-        return [event_from_json(row[0]) for row in rows]
 
     async def count_after(self, rooms: tuple[str, ...] | None, after: int, cap: int) -> int:
         """How many stored events follow ``after`` in these rooms, counting at most ``cap``."""
@@ -252,3 +254,7 @@ def _rooms_clause(rooms: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:
     if rooms is None:
         return "", ()
     return f"room IN ({','.join('?' * len(rooms))}) AND", rooms
+
+
+def _events(rows: Sequence[Sequence[Any]]) -> list[Event]:
+    return [event_from_json(row[0]) for row in rows]

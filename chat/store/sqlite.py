@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -19,6 +19,9 @@ from chat.config import Settings
 from chat.errors import Unavailable
 from chat.store import search
 from chat.store.dialect import sqlite_path
+
+T = TypeVar("T")
+Rows = Sequence[Sequence[Any]]
 
 BUSY_TIMEOUT_MS = 10_000  # another process's batch holds the write lock: wait, do not fail
 READ_WAIT_S = BUSY_TIMEOUT_MS / 1000  # a read waits this long for a free connection, then 503
@@ -145,6 +148,7 @@ class SqliteReadDb:
         self._waiting: collections.deque[asyncio.Future[aiosqlite.Connection]] = collections.deque()
         self._wait_s = wait_s
         self._open = True
+        self._queued: dict[tuple[Any, ...], asyncio.Future[Any]] = {}  # reads sharing one run
 
     @classmethod
     async def open(cls, settings: Settings) -> SqliteReadDb:
@@ -162,9 +166,45 @@ class SqliteReadDb:
         return search.fts5_query(text, room)
 
     async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        conn = await self._take()
+        return await self.read(sql, params, list)
+
+    async def read(self, sql: str, params: Sequence[Any], convert: Callable[[Rows], T]) -> T:
+        """``convert`` of the statement's rows. A read that must wait for a connection joins
+        an identical one (the same statement, parameters and ``convert``) that is still
+        waiting, if there is one, and gets the same answer (the same object: it must not be
+        changed): it runs once, when a connection frees up, later than both were asked, so
+        each sees what was committed before it asked. After a deploy thousands of streams
+        resume from the same ids at once; their replays then cost one statement a page, not
+        one a stream (bench/storm.py)."""
+        if self._open and self._free:  # it starts now: nothing to share
+            return await self._run(self._free.popleft(), sql, params, convert)
+        key = (sql, tuple(params), convert)
+        shared = self._queued.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(self._queue(key, sql, params, convert))
+            shared.add_done_callback(_retrieved)
+            self._queued[key] = shared
+        return cast(T, await asyncio.shield(shared))  # a caller gone is not the others' loss
+
+    async def _queue(
+        self, key: tuple[Any, ...], sql: str, params: Sequence[Any], convert: Callable[[Rows], T]
+    ) -> T:
         try:
-            return list(await conn.execute_fetchall(sql, params))
+            conn = await self._take()
+        finally:
+            del self._queued[key]  # from here on it sees no later commit: nobody joins it
+        return await self._run(conn, sql, params, convert)
+
+    async def _run(
+        self,
+        conn: aiosqlite.Connection,
+        sql: str,
+        params: Sequence[Any],
+        convert: Callable[[Rows], T],
+    ) -> T:
+        try:
+            rows = await conn.execute_fetchall(sql, params)  # a list, typed as an Iterable
+            return convert(rows if isinstance(rows, list) else list(rows))
         finally:
             self._give_back(conn)
 
@@ -216,3 +256,9 @@ class SqliteReadDb:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    """A shared read's failure is its callers' (each gets it); none left is no one's."""
+    if not task.cancelled():
+        task.exception()

@@ -8,9 +8,9 @@ The events are what the service itself would have stored for the same requests, 
 (``room-0`` .. ``room-9``, in turn), the others spread over all ``rooms`` rooms (``room-0`` ..),
 authors drawn from ``users`` users (``user0`` ..). Of each block's 20 events: 15 messages (one
 of them mentions a user, two are replies), two reactions (one of them ``:tada:``), an edit, an
-activity item, and either a deletion (every tenth block) or one more message. One message in
-RARE_EVERY carries the word ``RARE_WORD`` (all of them in ``room-0``); every message carries
-``COMMON_WORD``.
+activity item, and either a deletion (every tenth block) or one more message. The history's
+first message (in ``room-0``) carries the word ``RARE_WORD``, and no other; every message
+carries ``COMMON_WORD``.
 
 Each id's event follows from the id alone (and the fill's first id), so that a benchmark knows
 what it will find without reading it. The history notifies nobody (no notification groups are
@@ -30,8 +30,7 @@ BLOCK = 20
 
 COMMON_WORD = "hello"
 RARE_WORD = "quokka"
-RARE_EVERY = 100_000
-"""One message in this many (the block's first message, every RARE_EVERY // BLOCK blocks)."""
+"""In the history's first message only: a search for it must find the oldest message."""
 
 WORDS = tuple(
     " ".join(
@@ -74,7 +73,7 @@ def _word(n_sql: str) -> str:
 _TEXT = (
     f"'{COMMON_WORD} ' || {_word('i * 7')} || ' ' || {_word('i * 13 + 5')} || ' ' || "
     f"{_word('i / 3')} || CASE WHEN k = 5 THEN ' @' || {_author('i * 17')} "
-    f"WHEN k = 0 AND b % {RARE_EVERY // BLOCK} = 0 THEN ' {RARE_WORD}' ELSE '' END"
+    f"WHEN i = 1 THEN ' {RARE_WORD}' ELSE '' END"
 )
 
 # The author of each event: a message's own; an edit's or a deletion's, the edited or deleted

@@ -54,7 +54,7 @@ def test_migrate_creates_the_schema_once(tmp_path: Path) -> None:
         "schema_migrations",
     } <= tables
     shipped = sorted(int(p.name.split("_")[0]) for p in (ROOT / "migrations").glob("*.sql"))
-    assert versions == shipped == [1, 2, 3, 4, 5]
+    assert versions == shipped == [1, 2, 3, 4, 5, 6, 7]
     assert "messages_fts_insert" not in tables  # 0003: the writer indexes new messages
     second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database))
     assert second.returncode == 0
@@ -75,7 +75,7 @@ def test_migrate_on_postgresql_creates_the_schema_once_and_hides_the_url(
     shipped = sorted(
         int(p.name.split("_")[0]) for p in (ROOT / "migrations" / "postgresql").glob("*.sql")
     )
-    assert sorted(versions) == shipped == [1, 2, 4, 5]
+    assert sorted(versions) == shipped == [1, 2, 4, 5, 7]
     assert {"rooms", "events", "messages", "reactions", "event_ids", "members"} <= tables
     second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=url)
     assert second.returncode == 0, second.stderr

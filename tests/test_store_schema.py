@@ -70,6 +70,7 @@ TYPE_DIFFERENCES = {
 PG_SMALL_INTEGERS = {
     ("rooms", "private"): "a flag, 0 or 1",
     ("schema_migrations", "version"): "a migration file's number",
+    ("retention", "id"): "the one row's key, 1",
 }
 
 # -- a schema, as read from a catalog ------------------------------------------------------
@@ -466,8 +467,8 @@ def test_both_dialects_end_with_one_schema(
     """Every migration of each dialect applied to an empty database: the same tables,
     columns, keys, constraints and named indexes, but for the differences listed at the top,
     each of which is really there (a stale entry would hide nothing, but mislead)."""
-    assert applied(migrations.apply_pending(lite, SQLITE_MIGRATIONS)) == [1, 2, 3, 4, 5]
-    assert applied(postgres.apply_pending(pg, PG_MIGRATIONS)) == [1, 2, 4, 5]
+    assert applied(migrations.apply_pending(lite, SQLITE_MIGRATIONS)) == [1, 2, 3, 4, 5, 6, 7]
+    assert applied(postgres.apply_pending(pg, PG_MIGRATIONS)) == [1, 2, 4, 5, 7]
     a, b = sqlite_schema(lite), pg_schema(pg)
 
     assert differences(a, b) == []
@@ -543,12 +544,15 @@ def test_applied_versions_are_recorded_and_a_second_run_applies_nothing(
         (3, "fts_insert_by_writer"),
         (4, "access"),
         (5, "notifications"),
+        (6, "search_by_room"),  # SQLite's full-text index: PostgreSQL has no counterpart
+        (7, "retention"),
     ]
     assert recorded(pg_rows) == [
         (1, "initial"),
         (2, "chat_features"),
         (4, "access"),
         (5, "notifications"),
+        (7, "retention"),
     ]
     before = sqlite_schema(lite), pg_schema(pg)
 
@@ -584,13 +588,14 @@ def test_postgresql_migrations_started_together_apply_each_file_once(pg_url: str
         thread.join(timeout=60)
     assert not any(thread.is_alive() for thread in threads)
     assert errors == []
-    assert sorted(v for result in results for v in result) == [1, 2, 4, 5]
+    assert sorted(v for result in results for v in result) == [1, 2, 4, 5, 7]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert recorded(conn.execute(MIGRATIONS_SQL).fetchall()) == [
             (1, "initial"),
             (2, "chat_features"),
             (4, "access"),
             (5, "notifications"),
+            (7, "retention"),
         ]
         assert conn.execute("SELECT count(*) FROM event_ids").fetchone() == (1,)
 

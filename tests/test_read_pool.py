@@ -167,6 +167,13 @@ async def test_identical_reads_that_wait_share_one_run_that_starts_after_them(
                 await same[0]
             await slow
 
+            # parameters that cannot be a dictionary's key are read as they come
+            slow = asyncio.ensure_future(db.rows(SLOW, (SLOW_ROWS,)))
+            await asyncio.sleep(0)
+            unhashable = asyncio.ensure_future(db.rows("SELECT ?", (bytearray(b"x"),)))
+            assert await unhashable == [(b"x",)]
+            await slow
+
             # a run that has started is not joined: the later read runs again
             first = asyncio.ensure_future(db.read(SLOW, (SLOW_ROWS,), counted))
             await asyncio.sleep(0)  # a free connection: it runs at once

@@ -179,7 +179,10 @@ class SqliteReadDb:
         if self._open and self._free:  # it starts now: nothing to share
             return await self._run(self._free.popleft(), sql, params, convert)
         key = (sql, tuple(params), convert)
-        shared = self._queued.get(key)
+        try:
+            shared = self._queued.get(key)
+        except TypeError:  # a parameter that cannot be a key (a list, say): no sharing
+            return await self._run(await self._take(), sql, params, convert)
         if shared is None:
             shared = asyncio.ensure_future(self._queue(key, sql, params, convert))
             shared.add_done_callback(_retrieved)

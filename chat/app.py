@@ -201,6 +201,8 @@ def create_app(
                     deleted += covered
             except Unavailable:
                 log.warning("could not delete old events; will try again")
+            except Exception:  # any other failure must not end retention for good
+                log.exception("deleting old events failed; will try again")
             if deleted:
                 log.info("retention: events up to %s deleted (%d ids)", cutoff, deleted)
             await asyncio.sleep(PURGE_EVERY_S)

@@ -145,12 +145,12 @@ class Delivery:
         return chunk
 
     async def _resume(self, sub: Subscriber, raw: str) -> AsyncIterator[bytes]:
-        latest = await self.store.latest_id()
+        latest, pruned = await self.store.resume_bounds()
         point = int(raw) if raw.isascii() and raw.isdigit() else None
         if point is None or point > latest:
             yield self._reset(sub, latest, "unknown_resume_point")
             return
-        if point < latest and not sub.feed and point < await self.store.pruned_through():
+        if point < latest and not sub.feed and point < pruned:
             # retention (CHAT_RETENTION_DAYS) deleted events after it: not all are there
             yield self._reset(sub, latest, "expired")
             return
@@ -163,7 +163,7 @@ class Delivery:
         if count > limit:
             yield self._reset(sub, latest, "gap_too_large")
             return
-        async for chunk in self._replay(sub):
+        async for chunk in self._replay(sub, pruned):
             yield chunk
 
     def _reset(self, sub: Subscriber, latest: int, reason: str) -> bytes:
@@ -185,7 +185,12 @@ class Delivery:
             member_at = await self.store.membership_at(identity.user, sub.last_id)
         return ReplayGate(identity, book, member_at)
 
-    async def _replay(self, sub: Subscriber) -> AsyncIterator[bytes]:
+    async def _replay(self, sub: Subscriber, pruned: int = 0) -> AsyncIterator[bytes]:
+        """Every matching event after ``sub.last_id``, page by page. ``pruned``: the
+        ``pruned_through`` the caller read. While retention may delete events (it is on here,
+        or it ran on this database before), each page's read is followed by a look at
+        ``pruned_through``: a prune that ran meanwhile may have deleted part of what the page
+        should have held, and then the stream gets ``reset`` (``expired``) instead of a gap."""
         page = self.settings.replay_page_size
         if sub.feed:
             async for chunk in self._replay_feed(sub, page):
@@ -196,8 +201,13 @@ class Delivery:
         user = None  # a scoped credential follows its rooms only
         if identity is not None and not identity.guest and identity.rooms is None:
             user = identity.user
+        watch_pruned = pruned > 0 or self.settings.retention_days > 0
         while sub.state is not CLOSED:
-            events = await self.store.events_after(sub.rooms, sub.last_id, page, user)
+            start = sub.last_id
+            events = await self.store.events_after(sub.rooms, start, page, user)
+            if watch_pruned and start < await self.store.pruned_through():
+                yield self._reset(sub, await self.store.latest_id(), "expired")
+                return
             if not events:
                 return
             if gate is None:

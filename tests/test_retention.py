@@ -16,7 +16,11 @@ import httpx
 import pytest
 
 from chat.config import Settings
+from chat.delivery import Delivery, StreamRequest
 from chat.events import now_rfc3339
+from chat.metrics import Metrics
+from chat.presence import Presence
+from chat.registry import Registry
 from chat.store import Store, Tx, WriteOp, accounts, retention, writes
 from tests.live import LiveServer, open_stream
 
@@ -198,3 +202,60 @@ async def test_retention_off_deletes_nothing(tmp_path: Path, database: str) -> N
                     assert (await stream.next()).event == "reaction.added"
     finally:
         live.kill()
+
+
+class PruningStore:
+    """The store, with retention pruning just before the first replay read: the prune that
+    lands between a resume's check of ``pruned_through`` and its read of the events."""
+
+    def __init__(self, store: Store, cutoff: str) -> None:
+        self.store = store
+        self.cutoff = cutoff
+        self.pruned = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def events_after(self, *args: object, **kwargs: object) -> object:
+        if not self.pruned:
+            self.pruned = await prune_all(self.store, self.cutoff, chunk=100)
+        return await self.store.events_after(*args, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("retention_days", [KEEP_DAYS, 0])
+async def test_a_prune_between_the_check_and_the_replay_gives_reset_not_a_gap(
+    database: str, retention_days: int
+) -> None:
+    """retention_days 0: this process does not prune, another one sharing the store did
+    before (the database has pruned events) and does again during the resume."""
+    settings = Settings(database=database, retention_days=retention_days)
+    store = Store(settings, lambda events: None)
+    async with asyncio.timeout(WAIT_S):
+        await store.open()
+        try:
+            old, newest = await old_and_new(store)
+            await store.write(aged(2, OLD_DAYS * 2))
+            cutoff = now_rfc3339(dt.datetime.now(dt.UTC) - dt.timedelta(days=KEEP_DAYS))
+            if not retention_days:  # a prune before: only the oldest two, the rest is kept
+                older = now_rfc3339(dt.datetime.now(dt.UTC) - dt.timedelta(days=OLD_DAYS + 1))
+                assert await prune_all(store, older, chunk=100) == 2
+            pruning = PruningStore(store, cutoff)
+            registry = Registry()
+            metrics = Metrics(lambda: 0, lambda: 0)
+            presence = Presence(1.0, lambda room, user, kind: None)
+            delivery = Delivery(settings, pruning, registry, metrics, presence)  # type: ignore[arg-type]
+            request = StreamRequest(rooms=("town",), filter=None, resume_from="3")
+            sub = delivery.subscriber(request)
+            stream = delivery.open(request, sub)
+            try:
+                hello = await anext(stream)
+                assert hello.startswith(b"retry:")
+                frame = await anext(stream)
+            finally:
+                await stream.aclose()
+            # the prune ran between the check and the read, up to the last old event
+            assert pruning.pruned == old - (0 if retention_days else 2)
+            assert b"event: reset" in frame, frame
+            assert b'"reason":"expired"' in frame and b'"latest_id":%d' % newest in frame
+        finally:
+            await store.close()

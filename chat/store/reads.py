@@ -36,12 +36,18 @@ class Reads(AccountReads, NotificationReads):
 
     async def pruned_through(self) -> int:
         """The newest event id retention may have deleted (0: none; chat/store/retention.py)."""
-        rows = await self._rows("SELECT coalesce(max(pruned_through), 0) FROM retention")
+        rows = await self._rows(f"SELECT {_PRUNED}")
         return int(rows[0][0]) if rows else 0
 
     async def latest_id(self) -> int:
         rows = await self._rows(self._db().latest_id)
         return int(rows[0][0]) if rows else 0
+
+    async def resume_bounds(self) -> tuple[int, int]:
+        """(``latest_id``, ``pruned_through``) in one read: where a resume may start from."""
+        sql = f"SELECT ({self._db().latest_id}), {_PRUNED}"
+        rows = await self._rows(sql)
+        return (int(rows[0][0] or 0), int(rows[0][1])) if rows else (0, 0)
 
     async def get_room(self, name: str) -> dict[str, Any] | None:
         rows = await self._rows(_ROOM_SQL + " WHERE r.name = ?", (name,))
@@ -184,6 +190,9 @@ class Reads(AccountReads, NotificationReads):
 # A room's newest event id: the last entry of its range of the events (room, id) index, one
 # probe however many events the room holds (ORDER BY ... LIMIT 1 rather than max(): both
 # stores walk the index backwards and stop at the first entry).
+# the newest event id retention may have deleted (chat/store/retention.py), as a subquery
+_PRUNED = "(SELECT coalesce(max(pruned_through), 0) FROM retention)"
+
 _ROOM_SQL = (
     "SELECT r.name, r.title, r.created_at, "
     "(SELECT e.id FROM events e WHERE e.room = r.name ORDER BY e.id DESC LIMIT 1), r.private "

@@ -133,6 +133,21 @@ async def test_a_read_waits_its_turn_then_gives_up_with_503(tmp_path: Path) -> N
             await db.close()
 
 
+async def test_a_read_handed_a_connection_as_the_store_closes_gets_503(tmp_path: Path) -> None:
+    """A read given a connection just before ``close`` ran, whose statement reaches the
+    connection after it closed: Unavailable (503), as any read of a closed store, not the
+    driver's "Connection closed" (a 500). The hand-over is done here by taking a free
+    connection the way ``read`` does."""
+    settings = Settings(database=str(tmp_path / "closing.db"), database_pool_size=1)
+    async with asyncio.timeout(WAIT_S):
+        db = await SqliteReadDb.open(settings)
+        conn = db._free.popleft()  # handed to a read ...
+        await db.close()  # ... that runs only after the store closed
+        with pytest.raises(Unavailable) as refused:
+            await db._run(conn, "SELECT 1", (), list)
+        assert refused.value.status == 503
+
+
 async def test_identical_reads_that_wait_share_one_run_that_starts_after_them(
     tmp_path: Path,
 ) -> None:

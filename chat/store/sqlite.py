@@ -207,9 +207,15 @@ class SqliteReadDb:
     ) -> T:
         try:
             rows = await conn.execute_fetchall(sql, params)  # a list, typed as an Iterable
-            return convert(rows if isinstance(rows, list) else list(rows))
+        except (ValueError, sqlite3.ProgrammingError) as error:
+            if self._open:
+                raise
+            # handed a connection as the store closed: aiosqlite's "Connection closed", or
+            # sqlite3's, is the closed store's 503, not a failure of the service
+            raise Unavailable("the store is not open") from error
         finally:
             self._give_back(conn)
+        return convert(rows if isinstance(rows, list) else list(rows))
 
     async def _take(self) -> aiosqlite.Connection:
         if not self._open:

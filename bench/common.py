@@ -269,6 +269,21 @@ async def ensure_room(port: int, room: str) -> None:
         http.close()
 
 
+async def post_batch(http: Http, room: str, author: str, texts: list[str]) -> list[int]:
+    """One ``POST .../messages/batch`` of these texts: its events' ids, checked to be
+    consecutive (a batch commits as one run); Failed on any answer but 201."""
+    body = dumps({"messages": [{"author": author, "text": text} for text in texts]})
+    status, _, answer = await http.request(
+        "POST", f"/api/rooms/{room}/messages/batch", body, wait_s=30
+    )
+    if status != 201:
+        raise Failed(f"batch into {room}: {status} {answer[:200]!r}")
+    ids = [e["id"] for e in loads(answer)["events"]]
+    if ids != list(range(ids[0], ids[0] + len(texts))):
+        raise Failed(f"batch ids not consecutive: {ids[:3]}...{ids[-3:]}")
+    return ids
+
+
 # --- SSE reader ------------------------------------------------------------------------------
 
 DATA = b"\ndata: "  # one per frame (event JSON is one line); comments and retry: have none

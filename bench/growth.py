@@ -33,11 +33,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import Failed, Http, install_backstop, open_stream
 from generate import generate
-from support import LIMITS_OFF, dumps, loads, stop_server
+from support import dumps, loads, start_server, stop_server
 
 from chat.config import Settings
 from chat.store import Store
@@ -78,28 +76,14 @@ BOUND = {"read": 2.0, "write": 1.5}  # the issue's bounds at 10^7 vs 10^4
 
 
 def serve(tmp: str) -> tuple[subprocess.Popen[bytes], int, float]:
-    """The server on ``tmp/chat.db``: (process, port, seconds until /healthz answered)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**LIMITS_OFF, **os.environ, "CHAT_DATABASE": os.path.join(tmp, "chat.db")}
-    cmd = [sys.executable, "-m", "chat", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    """The server on ``tmp/chat.db``, unpinned: (process, port, seconds until /healthz
+    answered)."""
     began = time.perf_counter()
-    with open(os.path.join(tmp, "server.log"), "ab") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
-        )  # fmt: skip
-    while time.perf_counter() - began < 60:
-        if proc.poll() is not None:
-            raise Failed(f"server exited with {proc.returncode}, see {tmp}/server.log")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as c:
-            c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            if c.recv(4096).startswith(b"HTTP/1.1 200"):
-                return proc, port, time.perf_counter() - began
-        time.sleep(0.005)
-    stop_server(proc)
-    raise Failed("server did not answer /healthz within 60 s")
+    try:
+        proc, port = start_server(tmp, pin=False, wait_s=60)
+    except RuntimeError as error:
+        raise Failed(str(error)) from None
+    return proc, port, time.perf_counter() - began
 
 
 class Paths:

@@ -59,6 +59,7 @@ from common import (
     open_stream,
     parse,
     pct,
+    post_batch,
     rnd,
     run,
 )
@@ -79,24 +80,16 @@ async def post_backlog(port: int, room: str, a: argparse.Namespace, after: int) 
     """--gap messages in batches of 500 over 2 connections; their ids, checked."""
     sizes = [min(500, a.gap - k) for k in range(0, a.gap, 500)]
     pad = "x" * max(0, a.text_bytes - 12)
-    bodies = iter(
-        dumps({"messages": [{"author": "backlog", "text": f"b{r}-{j} {pad}"} for j in range(n)]})
-        for r, n in enumerate(sizes)
-    )
+    batches = iter([f"b{r}-{j} {pad}" for j in range(n)] for r, n in enumerate(sizes))
     ids: list[int] = []
 
     async def worker() -> None:
         http = Http(port)
-        for body in bodies:
-            path = f"/api/rooms/{room}/messages/batch"
-            status, _, resp = await http.request("POST", path, body, wait_s=20)
-            if status != 201:
-                raise Failed(f"POST batch: {status} {resp[:200]!r}")
-            got = [e["id"] for e in loads(resp)["events"]]
-            if got != list(range(got[0], got[0] + len(got))):
-                raise Failed(f"batch ids not consecutive: {got[:3]}...{got[-3:]}")
-            ids.extend(got)
-        http.close()
+        try:
+            for texts in batches:
+                ids.extend(await post_batch(http, room, "backlog", texts))
+        finally:
+            http.close()
 
     await asyncio.gather(worker(), worker())
     ids.sort()

@@ -36,7 +36,6 @@ import sys
 from typing import Any
 
 from common import (
-    Failed,
     Http,
     SseReader,
     add_check,
@@ -49,6 +48,7 @@ from common import (
     open_stream,
     parse,
     pct,
+    post_batch,
     rnd,
     run,
     wait_frames,
@@ -61,13 +61,9 @@ async def backlog(port: int, rooms: list[str], behind: int) -> dict[str, list[in
     http, missed = Http(port), {}
     try:
         for room in rooms:
-            body = {"messages": [{"author": "bot", "text": f"missed {n}"} for n in range(behind)]}
-            status, _, answer = await http.request(
-                "POST", f"/api/rooms/{room}/messages/batch", dumps(body), wait_s=30
+            missed[room] = await post_batch(
+                http, room, "bot", [f"missed {n}" for n in range(behind)]
             )
-            if status != 201:
-                raise Failed(f"batch into {room}: {status} {answer[:200]!r}")
-            missed[room] = [e["id"] for e in loads(answer)["events"]]
     finally:
         http.close()
     return missed

@@ -87,37 +87,41 @@ LIMITS_OFF = {
 }
 
 
-def start_server(tmp: str) -> tuple[subprocess.Popen[bytes], int]:
-    """`python -m chat serve` on a free port with its own database in `tmp`, log in
-    `tmp/server.log`. With taskset and two or more cores the server gets the first core and
-    this process the second."""
+def start_server(
+    tmp: str, *, pin: bool = True, wait_s: float = 20.0
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`python -m chat serve` on a free port with its own database in `tmp` (one there is
+    opened as it is), log appended to `tmp/server.log`; it returns once /healthz answers
+    (polled every 5 ms: the wait is a start-up time's measure too). With ``pin``, taskset and
+    two or more cores the server gets the first core and this process the second."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "chat", "serve", "--host", "127.0.0.1", "--port", str(port)]
     cpus = sorted(os.sched_getaffinity(0))
-    if shutil.which("taskset") and len(cpus) >= 2:
+    if pin and shutil.which("taskset") and len(cpus) >= 2:
         cmd = ["taskset", "-c", str(cpus[0]), *cmd]  # taskset execs: the pid is the server's
         os.sched_setaffinity(0, {cpus[1]})
     # A benchmark is one client on loopback: the per-client limits (ACCESS.md) are off by
     # their settings, as an operator turns them off for a load test, unless the caller's
     # environment sets them (bench/abuse.py turns them on).
     env = {**LIMITS_OFF, **os.environ, "CHAT_DATABASE": os.path.join(tmp, "chat.db")}
-    with open(os.path.join(tmp, "server.log"), "wb") as log:
+    with open(os.path.join(tmp, "server.log"), "ab") as log:
         proc = subprocess.Popen(
             cmd, cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             start_new_session=True,
         )  # fmt: skip
-    for _ in range(200):
+    began = time.monotonic()
+    while time.monotonic() - began < wait_s:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}, see {tmp}/server.log")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as c:
             c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             if c.recv(4096).startswith(b"HTTP/1.1 200"):
                 return proc, port
-        time.sleep(0.1)
+        time.sleep(0.005)
     stop_server(proc)
-    raise RuntimeError("server did not answer /healthz within 20 s")
+    raise RuntimeError(f"server did not answer /healthz within {wait_s:.0f} s")
 
 
 def stop_server(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:

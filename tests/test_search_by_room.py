@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 
 from chat.config import Settings
@@ -131,10 +132,24 @@ def test_a_database_made_before_migration_0006_keeps_every_message_findable(
     asyncio.run(check())
 
 
-async def test_synthetic_history_reads_back_as_the_service_stores_it(store: Store) -> None:
+@pytest.fixture
+async def any_store(database: str) -> Store:
+    """A new store, on each store in turn."""
+    s = Store(Settings(database=database), lambda events: None)
+    async with asyncio.timeout(WAIT_S):
+        await s.open()
+    yield s  # type: ignore[misc]
+    async with asyncio.timeout(WAIT_S):
+        await s.close()
+
+
+async def test_synthetic_history_reads_back_as_the_service_stores_it(any_store: Store) -> None:
     """Two fills, one after another: ids go on, each room's history holds what the mix says
-    (replies with their parent's author, edits applied, deletions left out, reactions), a
-    stream's replay gives the same events, and a search finds the rare word."""
+    (replies with their parent's author, edits applied, deletions left out, reactions), each
+    event's JSON is byte for byte what the service writes (compact, in its key order), a
+    stream's replay gives the same events, and a search finds the rare word. On both stores:
+    the same SQL, in each one's dialect (chat/store/fill.py)."""
+    store = any_store
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     async with asyncio.timeout(WAIT_S):
         a = await store.write(fill.fill(400, rooms=30, users=50, start=start, step_s=1.0))
@@ -142,6 +157,8 @@ async def test_synthetic_history_reads_back_as_the_service_stores_it(store: Stor
         assert a == (1, 400) and b == (401, 500)
         events = await store.events_after(None, 0, 1000)
         assert [e.id for e in events] == list(range(1, 501))
+        assert [e.json for e in events] == [orjson.dumps(e.payload) for e in events]
+        assert await store.latest_id() == 500  # the next write goes on from there
         kinds = [e.type for e in events]
         assert kinds.count("message") == 25 * 16 - 3  # 3 of 25 blocks delete instead
         assert kinds.count("reaction.added") == 50 and kinds.count("activity") == 25

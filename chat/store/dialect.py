@@ -47,6 +47,8 @@ class WriteDb(Protocol):
     @property
     def conn(self) -> Conn: ...
 
+    kind: Kind
+    """Which database it is (what a benchmark's bulk fill, chat/store/fill.py, needs to know)."""
     index_row: str | None
     """The INSERT that adds an (id, text) row to the full-text index; None: the index follows
     the messages table by itself."""

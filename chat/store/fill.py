@@ -1,6 +1,7 @@
 """Synthetic history for benchmarks (bench/generate.py, bench/growth.py): ``fill`` appends
-``count`` events to a SQLite store as one write operation, computed by SQLite itself from
-the event ids (a recursive range), never a row at a time from Python: a million events take
+``count`` events to a store as one write operation, computed by the database itself from the
+event ids (SQLite: a recursive range; PostgreSQL: ``generate_series``; the same expressions
+otherwise), never a row at a time from Python: a million events take
 about ten seconds (bench/README.md, "Growth").
 
 The events are what the service itself would have stored for the same requests, in blocks of
@@ -15,7 +16,7 @@ carries ``COMMON_WORD``.
 Each id's event follows from the id alone (and the fill's first id), so that a benchmark knows
 what it will find without reading it. The history notifies nobody (no notification groups are
 written, as for events stored before migration 0005), and no server sees the events as they
-are written: fill a store no server is using. SQLite only.
+are written: fill a store no server is using.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, cast
 
+from chat.store.dialect import Kind
 from chat.store.tx import Tx, WriteOp
 
 BLOCK = 20
@@ -46,9 +48,11 @@ WORDS = tuple(
 WIDTH = 10  # WORDS as one string of fixed-width slots: the SQL picks the n-th by substr
 _VOCABULARY = "".join(word.ljust(WIDTH) for word in WORDS)
 
-# One row per id: j (the id's offset from the fill's first id), k (its place in the block),
-# s (the block's first id), a (its author, unless a CASE below picks another).
-_RANGE = """
+# One row per id: k (its place in the block), s (the block's first id), room, at (its time),
+# b (the block's number); and the parameters, as columns. SQLite counts with a recursive
+# range, PostgreSQL with generate_series.
+_RANGE = {
+    "sqlite": """
 WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n WHERE i < :last),
 e AS (
     SELECT i, (i - :first) % 20 AS k, i - (i - :first) % 20 AS s,
@@ -56,18 +60,36 @@ e AS (
             THEN ((i - :first) / 20 + :block0) / 2 % min(:rooms, 10)
             ELSE ((i - :first) / 20 + :block0) / 2 * 7919 % :rooms END AS room,
         strftime('%Y-%m-%dT%H:%M:%fZ', :epoch + (i - 1) * :step, 'unixepoch') AS at,
-        ((i - :first) / 20 + :block0) AS b
+        ((i - :first) / 20 + :block0) AS b, :users AS users, :vocabulary AS vocabulary
     FROM n
-)
-"""
+)""",
+    "postgresql": """
+WITH p AS (
+    SELECT ?::bigint AS f, ?::bigint AS l, ?::bigint AS block0, ?::bigint AS rooms,
+        ?::bigint AS users, ?::float8 AS epoch, ?::float8 AS step, ?::text AS vocabulary
+),
+e AS (
+    SELECT i, (i - f) % 20 AS k, i - (i - f) % 20 AS s,
+        'room-' || CASE WHEN ((i - f) / 20 + block0) % 2 = 0
+            THEN ((i - f) / 20 + block0) / 2 % least(rooms, 10)
+            ELSE ((i - f) / 20 + block0) / 2 * 7919 % rooms END AS room,
+        to_char(to_timestamp(epoch + (i - 1) * step) AT TIME ZONE 'UTC',
+            'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at,
+        (i - f) / 20 + block0 AS b, users, vocabulary
+    FROM p, generate_series(p.f, p.l) AS i
+)""",
+}
+_PARAMS = ("first", "last", "block0", "rooms", "users", "epoch", "step", "vocabulary")
+"""PostgreSQL's parameters, in the order of its ``?``."""
 
 
 def _author(id_sql: str) -> str:
-    return f"('user' || (({id_sql}) * 31 % :users))"
+    return f"('user' || (({id_sql}) * 31 % users))"
 
 
 def _word(n_sql: str) -> str:
-    return f"rtrim(substr(:vocabulary, (({n_sql}) % {len(WORDS)}) * {WIDTH} + 1, {WIDTH}))"
+    start = f"CAST((({n_sql}) % {len(WORDS)}) * {WIDTH} + 1 AS INTEGER)"
+    return f"rtrim(substr(vocabulary, {start}, {WIDTH}))"
 
 
 _TEXT = (
@@ -89,50 +111,102 @@ _TYPE = (
     "ELSE 'message' END"
 )
 
-_HEAD = "'id', i, 'type', type, 'room', room, 'created_at', at"
-_DATA = f"""CASE
-    WHEN type = 'message' AND k IN (3, 12) THEN json_object({_HEAD}, 'author', who,
-        'text', text, 'reply_to', s + k - 3 + (k = 12) * -8, 'reply_to_author',
-        {_author("s + k - 3 + (k = 12) * -8")})
-    WHEN type = 'message' THEN json_object({_HEAD}, 'author', who, 'text', text)
-    WHEN type = 'reaction.added' THEN json_object({_HEAD}, 'author', who,
-        'message_id', s + (k - 13) * 2, 'emoji', CASE k WHEN 13 THEN ':tada:' ELSE '👍' END,
-        'message_author', {_author("s + (k - 13) * 2")})
-    WHEN type = 'message.edited' THEN json_object({_HEAD}, 'author', who, 'message_id', s + 4,
-        'text', text || ' (edited)')
-    WHEN type = 'message.deleted' THEN json_object({_HEAD}, 'author', who, 'message_id', s + 6)
-    ELSE json_object({_HEAD}, 'actor', who, 'verb', 'deployed', 'object',
-        'build ' || b, 'summary', who || ' deployed build ' || b)
-END"""
-
-_EVENTS = f"""{_RANGE},
-t AS (SELECT i, k, s, room, at, b, {_TYPE} AS type, {_WHO} AS who, {_TEXT} AS text FROM e)
-INSERT INTO events (id, room, type, author, created_at, data)
-SELECT i, room, type, who, at, CAST({_DATA} AS BLOB) FROM t"""
-
-_IN_RANGE = "e.id BETWEEN :first AND :last"
-J = "CAST(e.data AS TEXT) ->> "  # a field of the event's JSON (stored as a BLOB)
-
-_STATEMENTS = (
-    "INSERT INTO messages (id, room, author, text, reply_to, created_at) "
-    f"SELECT e.id, e.room, e.author, {J}'text', {J}'reply_to', e.created_at "
-    f"FROM events e WHERE {_IN_RANGE} AND e.type = 'message'",
-    # the full-text index here, before the edits and deletions whose trigger changes it
-    "INSERT INTO messages_fts (rowid, text, room_key) SELECT id, text, 'r' || hex(room) "
-    "FROM messages "
-    "WHERE id BETWEEN :first AND :last",
-    "INSERT INTO message_edits (event_id, message_id, author, old_text, text, edited_at) "
-    f"SELECT e.id, m.id, e.author, m.text, {J}'text', e.created_at "
-    f"FROM events e JOIN messages m ON m.id = {J}'message_id' "
-    f"WHERE {_IN_RANGE} AND e.type = 'message.edited'",
-    "UPDATE messages SET text = x.text, edited_at = x.edited_at FROM message_edits x "
-    "WHERE x.message_id = messages.id AND x.event_id BETWEEN :first AND :last",
-    "UPDATE messages SET deleted_at = e.created_at FROM events e "
-    f"WHERE {_IN_RANGE} AND e.type = 'message.deleted' AND messages.id = {J}'message_id'",
-    "INSERT INTO reactions (message_id, author, emoji, created_at) "
-    f"SELECT {J}'message_id', e.author, {J}'emoji', e.created_at "
-    f"FROM events e WHERE {_IN_RANGE} AND e.type = 'reaction.added'",
+_REPLY_TO = "CASE k WHEN 12 THEN s + 1 ELSE s END"  # the replies: k 3 (to s) and 12 (to s + 1)
+_REACTED = "s + (k - 13) * 2"
+# Each kind of event: its condition and its JSON's fields after the head, as (key, SQL).
+_HEAD = (("id", "i"), ("type", "type"), ("room", "room"), ("created_at", "at"))
+_KINDS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    (
+        "type = 'message' AND k IN (3, 12)",
+        (
+            ("author", "who"),
+            ("text", "text"),
+            ("reply_to", _REPLY_TO),
+            ("reply_to_author", _author(_REPLY_TO)),
+        ),
+    ),
+    ("type = 'message'", (("author", "who"), ("text", "text"))),
+    (
+        "type = 'reaction.added'",
+        (
+            ("author", "who"),
+            ("message_id", _REACTED),
+            ("emoji", "CASE k WHEN 13 THEN ':tada:' ELSE '👍' END"),
+            ("message_author", _author(_REACTED)),
+        ),
+    ),
+    (
+        "type = 'message.edited'",
+        (("author", "who"), ("message_id", "s + 4"), ("text", "text || ' (edited)'")),
+    ),
+    ("type = 'message.deleted'", (("author", "who"), ("message_id", "s + 6"))),
+    (
+        "TRUE",  # activity
+        (
+            ("actor", "who"),
+            ("verb", "CAST('deployed' AS TEXT)"),
+            ("object", "'build ' || b"),
+            ("summary", "who || ' deployed build ' || b"),
+        ),
+    ),
 )
+
+
+def _json(kind: Kind, fields: tuple[tuple[str, str], ...]) -> str:
+    """The event's JSON as the service writes it (compact, keys in this order), as bytes."""
+    if kind == "sqlite":
+        pairs = ", ".join(f"'{key}', {sql}" for key, sql in fields)
+        return f"CAST(json_object({pairs}) AS BLOB)"
+    # PostgreSQL's json_build_object puts spaces around its colons: joined by hand instead
+    parts = " || ',' || ".join(f"'\"{key}\":' || to_json({sql})::text" for key, sql in fields)
+    return f"convert_to('{{' || {parts} || '}}', 'UTF8')"
+
+
+def _events(kind: Kind) -> str:
+    cases = " ".join(f"WHEN {cond} THEN {_json(kind, _HEAD + fields)}" for cond, fields in _KINDS)
+    return f"""{_RANGE[kind]},
+t AS (SELECT i, k, s, room, at, b, users, vocabulary, {_TYPE} AS type FROM e),
+u AS (SELECT t.*, {_WHO} AS who FROM t),
+v AS (SELECT u.*, {_TEXT} AS text FROM u)
+INSERT INTO events (id, room, type, author, created_at, data)
+SELECT i, room, type, who, at, CASE {cases} END FROM v"""
+
+
+def _statements(kind: Kind) -> tuple[str, ...]:
+    """What the events make in the other tables, for the ids in [first, last]."""
+    if kind == "sqlite":
+        in_range, field = "e.id BETWEEN :first AND :last", "CAST(e.data AS TEXT) ->> "
+    else:
+        in_range, field = "e.id BETWEEN ? AND ?", "convert_from(e.data, 'UTF8')::jsonb ->> "
+    index = (
+        # the full-text index here, before the edits and deletions whose trigger changes it
+        "INSERT INTO messages_fts (rowid, text, room_key) SELECT id, text, 'r' || hex(room) "
+        "FROM messages WHERE id BETWEEN :first AND :last",
+    )
+
+    def number(key: str) -> str:
+        return f"CAST({field}'{key}' AS BIGINT)"
+
+    return (
+        "INSERT INTO messages (id, room, author, text, reply_to, created_at) "
+        f"SELECT e.id, e.room, e.author, {field}'text', {number('reply_to')}, e.created_at "
+        f"FROM events e WHERE {in_range} AND e.type = 'message'",
+        *(index if kind == "sqlite" else ()),  # PostgreSQL's GIN index follows by itself
+        "INSERT INTO message_edits (event_id, message_id, author, old_text, text, edited_at) "
+        f"SELECT e.id, m.id, e.author, m.text, {field}'text', e.created_at "
+        f"FROM events e JOIN messages m ON m.id = {number('message_id')} "
+        f"WHERE {in_range} AND e.type = 'message.edited'",
+        "UPDATE messages SET text = x.text, edited_at = x.edited_at FROM message_edits x "
+        f"WHERE x.message_id = messages.id AND {in_range.replace('e.id', 'x.event_id')}",
+        "UPDATE messages SET deleted_at = e.created_at FROM events e "
+        f"WHERE {in_range} AND e.type = 'message.deleted' AND messages.id = {number('message_id')}",
+        "INSERT INTO reactions (message_id, author, emoji, created_at) "
+        f"SELECT {number('message_id')}, e.author, {field}'emoji', e.created_at "
+        f"FROM events e WHERE {in_range} AND e.type = 'reaction.added'",
+    )
+
+
+_SQL = {kind: (_events(kind), _statements(kind)) for kind in ("sqlite", "postgresql")}
 
 
 def fill(
@@ -163,9 +237,15 @@ def fill(
             "step": step_s,
             "vocabulary": _VOCABULARY,
         }
-        tx.conn.execute(_EVENTS, cast(Any, params))  # named parameters
-        for statement in _STATEMENTS:
-            tx.conn.execute(statement, cast(Any, {"first": first, "last": last}))
+        events, statements = _SQL[tx.db.kind]
+        if tx.db.kind == "sqlite":  # named parameters
+            tx.conn.execute(events, cast(Any, params))
+            for statement in statements:
+                tx.conn.execute(statement, cast(Any, {"first": first, "last": last}))
+        else:
+            tx.conn.execute(events, [params[name] for name in _PARAMS])
+            for statement in statements:
+                tx.conn.execute(statement, (first, last))
         tx.next_id = last + 1
         return first, last
 

@@ -35,6 +35,7 @@ from chat.errors import Unavailable
 from chat.events import now_rfc3339
 from chat.migrations import Migration, discover
 from chat.store import search
+from chat.store.dialect import Kind
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -136,6 +137,7 @@ class PgWriteDb:
     """The write connection (``chat.store.dialect.WriteDb``), made and used on the write
     thread; a lost connection is replaced at the next batch."""
 
+    kind: Kind = "postgresql"
     index_row: str | None = None  # the GIN index over the messages follows them by itself
 
     def __init__(self, settings: Settings) -> None:

@@ -18,7 +18,7 @@ from chat import migrations
 from chat.config import Settings
 from chat.errors import Unavailable
 from chat.store import search
-from chat.store.dialect import sqlite_path
+from chat.store.dialect import Kind, sqlite_path
 
 T = TypeVar("T")
 Rows = Sequence[Sequence[Any]]
@@ -68,6 +68,7 @@ INDEX_ROW = "INSERT INTO messages_fts (rowid, text, room_key) VALUES (?, ?, 'r' 
 class SqliteWriteDb:
     """The write connection (``chat.store.dialect.WriteDb``), made on the write thread."""
 
+    kind: Kind = "sqlite"
     index_row: str | None = INDEX_ROW
 
     def __init__(self, settings: Settings) -> None:

@@ -1,4 +1,5 @@
-// The sidebar's list of joined rooms: unread badges, the lock of private rooms, the open one.
+// The sidebar's list of joined rooms: unread badges, the lock of private rooms, the open one;
+// the unread total in the page's title and on the phone's menu button.
 // What a click does is the controls' (onRoomControls).
 import { h, icon } from './render.js';
 import { els, state } from './state.js';
@@ -33,4 +34,10 @@ export function renderRooms() {
     return h('li', { class: current ? 'current' : null }, btn, leave);
   });
   els.roomList.replaceChildren(...items);
+  // The unread total, where a person sees it with the tab in the background or the drawer
+  // closed: the page's title, and a dot on the phone's menu button.
+  const total = state.rooms.reduce((sum, room) => sum + (state.unread[room] || 0), 0);
+  document.title = `${total ? `(${total}) ` : ''}#${state.current} · chat`;
+  els.menu.classList.toggle('has-unread', total > 0);
+  els.menu.setAttribute('aria-label', total ? `Show rooms, ${total} unread` : 'Show rooms');
 }

@@ -99,8 +99,7 @@ export function openRoom(room) {
   els.list.replaceChildren(h('li', { class: 'list-head', id: 'list-head' }));
   els.roomTitle.textContent = room;
   els.composer.placeholder = `Message #${room}`;
-  document.title = `#${room} · chat`;
-  renderRooms();
+  renderRooms(); // the page's title too
   renderPresence();
   loadPresence(room);
   loadMembers(room);

@@ -18,7 +18,7 @@ export function clearUnread(room) {
 /**
  * The server's counts, merged with what the stream delivered meanwhile: the answer counts the
  * messages up to its last_id, so of those counted from the stream only the later ones are added.
- * A room the server has no read marker for keeps the page's own count.
+ * A room the server has no read marker for keeps the page's own count, and gets a marker.
  */
 export async function refreshUnread() {
   try {
@@ -30,10 +30,22 @@ export async function refreshUnread() {
       state.unreadIds[room] = later;
       if (room === state.current) clearUnread(room);
       else if (room in rooms) state.unread[room] = rooms[room] + later.length;
+      if (!(room in rooms)) markJoined(room, last);
     }
     els.roomList.dataset.unreadAt = String(last); // when the counts were last taken (for tests)
     renderRooms();
   } catch { /* shown by the connection state */ }
+}
+
+/**
+ * A joined room the server has no read marker for (joined now, or while it was empty) is read
+ * up to `lastId`, the newest id when the counts were taken: without a marker the server leaves
+ * the room out of the counts, and after a reload the messages that came meanwhile would count
+ * nowhere. The server stores at most the room's newest id, so a message newer than the counts
+ * stays unread; and a marker set meanwhile elsewhere (another tab) never moves backwards.
+ */
+function markJoined(room, lastId) {
+  api.markRead(room, state.me, Math.max(0, lastId || 0)).catch(() => {});
 }
 
 /** The open room is read up to its newest event: tell the server, a moment later. */

@@ -1,0 +1,94 @@
+"""The page people use all day (issue 18), in Debian's Chromium through the page's hooks
+(design/PAGE.md): unread counts that survive a reload, with their total in the title and on
+the phone's menu button.
+
+Each test runs a server of its own and ends by asserting that no page logged a console error,
+threw, or opened a dialog."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
+
+import httpx
+import pytest
+
+from tests.live import LiveServer
+from tests.page_helpers import chromium, expect, message_with, open_as, room_item, say, watched
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser
+
+FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
+WAIT_S = 10.0
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with chromium() as b:
+        yield b
+
+
+@pytest.fixture
+def live(make_server: Callable[..., LiveServer]) -> LiveServer:
+    return make_server(**FAST)
+
+
+@pytest.fixture
+async def client(live: LiveServer) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as c:
+        yield c
+
+
+async def has_marker(client: httpx.AsyncClient, user: str, room: str) -> None:
+    """Until the server counts ``room`` for ``user`` (it has a read marker there)."""
+    async with asyncio.timeout(WAIT_S):
+        while True:
+            if room in (await client.get(f"/api/users/{user}/unread")).json()["rooms"]:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_unread_of_a_room_joined_while_empty_survives_a_reload(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await expect(page).to_have_title("#general · chat")
+        new = page.get_by_test_id("room-new")
+        await new.fill("quiet")
+        await new.press("Enter")
+        quiet = room_item(page, "quiet")
+        await expect(quiet).to_have_attribute("aria-current", "true")
+        await has_marker(client, "ann", "quiet")  # set by the page on joining
+        general = room_item(page, "general")
+        await general.click()
+        await expect(general).to_have_attribute("aria-current", "true")
+        for text in ("one", "two", "three"):
+            await say(client, "quiet", "bob", text)
+        badge = quiet.get_by_test_id("room-unread")
+        await expect(badge).to_have_text(re.compile(r"^\s*3\s*$"))
+        await expect(page).to_have_title("(3) #general · chat")
+
+        await page.reload()  # the counts now come from the server alone
+        await expect(general).to_have_attribute("aria-current", "true")
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        await expect(badge).to_have_text(re.compile(r"^\s*3\s*$"))
+        await expect(page).to_have_title("(3) #general · chat")
+
+        # on a phone the drawer is closed: its button says so, and shows a dot
+        await page.set_viewport_size({"width": 390, "height": 844})
+        menu = page.get_by_role("button", name="Show rooms, 3 unread")
+        await expect(menu).to_be_visible()
+        dot = await menu.evaluate("b => getComputedStyle(b, '::after').backgroundColor")
+        assert dot not in ("", "rgba(0, 0, 0, 0)"), dot
+        await menu.click()
+        await quiet.click()
+        await expect(message_with(page, "three")).to_have_count(1)
+        await expect(page).to_have_title("#quiet · chat")
+        await expect(page.get_by_role("button", name="Show rooms", exact=True)).to_be_visible()
+        no_dot = await page.locator("#menu").evaluate("b => getComputedStyle(b, '::after').content")
+        assert no_dot in ("none", "normal"), no_dot
+        watch.assert_clean()

@@ -1,4 +1,7 @@
-// DOM builders. Server data is only ever inserted with textContent / text nodes.
+// DOM builders. Server data is only ever inserted with textContent / text nodes (a message's
+// formatting too: richtext.js). Names and texts get dir="auto": right-to-left text is laid
+// out right to left.
+import { emojiOf, richText } from './richtext.js';
 
 export const REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '👀'];
 
@@ -78,8 +81,8 @@ function activityText(ev) {
 export function activityNode(ev) {
   const actor = ev.actor || '';
   const summary = activityText(ev);
-  const textEl = h('span', { class: 'act-text', 'data-testid': 'message-text' });
-  const authorEl = h('span', { class: 'act-actor', 'data-testid': 'message-author', text: actor });
+  const textEl = h('span', { class: 'act-text', 'data-testid': 'message-text', dir: 'auto' });
+  const authorEl = h('span', { class: 'act-actor', 'data-testid': 'message-author', dir: 'auto', text: actor });
   if (actor && (summary === actor || summary.startsWith(`${actor} `))) {
     // The summary already names the actor: show it once, bold, inside the text.
     authorEl.classList.add('sr-only');
@@ -110,7 +113,7 @@ export function activityNode(ev) {
 export function messageContent(ev, ctx) {
   const mine = ev.author === ctx.me;
   const head = h('div', { class: 'meta' },
-    h('span', { class: 'author', 'data-testid': 'message-author', text: ev.author }),
+    h('span', { class: 'author', 'data-testid': 'message-author', dir: 'auto', text: ev.author }),
     timeEl(ev.created_at),
     ev.edited_at ? h('span', { class: 'edited', title: `edited ${shortTime(ev.edited_at)}`, text: '(edited)' }) : null);
 
@@ -122,8 +125,8 @@ export function messageContent(ev, ctx) {
       'aria-label': q ? `Reply to ${q.author}: ${q.text}` : 'Reply to an earlier message',
       onclick: () => ctx.onAction('jump', ev, ev.reply_to),
     },
-    h('span', { class: 'quote-author', text: q ? q.author : '' }),
-    h('span', { class: 'quote-text', text: q ? q.text : (q === null ? 'message deleted' : 'an earlier message') }));
+    h('span', { class: 'quote-author', dir: 'auto', text: q ? q.author : '' }),
+    h('span', { class: 'quote-text', dir: 'auto', text: q ? q.text : (q === null ? 'message deleted' : 'an earlier message') }));
   }
 
   let body;
@@ -141,7 +144,7 @@ export function messageContent(ev, ctx) {
         h('button', { type: 'button', class: 'btn ghost', onclick: () => ctx.onAction('cancel-edit', ev), text: 'Cancel' }),
         h('button', { type: 'button', class: 'btn primary', onclick: save, text: 'Save' })));
   } else {
-    body = h('div', { class: 'text', 'data-testid': 'message-text', text: ev.text });
+    body = h('div', { class: 'text', 'data-testid': 'message-text', dir: 'auto' }, richText(ev.text, ctx.me));
   }
 
   const reactions = h('div', { class: 'reactions' });
@@ -151,9 +154,9 @@ export function messageContent(ev, ctx) {
     reactions.append(h('button', {
       type: 'button', class: `reaction${pressed ? ' mine' : ''}`, 'data-testid': 'reaction',
       'data-emoji': emoji, 'aria-pressed': pressed ? 'true' : 'false',
-      title: users.join(', '), 'aria-label': `${emoji} ${users.length}: ${users.join(', ')}`,
+      title: users.join(', '), 'aria-label': `${emojiOf(emoji)} ${users.length}: ${users.join(', ')}`,
       onclick: () => ctx.onAction('toggle-reaction', ev, emoji),
-    }, h('span', { class: 'emoji', text: emoji }), h('span', { class: 'count', text: String(users.length) })));
+    }, h('span', { class: 'emoji', title: emoji, text: emojiOf(emoji) }), h('span', { class: 'count', text: String(users.length) })));
   }
 
   let picker = null;

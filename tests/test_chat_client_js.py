@@ -362,6 +362,7 @@ LAYERS: dict[str, list[str]] = {
     "state": ["state.js", "model.js"],
     "client": ["chat-client.js", "api.js"],
     "rendering": [
+        "richtext.js",
         "render.js",
         "util.js",
         "connection.js",

@@ -133,9 +133,26 @@ async def test_html_in_a_message_is_shown_as_text(
         await expect(shown).to_have_count(1)
         await expect(shown.get_by_test_id("message-text")).to_have_text(payload)
         await expect(message_with(page, "<script>alert(2)</script><b>bold</b>")).to_have_count(1)
-        await page.wait_for_timeout(500)  # an onerror handler would have run by now
+        # every construct of the message formatting (richtext.js), with markup inside
+        formatted = [
+            "[click](javascript:alert(3)) javascript:alert(4) **<img src=x onerror=alert(5)>**",
+            'https://example.com/"onmouseover="alert(6) _<svg onload=alert(7)>_ `<script>`',
+            "> <iframe src=javascript:alert(8)>\n```\n<img src=x onerror=alert(9)>\n```",
+            "***<b>x</b>*** **_`<b>y</b>`_** @<b>z</b> http://<b>w</b>",
+        ]
+        for text in formatted:
+            await say(client, "general", "mallory", text)
         list_ = page.get_by_test_id("message-list")
-        await expect(list_.locator("img[src='x'], img[onerror], script, b")).to_have_count(0)
+        await expect(list_.locator("blockquote")).to_have_count(1)
+        await expect(list_.locator("pre code")).to_have_text("<img src=x onerror=alert(9)>")
+        await expect(list_.locator("strong em code")).to_have_text("<b>y</b>")
+        await page.wait_for_timeout(500)  # an onerror handler would have run by now
+        hostile = "img, script, b, svg, iframe, [onerror], [onload], [onmouseover]"
+        await expect(list_.get_by_test_id("message-text").locator(hostile)).to_have_count(0)
+        await expect(list_.locator("img, script, iframe")).to_have_count(0)
+        hrefs = await list_.locator("a").evaluate_all("as => as.map(a => a.href)")
+        assert hrefs == ["https://example.com/"], hrefs  # the quote ends the link
+        assert await list_.locator("a").get_attribute("rel") == "noopener noreferrer"
         assert watch.dialogs == []
         watch.assert_clean()
 

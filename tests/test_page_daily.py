@@ -92,3 +92,48 @@ async def test_unread_of_a_room_joined_while_empty_survives_a_reload(
         no_dot = await page.locator("#menu").evaluate("b => getComputedStyle(b, '::after').content")
         assert no_dot in ("none", "normal"), no_dot
         watch.assert_clean()
+
+
+RICH = (
+    "see https://example.com/a_(b). and **bold _it_** `x*y*` @ann and @bob\n"
+    "> quoted **q**\n"
+    "```\n<b>code</b> **not bold**\n```"
+)
+
+
+async def test_links_mentions_and_formatting_are_shown_as_such(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        posted = await say(client, "general", "bob", RICH)
+        text = page.locator(f'[data-testid="message"][data-id="{posted["id"]}"]').get_by_test_id(
+            "message-text"
+        )
+        link = text.locator("a")
+        await expect(link).to_have_count(1)
+        await expect(link).to_have_attribute("href", "https://example.com/a_(b)")
+        await expect(link).to_have_attribute("rel", "noopener noreferrer")
+        await expect(link).to_have_text("https://example.com/a_(b)")
+        await expect(text.locator("strong").first).to_have_text("bold it")
+        await expect(text.locator("strong em")).to_have_text("it")
+        await expect(text.locator("p code, :scope > code")).to_have_text("x*y*")
+        await expect(text.locator(".mention.me")).to_have_text("@ann")
+        await expect(text.locator(".mention:not(.me)")).to_have_text("@bob")
+        await expect(text.locator("blockquote strong")).to_have_text("q")
+        await expect(text.locator("pre code")).to_have_text("<b>code</b> **not bold**")
+        await expect(text.locator("b, img, script")).to_have_count(0)
+        await expect(text).to_have_attribute("dir", "auto")
+        await expect(text.locator("..").get_by_test_id("message-author")).to_have_attribute(
+            "dir", "auto"
+        )
+
+        reacted = await client.post(
+            f"/api/rooms/general/messages/{posted['id']}/reactions",
+            json={"author": "carl", "emoji": ":tada:"},
+        )
+        assert reacted.status_code == 201, reacted.text
+        reaction = page.get_by_test_id("reaction")
+        await expect(reaction).to_have_attribute("data-emoji", ":tada:")
+        await expect(reaction).to_have_text(re.compile(r"^\s*🎉\s*1\s*$"))
+        watch.assert_clean()

@@ -16,10 +16,17 @@ let sub = null;
  */
 export function bindConnection(fns) { Object.assign(handlers, fns); }
 
+// Connecting for longer than this reads "Offline, reconnecting": a restart takes a moment, a
+// server that is down does not come back by itself.
+const OFFLINE_AFTER_MS = 4000;
+let offlineTimer = null;
+
 function setConnection(s) {
+  clearTimeout(offlineTimer);
+  offlineTimer = null;
   els.conn.dataset.state = s;
-  els.connLabel.textContent = { open: 'Live', connecting: 'Connecting…', closed: 'Offline' }[s] || s;
-  els.conn.title = { open: 'Connected: updates arrive live', connecting: 'Reconnecting to the server…', closed: 'Disconnected: retrying' }[s] || '';
+  els.connLabel.textContent = { open: 'Live', connecting: 'Connecting…', closed: 'Offline, reconnecting…' }[s] || s;
+  els.conn.title = { open: 'Connected: updates arrive live', connecting: 'Reconnecting to the server…', closed: 'No connection to the server: retrying' }[s] || '';
 }
 
 function onState(s) {
@@ -29,8 +36,12 @@ function onState(s) {
   } else if (s === 'offline') {
     setConnection('closed');
     handlers.offline();
-  } else if (s !== 'closed') {
-    setConnection('connecting');
+  } else if (s !== 'closed' && els.conn.dataset.state !== 'closed') {
+    const first = els.conn.dataset.state !== 'connecting';
+    if (first) {
+      setConnection('connecting');
+      offlineTimer = setTimeout(() => setConnection('closed'), OFFLINE_AFTER_MS);
+    }
   }
 }
 

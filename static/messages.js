@@ -1,14 +1,18 @@
 // The message list: rendered from the open room's events, reusing each event's node while
 // its content is unchanged, and keeping focus and scroll position across renders; and the
 // reply bar above the composer. What the buttons do is the controls' (handlers).
-import { activityNode, h, messageContent } from './render.js';
+import { activityNode, avatar, h, messageContent } from './render.js';
 import { $, LS, els, roomData, save, state } from './state.js';
 import { displayFloor } from './model.js';
 
 const GROUP_MS = 5 * 60 * 1000;
 
-const handlers = { action: () => {}, retry: () => {} };
-/** @param {{action?: (name: string, ev: object, extra?: any) => void, retry?: (room: string) => void}} fns */
+const handlers = { action: () => {}, retry: () => {}, resend: () => {}, discard: () => {} };
+/**
+ * @param {{action?: (name: string, ev: object, extra?: any) => void, retry?: (room: string) => void,
+ *   resend?: (item: object) => void, discard?: (item: object) => void}} fns resend and discard:
+ *   a pending message's controls, once its send failed
+ */
 export function onMessageControls(fns) { Object.assign(handlers, fns); }
 
 /** The message being replied to ({id, author, text}), or null: shown above the composer. */
@@ -116,9 +120,35 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
     if (!wanted.has(id)) { entry.node.remove(); state.nodes.delete(id); }
   }
 
+  renderPending();
   if (keep) list.scrollTop = oldTop + (list.scrollHeight - oldHeight);
   else if (bottom || nearBottom) list.scrollTop = list.scrollHeight;
   if (els.replyBar.hidden === !!state.replyTo) renderReply();
+}
+
+/**
+ * The open room's messages sent and not yet stored, after the stored ones: "Sending…" at
+ * once, then replaced by the message when the server has it, or kept, failed, with the
+ * reason in plain words and the controls to send it again or to drop it.
+ */
+export function renderPending() {
+  const list = els.list;
+  for (const node of list.querySelectorAll(':scope > [data-testid="pending"]')) node.remove();
+  for (const item of state.sending) {
+    if (item.room !== state.current) continue;
+    const failed = item.status === 'failed';
+    list.append(h('li', { class: `msg pending${failed ? ' failed' : ''}`, 'data-testid': 'pending', 'data-state': item.status },
+      avatar(state.me),
+      h('div', { class: 'body' },
+        h('div', { class: 'meta' },
+          h('span', { class: 'author', dir: 'auto', text: state.me }),
+          h('span', { class: 'pending-state', role: failed ? 'alert' : null, text: failed ? `Not sent: ${item.error}` : 'Sending…' })),
+        h('div', { class: 'text', dir: 'auto', text: item.body.text })),
+      failed ? h('div', { class: 'pending-actions' },
+        h('button', { type: 'button', class: 'btn primary small', 'data-action': 'resend', text: 'Retry', onclick: () => handlers.resend(item) }),
+        h('button', { type: 'button', class: 'btn ghost small', 'data-action': 'discard', text: 'Discard', onclick: () => handlers.discard(item) }))
+        : null));
+  }
 }
 
 function focusKeyIn(node) {

@@ -87,7 +87,8 @@ function inline(text, me, depth = 0) {
 }
 
 /**
- * The nodes of a message's text: blocks (code blocks, quotes, paragraphs of lines) with their
+ * The nodes of a message's text (its lines apart by newlines, shown as such: the text keeps
+ * its white space, so its textContent is the text without the Markdown markers): blocks (code blocks, quotes, paragraphs of lines) with their
  * inline formatting. `me`: the signed-in user, whose mentions are highlighted.
  */
 export function richText(text, me) {
@@ -96,7 +97,7 @@ export function richText(text, me) {
   let para = [];
   const flush = () => {
     if (!para.length) return;
-    para.forEach((line, i) => { if (i) out.push(el('br')); out.push(...inline(line, me)); });
+    para.forEach((line, i) => { if (i) out.push(document.createTextNode('\n')); out.push(...inline(line, me)); });
     para = [];
   };
   for (let i = 0; i < lines.length; i += 1) {
@@ -111,7 +112,7 @@ export function richText(text, me) {
       const quoted = [];
       for (; i < lines.length && /^>\s?/.test(lines[i]); i += 1) quoted.push(lines[i].replace(/^>\s?/, ''));
       i -= 1;
-      out.push(el('blockquote', quoted.flatMap((q, j) => (j ? [el('br'), ...inline(q, me)] : inline(q, me)))));
+      out.push(el('blockquote', quoted.flatMap((q, j) => (j ? [document.createTextNode('\n'), ...inline(q, me)] : inline(q, me)))));
     } else {
       para.push(line);
     }

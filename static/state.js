@@ -18,7 +18,7 @@ export const els = {
   conn: $('connection'), connLabel: $('conn-label'),
   notifBell: $('notif-bell'), notifCount: $('notif-count'), notifPanel: $('notif-panel'), notifList: $('notif-list'),
   list: $('messages'), typing: $('typing'),
-  composerForm: $('composer-form'), composer: $('composer'),
+  composerForm: $('composer-form'), composer: $('composer'), charCount: $('char-count'), composerError: $('composer-error'),
   replyBar: $('reply-bar'), replyAuthor: $('reply-author'), replyText: $('reply-text'), replyCancel: $('reply-cancel'),
   toasts: $('toasts'),
 };
@@ -42,6 +42,7 @@ export const state = {
   editing: null, confirming: null, picking: null, replyTo: null,
   nodes: new Map(), // event id -> {node, sig} for the open room
   lastTypingSent: 0,
+  sending: [], // messages sent and not yet stored: {key, room, body, status: sending|failed, error}
   readTimer: null,
   // The notification bell: the unread count, and the panel's groups (newest first).
   notif: { unread: 0, groups: [], more: false, open: false, loading: false, error: null, gen: 0 },

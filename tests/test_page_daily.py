@@ -1,6 +1,7 @@
 """The page people use all day (issue 18), in Debian's Chromium through the page's hooks
 (design/PAGE.md): unread counts that survive a reload, with their total in the title and on
-the phone's menu button.
+the phone's menu button; links, mentions and formatting; the character counter and errors in
+plain words; a message pending until stored, with a retry; "Offline" while the server is down.
 
 Each test runs a server of its own and ends by asserting that no page logged a console error,
 threw, or opened a dialog."""
@@ -19,7 +20,7 @@ from tests.live import LiveServer
 from tests.page_helpers import chromium, expect, message_with, open_as, room_item, say, watched
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser
+    from playwright.async_api import Browser, Route
 
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
 WAIT_S = 10.0
@@ -136,4 +137,101 @@ async def test_links_mentions_and_formatting_are_shown_as_such(
         reaction = page.get_by_test_id("reaction")
         await expect(reaction).to_have_attribute("data-emoji", ":tada:")
         await expect(reaction).to_have_text(re.compile(r"^\s*🎉\s*1\s*$"))
+        watch.assert_clean()
+
+
+async def test_the_counter_and_a_message_too_long_in_plain_words(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        composer = page.get_by_test_id("composer")
+        count = page.get_by_test_id("char-count")
+        await composer.fill("short")
+        await expect(count).to_be_hidden()  # shown near the limit only
+        await composer.fill("é" * 3600)
+        await expect(count).to_have_text("3,600/4,000")
+        await composer.fill("x" * 4001)
+        await expect(count).to_have_text("4,001/4,000")
+        await composer.press("Enter")
+        error = page.get_by_role("alert").filter(has_text="Message is too long")
+        await expect(error).to_have_text("Message is too long (4,001/4,000)")
+        await expect(composer).to_have_value("x" * 4001)  # nothing sent, nothing lost
+        await composer.press("Backspace")
+        await expect(error).to_have_count(0)
+        await composer.press("Enter")
+        await expect(message_with(page, "x" * 4000)).to_have_count(1)
+        await expect(composer).to_have_value("")
+        await expect(count).to_be_hidden()
+        history = (await client.get("/api/rooms/general/messages")).json()["messages"]
+        assert [m["text"] for m in history] == ["x" * 4000]
+        watch.assert_clean()
+
+
+async def test_a_message_is_pending_at_once_and_kept_with_a_retry_when_it_fails(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        composer = page.get_by_test_id("composer")
+        release = asyncio.Event()
+
+        async def held(route: Route) -> None:
+            await asyncio.wait_for(release.wait(), WAIT_S)
+            await route.continue_()
+
+        path = "**/api/rooms/general/messages"
+        await page.route(path, held)
+        await composer.fill("on its way")
+        await composer.press("Enter")
+        pending = page.get_by_test_id("pending")
+        await expect(pending).to_have_attribute("data-state", "sending")
+        await expect(pending).to_contain_text("on its way")
+        await expect(composer).to_have_value("")
+        release.set()
+        await expect(message_with(page, "on its way")).to_have_count(1)
+        await expect(pending).to_have_count(0)
+        await page.unroute(path)
+
+        async def refused(route: Route) -> None:
+            body = {"error": {"code": "forbidden", "message": "no", "details": []}}
+            await route.fulfill(status=403, json=body)
+
+        await page.route(path, refused)
+        watch.tolerated = re.compile(r"status of 403")  # the browser logs the refusal
+        await composer.fill("try again later")
+        await composer.press("Enter")
+        await expect(pending).to_have_attribute("data-state", "failed")
+        await expect(pending).to_contain_text("Not sent: you may not post in this room")
+        await expect(pending).to_contain_text("try again later")
+        await page.unroute(path)
+        await pending.get_by_role("button", name="Retry").click()
+        await expect(message_with(page, "try again later")).to_have_count(1)
+        await expect(pending).to_have_count(0)
+        history = (await client.get("/api/rooms/general/messages")).json()["messages"]
+        assert [m["text"] for m in history] == ["on its way", "try again later"]
+
+        await page.route(path, refused)
+        await composer.fill("never mind")
+        await composer.press("Enter")
+        await expect(pending).to_have_attribute("data-state", "failed")
+        await pending.get_by_role("button", name="Discard").click()
+        await expect(pending).to_have_count(0)
+        await expect(composer).to_be_focused()
+        watch.assert_clean()
+
+
+async def test_a_server_that_stays_down_reads_offline_then_live_again(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        connection = page.get_by_test_id("connection")
+        await asyncio.to_thread(live.terminate)
+        watch.tolerated = re.compile(r"ERR_CONNECTION_REFUSED|ERR_EMPTY_RESPONSE|503")
+        await expect(connection).to_have_attribute("data-state", "closed")
+        await expect(connection).to_contain_text("Offline, reconnecting")
+        await asyncio.to_thread(live.start)
+        await expect(connection).to_have_attribute("data-state", "open", timeout=20_000)
+        await expect(connection).to_contain_text("Live")
         watch.assert_clean()

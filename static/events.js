@@ -1,7 +1,7 @@
 // Events from the stream (or from a POST's answer) applied to the page's state.
 import { state } from './state.js';
 import { applyToRoom } from './model.js';
-import { renderMessages } from './messages.js';
+import { atBottom, noteNewBelow, renderMessages } from './messages.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
 import { renderRooms } from './roomlist.js';
 import { countUnread, markRead, refreshUnread } from './unread.js';
@@ -52,9 +52,11 @@ export function applyEvent(ev) {
   if (!rd) return; // never opened: its history is loaded when it is
   if (rd.loading) { rd.pending.push(ev); return; }
   if (!rd.loaded) return;
+  const below = room === state.current && !atBottom() && !rd.events.has(ev.id);
   applyToRoom(rd, ev);
   if (room === state.current) {
     renderMessages();
+    if (below && ev.type === 'message' && ev.author !== state.me) noteNewBelow();
     if (ev.type === 'message' || ev.type === 'activity') markRead();
   }
 }

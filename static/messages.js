@@ -87,12 +87,31 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
   const wanted = new Set();
   let prev = null;
   let cursor = $('list-head').nextElementSibling;
+  // a node in its place: the next one in the list, moved there if it is elsewhere
+  const place = (node) => {
+    if (cursor === node) cursor = cursor.nextElementSibling;
+    else list.insertBefore(node, cursor);
+  };
+  const newFrom = firstUnreadId(rd, items);
+  let prevDay = null;
   for (const ev of items) {
     wanted.add(ev.id);
+    const day = dayOf(ev.created_at);
+    if (day !== prevDay) { // a day's first event: its separator above it
+      wanted.add(`day ${day}`);
+      place(fixedNode(`day ${day}`, () => h('li', { class: 'day-sep', 'data-testid': 'day-separator', role: 'separator' },
+        h('span', { text: dayLabel(ev.created_at) }))));
+    }
+    if (ev.id === newFrom) {
+      wanted.add('new');
+      place(fixedNode('new', () => h('li', { class: 'new-divider', 'data-testid': 'new-divider', role: 'separator' },
+        h('span', { text: 'New messages' }))));
+    }
     const isMsg = ev.type === 'message';
     const grouped = isMsg && prev && prev.type === 'message' && prev.author === ev.author && !ev.reply_to
-      && new Date(ev.created_at) - new Date(prev.created_at) < GROUP_MS;
+      && day === prevDay && ev.id !== newFrom && new Date(ev.created_at) - new Date(prev.created_at) < GROUP_MS;
     prev = ev;
+    prevDay = day;
     const ctx = isMsg ? {
       me: state.me, quoted: quotedFor(rd, ev), editing: state.editing === ev.id,
       confirming: state.confirming === ev.id, picking: state.picking === ev.id, onAction,
@@ -113,8 +132,7 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
       entry.sig = sig;
       if (focusKey) restoreFocus(entry.node, focusKey);
     }
-    if (cursor === entry.node) cursor = cursor.nextElementSibling;
-    else list.insertBefore(entry.node, cursor);
+    place(entry.node);
   }
   for (const [id, entry] of state.nodes) {
     if (!wanted.has(id)) { entry.node.remove(); state.nodes.delete(id); }
@@ -123,7 +141,78 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
   renderPending();
   if (keep) list.scrollTop = oldTop + (list.scrollHeight - oldHeight);
   else if (bottom || nearBottom) list.scrollTop = list.scrollHeight;
+  if (bottom) {
+    const divider = state.nodes.get('new')?.node;
+    if (divider && divider.offsetTop < list.scrollTop) divider.scrollIntoView({ block: 'start' });
+  }
+  if (atBottom()) seenBelow();
   if (els.replyBar.hidden === !!state.replyTo) renderReply();
+}
+
+/** A node of the list that is no event's (a day's separator, the "new messages" line). */
+function fixedNode(key, make) {
+  let entry = state.nodes.get(key);
+  if (!entry) {
+    entry = { node: make(), sig: null };
+    state.nodes.set(key, entry);
+  }
+  return entry.node;
+}
+
+function dayOf(iso) {
+  const d = new Date(iso);
+  return Number.isNaN(d.getTime()) ? '' : d.toDateString();
+}
+
+/** "Today", "Yesterday", or the date ("Monday, December 1", with the year if not this one). */
+function dayLabel(iso) {
+  const d = new Date(iso);
+  const today = new Date();
+  const yesterday = new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1);
+  if (d.toDateString() === today.toDateString()) return 'Today';
+  if (d.toDateString() === yesterday.toDateString()) return 'Yesterday';
+  const opts = { weekday: 'long', month: 'long', day: 'numeric' };
+  if (d.getFullYear() !== today.getFullYear()) opts.year = 'numeric';
+  return d.toLocaleDateString([], opts);
+}
+
+/**
+ * The first message that was unread when the room was opened (state.newFrom: how many there
+ * were), fixed once the room's history is in: the "new messages" line goes above it.
+ */
+function firstUnreadId(rd, items) {
+  const mark = state.newFrom;
+  if (!mark || mark.room !== state.current) return null;
+  if (mark.id === null && rd.loaded) {
+    const msgs = items.filter((e) => e.type === 'message' && e.author !== state.me);
+    mark.id = mark.count <= msgs.length ? msgs[msgs.length - mark.count].id : (msgs[0]?.id ?? null);
+    if (mark.id === null) state.newFrom = null;
+  }
+  return mark.id;
+}
+
+/** Whether the list shows its newest message (or nearly). */
+export function atBottom() {
+  const list = els.list;
+  return list.scrollHeight - list.scrollTop - list.clientHeight < 80;
+}
+
+/** New messages arrived below while scrolled up: the "jump to latest" control counts them. */
+export function noteNewBelow(n = 1) {
+  state.newBelow += n;
+  renderJump();
+}
+
+function seenBelow() {
+  if (!state.newBelow && els.jumpLatest.hidden) return;
+  state.newBelow = 0;
+  renderJump();
+}
+
+function renderJump() {
+  const n = state.newBelow;
+  els.jumpLatest.hidden = !n;
+  els.jumpLatest.textContent = `Jump to latest (${n} new)`;
 }
 
 /**
@@ -173,4 +262,10 @@ export function setShowActivity(show) {
 
 export function bindMessages() {
   els.toggleActivity.addEventListener('click', () => setShowActivity(!state.showActivity));
+  els.list.addEventListener('scroll', () => { if (atBottom()) seenBelow(); }, { passive: true });
+  els.jumpLatest.addEventListener('click', () => {
+    els.list.scrollTop = els.list.scrollHeight;
+    seenBelow();
+    els.composer.focus();
+  });
 }

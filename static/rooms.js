@@ -91,6 +91,9 @@ export function openRoom(room) {
   save(LS.room, room);
   state.editing = state.confirming = state.picking = null;
   setReply(null);
+  const unread = state.unread[room] || 0; // the "new messages" line goes above these
+  state.newFrom = unread ? { room, count: unread, id: null } : null;
+  state.newBelow = 0;
   clearUnread(room);
   state.nodes.clear();
   for (const t of state.typers.values()) clearTimeout(t);

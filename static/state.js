@@ -17,7 +17,7 @@ export const els = {
   roomTitle: $('room-title'), presence: $('presence'), toggleActivity: $('toggle-activity'),
   conn: $('connection'), connLabel: $('conn-label'),
   notifBell: $('notif-bell'), notifCount: $('notif-count'), notifPanel: $('notif-panel'), notifList: $('notif-list'),
-  list: $('messages'), typing: $('typing'),
+  list: $('messages'), typing: $('typing'), jumpLatest: $('jump-latest'),
   composerForm: $('composer-form'), composer: $('composer'), charCount: $('char-count'), composerError: $('composer-error'),
   replyBar: $('reply-bar'), replyAuthor: $('reply-author'), replyText: $('reply-text'), replyCancel: $('reply-cancel'),
   toasts: $('toasts'),
@@ -40,7 +40,9 @@ export const state = {
   seen: new Set(), // persisted event ids already applied
   showActivity: true,
   editing: null, confirming: null, picking: null, replyTo: null,
-  nodes: new Map(), // event id -> {node, sig} for the open room
+  nodes: new Map(), // event id (or 'new', 'day <date>') -> {node, sig} for the open room
+  newFrom: null, // {room, count, id}: where the "new messages" line goes in the open room
+  newBelow: 0, // messages that came in below while the list was scrolled up
   lastTypingSent: 0,
   sending: [], // messages sent and not yet stored: {key, room, body, status: sending|failed, error}
   readTimer: null,

@@ -1,7 +1,8 @@
 """The page people use all day (issue 18), in Debian's Chromium through the page's hooks
 (design/PAGE.md): unread counts that survive a reload, with their total in the title and on
 the phone's menu button; links, mentions and formatting; the character counter and errors in
-plain words; a message pending until stored, with a retry; "Offline" while the server is down.
+plain words; a message pending until stored, with a retry; "Offline" while the server is down;
+the "new messages" line, "jump to latest", day separators and the times of grouped messages.
 
 Each test runs a server of its own and ends by asserting that no page logged a console error,
 threw, or opened a dialog."""
@@ -9,6 +10,7 @@ threw, or opened a dialog."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
@@ -16,6 +18,9 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from chat.config import Settings
+from chat.events import now_rfc3339
+from chat.store import Store, Tx, WriteOp
 from tests.live import LiveServer
 from tests.page_helpers import chromium, expect, message_with, open_as, room_item, say, watched
 
@@ -234,4 +239,119 @@ async def test_a_server_that_stays_down_reads_offline_then_live_again(
         await asyncio.to_thread(live.start)
         await expect(connection).to_have_attribute("data-state", "open", timeout=20_000)
         await expect(connection).to_contain_text("Live")
+        watch.assert_clean()
+
+
+async def test_the_new_messages_line_on_opening_a_room_with_unread(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        new = page.get_by_test_id("room-new")
+        await new.fill("side")
+        await new.press("Enter")
+        side = room_item(page, "side")
+        await expect(side).to_have_attribute("aria-current", "true")
+        await say(client, "side", "bob", "old one")
+        await expect(message_with(page, "old one")).to_have_count(1)
+        divider = page.get_by_test_id("new-divider")
+        await expect(divider).to_have_count(0)  # nothing unread
+        await room_item(page, "general").click()
+        first = await say(client, "side", "bob", "new one")
+        await say(client, "side", "bob", "new two")
+        await expect(side.get_by_test_id("room-unread")).to_have_text(re.compile(r"^\s*2\s*$"))
+        await side.click()
+        await expect(divider).to_have_count(1)
+        await expect(divider).to_have_text("New messages")
+        after = await divider.evaluate("d => d.nextElementSibling.getAttribute('data-id')")
+        assert after == str(first["id"])
+        await room_item(page, "general").click()
+        await side.click()
+        await expect(message_with(page, "new two")).to_have_count(1)
+        await expect(divider).to_have_count(0)  # read now
+        watch.assert_clean()
+
+
+async def test_jump_to_latest_while_scrolled_up(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    batch = {"messages": [{"author": "bob", "text": f"filler {n}"} for n in range(40)]}
+    made = await client.post("/api/rooms/general/messages/batch", json=batch)
+    assert made.status_code == 201, made.text
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await expect(message_with(page, "filler 39")).to_be_in_viewport()
+        listing = page.get_by_test_id("message-list")
+        await listing.evaluate("l => { l.scrollTop = 0; }")
+        await expect(message_with(page, "filler 39")).not_to_be_in_viewport()
+        jump = page.get_by_test_id("jump-latest")
+        await expect(jump).to_be_hidden()
+        await say(client, "general", "bob", "fresh one")
+        await say(client, "general", "bob", "fresh two")
+        await expect(jump).to_have_text("Jump to latest (2 new)")
+        await expect(message_with(page, "fresh two")).not_to_be_in_viewport()
+        await jump.click()
+        await expect(message_with(page, "fresh two")).to_be_in_viewport()
+        await expect(jump).to_be_hidden()
+        await say(client, "general", "bob", "at the bottom")  # followed, no control
+        await expect(message_with(page, "at the bottom")).to_be_in_viewport()
+        await expect(jump).to_be_hidden()
+        watch.assert_clean()
+
+
+def aged_days(ids: list[int], days: int) -> WriteOp[None]:
+    """Make these events (and their messages) ``days`` old: the writer stamps the time of
+    the commit, and a test needs yesterday's messages."""
+
+    def op(tx: Tx) -> None:
+        when = now_rfc3339(dt.datetime.now(dt.UTC) - dt.timedelta(days=days))
+        rows = [(when, i) for i in ids]
+        for table in ("events", "messages"):
+            tx.conn.executemany(f"UPDATE {table} SET created_at = ? WHERE id = ?", rows)
+
+    return op
+
+
+async def test_day_separators_and_times_of_grouped_messages_on_hover(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    old = [await say(client, "general", "bob", f"back then {n}") for n in range(2)]
+    store = Store(Settings(database=str(live.database)), lambda events: None)
+    async with asyncio.timeout(WAIT_S):
+        await store.open()
+        try:
+            await store.write(aged_days([m["id"] for m in old], 3))
+        finally:
+            await store.close()
+    await say(client, "general", "bob", "now one")
+    await say(client, "general", "bob", "now two")  # grouped with "now one"
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await expect(message_with(page, "now two")).to_have_count(1)
+        separators = page.get_by_test_id("day-separator")
+        await expect(separators).to_have_count(2)
+        days_ago = dt.datetime.now() - dt.timedelta(days=3)
+        label = await page.evaluate(
+            "iso => new Date(iso).toLocaleDateString([], "
+            "{weekday: 'long', month: 'long', day: 'numeric'"
+            "  , ...(new Date(iso).getFullYear() !== new Date().getFullYear() "
+            "       ? {year: 'numeric'} : {})})",
+            days_ago.isoformat(),
+        )
+        await expect(separators.first).to_have_text(label)
+        await expect(separators.last).to_have_text("Today")
+        order = await page.get_by_test_id("message-list").evaluate(
+            "l => [...l.children].map(c => c.dataset.testid === 'day-separator' ? '|' "
+            ": (c.querySelector('[data-testid=message-text]')?.textContent ?? ''))"
+            ".filter(Boolean)"
+        )
+        assert order == ["|", "back then 0", "back then 1", "|", "now one", "now two"], order
+
+        grouped = message_with(page, "now two")
+        await expect(grouped).to_have_class(re.compile(r"\bgrouped\b"))
+        time = grouped.locator("time")
+        await expect(time).to_be_hidden()
+        await grouped.hover()
+        await expect(time).to_be_visible()
+        await expect(time).to_have_text(re.compile(r"\d{1,2}:\d{2}"))
         watch.assert_clean()

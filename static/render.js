@@ -1,7 +1,7 @@
 // DOM builders. Server data is only ever inserted with textContent / text nodes (a message's
 // formatting too: richtext.js). Names and texts get dir="auto": right-to-left text is laid
 // out right to left.
-import { emojiOf, richText } from './richtext.js';
+import { emojiOf, plainText, richText } from './richtext.js';
 
 export const REACTIONS = ['👍', '❤️', '😂', '🎉', '😮', '👀'];
 
@@ -122,11 +122,11 @@ export function messageContent(ev, ctx) {
     const q = ctx.quoted;
     quote = h('button', {
       type: 'button', class: 'quote',
-      'aria-label': q ? `Reply to ${q.author}: ${q.text}` : 'Reply to an earlier message',
+      'aria-label': q ? `Reply to ${q.author}: ${plainText(q.text)}` : 'Reply to an earlier message',
       onclick: () => ctx.onAction('jump', ev, ev.reply_to),
     },
     h('span', { class: 'quote-author', dir: 'auto', text: q ? q.author : '' }),
-    h('span', { class: 'quote-text', dir: 'auto', text: q ? q.text : (q === null ? 'message deleted' : 'an earlier message') }));
+    h('span', { class: 'quote-text', dir: 'auto', text: q ? plainText(q.text) : (q === null ? 'message deleted' : 'an earlier message') }));
   }
 
   let body;

@@ -74,7 +74,7 @@ function inline(text, me, depth = 0) {
       plain(text.slice(at, start));
       const name = token.slice(1);
       const mention = el('span', token);
-      mention.className = isMe(name, me) ? 'mention me' : 'mention';
+      mention.className = isMe(name, me) ? 'mention mention-me' : 'mention';
       out.push(mention);
     } else {
       continue; // nested too deep: the markers stay as text
@@ -134,4 +134,11 @@ const SHORTCODES = {
 export function emojiOf(reaction) {
   const m = /^:([a-z0-9_+-]+):$/.exec(reaction);
   return (m && SHORTCODES[m[1]]) || reaction;
+}
+
+/** The text as the reader sees it, without its Markdown markers (a reply's quote, say). */
+export function plainText(text) {
+  const box = document.createElement('div');
+  box.append(...richText(text, ''));
+  return box.textContent.replace(/\s+/g, ' ').trim();
 }

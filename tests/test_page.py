@@ -358,16 +358,21 @@ async def test_screenshot_of_the_page_in_use(
     browser: Browser, live: LiveServer, client: httpx.AsyncClient
 ) -> None:
     """Regenerates docs/screenshot.png (the README shows it): a conversation of several people
-    with a reply, reactions, an activity item and presence."""
+    with formatting, a link and a mention, a reply, reactions, an activity item, presence, a
+    day separator and unread counts (in the title too)."""
     room = "general"
     async with (
         watched(browser) as watch,
         open_stream(client, "/api/events", params={"rooms": room, "user": "priya"}),
         open_stream(client, "/api/events", params={"rooms": room, "user": "marco"}),
     ):
-        first = await say(client, room, "priya", "Morning! The new deploy pipeline is live.")
-        await say(client, room, "marco", "Nice. Did the flaky integration test finally go away?")
-        await say(client, room, "priya", "Yes, it was a race in the fixture. Fixed in #214.")
+        first = await say(client, room, "priya", "Morning! The new **deploy pipeline** is live.")
+        await say(
+            client, room, "marco", "Nice. Did the flaky `integration` test finally go away, @lena?"
+        )
+        await say(
+            client, room, "priya", "Yes, a race in the fixture: https://git.example.com/pr/214"
+        )
         activity = {
             "actor": "ci-bot",
             "verb": "deployed",
@@ -398,6 +403,9 @@ async def test_screenshot_of_the_page_in_use(
         await composer.fill("Thanks both, I'll write it up in the changelog.")
         await composer.press("Enter")
         await expect(messages(page)).to_have_count(6)
+        # the reply's quote reads as the text is shown: no Markdown markers
+        quote = page.locator(".quote-text")
+        await expect(quote).to_have_text("Morning! The new deploy pipeline is live.")
         presence = page.get_by_test_id("presence-list")
         for name in ("priya", "marco", "lena"):
             await expect(presence).to_contain_text(name)

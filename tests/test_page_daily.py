@@ -124,8 +124,10 @@ async def test_links_mentions_and_formatting_are_shown_as_such(
         await expect(text.locator("strong").first).to_have_text("bold it")
         await expect(text.locator("strong em")).to_have_text("it")
         await expect(text.locator("p code, :scope > code")).to_have_text("x*y*")
-        await expect(text.locator(".mention.me")).to_have_text("@ann")
-        await expect(text.locator(".mention:not(.me)")).to_have_text("@bob")
+        await expect(text.locator(".mention-me")).to_have_text("@ann")
+        shown = await text.locator(".mention-me").evaluate("m => getComputedStyle(m).display")
+        assert shown == "inline", shown  # highlighted inside its line, not a block of its own
+        await expect(text.locator(".mention:not(.mention-me)")).to_have_text("@bob")
         await expect(text.locator("blockquote strong")).to_have_text("q")
         await expect(text.locator("pre code")).to_have_text("<b>code</b> **not bold**")
         await expect(text.locator("b, img, script")).to_have_count(0)

@@ -84,6 +84,14 @@ export const actions = {
       toast(e.message);
     }
   },
+  /** ArrowUp in the empty composer: edit one's newest message of the open room. */
+  'edit-last': () => {
+    const mine = [...roomData(state.current).events.values()]
+      .filter((ev) => ev.type === 'message' && ev.author === state.me)
+      .sort((a, b) => b.id - a.id);
+    if (mine.length) actions.edit(mine[0]);
+    return mine.length > 0;
+  },
   jump(ev, id) {
     if (!showMessage(id)) toast('That message is further up: scroll to load it.', 'info');
   },
@@ -91,12 +99,15 @@ export const actions = {
 
 export function bindActions() {
   onMessageControls({ action: (name, ev, extra) => actions[name]?.(ev, extra), retry: loadInitial });
-  // Escape closes the picker / confirm / edit.
+  // Escape closes the picker or the confirmation, and focus goes back to the button that
+  // opened it (the edit box handles its own Escape).
   els.list.addEventListener('keydown', (e) => {
     if (e.key !== 'Escape') return;
-    if (state.picking || state.confirming) {
-      state.picking = state.confirming = null;
-      renderMessages();
-    }
+    const id = state.picking ?? state.confirming;
+    if (id === null) return;
+    const control = state.picking !== null ? 'react' : 'delete';
+    state.picking = state.confirming = null;
+    renderMessages();
+    state.nodes.get(id)?.node.querySelector(`[data-action="${control}"]`)?.focus({ preventScroll: true });
   });
 }

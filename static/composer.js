@@ -6,6 +6,7 @@ import { els, state } from './state.js';
 import { uuid, withRetry } from './util.js';
 import { onMessageControls, renderMessages, renderPending, setReply } from './messages.js';
 import { applyEvent } from './events.js';
+import { actions } from './actions.js';
 
 const TYPING_SEND_MS = 2000;
 export const TEXT_MAX = 4000; // characters (code points), as the server counts them
@@ -103,6 +104,8 @@ export function bindComposer() {
       send();
     } else if (e.key === 'Escape' && state.replyTo) {
       setReply(null);
+    } else if (e.key === 'ArrowUp' && !els.composer.value && !e.shiftKey && !e.altKey) {
+      if (actions['edit-last']()) e.preventDefault();
     }
   });
   els.composer.addEventListener('input', () => {

@@ -1,7 +1,7 @@
 // Events from the stream (or from a POST's answer) applied to the page's state.
 import { state } from './state.js';
 import { applyToRoom } from './model.js';
-import { atBottom, noteNewBelow, renderMessages } from './messages.js';
+import { announce, atBottom, noteNewBelow, renderMessages } from './messages.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
 import { renderRooms } from './roomlist.js';
 import { countUnread, markRead, refreshUnread } from './unread.js';
@@ -56,7 +56,10 @@ export function applyEvent(ev) {
   applyToRoom(rd, ev);
   if (room === state.current) {
     renderMessages();
-    if (below && ev.type === 'message' && ev.author !== state.me) noteNewBelow();
+    if (ev.type === 'message' && ev.author !== state.me && !rd.deleted.has(ev.id)) {
+      if (below) noteNewBelow();
+      announce(ev);
+    }
     if (ev.type === 'message' || ev.type === 'activity') markRead();
   }
 }

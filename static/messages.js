@@ -4,6 +4,7 @@
 import { activityNode, avatar, h, messageContent } from './render.js';
 import { $, LS, els, roomData, save, state } from './state.js';
 import { displayFloor } from './model.js';
+import { plainText } from './richtext.js';
 
 const GROUP_MS = 5 * 60 * 1000;
 
@@ -99,12 +100,12 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
     const day = dayOf(ev.created_at);
     if (day !== prevDay) { // a day's first event: its separator above it
       wanted.add(`day ${day}`);
-      place(fixedNode(`day ${day}`, () => h('li', { class: 'day-sep', 'data-testid': 'day-separator', role: 'separator' },
+      place(fixedNode(`day ${day}`, () => h('li', { class: 'day-sep', 'data-testid': 'day-separator' },
         h('span', { text: dayLabel(ev.created_at) }))));
     }
     if (ev.id === newFrom) {
       wanted.add('new');
-      place(fixedNode('new', () => h('li', { class: 'new-divider', 'data-testid': 'new-divider', role: 'separator' },
+      place(fixedNode('new', () => h('li', { class: 'new-divider', 'data-testid': 'new-divider' },
         h('span', { text: 'New messages' }))));
     }
     const isMsg = ev.type === 'message';
@@ -191,6 +192,14 @@ function firstUnreadId(rd, items) {
   return mark.id;
 }
 
+/**
+ * Read a new message of the open room to screen readers, politely (the list itself is not
+ * live: its re-renders would be read out whole).
+ */
+export function announce(ev) {
+  els.announcer.textContent = `${ev.author}: ${plainText(ev.text)}`;
+}
+
 /** Whether the list shows its newest message (or nearly). */
 export function atBottom() {
   const list = els.list;
@@ -263,6 +272,7 @@ export function setShowActivity(show) {
 export function bindMessages() {
   els.toggleActivity.addEventListener('click', () => setShowActivity(!state.showActivity));
   els.list.addEventListener('scroll', () => { if (atBottom()) seenBelow(); }, { passive: true });
+  els.skip.addEventListener('click', (e) => { e.preventDefault(); els.composer.focus(); });
   els.jumpLatest.addEventListener('click', () => {
     els.list.scrollTop = els.list.scrollHeight;
     seenBelow();

@@ -120,11 +120,12 @@ export function messageContent(ev, ctx) {
   let quote = null;
   if (ev.reply_to) {
     const q = ctx.quoted;
+    // its name is what it shows, after a word for screen readers
     quote = h('button', {
-      type: 'button', class: 'quote',
-      'aria-label': q ? `Reply to ${q.author}: ${plainText(q.text)}` : 'Reply to an earlier message',
+      type: 'button', class: 'quote', title: 'Show the message this replies to',
       onclick: () => ctx.onAction('jump', ev, ev.reply_to),
     },
+    h('span', { class: 'sr-only', text: 'In reply to ' }),
     h('span', { class: 'quote-author', dir: 'auto', text: q ? q.author : '' }),
     h('span', { class: 'quote-text', dir: 'auto', text: q ? plainText(q.text) : (q === null ? 'message deleted' : 'an earlier message') }));
   }

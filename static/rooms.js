@@ -124,15 +124,17 @@ async function leavePrivate() {
   try {
     await api.removeMember(room, state.me);
     forgetRoom(room, null);
+    els.composer.focus();
   } catch (e) {
     els.memberError.textContent = e.message;
   }
 }
 
 export function bindRooms() {
+  // Focus goes to the composer: where a person opening a room is going (never to <body>).
   onRoomControls({
-    open: (room) => { openRoom(room); closeNav(); },
-    leave: (room) => forgetRoom(room, null),
+    open: (room) => { openRoom(room); closeNav(); els.composer.focus(); },
+    leave: (room) => { forgetRoom(room, null); els.composer.focus(); },
   });
   els.memberLeave.addEventListener('click', leavePrivate);
   els.roomNew.addEventListener('keydown', (e) => {

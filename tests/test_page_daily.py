@@ -2,7 +2,9 @@
 (design/PAGE.md): unread counts that survive a reload, with their total in the title and on
 the phone's menu button; links, mentions and formatting; the character counter and errors in
 plain words; a message pending until stored, with a retry; "Offline" while the server is down;
-the "new messages" line, "jump to latest", day separators and the times of grouped messages.
+the "new messages" line, "jump to latest", day separators and the times of grouped messages;
+keyboard focus, the skip link, the inert drawer, what screen readers hear, and an axe-core
+audit (desktop and phone, light and dark).
 
 Each test runs a server of its own and ends by asserting that no page logged a console error,
 threw, or opened a dialog."""
@@ -13,7 +15,7 @@ import asyncio
 import datetime as dt
 import re
 from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -21,11 +23,12 @@ import pytest
 from chat.config import Settings
 from chat.events import now_rfc3339
 from chat.store import Store, Tx, WriteOp
-from tests.live import LiveServer
+from tests.conftest import need
+from tests.live import ROOT, LiveServer
 from tests.page_helpers import chromium, expect, message_with, open_as, room_item, say, watched
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Route
+    from playwright.async_api import Browser, Page, Route
 
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
 WAIT_S = 10.0
@@ -357,3 +360,141 @@ async def test_day_separators_and_times_of_grouped_messages_on_hover(
         await expect(time).to_be_visible()
         await expect(time).to_have_text(re.compile(r"\d{1,2}:\d{2}"))
         watch.assert_clean()
+
+
+async def test_keyboard_focus_goes_where_a_person_is_going(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        composer = page.get_by_test_id("composer")
+        # a skip link, first of what Tab reaches, shown when focused, to the composer
+        first = await page.evaluate(
+            "() => [...document.querySelectorAll('a[href], button, input, textarea, "
+            "[tabindex]')].find(e => e.tabIndex >= 0 && e.checkVisibility() "
+            "|| e.id === 'skip').id"
+        )
+        assert first == "skip", first
+        skip = page.get_by_role("link", name="Skip to the message box")
+        await skip.focus()
+        await expect(skip).to_be_in_viewport()
+        await page.keyboard.press("Enter")
+        await expect(composer).to_be_focused()
+
+        new = page.get_by_test_id("room-new")
+        await new.fill("side")
+        await new.press("Enter")
+        await expect(composer).to_be_focused()
+        await room_item(page, "general").click()  # switching rooms
+        await expect(composer).to_be_focused()
+        await page.get_by_role("button", name="Leave side").click()
+        await expect(room_item(page, "side")).to_have_count(0)
+        await expect(composer).to_be_focused()
+
+        mine = await say(client, "general", "ann", "my first words")
+        await say(client, "general", "bob", "a reply from bob")
+        message = page.locator(f'[data-testid="message"][data-id="{mine["id"]}"]')
+        await message.hover()
+        react = message.get_by_role("button", name="Add reaction")
+        await react.click()
+        await expect(message.get_by_role("group", name="Pick a reaction")).to_be_visible()
+        await page.keyboard.press("Escape")
+        await expect(message.get_by_role("group", name="Pick a reaction")).to_have_count(0)
+        await expect(react).to_be_focused()
+        delete = message.get_by_role("button", name="Delete", exact=True)
+        await delete.click()
+        await expect(message.get_by_role("group", name="Confirm delete")).to_be_visible()
+        await page.keyboard.press("Escape")
+        await expect(message.get_by_role("group", name="Confirm delete")).to_have_count(0)
+        await expect(delete).to_be_focused()
+
+        # ArrowUp in the empty composer edits one's newest message
+        await composer.focus()
+        await page.keyboard.press("ArrowUp")
+        edit = message.get_by_role("textbox", name="Edit message")
+        await expect(edit).to_be_focused()
+        await expect(edit).to_have_value("my first words")
+        await page.keyboard.press("Escape")
+        await expect(edit).to_have_count(0)
+
+        # a new message of the open room is read out, politely
+        announcer = page.get_by_test_id("announcer")
+        await expect(announcer).to_have_attribute("aria-live", "polite")
+        await say(client, "general", "bob", "**news** for you")
+        await expect(announcer).to_have_text("bob: news for you")
+
+        # on a phone the closed drawer is out of the Tab order
+        await page.set_viewport_size({"width": 390, "height": 844})
+        sidebar = page.locator("#sidebar")
+        await expect(sidebar).to_have_js_property("inert", True)
+        await page.get_by_role("button", name=re.compile("^Show rooms")).click()
+        await expect(sidebar).to_have_js_property("inert", False)
+        await expect(room_item(page, "general")).to_be_focused()
+        await page.keyboard.press("Escape")
+        await expect(sidebar).to_have_js_property("inert", True)
+        await page.set_viewport_size({"width": 1280, "height": 800})
+        await expect(sidebar).to_have_js_property("inert", False)
+        watch.assert_clean()
+
+
+AXE = ROOT / "tests" / "node" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.mark.parametrize(
+    ("view", "scheme"),
+    [("desktop", "light"), ("desktop", "dark"), ("phone", "light"), ("phone", "dark")],
+)
+async def test_axe_finds_nothing_serious_or_critical(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient, view: str, scheme: str
+) -> None:
+    need(AXE.exists(), "axe-core is not installed (npm ci --prefix tests/node)")
+    size = {"desktop": (1280, 800), "phone": (390, 844)}[view]
+    first = await say(client, "general", "bob", "Hello **all**: see https://example.com `x`")
+    await say(client, "general", "bob", "> quoted\nand @ann", reply_to=first["id"])
+    await client.post(
+        f"/api/rooms/general/messages/{first['id']}/reactions",
+        json={"author": "carl", "emoji": ":tada:"},
+    )
+    activity = {"actor": "ci", "verb": "deployed", "object": "v1", "data": {"env": "prod"}}
+    assert (await client.post("/api/rooms/general/activity", json=activity)).status_code == 201
+    async with watched(browser) as watch:
+        # axe is injected as a script: this context lets it past the page's CSP
+        context = await browser.new_context(
+            viewport={"width": size[0], "height": size[1]},
+            color_scheme=scheme,  # type: ignore[arg-type]
+            bypass_csp=True,
+        )
+        watch.contexts.append(context)
+        page = await context.new_page()
+        watch.attach(page, f"{view}-{scheme}")
+        await page.goto(live.url + "/")
+        audits = {}
+        audits["sign-in"] = await axe(page)
+        await open_as(page, live.url, "ann")
+        await expect(message_with(page, "deployed v1")).to_have_count(1)  # a summary-less item
+        await expect(page.get_by_test_id("reaction")).to_have_count(1)
+        audits["room"] = await axe(page)
+        if view == "phone":
+            await page.get_by_role("button", name=re.compile("^Show rooms")).click()
+            audits["drawer"] = await axe(page)
+        bad = {
+            where: [
+                (v["id"], v["impact"], v["help"], [n["target"] for n in v["nodes"]][:3])
+                for v in found
+                if v["impact"] in ("serious", "critical")
+            ]
+            for where, found in audits.items()
+        }
+        assert bad == {where: [] for where in audits}, bad
+        watch.assert_clean()
+
+
+async def axe(page: Page) -> list[dict[str, Any]]:
+    """axe-core's violations on the page as it is now (WCAG 2.1 A and AA rules)."""
+    if not await page.evaluate("typeof window.axe !== 'undefined'"):
+        await page.add_script_tag(path=str(AXE))
+    found: list[dict[str, Any]] = await page.evaluate(
+        "async () => (await axe.run(document, {runOnly: "
+        "{type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})).violations"
+    )
+    return found

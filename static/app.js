@@ -15,6 +15,7 @@
 //              notifications.js  the bell's count, panel, opening a group
 //              events.js     applying events          actions.js   edit, delete, reply, reactions
 //              composer.js   sending, typing          gate.js      name and sign-in screens
+//              desktop.js    desktop notifications of mentions and replies
 //              session.js    load, sign-out, a session that ends; app.js wires them
 // A lower layer calls a higher one only through handlers it is given (bindConnection,
 // onMessageControls, onRoomControls, onBellControls).
@@ -35,6 +36,7 @@ import { applyEvent, handleReset } from './events.js';
 import { bindActions } from './actions.js';
 import { bindComposer } from './composer.js';
 import { bindGate } from './gate.js';
+import { bindDesktop } from './desktop.js';
 import { boot, bindSession, checkSession } from './session.js';
 
 /**
@@ -145,4 +147,5 @@ bindComposer();
 bindMembers();
 bindNav();
 bindNotifications();
+bindDesktop();
 boot(start);

@@ -8,6 +8,7 @@ import { countUnread, markRead, refreshUnread } from './unread.js';
 import { openRoom } from './rooms.js';
 import { onMemberEvent, reconcile } from './membership.js';
 import { onNotify } from './notifications.js';
+import { notifyDesktop } from './desktop.js';
 
 /** Apply one event (from the stream or from a POST's answer), at most once per id. */
 export function applyEvent(ev) {
@@ -48,6 +49,7 @@ export function applyEvent(ev) {
     renderRooms();
   }
   if (ev.type === 'message' && room === state.current) stopTyping(ev.author);
+  if (ev.type === 'message' && state.rooms.includes(room)) notifyDesktop(ev);
   const rd = state.data.get(room);
   if (!rd) return; // never opened: its history is loaded when it is
   if (rd.loading) { rd.pending.push(ev); return; }

@@ -17,13 +17,16 @@ function el(tag, ...children) {
 }
 
 const WORD = '[\\p{L}\\p{N}_]';
+// "@name", ending where the server's mention ends: "@ann." mentions ann
+const MENTION_SRC = `(?<![${WORD.slice(1, -1)}@])@[\\p{L}\\p{N}_.-]*[\\p{L}\\p{N}_]`;
+const MENTION = new RegExp(MENTION_SRC, 'gu');
 // One inline token, by priority where they overlap: code, a link, bold, italic, a mention.
 const INLINE = new RegExp([
   '(`[^`\\n]+`)',
   '(https?://[^\\s<>"]+)',
   '(\\*\\*(?=\\S)[\\s\\S]*?\\S\\*\\*)',
   `(\\*(?=[^\\s*])[^*\\n]*?[^\\s*]\\*|\\*[^\\s*]\\*|(?<!${WORD})_(?=[^\\s_])[^_\\n]*?[^\\s_]_(?!${WORD})|(?<!${WORD})_[^\\s_]_(?!${WORD}))`,
-  `((?<![${WORD.slice(1, -1)}@])@[\\p{L}\\p{N}_.-]*[\\p{L}\\p{N}_])`,
+  `(${MENTION_SRC})`,
 ].join('|'), 'gu');
 
 /** A URL ends before trailing punctuation, and before a ")" it did not open. */
@@ -141,4 +144,11 @@ export function plainText(text) {
   const box = document.createElement('div');
   box.append(...richText(text, ''));
   return box.textContent.replace(/\s+/g, ' ').trim();
+}
+
+/** Whether the text @-mentions `me` (where the page highlights it). */
+export function mentions(text, me) {
+  MENTION.lastIndex = 0;
+  for (let m = MENTION.exec(text); m; m = MENTION.exec(text)) if (isMe(m[0].slice(1), me)) return true;
+  return false;
 }

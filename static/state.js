@@ -16,7 +16,7 @@ export const els = {
   meName: $('me-name'), meAvatar: $('me-avatar'), signout: $('signout'),
   roomTitle: $('room-title'), presence: $('presence'), toggleActivity: $('toggle-activity'),
   conn: $('connection'), connLabel: $('conn-label'),
-  notifBell: $('notif-bell'), notifCount: $('notif-count'), notifPanel: $('notif-panel'), notifList: $('notif-list'),
+  desktopNotify: $('desktop-notify'), notifBell: $('notif-bell'), notifCount: $('notif-count'), notifPanel: $('notif-panel'), notifList: $('notif-list'),
   list: $('messages'), typing: $('typing'), jumpLatest: $('jump-latest'), announcer: $('announcer'), skip: $('skip'),
   composerForm: $('composer-form'), composer: $('composer'), charCount: $('char-count'), composerError: $('composer-error'),
   replyBar: $('reply-bar'), replyAuthor: $('reply-author'), replyText: $('reply-text'), replyCancel: $('reply-cancel'),

@@ -383,6 +383,7 @@ LAYERS: dict[str, list[str]] = {
         "actions.js",
         "composer.js",
         "gate.js",
+        "desktop.js",
         "session.js",
         "app.js",
     ],

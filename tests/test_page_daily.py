@@ -498,3 +498,52 @@ async def axe(page: Page) -> list[dict[str, Any]]:
         "{type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa']}})).violations"
     )
     return found
+
+
+# The browser's Notification API and the tab's visibility, as the page sees them: headless
+# Chromium shows no desktop notifications, so the test records what the page asks to show.
+FAKE_DESKTOP = """
+window.__notes = []; window.__asked = 0; window.__hidden = false;
+let permission = 'default';
+window.Notification = class {
+  constructor(title, options = {}) { window.__notes.push({title, body: options.body}); }
+  close() {}
+  static get permission() { return permission; }
+  static async requestPermission() {
+    window.__asked += 1; permission = 'granted'; return permission;
+  }
+};
+Object.defineProperty(document, 'hidden', {get: () => window.__hidden, configurable: true});
+"""
+
+
+async def test_desktop_notifications_of_mentions_and_replies_while_hidden(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    async with watched(browser) as watch:
+        page = await watch.new_page(browser, "ann")
+        await page.add_init_script(FAKE_DESKTOP)
+        await open_as(page, live.url, "ann")
+        mine = await say(client, "general", "ann", "anyone around?")
+        await expect(message_with(page, "anyone around?")).to_have_count(1)
+        assert await page.evaluate("window.__asked") == 0  # never asked by itself
+        await page.get_by_test_id("notif-bell").click()
+        enable = page.get_by_role("button", name="Enable desktop notifications")
+        await enable.click()
+        await expect(enable).to_be_hidden()  # asked once, granted
+        assert await page.evaluate("window.__asked") == 1
+
+        await page.evaluate("window.__hidden = true")
+        await say(client, "general", "bob", "hi @ann, **look**")
+        await say(client, "general", "bob", "sure thing", reply_to=mine["id"])
+        await say(client, "general", "bob", "nothing for ann here")
+        await say(client, "general", "bob", "@annie is someone else")
+        await page.evaluate("window.__hidden = false")
+        await say(client, "general", "bob", "@ann while you look")  # the tab is visible
+        await expect(message_with(page, "@ann while you look")).to_have_count(1)
+        notes = await page.evaluate("window.__notes")
+        assert notes == [
+            {"title": "bob mentioned you in #general", "body": "hi @ann, look"},
+            {"title": "bob replied in #general", "body": "sure thing"},
+        ], notes
+        watch.assert_clean()

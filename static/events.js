@@ -1,7 +1,7 @@
 // Events from the stream (or from a POST's answer) applied to the page's state.
 import { state } from './state.js';
 import { applyToRoom } from './model.js';
-import { announce, atBottom, noteNewBelow, renderMessages } from './messages.js';
+import { announce, atBottom, noteNewBelow, renderSoon } from './messages.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
 import { renderRooms } from './roomlist.js';
 import { countUnread, markRead, refreshUnread } from './unread.js';
@@ -57,7 +57,7 @@ export function applyEvent(ev) {
   const below = room === state.current && !atBottom() && !rd.events.has(ev.id);
   applyToRoom(rd, ev);
   if (room === state.current) {
-    renderMessages();
+    renderSoon();
     if (ev.type === 'message' && ev.author !== state.me && !rd.deleted.has(ev.id)) {
       if (below) noteNewBelow();
       announce(ev);

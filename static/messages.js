@@ -3,10 +3,25 @@
 // reply bar above the composer. What the buttons do is the controls' (handlers).
 import { activityNode, avatar, h, messageContent } from './render.js';
 import { $, LS, els, roomData, save, state } from './state.js';
-import { displayFloor } from './model.js';
+import { displayFloor, trimOld } from './model.js';
 import { plainText } from './richtext.js';
 
 const GROUP_MS = 5 * 60 * 1000;
+// A busy room read at its bottom keeps its newest KEEP events once it holds TRIM_AT: older
+// ones are loaded again when scrolled up to (model.js, trimOld). The page's memory and each
+// render's work stay bounded however long the room runs.
+const KEEP = 100;
+const TRIM_AT = 160;
+let frame = 0;
+
+/** Render at the next frame, once for all the events that came meanwhile (the stream's). */
+export function renderSoon() {
+  if (frame) return;
+  frame = requestAnimationFrame(() => {
+    frame = 0;
+    renderMessages();
+  });
+}
 
 const handlers = { action: () => {}, retry: () => {}, resend: () => {}, discard: () => {} };
 /**
@@ -80,53 +95,66 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const oldHeight = list.scrollHeight;
   const oldTop = list.scrollTop;
+  if (!keep && (bottom || nearBottom) && rd.events.size > TRIM_AT && !rd.loadingOlder) trimOld(rd, KEEP);
 
   if (!$('list-head')) list.prepend(h('li', { class: 'list-head', id: 'list-head' }));
   renderHead(rd);
   const floor = displayFloor(rd);
   const items = [...rd.events.values()].filter((e) => e.id >= floor).sort((a, b) => a.id - b.id);
-  const wanted = new Set();
-  let prev = null;
+  const newFrom = firstUnreadId(rd, items);
+  // The rows this render shows, in order: each day's separator, the "new messages" line, the
+  // events. Nodes of rows that are gone are removed first: left at the top (a trimmed busy
+  // room), they would make every row after them move.
+  const rows = [];
+  let prevDay = null;
+  for (const ev of items) {
+    const day = dayOf(ev.created_at);
+    if (day !== prevDay) rows.push({ key: `day ${day}`, ev }); // a day's first event: its separator
+    if (ev.id === newFrom) rows.push({ key: 'new' });
+    rows.push({ key: ev.id, ev, day });
+    prevDay = day;
+  }
+  const wanted = new Set(rows.map((r) => r.key));
+  for (const [key, entry] of state.nodes) {
+    if (!wanted.has(key)) { entry.node.remove(); state.nodes.delete(key); }
+  }
   let cursor = $('list-head').nextElementSibling;
   // a node in its place: the next one in the list, moved there if it is elsewhere
   const place = (node) => {
     if (cursor === node) cursor = cursor.nextElementSibling;
     else list.insertBefore(node, cursor);
   };
-  const newFrom = firstUnreadId(rd, items);
-  let prevDay = null;
-  for (const ev of items) {
-    wanted.add(ev.id);
-    const day = dayOf(ev.created_at);
-    if (day !== prevDay) { // a day's first event: its separator above it
-      wanted.add(`day ${day}`);
-      place(fixedNode(`day ${day}`, () => h('li', { class: 'day-sep', 'data-testid': 'day-separator' },
-        h('span', { text: dayLabel(ev.created_at) }))));
+  let prev = null;
+  prevDay = null;
+  for (const row of rows) {
+    const { ev } = row;
+    if (typeof row.key === 'string') {
+      place(row.key === 'new'
+        ? fixedNode('new', () => h('li', { class: 'new-divider', 'data-testid': 'new-divider' }, h('span', { text: 'New messages' })))
+        : fixedNode(row.key, () => h('li', { class: 'day-sep', 'data-testid': 'day-separator' }, h('span', { text: dayLabel(ev.created_at) }))));
+      continue;
     }
-    if (ev.id === newFrom) {
-      wanted.add('new');
-      place(fixedNode('new', () => h('li', { class: 'new-divider', 'data-testid': 'new-divider' },
-        h('span', { text: 'New messages' }))));
-    }
+    const { day } = row;
     const isMsg = ev.type === 'message';
     const grouped = isMsg && prev && prev.type === 'message' && prev.author === ev.author && !ev.reply_to
       && day === prevDay && ev.id !== newFrom && new Date(ev.created_at) - new Date(prev.created_at) < GROUP_MS;
     prev = ev;
     prevDay = day;
-    const ctx = isMsg ? {
-      me: state.me, quoted: quotedFor(rd, ev), editing: state.editing === ev.id,
-      confirming: state.confirming === ev.id, picking: state.picking === ev.id, onAction,
-    } : null;
-    const sig = JSON.stringify(isMsg
-      ? [ev.text, ev.edited_at, ev.reactions, grouped, ctx.quoted, ctx.editing, ctx.confirming, ctx.picking]
-      : [ev.summary, ev.verb, ev.object]);
+    // What the node shows depends on: the event (a new object whenever it changes: model.js),
+    // its grouping, the message it quotes, and whether it is being edited, confirmed or
+    // reacted to. Compared item by item: most renders change none of them for most rows.
+    const quotedEv = isMsg && ev.reply_to ? (rd.events.get(ev.reply_to) || rd.deleted.has(ev.reply_to)) : null;
+    const sig = [ev, grouped, quotedEv, state.editing === ev.id, state.confirming === ev.id, state.picking === ev.id];
     let entry = state.nodes.get(ev.id);
     if (!entry) {
       const node = h('li', { 'data-testid': 'message', 'data-id': ev.id, 'data-type': isMsg ? 'message' : 'activity', tabindex: isMsg ? '-1' : null });
       entry = { node, sig: null };
       state.nodes.set(ev.id, entry);
     }
-    if (entry.sig !== sig) {
+    if (!entry.sig || sig.some((v, i) => v !== entry.sig[i])) {
+      const ctx = isMsg ? {
+        me: state.me, quoted: quotedFor(rd, ev), editing: sig[3], confirming: sig[4], picking: sig[5], onAction,
+      } : null;
       const focusKey = focusKeyIn(entry.node);
       entry.node.className = isMsg ? `msg${grouped ? ' grouped' : ''}${ev.author === state.me ? ' mine' : ''}${ctx.editing ? ' editing' : ''}` : 'activity';
       entry.node.replaceChildren(...(isMsg ? messageContent(ev, ctx) : activityNode(ev)));
@@ -134,9 +162,6 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
       if (focusKey) restoreFocus(entry.node, focusKey);
     }
     place(entry.node);
-  }
-  for (const [id, entry] of state.nodes) {
-    if (!wanted.has(id)) { entry.node.remove(); state.nodes.delete(id); }
   }
 
   renderPending();
@@ -229,11 +254,17 @@ function renderJump() {
  * once, then replaced by the message when the server has it, or kept, failed, with the
  * reason in plain words and the controls to send it again or to drop it.
  */
+let pendingShown = ''; // what renderPending last showed (unchanged: the nodes stay)
+
 export function renderPending() {
   const list = els.list;
-  for (const node of list.querySelectorAll(':scope > [data-testid="pending"]')) node.remove();
-  for (const item of state.sending) {
-    if (item.room !== state.current) continue;
+  const shown = state.sending.filter((item) => item.room === state.current);
+  const key = JSON.stringify([state.current, shown.map((item) => [item.key, item.status, item.error])]);
+  const nodes = list.querySelectorAll(':scope > [data-testid="pending"]');
+  if (key === pendingShown && nodes.length === shown.length && (!nodes.length || !nodes[nodes.length - 1].nextElementSibling)) return;
+  pendingShown = key;
+  for (const node of nodes) node.remove();
+  for (const item of shown) {
     const failed = item.status === 'failed';
     list.append(h('li', { class: `msg pending${failed ? ' failed' : ''}`, 'data-testid': 'pending', 'data-state': item.status },
       avatar(state.me),
@@ -271,7 +302,11 @@ export function setShowActivity(show) {
 
 export function bindMessages() {
   els.toggleActivity.addEventListener('click', () => setShowActivity(!state.showActivity));
-  els.list.addEventListener('scroll', () => { if (atBottom()) seenBelow(); }, { passive: true });
+  els.list.addEventListener('scroll', () => {
+    if (!atBottom()) return;
+    seenBelow();
+    if (roomData(state.current).events.size > TRIM_AT) renderSoon(); // back at the bottom: trim
+  }, { passive: true });
   els.skip.addEventListener('click', (e) => { e.preventDefault(); els.composer.focus(); });
   els.jumpLatest.addEventListener('click', () => {
     els.list.scrollTop = els.list.scrollHeight;

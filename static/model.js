@@ -55,3 +55,24 @@ export function displayFloor(rd) {
 export function minId(list) {
   return list.length ? Math.min(...list.map((e) => e.id)) : null;
 }
+
+/**
+ * Forget all but the newest `keep` events of a room (read at the bottom of a busy room, the
+ * older ones only cost memory): the history cursors move up to what is kept, so scrolling up
+ * loads them again, as it loads any older page.
+ */
+export function trimOld(rd, keep) {
+  if (rd.events.size <= keep) return false;
+  const ids = [...rd.events.keys()].sort((a, b) => a - b);
+  const cut = ids[ids.length - keep]; // the oldest id kept
+  for (const id of ids) {
+    if (id >= cut) break;
+    rd.events.delete(id);
+  }
+  const kept = [...rd.events.values()];
+  rd.msgMore = true;
+  rd.actMore = true;
+  rd.msgBefore = minId(kept.filter((e) => e.type === 'message')) ?? cut;
+  rd.actBefore = minId(kept.filter((e) => e.type === 'activity')) ?? cut;
+  return true;
+}

@@ -547,3 +547,61 @@ async def test_desktop_notifications_of_mentions_and_replies_while_hidden(
             {"title": "bob replied in #general", "body": "sure thing"},
         ], notes
         watch.assert_clean()
+
+
+BUSY_RATE = 50  # messages a second
+BUSY_S = 60
+
+
+async def test_a_busy_room_keeps_the_page_responsive_and_its_memory_bounded(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """5,000 messages in the room, a good part of them loaded by scrolling up, then a minute
+    at 50 messages a second read at the bottom: every message shows, in order, and the page
+    keeps a bounded number of them (the older ones load again on scrolling up).
+
+    How long the page's tasks take is bench/page_busy.py's to measure (its long tasks, alone
+    on the machine; bench/README.md), not a test's: beside the other browser tests of CI the
+    browser's frames stretch with whatever else the two cores run."""
+    for n in range(10):
+        texts = [{"author": "bob", "text": f"old {n * 500 + i}"} for i in range(500)]
+        made = await client.post("/api/rooms/busy/messages/batch", json={"messages": texts})
+        assert made.status_code == 201, made.text
+    async with watched(browser) as watch:
+        page = await watch.new_page(browser, "ann")
+        await open_as(page, live.url, "ann")
+        new = page.get_by_test_id("room-new")
+        await new.fill("busy")
+        await new.press("Enter")
+        await expect(message_with(page, "old 4999")).to_have_count(1)
+        listing = page.get_by_test_id("message-list")
+        shown = page.get_by_test_id("message-list").get_by_test_id("message")
+        async with asyncio.timeout(60):
+            while await shown.count() < 1000:  # a person reading far back
+                await listing.evaluate("l => { l.scrollTop = 0; }")
+                await page.wait_for_timeout(100)
+        await listing.evaluate("l => { l.scrollTop = l.scrollHeight; }")
+        await expect(message_with(page, "old 4999")).to_be_in_viewport()
+        await page.wait_for_timeout(500)
+
+        sent = 0
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        async with asyncio.timeout(BUSY_S + 30):
+            while sent < BUSY_RATE * BUSY_S:
+                await say(client, "busy", "carl", f"busy {sent}")
+                sent += 1
+                await asyncio.sleep(max(0.0, began + sent / BUSY_RATE - loop.time()))
+        last = message_with(page, f"busy {sent - 1}")
+        await expect(last).to_be_in_viewport()
+        count = await shown.count()
+        assert count <= 200, count  # bounded (messages.js: TRIM_AT), not 1,000 read + 3,000 new
+        ids = [int(i) for i in await shown.evaluate_all("m => m.map(e => e.dataset.id)")]
+        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+
+        # scrolling up loads the dropped ones again, in order
+        await listing.evaluate("l => { l.scrollTop = 0; }")
+        await expect(shown.first).not_to_have_attribute("data-id", str(ids[0]))
+        again = [int(i) for i in await shown.evaluate_all("m => m.map(e => e.dataset.id)")]
+        assert again[0] < ids[0] and again == sorted(again) and len(set(again)) == len(again)
+        watch.assert_clean()

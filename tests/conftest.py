@@ -5,6 +5,7 @@ import os
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -144,3 +145,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """One headless Chromium (Debian's, through Playwright) for a browser test, closed after
+    it (tests/page_helpers.py: skipped without it on a laptop, a failure in CI)."""
+    from tests.page_helpers import chromium  # here: page_helpers imports this module
+
+    async with chromium() as b:
+        yield b

@@ -22,7 +22,7 @@ import pytest
 
 from tests.access_helpers import Seed
 from tests.live import ROOT, LiveServer
-from tests.page_helpers import Watch, chromium, say, watched
+from tests.page_helpers import Watch, say, watched
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Route
@@ -47,12 +47,6 @@ SUBSCRIBE = """async ({base, rooms, filters, lastEventId}) => {
     };
     window.__sub = base ? m.createClient({baseUrl: base}).subscribe(options) : m.subscribe(options);
 }"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import pytest
 
 from tests.live import ROOT, LiveServer, open_stream
 from tests.page_helpers import (
-    chromium,
     data_ids,
     expect,
     message_with,
@@ -37,12 +36,6 @@ if TYPE_CHECKING:
 
 SCREENSHOT = ROOT / "docs" / "screenshot.png"
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
-import pytest
 
 from chat import credentials
 from chat.config import Settings
@@ -29,7 +28,6 @@ from chat.store import Store, accounts
 from tests.live import LiveServer, scrape
 from tests.page_helpers import (
     Watch,
-    chromium,
     expect,
     message_with,
     open_as,
@@ -59,12 +57,6 @@ STREAM_COUNTER = """
 PASSWORDS = {"alice": "alice-pw-123456", "bob": "bob-pw-1234567", "dave": "dave-pw-123456"}
 # Chromium logs every 4xx answer of a fetch or an EventSource as a console error.
 STATUS = r"status of {}"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 async def add_accounts(database: Path, *names: str) -> None:

@@ -25,19 +25,13 @@ from chat.events import now_rfc3339
 from chat.store import Store, Tx, WriteOp
 from tests.conftest import need
 from tests.live import ROOT, LiveServer
-from tests.page_helpers import chromium, expect, message_with, open_as, room_item, say, watched
+from tests.page_helpers import expect, message_with, open_as, room_item, say, watched
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Route
 
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
 WAIT_S = 10.0
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ import pytest
 
 from tests.live import LiveServer
 from tests.page_helpers import (
-    chromium,
     expect,
     message_with,
     open_as,
@@ -34,12 +33,6 @@ if TYPE_CHECKING:
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
 UNREAD = re.compile(r"\bunread\b")
 FILLER = 60  # messages after the mention: more than the first page of history (50)
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with chromium() as b:
-        yield b
 
 
 @pytest.fixture

@@ -22,7 +22,6 @@ are written: fill a store no server is using.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, cast
 
 from chat.store.dialect import Kind
 from chat.store.tx import Tx, WriteOp
@@ -48,20 +47,25 @@ WORDS = tuple(
 WIDTH = 10  # WORDS as one string of fixed-width slots: the SQL picks the n-th by substr
 _VOCABULARY = "".join(word.ljust(WIDTH) for word in WORDS)
 
-# One row per id: k (its place in the block), s (the block's first id), room, at (its time),
-# b (the block's number); and the parameters, as columns. SQLite counts with a recursive
-# range, PostgreSQL with generate_series.
+# The parameters (one row, p, given by position), then one row per id: k (its place
+# in the block), s (the block's first id), room, at (its time), b (the block's number), and the
+# parameters the expressions below use. SQLite counts with a recursive range, PostgreSQL with
+# generate_series; its typed parameters need their casts.
 _RANGE = {
     "sqlite": """
-WITH RECURSIVE n(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM n WHERE i < :last),
+WITH RECURSIVE p AS (
+    SELECT ? AS f, ? AS l, ? AS block0, ? AS rooms, ? AS users, ? AS epoch, ? AS step,
+        ? AS vocabulary
+),
+n(i) AS (SELECT f FROM p UNION ALL SELECT i + 1 FROM n, p WHERE i < p.l),
 e AS (
-    SELECT i, (i - :first) % 20 AS k, i - (i - :first) % 20 AS s,
-        'room-' || CASE WHEN ((i - :first) / 20 + :block0) % 2 = 0
-            THEN ((i - :first) / 20 + :block0) / 2 % min(:rooms, 10)
-            ELSE ((i - :first) / 20 + :block0) / 2 * 7919 % :rooms END AS room,
-        strftime('%Y-%m-%dT%H:%M:%fZ', :epoch + (i - 1) * :step, 'unixepoch') AS at,
-        ((i - :first) / 20 + :block0) AS b, :users AS users, :vocabulary AS vocabulary
-    FROM n
+    SELECT i, (i - f) % 20 AS k, i - (i - f) % 20 AS s,
+        'room-' || CASE WHEN ((i - f) / 20 + block0) % 2 = 0
+            THEN ((i - f) / 20 + block0) / 2 % min(rooms, 10)
+            ELSE ((i - f) / 20 + block0) / 2 * 7919 % rooms END AS room,
+        strftime('%Y-%m-%dT%H:%M:%fZ', epoch + (i - 1) * step, 'unixepoch') AS at,
+        (i - f) / 20 + block0 AS b, users, vocabulary
+    FROM n, p
 )""",
     "postgresql": """
 WITH p AS (
@@ -79,8 +83,6 @@ e AS (
     FROM p, generate_series(p.f, p.l) AS i
 )""",
 }
-_PARAMS = ("first", "last", "block0", "rooms", "users", "epoch", "step", "vocabulary")
-"""PostgreSQL's parameters, in the order of its ``?``."""
 
 
 def _author(id_sql: str) -> str:
@@ -174,14 +176,15 @@ SELECT i, room, type, who, at, CASE {cases} END FROM v"""
 
 def _statements(kind: Kind) -> tuple[str, ...]:
     """What the events make in the other tables, for the ids in [first, last]."""
+    in_range = "e.id BETWEEN ? AND ?"  # each statement's parameters: (first, last)
     if kind == "sqlite":
-        in_range, field = "e.id BETWEEN :first AND :last", "CAST(e.data AS TEXT) ->> "
+        field = "CAST(e.data AS TEXT) ->> "
     else:
-        in_range, field = "e.id BETWEEN ? AND ?", "convert_from(e.data, 'UTF8')::jsonb ->> "
+        field = "convert_from(e.data, 'UTF8')::jsonb ->> "
     index = (
         # the full-text index here, before the edits and deletions whose trigger changes it
         "INSERT INTO messages_fts (rowid, text, room_key) SELECT id, text, 'r' || hex(room) "
-        "FROM messages WHERE id BETWEEN :first AND :last",
+        "FROM messages WHERE id BETWEEN ? AND ?",
     )
 
     def number(key: str) -> str:
@@ -227,25 +230,12 @@ def fill(
             "INSERT INTO rooms (name, title, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             [(f"room-{r}", f"room-{r}", _at(start)) for r in range(rooms)],
         )
-        params = {
-            "first": first,
-            "last": last,
-            "block0": first // BLOCK,
-            "rooms": rooms,
-            "users": users,
-            "epoch": start.timestamp(),
-            "step": step_s,
-            "vocabulary": _VOCABULARY,
-        }
         events, statements = _SQL[tx.db.kind]
-        if tx.db.kind == "sqlite":  # named parameters
-            tx.conn.execute(events, cast(Any, params))
-            for statement in statements:
-                tx.conn.execute(statement, cast(Any, {"first": first, "last": last}))
-        else:
-            tx.conn.execute(events, [params[name] for name in _PARAMS])
-            for statement in statements:
-                tx.conn.execute(statement, (first, last))
+        # _RANGE's parameters, in order: f, l, block0, rooms, users, epoch, step, vocabulary
+        params = (first, last, first // BLOCK, rooms, users, start.timestamp(), step_s, _VOCABULARY)
+        tx.conn.execute(events, params)
+        for statement in statements:
+            tx.conn.execute(statement, (first, last))
         tx.next_id = last + 1
         return first, last
 

@@ -187,12 +187,12 @@ class Reads(AccountReads, NotificationReads):
         return int(rows[0][0])
 
 
+# The newest event id retention may have deleted (chat/store/retention.py), as a subquery.
+_PRUNED = "(SELECT coalesce(max(pruned_through), 0) FROM retention)"
+
 # A room's newest event id: the last entry of its range of the events (room, id) index, one
 # probe however many events the room holds (ORDER BY ... LIMIT 1 rather than max(): both
 # stores walk the index backwards and stop at the first entry).
-# the newest event id retention may have deleted (chat/store/retention.py), as a subquery
-_PRUNED = "(SELECT coalesce(max(pruned_through), 0) FROM retention)"
-
 _ROOM_SQL = (
     "SELECT r.name, r.title, r.created_at, "
     "(SELECT e.id FROM events e WHERE e.room = r.name ORDER BY e.id DESC LIMIT 1), r.private "

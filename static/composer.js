@@ -9,7 +9,7 @@ import { applyEvent } from './events.js';
 import { actions } from './actions.js';
 
 const TYPING_SEND_MS = 2000;
-export const TEXT_MAX = 4000; // characters (code points), as the server counts them
+const TEXT_MAX = 4000; // characters (code points), as the server counts them
 const COUNT_FROM = 3500; // the counter shows from here on
 
 const fmt = (n) => n.toLocaleString('en-US');
@@ -36,7 +36,7 @@ function showError(text, kind = '') {
 }
 
 /** Why a send failed, in plain words. */
-export function plainError(e) {
+function plainError(e) {
   const field = (e.details || []).find((d) => d && d.field === 'text');
   if (e.status === 422 && field && field.type === 'string_too_long') return `message is too long (over ${fmt(TEXT_MAX)} characters)`;
   return {

@@ -36,12 +36,10 @@ function onState(s) {
   } else if (s === 'offline') {
     setConnection('closed');
     handlers.offline();
-  } else if (s !== 'closed' && els.conn.dataset.state !== 'closed') {
-    const first = els.conn.dataset.state !== 'connecting';
-    if (first) {
-      setConnection('connecting');
-      offlineTimer = setTimeout(() => setConnection('closed'), OFFLINE_AFTER_MS);
-    }
+  } else if (s !== 'closed' && offlineTimer === null && els.conn.dataset.state !== 'closed') {
+    // not open: "Connecting…", then "Offline" if it lasts (until open again, whatever comes)
+    setConnection('connecting');
+    offlineTimer = setTimeout(() => setConnection('closed'), OFFLINE_AFTER_MS);
   }
 }
 

@@ -103,14 +103,13 @@ async function start(name, role, guest = true) {
 /** Leave the signed-in page: the stream closed, everything known of its rooms forgotten. */
 function stop() {
   stream.stop();
-  clearTimeout(state.readTimer);
-  for (const t of state.typers.values()) clearTimeout(t);
+  for (const t of [...state.readTimers.values(), ...state.typers.values()]) clearTimeout(t);
   Object.assign(state, {
     me: '', role: null, guest: true, rooms: [], current: null, unread: {}, unreadIds: {}, sending: [],
     newFrom: null, newBelow: 0,
     editing: null, confirming: null, picking: null, replyTo: null,
   });
-  for (const m of [state.data, state.presence, state.typers, state.nodes, state.private, state.members]) m.clear();
+  for (const m of [state.data, state.presence, state.typers, state.readTimers, state.nodes, state.private, state.members]) m.clear();
   state.seen.clear();
   resetNotifications();
   els.app.hidden = true;

@@ -74,7 +74,8 @@ export function forgetRoom(room, note) {
   state.rooms = state.rooms.filter((r) => r !== room);
   if (!state.rooms.length) state.rooms = ['general'];
   save(LS.rooms, state.rooms);
-  if (state.current === room) clearTimeout(state.readTimer);
+  clearTimeout(state.readTimers.get(room));
+  state.readTimers.delete(room);
   state.data.delete(room);
   state.members.delete(room);
   delete state.unread[room];

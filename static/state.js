@@ -45,7 +45,7 @@ export const state = {
   newBelow: 0, // messages that came in below while the list was scrolled up
   lastTypingSent: 0,
   sending: [], // messages sent and not yet stored: {key, room, body, status: sending|failed, error}
-  readTimer: null,
+  readTimers: new Map(), // room -> the timer of its read marker's PUT on its way
   // The notification bell: the unread count, and the panel's groups (newest first).
   notif: { unread: 0, groups: [], more: false, open: false, loading: false, error: null, gen: 0 },
 };

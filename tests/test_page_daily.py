@@ -97,6 +97,30 @@ async def test_unread_of_a_room_joined_while_empty_survives_a_reload(
         watch.assert_clean()
 
 
+async def test_the_read_marker_keeps_up_while_messages_keep_coming(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """Read at the bottom of a room that never goes quiet, the page tells the server how far it
+    has read as it goes, not only once the room pauses: a reload, or the same person on
+    another device, then counts unread only what came after. (The page used to wait for
+    300 ms without a message, which ten messages a second never leave: the marker stayed
+    where the room was opened, and everything since counted as unread.)"""
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await expect(page).to_have_title("#general · chat")
+        await has_marker(client, "ann", "general")
+        sent = unread = 0
+        async with asyncio.timeout(WAIT_S):
+            while sent < 20 or unread > sent - 10:  # the marker moved past 10 while they came
+                await say(client, "general", "bob", f"m {sent}")
+                sent += 1
+                await asyncio.sleep(0.1)
+                counts = (await client.get("/api/users/ann/unread")).json()["rooms"]
+                unread = counts["general"]
+        await expect(message_with(page, f"m {sent - 1}")).to_be_in_viewport()
+        watch.assert_clean()
+
+
 RICH = (
     "see https://example.com/a_(b). and **bold _it_** `x*y*` @ann and @bob\n"
     "> quoted **q**\n"

@@ -12,11 +12,23 @@ const GROUP_MS = 5 * 60 * 1000;
 // render's work stay bounded however long the room runs.
 const KEEP = 100;
 const TRIM_AT = 160;
+// The stream's events render at the next frame, once for all that came meanwhile, and at most
+// every GAP_MS: a room receiving 50 messages a second re-renders (style, layout, paint) 10 times
+// a second instead of at nearly every frame, and a quiet room still shows a message at once.
+const GAP_MS = 100;
 let frame = 0;
+let timer = 0;
+let rendered = -Infinity; // when renderMessages last ran (performance.now())
+let announced = null; // the newest message to read out, at the next render
 
-/** Render at the next frame, once for all the events that came meanwhile (the stream's). */
+/** Render soon, once for all the events that come meanwhile (the stream's). */
 export function renderSoon() {
-  if (frame) return;
+  if (frame || timer) return;
+  const wait = rendered + GAP_MS - performance.now();
+  if (wait > 0) {
+    timer = setTimeout(() => { timer = 0; renderSoon(); }, wait);
+    return;
+  }
   frame = requestAnimationFrame(() => {
     frame = 0;
     renderMessages();
@@ -90,6 +102,7 @@ function onAction(action, ev, extra) {
 }
 
 export function renderMessages({ bottom = false, keep = false } = {}) {
+  rendered = performance.now();
   const list = els.list;
   const rd = roomData(state.current);
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
@@ -173,6 +186,10 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
   }
   if (atBottom()) seenBelow();
   if (els.replyBar.hidden === !!state.replyTo) renderReply();
+  if (announced && announced.room === state.current) {
+    els.announcer.textContent = `${announced.author}: ${plainText(announced.text)}`;
+    announced = null;
+  }
 }
 
 /** A node of the list that is no event's (a day's separator, the "new messages" line). */
@@ -185,9 +202,16 @@ function fixedNode(key, make) {
   return entry.node;
 }
 
+const days = new Map(); // created_at -> its day here: every render asks it of every row
 function dayOf(iso) {
-  const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? '' : d.toDateString();
+  let day = days.get(iso);
+  if (day === undefined) {
+    if (days.size >= 5000) days.clear();
+    const d = new Date(iso);
+    day = Number.isNaN(d.getTime()) ? '' : d.toDateString();
+    days.set(iso, day);
+  }
+  return day;
 }
 
 /** "Today", "Yesterday", or the date ("Monday, December 1", with the year if not this one). */
@@ -219,10 +243,13 @@ function firstUnreadId(rd, items) {
 
 /**
  * Read a new message of the open room to screen readers, politely (the list itself is not
- * live: its re-renders would be read out whole).
+ * live: its re-renders would be read out whole): at the render that shows it, the newest of
+ * those that came meanwhile. Written there, not here: a change between renders would make the
+ * next event's atBottom() lay the whole page out again.
  */
 export function announce(ev) {
-  els.announcer.textContent = `${ev.author}: ${plainText(ev.text)}`;
+  announced = ev;
+  renderSoon();
 }
 
 /** Whether the list shows its newest message (or nearly). */

@@ -28,7 +28,7 @@ import { renderRooms } from './roomlist.js';
 import { loadPresence } from './presence.js';
 import { bindMembers, renderMembers } from './members.js';
 import { bindNav } from './nav.js';
-import { refreshUnread } from './unread.js';
+import { cancelMarkers, refreshUnread } from './unread.js';
 import { bindHistory, loadInitial } from './history.js';
 import { bindRooms, ensureRoom, openRoom, renderRoomForm } from './rooms.js';
 import { bindNotifications, refreshNotifications, resetNotifications } from './notifications.js';
@@ -103,13 +103,14 @@ async function start(name, role, guest = true) {
 /** Leave the signed-in page: the stream closed, everything known of its rooms forgotten. */
 function stop() {
   stream.stop();
-  for (const t of [...state.readTimers.values(), ...state.typers.values()]) clearTimeout(t);
+  cancelMarkers();
+  for (const t of state.typers.values()) clearTimeout(t);
   Object.assign(state, {
     me: '', role: null, guest: true, rooms: [], current: null, unread: {}, unreadIds: {}, sending: [],
     newFrom: null, newBelow: 0,
     editing: null, confirming: null, picking: null, replyTo: null,
   });
-  for (const m of [state.data, state.presence, state.typers, state.readTimers, state.nodes, state.private, state.members]) m.clear();
+  for (const m of [state.data, state.presence, state.typers, state.nodes, state.private, state.members]) m.clear();
   state.seen.clear();
   resetNotifications();
   els.app.hidden = true;

@@ -4,7 +4,7 @@ import { applyToRoom } from './model.js';
 import { announce, atBottom, noteNewBelow, renderSoon } from './messages.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
 import { renderRooms } from './roomlist.js';
-import { countUnread, markRead, refreshUnread } from './unread.js';
+import { cancelMarkers, countUnread, markRead, refreshUnread } from './unread.js';
 import { openRoom } from './rooms.js';
 import { onMemberEvent, reconcile } from './membership.js';
 import { onNotify } from './notifications.js';
@@ -69,6 +69,7 @@ export function applyEvent(ev) {
 /** The stream could not replay the gap (or the database was replaced): reload over REST. */
 export function handleReset() {
   state.seen.clear();
+  cancelMarkers(); // ids of the rooms' old data: the reloaded rooms send their own
   for (const [room, rd] of state.data) {
     rd.gen++;
     state.data.delete(room);

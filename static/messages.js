@@ -19,7 +19,7 @@ const GAP_MS = 100;
 let frame = 0;
 let timer = 0;
 let rendered = -Infinity; // when renderMessages last ran (performance.now())
-let announced = null; // the newest message to read out, at the next render
+let announced = null; // the newest message of the open room to read out, at the next render
 
 /** Render soon, once for all the events that come meanwhile (the stream's). */
 export function renderSoon() {
@@ -31,7 +31,7 @@ export function renderSoon() {
   }
   frame = requestAnimationFrame(() => {
     frame = 0;
-    renderMessages();
+    if (state.current) renderMessages(); // none: signed out meanwhile
   });
 }
 
@@ -186,9 +186,11 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
   }
   if (atBottom()) seenBelow();
   if (els.replyBar.hidden === !!state.replyTo) renderReply();
-  if (announced && announced.room === state.current) {
-    els.announcer.textContent = `${announced.author}: ${plainText(announced.text)}`;
+  if (announced) {
+    // as the room shows it now (edited meanwhile, or deleted: nothing), and only in its room
+    const ev = announced.room === state.current ? rd.events.get(announced.id) : null;
     announced = null;
+    if (ev) els.announcer.textContent = `${ev.author}: ${plainText(ev.text)}`;
   }
 }
 
@@ -244,8 +246,9 @@ function firstUnreadId(rd, items) {
 /**
  * Read a new message of the open room to screen readers, politely (the list itself is not
  * live: its re-renders would be read out whole): at the render that shows it, the newest of
- * those that came meanwhile. Written there, not here: a change between renders would make the
- * next event's atBottom() lay the whole page out again.
+ * those that came meanwhile (in a busy room, one every GAP_MS at most). Written there, not
+ * here: a change between renders would make the next event's atBottom() lay the whole page out
+ * again.
  */
 export function announce(ev) {
   announced = ev;

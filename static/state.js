@@ -56,7 +56,7 @@ export function roomData(room) {
     rd = {
       events: new Map(), deleted: new Set(), pending: [], loaded: false, loading: false,
       loadingOlder: false, msgMore: false, actMore: false, msgBefore: null, actBefore: null,
-      maxId: 0, readSent: 0, gen: 0, error: null, ready: null,
+      maxId: 0, readSent: 0, readUpTo: 0, gen: 0, error: null, ready: null,
     };
     state.data.set(room, rd);
   }

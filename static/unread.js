@@ -49,20 +49,28 @@ function markJoined(room, lastId) {
 }
 
 /**
- * The open room is read up to its newest event: tell the server, a moment later, the newest id
- * then. At most one PUT per room every READ_MS: in a busy room the marker keeps up (a delay
- * that each message started again would never end while messages keep coming), and one for
- * a room switched away from is still sent.
+ * The open room is read up to its newest event: tell the server, a moment later, how far the
+ * room was read while it was open (what came after it was left stays unread). At most one PUT
+ * per room every READ_MS: in a busy room the marker keeps up (a delay that each message
+ * started again would never end while messages keep coming), and a busy room's readers cost
+ * the server one write a second each, not one per message.
  */
-const READ_MS = 300;
+const READ_MS = 1000;
 export function markRead() {
   const room = state.current;
   const rd = roomData(room);
   clearUnread(room);
+  rd.readUpTo = rd.maxId;
   if (!rd.maxId || rd.maxId <= rd.readSent || state.readTimers.has(room)) return;
   state.readTimers.set(room, setTimeout(() => {
     state.readTimers.delete(room);
-    const id = rd.maxId;
+    const id = rd.readUpTo;
     api.markRead(room, state.me, id).then(() => { rd.readSent = Math.max(rd.readSent, id); }).catch(() => {});
   }, READ_MS));
+}
+
+/** Drop the read markers on their way (signed out, or the rooms reloaded after a reset). */
+export function cancelMarkers() {
+  for (const t of state.readTimers.values()) clearTimeout(t);
+  state.readTimers.clear();
 }

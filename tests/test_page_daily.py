@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from tests.live import ROOT, LiveServer
 from tests.page_helpers import expect, message_with, open_as, room_item, say, watched
 
 if TYPE_CHECKING:
-    from playwright.async_api import Browser, Page, Route
+    from playwright.async_api import Browser, Page, Request, Response, Route
 
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
 WAIT_S = 10.0
@@ -103,21 +104,82 @@ async def test_the_read_marker_keeps_up_while_messages_keep_coming(
     """Read at the bottom of a room that never goes quiet, the page tells the server how far it
     has read as it goes, not only once the room pauses: a reload, or the same person on
     another device, then counts unread only what came after. (The page used to wait for
-    300 ms without a message, which ten messages a second never leave: the marker stayed
-    where the room was opened, and everything since counted as unread.)"""
+    300 ms without a message, which a steady stream never leaves: the marker stayed where the
+    room was opened, and everything since counted as unread.)"""
     async with watched(browser) as watch:
         page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
         await expect(page).to_have_title("#general · chat")
         await has_marker(client, "ann", "general")
-        sent = unread = 0
-        async with asyncio.timeout(WAIT_S):
-            while sent < 20 or unread > sent - 10:  # the marker moved past 10 while they came
+        marks: list[int] = []  # the read markers the page sends for #general from now on
+        three = asyncio.Event()
+
+        def on_request(request: Request) -> None:
+            if request.method == "PUT" and request.url.endswith("/api/rooms/general/read"):
+                marks.append(json.loads(request.post_data or "{}")["last_read_id"])
+                if len(marks) >= 3:
+                    three.set()
+
+        page.on("request", on_request)
+        sent = 0
+
+        async def talk() -> None:  # about 15 messages a second, never pausing
+            nonlocal sent
+            while True:
                 await say(client, "general", "bob", f"m {sent}")
                 sent += 1
-                await asyncio.sleep(0.1)
-                counts = (await client.get("/api/users/ann/unread")).json()["rooms"]
-                unread = counts["general"]
+                await asyncio.sleep(0.05)
+
+        talking = asyncio.create_task(talk())
+        try:
+            await asyncio.wait_for(three.wait(), WAIT_S)
+            assert not talking.done()  # still talking: the markers came while messages did
+            before = sent
+            counts = (await client.get("/api/users/ann/unread")).json()["rooms"]
+        finally:
+            talking.cancel()
+            async with asyncio.timeout(WAIT_S):
+                await asyncio.gather(talking, return_exceptions=True)
+        assert marks == sorted(set(marks)), marks  # each further on
+        assert counts["general"] < before, (counts, before)  # what was read counts no more
         await expect(message_with(page, f"m {sent - 1}")).to_be_in_viewport()
+        watch.assert_clean()
+
+
+async def test_messages_that_come_after_leaving_a_room_stay_unread(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """The read marker the page sends a moment after a room's messages came is how far the
+    room was read while it was open: what came after it was left counts as unread on the
+    server too, after a reload. (It sent the room's newest id when the moment came, the
+    messages of the room left included.)"""
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        new = page.get_by_test_id("room-new")
+        await new.fill("busy")
+        await new.press("Enter")
+        busy = room_item(page, "busy")
+        await expect(busy).to_have_attribute("aria-current", "true")
+        await has_marker(client, "ann", "busy")
+        sent_busy = asyncio.Event()
+
+        def on_response(response: Response) -> None:
+            if response.request.method == "PUT" and response.url.endswith("/busy/read"):
+                sent_busy.set()
+
+        page.on("response", on_response)
+        await say(client, "busy", "bob", "read here")
+        await expect(message_with(page, "read here")).to_have_count(1)
+        await room_item(page, "general").click()  # before the page has sent its marker
+        for text in ("after one", "after two", "after three"):
+            await say(client, "busy", "bob", text)
+        await expect(busy.get_by_test_id("room-unread")).to_have_text(re.compile(r"^\s*3\s*$"))
+        await asyncio.wait_for(sent_busy.wait(), WAIT_S)
+        counts = (await client.get("/api/users/ann/unread")).json()["rooms"]
+        assert counts["busy"] == 3, counts
+
+        await page.reload()
+        await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        await expect(busy.get_by_test_id("room-unread")).to_have_text(re.compile(r"^\s*3\s*$"))
         watch.assert_clean()
 
 

@@ -352,7 +352,8 @@ async def test_screenshot_of_the_page_in_use(
 ) -> None:
     """Regenerates docs/screenshot.png (the README shows it): a conversation of several people
     with formatting, a link and a mention, a reply, reactions, an activity item, presence, a
-    day separator and unread counts (in the title too)."""
+    day separator, the "new messages" line above what came while lena was in another room,
+    unread counts (in the title too), and the actions of the message under the pointer."""
     room = "general"
     async with (
         watched(browser) as watch,
@@ -366,6 +367,11 @@ async def test_screenshot_of_the_page_in_use(
         await say(
             client, room, "priya", "Yes, a race in the fixture: https://git.example.com/pr/214"
         )
+        page = await open_as(await watch.new_page(browser, "lena"), live.url, "lena")
+        await expect(messages(page)).to_have_count(3)  # read so far
+        await page.get_by_test_id("room-new").fill("deploys")
+        await page.get_by_test_id("room-new").press("Enter")
+        await expect(room_item(page, "deploys")).to_have_attribute("aria-current", "true")
         activity = {
             "actor": "ci-bot",
             "verb": "deployed",
@@ -381,13 +387,12 @@ async def test_screenshot_of_the_page_in_use(
         for author, emoji in [("marco", "❤️"), ("lena", "❤️"), ("lena", "✔️")]:
             await react(client, room, first["id"], author, emoji)
         await react(client, room, reply["id"], "priya", "★")
-
-        page = await open_as(await watch.new_page(browser, "lena"), live.url, "lena")
-        await page.get_by_test_id("room-new").fill("deploys")
-        await page.get_by_test_id("room-new").press("Enter")
-        await expect(room_item(page, "deploys")).to_have_attribute("aria-current", "true")
+        await expect(room_item(page, "general").get_by_test_id("room-unread")).to_have_text(
+            re.compile(r"^\s*1\s*$")
+        )
         await room_item(page, "general").click()
         await expect(room_item(page, "general")).to_have_attribute("aria-current", "true")
+        await expect(page.get_by_test_id("new-divider")).to_have_count(1)
         await say(client, "deploys", "priya", "Rollout of api v2.8.1 started")
         await say(client, "deploys", "priya", "Canary at 10%, error rate flat")
         unread = room_item(page, "deploys").get_by_test_id("room-unread")
@@ -402,7 +407,7 @@ async def test_screenshot_of_the_page_in_use(
         presence = page.get_by_test_id("presence-list")
         for name in ("priya", "marco", "lena"):
             await expect(presence).to_contain_text(name)
-        await page.mouse.move(0, 0)
+        await message_with(page, "Thanks both, I'll write it up in the changelog.").hover()
         await page.wait_for_timeout(300)  # let transitions settle
         SCREENSHOT.parent.mkdir(exist_ok=True)
         await page.screenshot(path=str(SCREENSHOT), timeout=15_000)

@@ -132,6 +132,17 @@ def room_item(page: Page, room: str) -> Locator:
     return page.locator(f'[data-testid="room-item"][data-room="{room}"]')
 
 
+async def join_room(page: Page, room: str) -> Locator:
+    """Join (or create) ``room`` by its name in the room list's field, as a person does, until
+    it is the open room: its entry in the room list."""
+    field = page.get_by_test_id("room-new")
+    await field.fill(room)
+    await field.press("Enter")
+    item = room_item(page, room)
+    await expect(item).to_have_attribute("aria-current", "true")
+    return item
+
+
 def messages(page: Page) -> Locator:
     return page.get_by_test_id("message-list").get_by_test_id("message")
 

@@ -21,6 +21,7 @@ from tests.live import ROOT, LiveServer, open_stream
 from tests.page_helpers import (
     data_ids,
     expect,
+    join_room,
     message_with,
     messages,
     open_as,
@@ -250,12 +251,8 @@ async def test_rooms_join_and_unread_counts(
 ) -> None:
     async with watched(browser) as watch:
         page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
-        new = page.get_by_test_id("room-new")
-        await new.fill("side-room")
-        await new.press("Enter")
-        side = room_item(page, "side-room")
+        side = await join_room(page, "side-room")
         await expect(page.get_by_test_id("room-list").locator(side)).to_have_count(1)
-        await expect(side).to_have_attribute("aria-current", "true")
         general = room_item(page, "general")
         await expect(general).not_to_have_attribute("aria-current", "true")
         await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
@@ -369,9 +366,7 @@ async def test_screenshot_of_the_page_in_use(
         )
         page = await open_as(await watch.new_page(browser, "lena"), live.url, "lena")
         await expect(messages(page)).to_have_count(3)  # read so far
-        await page.get_by_test_id("room-new").fill("deploys")
-        await page.get_by_test_id("room-new").press("Enter")
-        await expect(room_item(page, "deploys")).to_have_attribute("aria-current", "true")
+        await join_room(page, "deploys")
         activity = {
             "actor": "ci-bot",
             "verb": "deployed",

@@ -29,6 +29,7 @@ from tests.live import LiveServer, scrape
 from tests.page_helpers import (
     Watch,
     expect,
+    join_room,
     message_with,
     open_as,
     room_item,
@@ -297,16 +298,10 @@ async def test_private_room_invite_and_removal_reach_the_other_page_live(
             await expect(page.get_by_test_id("room-new-private")).to_be_visible()
 
         # alice creates a public room (she owns it); bob joins it by name all the same.
-        new = a.get_by_test_id("room-new")
-        await new.fill("team")
-        await new.press("Enter")
-        await expect(room_item(a, "team")).to_have_attribute("aria-current", "true")
-        await expect(room_item(a, "team").get_by_test_id("room-private")).to_have_count(0)
-        new_b = b.get_by_test_id("room-new")
-        await new_b.fill("team")
-        await new_b.press("Enter")
-        await expect(room_item(b, "team")).to_have_attribute("aria-current", "true")
-        await expect(new_b).to_have_value("")
+        team = await join_room(a, "team")
+        await expect(team.get_by_test_id("room-private")).to_have_count(0)
+        await join_room(b, "team")
+        await expect(b.get_by_test_id("room-new")).to_have_value("")
         # Several rooms, one stream a page (and on the server, one a page).
         await until(one_stream_with(b, "general", "team"), "bob's one stream of two rooms")
         await until(one_stream_with(a, "general", "team"), "alice's one stream of two rooms")
@@ -314,10 +309,7 @@ async def test_private_room_invite_and_removal_reach_the_other_page_live(
 
         # alice creates a private room: the lock, and herself as its owner.
         await a.get_by_test_id("room-new-private").check()
-        await new.fill("secret")
-        await new.press("Enter")
-        secret_a = room_item(a, "secret")
-        await expect(secret_a).to_have_attribute("aria-current", "true")
+        secret_a = await join_room(a, "secret")
         await expect(secret_a.get_by_test_id("room-private")).to_have_count(1)
         await expect(room_item(a, "general").get_by_test_id("room-private")).to_have_count(0)
         await expect(a.get_by_test_id("member-list")).to_be_visible()
@@ -406,10 +398,7 @@ async def test_open_mode_name_input_binds_a_guest_session_and_posts(
         await expect(page.get_by_test_id("member-invite")).to_be_hidden()
         await expect(page.get_by_test_id("member-remove")).to_have_count(0)
         # Several rooms, still one stream (the page's and the server's count).
-        new = page.get_by_test_id("room-new")
-        await new.fill("lobby")
-        await new.press("Enter")
-        await expect(room_item(page, "lobby")).to_have_attribute("aria-current", "true")
+        await join_room(page, "lobby")
         await until(one_stream_with(page, "general", "lobby"), "one stream of two rooms")
         await until(lambda: _equal(open_streams(live), 1), "one stream on the server")
         await room_item(page, "general").click()

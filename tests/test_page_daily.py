@@ -26,7 +26,15 @@ from chat.events import now_rfc3339
 from chat.store import Store, Tx, WriteOp
 from tests.conftest import need
 from tests.live import ROOT, LiveServer
-from tests.page_helpers import expect, message_with, open_as, room_item, say, watched
+from tests.page_helpers import (
+    expect,
+    join_room,
+    message_with,
+    open_as,
+    room_item,
+    say,
+    watched,
+)
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Request, Response, Route
@@ -61,11 +69,7 @@ async def test_unread_of_a_room_joined_while_empty_survives_a_reload(
     async with watched(browser) as watch:
         page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
         await expect(page).to_have_title("#general · chat")
-        new = page.get_by_test_id("room-new")
-        await new.fill("quiet")
-        await new.press("Enter")
-        quiet = room_item(page, "quiet")
-        await expect(quiet).to_have_attribute("aria-current", "true")
+        quiet = await join_room(page, "quiet")
         await has_marker(client, "ann", "quiet")  # set by the page on joining
         general = room_item(page, "general")
         await general.click()
@@ -154,11 +158,7 @@ async def test_messages_that_come_after_leaving_a_room_stay_unread(
     messages of the room left included.)"""
     async with watched(browser) as watch:
         page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
-        new = page.get_by_test_id("room-new")
-        await new.fill("busy")
-        await new.press("Enter")
-        busy = room_item(page, "busy")
-        await expect(busy).to_have_attribute("aria-current", "true")
+        busy = await join_room(page, "busy")
         await has_marker(client, "ann", "busy")
         sent_busy = asyncio.Event()
 
@@ -332,11 +332,7 @@ async def test_the_new_messages_line_on_opening_a_room_with_unread(
 ) -> None:
     async with watched(browser) as watch:
         page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
-        new = page.get_by_test_id("room-new")
-        await new.fill("side")
-        await new.press("Enter")
-        side = room_item(page, "side")
-        await expect(side).to_have_attribute("aria-current", "true")
+        side = await join_room(page, "side")
         await say(client, "side", "bob", "old one")
         await expect(message_with(page, "old one")).to_have_count(1)
         divider = page.get_by_test_id("new-divider")
@@ -461,9 +457,7 @@ async def test_keyboard_focus_goes_where_a_person_is_going(
         await page.keyboard.press("Enter")
         await expect(composer).to_be_focused()
 
-        new = page.get_by_test_id("room-new")
-        await new.fill("side")
-        await new.press("Enter")
+        await join_room(page, "side")
         await expect(composer).to_be_focused()
         await room_item(page, "general").click()  # switching rooms
         await expect(composer).to_be_focused()
@@ -650,9 +644,7 @@ async def test_a_busy_room_keeps_the_page_responsive_and_its_memory_bounded(
     async with watched(browser) as watch:
         page = await watch.new_page(browser, "ann")
         await open_as(page, live.url, "ann")
-        new = page.get_by_test_id("room-new")
-        await new.fill("busy")
-        await new.press("Enter")
+        await join_room(page, "busy")
         await expect(message_with(page, "old 4999")).to_have_count(1)
         listing = page.get_by_test_id("message-list")
         shown = page.get_by_test_id("message-list").get_by_test_id("message")

@@ -9,7 +9,7 @@ import { showMessage } from './messages.js';
 const supported = () => typeof Notification === 'function';
 
 /** The control: shown while the browser could still be asked. */
-export function renderDesktopControl() {
+function renderDesktopControl() {
   const permission = supported() ? Notification.permission : 'unsupported';
   els.desktopNotify.hidden = permission !== 'default';
 }

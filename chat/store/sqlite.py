@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -35,13 +36,34 @@ def _pragmas(settings: Settings) -> tuple[str, ...]:
     )
 
 
+PRAGMA_RETRY_S = 0.02
+
+
+def _locked(error: sqlite3.OperationalError, deadline: float) -> bool:
+    """Whether a pragma that failed with ``error`` should be tried again. Switching a new file
+    to WAL takes the exclusive lock from a shared one, and SQLite answers SQLITE_BUSY at once,
+    without the busy handler, when another connection is doing the same (it could deadlock
+    otherwise): several workers starting on a new file at once meet it (a worker of
+    ``serve --workers 2`` failed to start so in CI)."""
+    busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY  # BUSY_RECOVERY etc. too
+    return busy and time.monotonic() < deadline
+
+
 def connect(settings: Settings) -> sqlite3.Connection:
     """A connection for the calling thread alone (``sqlite3`` refuses any other), in
     autocommit mode: transactions are opened explicitly."""
     conn = sqlite3.connect(sqlite_path(settings.database), isolation_level=None)
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     try:
         for pragma in _pragmas(settings):
-            conn.execute(pragma)
+            while True:
+                try:
+                    conn.execute(pragma)
+                    break
+                except sqlite3.OperationalError as error:
+                    if not _locked(error, deadline):
+                        raise
+                    time.sleep(PRAGMA_RETRY_S)
     except BaseException:
         conn.close()
         raise
@@ -53,6 +75,8 @@ async def connect_async(settings: Settings, *pragmas: str) -> aiosqlite.Connecti
     are run after the common ones."""
     conn = await aiosqlite.connect(sqlite_path(settings.database), isolation_level=None)
     try:
+        # opened after the write connection (``Store.open``): the file is in WAL mode already,
+        # so the journal_mode pragma changes nothing and cannot meet ``_locked``'s case
         for pragma in (*_pragmas(settings), *pragmas):
             await conn.execute(pragma)
     except BaseException:

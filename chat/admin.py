@@ -25,8 +25,8 @@ from chat.config import Settings
 from chat.errors import ChatError, InvalidRoom
 from chat.events import now_rfc3339
 from chat.identity import Role
-from chat.models import check_room
-from chat.models import user_name as checked_name
+from chat.rules import check_room
+from chat.rules import user_name as checked_name
 from chat.store import Store, accounts
 
 T = TypeVar("T")
@@ -88,7 +88,7 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
 
 
 def user_name(value: str) -> str:
-    """A user name by the one rule of ``author`` (``chat.models.user_name``): NFC-normalised,
+    """A user name by the one rule of ``author`` (``chat.rules.user_name``): NFC-normalised,
     1-64 characters, no control or format characters, no comma, no space at either end, no
     ``@`` first."""
     try:

@@ -6,7 +6,7 @@ All parameters are optional; each is a comma-separated list:
 (new ones, not edits) whose text mentions ``@name`` as a whole word, case-insensitively).
 
 ``authors``, ``exclude_authors`` and ``mentions`` name users: each item (trimmed of the
-whitespace around it) must be a user name (``chat.models.user_name``: NFC-normalised, then
+whitespace around it) must be a user name (``chat.rules.user_name``: NFC-normalised, then
 checked), or the query is 400 invalid_query. Names compare as exact NFC strings: "alice" and
 "\u0430lice" (its first letter Cyrillic) are two names; "e\u0301" and "\u00e9" are one.
 """
@@ -17,10 +17,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from chat import models
+from chat import rules
 from chat.errors import InvalidQuery
 from chat.events import EVENT_TYPES, Event
-from chat.models import MAX_NAME_CHARS as MAX_NAME_CHARS  # the stream's `user` checks it
+from chat.rules import MAX_NAME_CHARS as MAX_NAME_CHARS  # the stream's `user` checks it
 
 MAX_LIST_ITEMS = 100
 
@@ -63,10 +63,10 @@ def split_list(raw: str | None, name: str) -> list[str]:
 
 def user_name(value: str, field: str, where: str = "query") -> str:
     """``value`` of the query parameter (``where="query"``) or path segment (``"path"``)
-    ``field`` as a user name (``chat.models.user_name``): NFC-normalised; 400 invalid_query,
+    ``field`` as a user name (``chat.rules.user_name``): NFC-normalised; 400 invalid_query,
     its ``details`` naming ``field``, when it is none."""
     try:
-        return models.user_name(value)
+        return rules.user_name(value)
     except ValueError as error:
         shown = value if len(value) <= 80 else value[:80] + "..."
         raise InvalidQuery(

@@ -726,7 +726,7 @@ async def test_a_user_name_as_written_is_mentioned(
     client: httpx.AsyncClient, room: str, name: str
 ) -> None:
     """A defect the probe found, fixed, for some names. A user name may hold any printable
-    character but the comma (chat.models.name_problem), and the ``mentions=`` filter matches
+    character but the comma (chat.rules.name_problem), and the ``mentions=`` filter matches
     ``@<name>`` for such a name; the notification's own pattern (chat/notifications.py
     ``_MENTION``: ``\\w(?:[\\w-]|\\.(?=\\w))*``) stops at the first non-word character, so
     ``@देव`` notifies ``द``, ``@o'brien`` notifies ``o``, ``@a+b`` notifies ``a``, and the named

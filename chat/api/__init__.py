@@ -8,7 +8,7 @@ from werkzeug.routing import IntegerConverter, Map
 
 from chat.api import activity, envelope, messages, notifications, ops, rooms, session
 from chat.api.deps import Services, services
-from chat.models import MAX_ID
+from chat.rules import MAX_ID
 
 __all__ = ["Services", "register", "services"]
 

@@ -23,7 +23,6 @@ from chat.events import make_event
 from chat.filters import user_name
 from chat.limits import refuse
 from chat.models import (
-    MAX_ID,
     ActivityBatchIn,
     ActivityIn,
     ActivityPage,
@@ -35,8 +34,8 @@ from chat.models import (
     ReadIn,
     TypingIn,
     Unread,
-    check_room,
 )
+from chat.rules import MAX_ID, check_room
 from chat.store import writes
 
 bp = Blueprint("activity", __name__)

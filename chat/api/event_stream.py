@@ -30,7 +30,7 @@ from chat.errors import InvalidQuery, RateLimited, Unavailable
 from chat.filters import parse_filter, split_list, user_name
 from chat.limits import client_key, pause
 from chat.logs import access_log
-from chat.models import check_room
+from chat.rules import check_room
 from chat.subscriber import Subscriber
 
 log = logging.getLogger(__name__)

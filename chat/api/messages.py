@@ -35,8 +35,8 @@ from chat.models import (
     IdempotencyHeaders,
     MessageBatchIn,
     ReactionIn,
-    check_room,
 )
+from chat.rules import check_room
 from chat.store import writes
 
 bp = Blueprint("messages", __name__)

@@ -21,7 +21,8 @@ from chat.api.deps import Services, commit_idempotent
 from chat.api.envelope import JSON_BYTES, field_errors
 from chat.api.request import Request
 from chat.errors import InvalidJSON, ValidationFailed
-from chat.models import MessageIn, check_room
+from chat.models import MessageIn
+from chat.rules import check_room
 from chat.store import writes
 
 REPLAYED = (b"idempotent-replayed", b"true")

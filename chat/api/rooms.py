@@ -19,8 +19,8 @@ from chat.models import (
     RoomIn,
     RoomList,
     RoomListQuery,
-    check_room,
 )
+from chat.rules import check_room
 from chat.store import accounts
 
 bp = Blueprint("rooms", __name__)

@@ -117,11 +117,8 @@ def create_app(
         buckets, streams_per_client = Buckets(), StreamCounts()
     else:  # several processes: events, presence and the limits go through Redis
         from chat.redis_broker import RedisBroker  # only then: redis-py costs ~4 MB
-        from chat.redis_state import (
-            SharedBuckets,
-            SharedPresence,
-            SharedStreamCounts,
-        )
+        from chat.redis_limits import SharedBuckets, SharedStreamCounts
+        from chat.redis_presence import SharedPresence
 
         async def read_after(after: int, limit: int) -> list[Event]:
             return await store.events_after(None, after, limit)

@@ -1,6 +1,6 @@
 """Per-client limits (ACCESS.md, Limits): who a client is, token buckets for writes and
 sign-ins, and the count of each client's open streams; in this process, or shared by every
-process through Redis (``chat.redis_state``), so that a client never gets N times its limit
+process through Redis (``chat.redis_limits``), so that a client never gets N times its limit
 from N workers.
 
 A client is its user when signed in with an account, a token or a JWT; a guest (and a

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Mapping, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -12,7 +11,7 @@ import httpx
 
 from chat.client.errors import ResponseError, Unreachable, describe, error_for
 from chat.client.stream import EventStream
-from chat.client.types import Filters, HistoryPage, Message, OnReconnect, OnReset
+from chat.client.types import AsyncClosing, Filters, HistoryPage, Message, OnReconnect, OnReset
 from chat.models import (
     MessageIn,
     NotificationPage,
@@ -27,7 +26,7 @@ STREAM_IDLE_TIMEOUT_S = 60.0  # four heartbeats (CHAT_HEARTBEAT_SECONDS, 15 s) o
 MAX_BACKOFF_S = 10.0
 
 
-class ChatClient:
+class ChatClient(AsyncClosing):
     """A connection to one service. ``async with ChatClient(url, token=...) as chat:``.
 
     ``url``: the service's base URL (a path prefix is kept). ``token``: sent as
@@ -57,17 +56,6 @@ class ChatClient:
             sent["Authorization"] = f"Bearer {token}"
         self._http = httpx.AsyncClient(base_url=self.url, headers=sent, timeout=timeout, **http)
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
-
-    async def __aenter__(self) -> ChatClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every stream of this client, then its connections."""

@@ -10,7 +10,6 @@ import logging
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -23,7 +22,7 @@ from chat.client.errors import (
     describe,
 )
 from chat.client.sse import SSEComment, SSEFrame, SSEParser
-from chat.client.types import Event, OnReconnect, OnReset, Reconnect, Reset
+from chat.client.types import AsyncClosing, Event, OnReconnect, OnReset, Reconnect, Reset
 
 if TYPE_CHECKING:
     from chat.client.chat_client import ChatClient
@@ -40,7 +39,7 @@ async def _call(callback: Callable[[Any], object], argument: Any) -> None:
         await result
 
 
-class EventStream:
+class EventStream(AsyncClosing):
     """The events of ``ChatClient.events``: ``async for event in stream``. Iterating again
     after ``StreamReset`` carries on from the reset's ``latest_id``; ``aclose()`` (or ``async
     with``) ends it. ``last_id`` is the id of the last persisted event yielded (or the
@@ -75,17 +74,6 @@ class EventStream:
 
     def __aiter__(self) -> EventStream:
         return self
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """End the stream (its connection too); iterating it then stops at once."""

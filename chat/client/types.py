@@ -6,7 +6,8 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from types import TracebackType
+from typing import Any, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -121,3 +122,21 @@ class Filters:
 
 OnReset = Callable[[Reset], object]  # may return an awaitable: it is awaited
 OnReconnect = Callable[[Reconnect], object]
+
+
+class AsyncClosing:
+    """``async with`` for a thing with ``aclose()``: leaving the block closes it."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

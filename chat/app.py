@@ -116,7 +116,7 @@ def create_app(
         presence = Presence(settings.presence_grace_seconds, announce)
         buckets, streams_per_client = Buckets(), StreamCounts()
     else:  # several processes: events, presence and the limits go through Redis
-        from chat.redis_broker import RedisBroker  # only then: redis-py costs ~4 MB
+        from chat.redis_broker import RedisBroker  # only then: redis-py's memory
         from chat.redis_limits import SharedBuckets, SharedStreamCounts
         from chat.redis_presence import SharedPresence
 

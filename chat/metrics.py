@@ -123,7 +123,7 @@ class Metrics:
         )
 
         # Stream writes are tallied in plain ints and folded into their counters at each
-        # scrape: a Counter takes a lock per inc(), which was 3.5% of a fan-out's samples.
+        # scrape: a Counter takes a lock per inc() (docs/design/performance.md).
         self.unfolded_frames = 0
         self.unfolded_writes = 0
         # The same for requests, by (endpoint, served_by), and error answers, by status.

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -130,6 +131,38 @@ def test_the_locks_pin_all_the_project_needs_with_hashes_for_the_image_s_python(
             reached.add(package)
         assert set(pins) == reached, f"{name} pins what nothing needs: {set(pins) - reached}"
     assert {p: v for p, v in runtime.items() if test[p] != v} == {}
+
+
+def test_a_wheel_of_the_project_ships_every_package_of_chat(tmp_path: Path) -> None:
+    """``pip install .`` (docs/client-python.md) installs a wheel, not the source tree: every
+    package under chat/ must be in it (``chat.client`` and ``chat.activitystreams`` were left
+    out once, when they became packages), with the package data the code reads. Built as the
+    image builds the project (``--no-build-isolation``, the locked setuptools), from a copy, so
+    that the source tree gets no build folders."""
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "chat", source / "chat", ignore=shutil.ignore_patterns("__pycache__"))
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+    built = subprocess.run(
+        [*pip_wheel, "--wheel-dir", str(tmp_path / "wheel"), str(source)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert built.returncode == 0, built.stderr.decode()
+    (wheel,) = (tmp_path / "wheel").glob("chat-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    packages = {str(init.parent.relative_to(ROOT)) for init in (ROOT / "chat").rglob("__init__.py")}
+    assert {"chat", "chat/api", "chat/store", "chat/client"} <= packages  # the scan works
+    missing = {
+        str(path.relative_to(ROOT))
+        for package in packages
+        for path in (ROOT / package).iterdir()
+        if path.suffix == ".py" or path.name in ("py.typed", "curl.md")
+    } - shipped
+    assert missing == set(), f"the wheel leaves out {sorted(missing)}"
 
 
 # --- the Dockerfile -------------------------------------------------------------------------

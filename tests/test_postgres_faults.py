@@ -303,6 +303,7 @@ async def test_a_process_killed_mid_burst_loses_no_acknowledged_message(
     room = "burst"
     outcomes: list[Outcome] = []
     killed = asyncio.Event()
+    waiting_on_victim: set[int] = set()  # posters whose post to p0 has no answer yet
 
     async with httpx.AsyncClient() as client:
 
@@ -313,17 +314,29 @@ async def test_a_process_killed_mid_burst_loses_no_acknowledged_message(
                     live = others[i % 2]
                 size = 1 if i % 3 else 2 + (k + i) % 9
                 texts = [f"k{k} i{i} m{j}" for j in range(size)]
-                outcomes.append(await send(client, live, room, f"k{k}", texts))
+                if live is victim:
+                    waiting_on_victim.add(k)
+                try:
+                    outcomes.append(await send(client, live, room, f"k{k}", texts))
+                finally:
+                    waiting_on_victim.discard(k)
                 await asyncio.sleep(0.005)
 
         posters = [asyncio.create_task(poster(k)) for k in range(9)]
         try:
 
-            async def enough() -> bool:
-                return sum(o.status == 201 for o in outcomes if o.process == victim.url) >= 25
+            async def mid_burst() -> bool:
+                """After 25 answers from p0, SIGKILL it the moment two posts to it wait for
+                their answers: with no await in between, they are cut, whatever the timing
+                (killing at any other moment, a run once found no post to p0 in flight)."""
+                answered = sum(o.status == 201 for o in outcomes if o.process == victim.url)
+                if answered < 25 or len(waiting_on_victim) < 2 or victim.proc is None:
+                    return False
+                victim.proc.kill()
+                return True
 
-            await eventually(enough, 30, "25 posts answered by p0")
-            await asyncio.wait_for(asyncio.to_thread(victim.kill), 15)
+            await eventually(mid_burst, 30, "25 posts answered by p0, then 2 waiting", 0.001)
+            await asyncio.wait_for(asyncio.to_thread(victim.kill), 15)  # reaps it
             killed.set()
             async with asyncio.timeout(90):
                 await asyncio.gather(*posters)

@@ -292,9 +292,17 @@ async def test_a_shut_down_executor_fails_writes_at_once(store: Store) -> None:
 async def test_a_batch_cancelled_by_a_shutdown_fails_at_once(store: Store) -> None:
     executor = writer_of(store)._executor
     assert executor is not None
-    gate = threading.Event()
-    holding = executor.submit(gate.wait, WAIT_S)  # the thread is busy: the next job waits
+    gate, busy = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        busy.set()
+        return gate.wait(WAIT_S)
+
+    holding = executor.submit(hold)  # the thread is busy: the next job waits
     try:
+        # running, not just queued: a shutdown cancels what has not started (CI once
+        # found the thread still on a job of its own after 50 ms, and cancelled this one)
+        assert await asyncio.to_thread(busy.wait, WAIT_S), "the write thread never took it"
         async with asyncio.timeout(1):
             waiting = asyncio.ensure_future(store.write(post("queued on the thread")))
             await asyncio.sleep(0.05)

@@ -12,13 +12,10 @@ import argparse
 import asyncio
 import getpass
 import json
-import sqlite3
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-
-import psycopg
 
 from chat import credentials
 from chat.config import Settings
@@ -28,6 +25,8 @@ from chat.identity import Role
 from chat.rules import check_room
 from chat.rules import user_name as checked_name
 from chat.store import Store, accounts
+from chat.store.dialect import shown_database
+from chat.store.store import database_errors
 
 T = TypeVar("T")
 
@@ -74,8 +73,9 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
         store = Store(settings, on_commit=lambda events: None)
         try:
             await store.open()
-        except (sqlite3.Error, psycopg.Error, OSError) as error:
-            raise Refused(f"cannot open CHAT_DATABASE {settings.database}: {error}") from None
+        except database_errors(settings) as error:
+            shown = shown_database(settings.database)
+            raise Refused(f"cannot open CHAT_DATABASE {shown}: {error}") from None
         try:
             return await work(store)
         finally:

@@ -37,6 +37,7 @@ from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.registry import Registry
 from chat.store import Store, retention, writes
+from chat.store.dialect import shown_database
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,8 @@ def create_app(
         background.append(asyncio.create_task(auth.watch(), name="chat-credentials"))
         where = urlsplit(settings.broker)
         broker_name = f"{where.scheme}://{where.hostname}:{where.port}" if where.scheme else "local"
-        log.info("chat ready: database %s, broker %s", settings.database, broker_name)
+        database = shown_database(settings.database)
+        log.info("chat ready: database %s, broker %s", database, broker_name)
 
     @app.after_serving
     async def stop() -> None:

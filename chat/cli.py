@@ -15,24 +15,18 @@ from chat.config import Settings
 
 
 def _migrate(settings: Settings) -> int:
-    import sqlite3
-
-    import psycopg
-
-    from chat.store.dialect import database_kind
-    from chat.store.store import migrate
+    from chat.store.dialect import shown_database
+    from chat.store.store import database_errors, migrate
 
     try:
         applied = migrate(settings)
-    except (sqlite3.Error, psycopg.Error, OSError) as error:
-        print(f"error: cannot migrate CHAT_DATABASE: {error}", file=sys.stderr)
+    except database_errors(settings) as error:
+        shown = shown_database(settings.database)
+        print(f"error: cannot migrate CHAT_DATABASE {shown}: {error}", file=sys.stderr)
         return 1
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
-    where = settings.database
-    if database_kind(where) == "postgresql":
-        where = "the PostgreSQL database"  # the URL may carry a password
-    print(f"{where}: up to date ({len(applied)} applied)")
+    print(f"{shown_database(settings.database)}: up to date ({len(applied)} applied)")
     return 0
 
 

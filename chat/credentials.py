@@ -5,8 +5,8 @@ JWTs signed by another application (PyJWT).
   keeps only its SHA-256 (``token_hash``): a slow hash protects guessable secrets, and
   these are not guessable.
 - Passwords: argon2-cffi's Argon2id with its default (RFC 9106 low-memory) parameters.
-  ``verify_password`` against ``DUMMY_HASH`` makes an unknown user cost what a wrong
-  password costs.
+  ``verify_password`` of no account checks against ``dummy_hash()`` (made at the first
+  check, not at start-up), so an unknown user costs what a wrong password costs.
 - JWTs: only the algorithm the key is for is accepted (HS256 with a secret; RS256 or ES256
   with a public key), so ``alg: none`` and algorithm confusion (an HS256 token signed with
   the public key as its secret) fail; ``exp`` and ``sub`` are required, ``aud`` checked when
@@ -15,6 +15,7 @@ JWTs signed by another application (PyJWT).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -38,7 +39,6 @@ JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 USER_NAME_CHARS = 64
 
 _hasher = PasswordHasher()
-DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 class BadCredential(Exception):
@@ -63,9 +63,22 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def verify_password(encoded: str, password: str) -> bool:
+@functools.cache
+def dummy_hash() -> str:
+    """The hash of a random password, made once, on first use rather than at import: every
+    process that imports this module (the service, each command) would pay an Argon2 hash
+    at start-up otherwise."""
+    return _hasher.hash(secrets.token_urlsafe(16))
+
+
+def verify_password(encoded: str | None, password: str) -> bool:
+    """Whether ``password`` matches the stored hash ``encoded``; ``None`` (no such account)
+    is checked against ``dummy_hash()`` and is always False, in the same time."""
+    dummy = dummy_hash()  # made at the first check of either kind: the first ones cost alike
     try:
-        return _hasher.verify(encoded, password)
+        return _hasher.verify(dummy if encoded is None else encoded, password) and (
+            encoded is not None
+        )
     except (VerificationError, InvalidHashError):
         return False
 

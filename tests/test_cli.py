@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -86,7 +87,10 @@ def test_migrate_says_when_postgresql_is_unreachable(tmp_path: Path) -> None:
     closed = f"postgresql://chat:a-secret@127.0.0.1:{free_port()}/chat"
     result = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=closed)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: cannot migrate CHAT_DATABASE: connection failed")
+    assert result.stderr.startswith(
+        "error: cannot migrate CHAT_DATABASE postgresql://chat@127.0.0.1:"
+    )
+    assert "connection failed" in result.stderr
     assert "Traceback" not in result.stderr and "a-secret" not in result.stderr
 
 
@@ -164,3 +168,41 @@ def test_docs_show_every_feature_with_curl(tmp_path: Path) -> None:
         "/api/events",
     ):
         assert route in paths, route  # type: ignore[operator]
+
+
+START_UP = """
+import asyncio, json, sys
+import chat.serve  # all that `python -m chat serve` imports
+from chat import credentials
+from chat.config import Settings
+from chat.store import Store
+
+async def main():
+    store = Store(Settings(database=sys.argv[1]), on_commit=lambda events: None)
+    await store.open()
+    await store.close()
+
+asyncio.run(main())
+hashes = credentials.dummy_hash.cache_info().currsize
+print(json.dumps({"psycopg": "psycopg" in sys.modules, "hashes": hashes}))
+"""
+
+
+def test_start_up_loads_only_what_its_store_needs_and_hashes_no_password(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """What every start pays (the service, each worker a supervisor restarts, each command):
+    no PostgreSQL driver for a SQLite store, and no Argon2 hash before a sign-in needs one."""
+    for database, loads_psycopg in (
+        (str(tmp_path / "chat.db"), False),
+        (postgres.new_database(), True),
+    ):
+        ran = subprocess.run(
+            [sys.executable, "-c", START_UP, database],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert json.loads(ran.stdout) == {"psycopg": loads_psycopg, "hashes": 0}, database

@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ from chat import logs
 from chat.app import create_app
 from chat.config import Settings
 from tests.access_helpers import Seed, bearer
-from tests.live import open_stream
+from tests.live import LiveServer, free_port, open_stream
+from tests.postgres_server import PostgresServer
 from tests.scaleout_helpers import eventually
 
 PASSWORD = "correct-horse-battery-staple"
@@ -117,3 +121,31 @@ async def test_a_500_is_logged_with_its_traceback_and_request_id(tmp_path: Path)
     assert any(
         "RuntimeError: an unexpected failure" in line.get("exc_info", "") for line in failures
     )
+
+
+def test_the_database_password_never_reaches_a_log_or_a_message(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """A PostgreSQL CHAT_DATABASE carries its password in the URL (or in ``?password=``):
+    the start-up line names the database without it, and so do the commands' errors."""
+    url = postgres.new_database().replace("@", ":url-secret@", 1) + "?password=query-secret"
+    live = LiveServer(tmp_path, {"CHAT_LOG_LEVEL": "INFO"}, database=url)  # trust: any password
+    live.start()
+    live.terminate()
+    ready = [line for line in live.log().splitlines() if "chat ready: database" in line]
+    assert len(ready) == 1 and "postgresql://chat@127.0.0.1:" in ready[0], live.log()
+    unreachable = f"postgresql://chat:url-secret@127.0.0.1:{free_port()}/chat"
+    runs = [(url, "migrate"), (unreachable, "migrate"), (unreachable, "users list")]
+    for database, command in runs:
+        result = subprocess.run(
+            [sys.executable, "-m", "chat", *command.split()],
+            env={**os.environ, "CHAT_DATABASE": database},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        said = result.stdout + result.stderr
+        assert "postgresql://chat@127.0.0.1:" in said, (command, said)  # names the database
+        assert "secret" not in said, (command, said)
+    assert "secret" not in live.log()

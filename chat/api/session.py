@@ -60,10 +60,10 @@ async def create(data: SessionIn) -> Response:
     role: Role = "member"
     kind = "session"
     if data.password is not None:
-        encoded = found[0] if found is not None else credentials.DUMMY_HASH
+        encoded = found[0] if found is not None else None
         # Argon2 takes tens of ms of CPU: off the event loop, on the one thread that yields
-        # the CPU to it (_passwords). An unknown name is checked against a dummy hash, so
-        # both failures take the same time.
+        # the CPU to it (_passwords). An unknown name (None) is checked against a dummy
+        # hash, so both failures take the same time.
         loop = asyncio.get_running_loop()
         check = functools.partial(credentials.verify_password, encoded, data.password)
         ok = await loop.run_in_executor(_passwords(), check)

@@ -119,6 +119,18 @@ def database_kind(database: str) -> Kind:
     return "sqlite"
 
 
+def shown_database(database: str) -> str:
+    """``CHAT_DATABASE`` as logs and messages show it: a PostgreSQL URL without its password
+    and query (which may carry one: ``?password=``), so no secret reaches a log line."""
+    if database_kind(database) == "sqlite":
+        return database
+    scheme, _, rest = database.partition("://")
+    userinfo, at, hosts = rest.rpartition("@")  # the last '@': a password may hold any
+    if at:
+        rest = f"{userinfo.partition(':')[0]}@{hosts}"
+    return f"{scheme}://{rest.partition('?')[0]}"
+
+
 def sqlite_path(database: str) -> str:
     """The file of a SQLite ``CHAT_DATABASE``: a path, or ``sqlite:///path``."""
     return database.removeprefix("sqlite://") if database.startswith("sqlite:///") else database

@@ -6,11 +6,15 @@ embedded default; a ``postgresql://`` URL is PostgreSQL (chat/store/dialect.py).
 - writes: ``writer.Writer``, the store's own write thread (one transaction per batch);
 - reads: ``reads.Reads``, on a connection of their own (SQLite) or a pool (PostgreSQL);
 - checkpoints (SQLite): ``maintenance.Checkpointer``, on a third connection.
+
+PostgreSQL's module (and psycopg with it) is imported only for a PostgreSQL store: SQLite's
+start-up does not pay for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -18,7 +22,7 @@ from chat import migrations
 from chat.config import Settings
 from chat.events import Event
 from chat.migrations import Migration
-from chat.store import postgres, sqlite
+from chat.store import sqlite
 from chat.store.dialect import ReadDb, WriteDb, database_kind
 from chat.store.maintenance import Checkpointer
 from chat.store.reads import Reads
@@ -28,9 +32,21 @@ from chat.store.writer import CLOSE_WAIT_S, Writer
 T = TypeVar("T")
 
 
+def database_errors(settings: Settings) -> tuple[type[Exception], ...]:
+    """What opening or migrating ``CHAT_DATABASE`` raises when the database is unusable (a
+    bad path or URL, a server that refuses): the commands report these in one line."""
+    if database_kind(settings.database) == "postgresql":
+        import psycopg
+
+        return (psycopg.Error, OSError)
+    return (sqlite3.Error, OSError)
+
+
 def open_write_db(settings: Settings) -> WriteDb:
     """The write connection of ``CHAT_DATABASE``, migrated (on the thread that will use it)."""
     if database_kind(settings.database) == "postgresql":
+        from chat.store import postgres
+
         return postgres.PgWriteDb(settings)
     return sqlite.SqliteWriteDb(settings)
 
@@ -39,6 +55,8 @@ def migrate(settings: Settings) -> list[Migration]:
     """Apply the pending migrations of ``CHAT_DATABASE`` (``python -m chat migrate``; the
     store applies them itself when it opens); returns what was applied."""
     if database_kind(settings.database) == "postgresql":
+        from chat.store import postgres
+
         pg = postgres.connect(settings)
         try:
             return postgres.apply_pending(pg, postgres.migrations_folder(settings))
@@ -84,6 +102,8 @@ class Store(Reads):
 
     async def _open_reads(self) -> ReadDb:
         if self.kind == "postgresql":
+            from chat.store import postgres
+
             return await postgres.PgReadDb.open(self.settings)
         return await sqlite.SqliteReadDb.open(self.settings)
 

@@ -232,9 +232,12 @@ class ChatClient(AsyncClosing):
         self._streams.add(stream)
         return stream
 
-    async def _open(
+    async def open_stream(
         self, path: str, params: Mapping[str, str], last_id: int | None
     ) -> httpx.Response:
+        """One connection of a stream: the open ``text/event-stream`` answer of ``GET path``
+        from ``last_id`` (close it when done). ``EventStream`` (``events``) calls this for
+        each connection and adds what a user wants: parsing, resume and reconnection."""
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last_id is not None:
             headers["Last-Event-ID"] = str(last_id)

@@ -145,7 +145,7 @@ class EventStream(AsyncClosing):
             try:
                 if self.last_id is None:  # from now: know where "now" is before anything
                     self.last_id = await self._client.latest_id()
-                response = await self._client._open(self._path, self._params, self.last_id)
+                response = await self._client.open_stream(self._path, self._params, self.last_id)
             except RequestRefused:
                 self._closed = True
                 raise

@@ -13,7 +13,7 @@
    ``Transfer-Encoding`` is refused and its connection closed (request smuggling); the CORS
    headers of its origin are noted for the answer, and a CORS preflight is answered here
    (``chat.api.cors``); then the body is read whole before anything else looks at it, at
-   most ``max_body_bytes`` (413) within ``body_timeout_seconds`` (408);
+   most ``max_body_bytes`` (413) within ``body_timeout_seconds`` (408) (``chat.api.body``);
 4. **identity**: who is asking (a seam: ``chat.api.auth.Authenticator`` in the service:
    bearer token, session cookie or ``access_token``; 401 for a bad credential, or for none
    in ``CHAT_AUTH=required`` mode; 403 for a cookie write from another origin);
@@ -34,7 +34,6 @@ cross-cutting is a Quart hook, so no route can miss it.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
@@ -44,7 +43,6 @@ from typing import Any
 
 from hypercorn.typing import (
     ASGIReceiveCallable,
-    ASGIReceiveEvent,
     ASGISendCallable,
     ASGISendEvent,
     Scope,
@@ -53,17 +51,14 @@ from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
 from werkzeug.routing import Map, RequestRedirect
 
+from chat.api import body
 from chat.api.cors import Cors
 from chat.api.envelope import answer_for
 from chat.api.request import SCOPE_KEY, Identify, Policy, Request, anonymous
 from chat.errors import (
-    BadRequest,
     ChatError,
     MethodNotAllowed,
     NotFound,
-    PayloadTooLarge,
-    RequestTimeout,
-    UnsupportedMediaType,
 )
 from chat.limits import Forwarded
 from chat.logs import access_log, redacted_target
@@ -75,10 +70,6 @@ log = logging.getLogger(__name__)
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-# After a body passes the limit, what is left of it is still received (and dropped) for at
-# most this long: Hypercorn closes a connection whose request was not read to the end, and
-# the kernel then resets it, which can destroy the 413 on its way to the client.
-DRAIN_S = 2.0
 MATCHES_KEPT = 4096
 
 
@@ -146,11 +137,11 @@ class Pipeline:
             request.extra_headers += self.endpoint_headers[request.endpoint]
         try:
             try:  # 2. error envelope
-                _check_framing(request)  # 3. framing, CORS and body
+                body.check_framing(request)  # 3. framing, CORS and body
                 if self.cors is not None and self.cors.apply(request):
                     await self.answer_preflight(request)
                     return
-                if not await self.read_body(request):
+                if not await body.read_body(request, self.max_body_bytes, self.body_timeout_s):
                     return  # the client went away before its body was complete
                 request.identity = await self.identify(request)  # 4. identity
                 for policy in self.policies:  # 5. access and limits
@@ -190,39 +181,6 @@ class Pipeline:
         await request.send(start)
         await request.send({"type": "http.response.body", "body": answer.body, "more_body": False})
 
-    async def read_body(self, request: Request) -> bool:
-        """Read the whole body into ``request.body``; False if the client went away first."""
-        limit, receive = self.max_body_bytes, request.receive
-        length = request.header(b"content-length")
-        too_large = length is not None and length.isdigit() and int(length) > limit
-        chunks: list[bytes] = []
-        size, more = 0, True
-        try:
-            async with asyncio.timeout(self.body_timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        return False
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > limit:
-                        too_large = True
-                    if not too_large:
-                        chunks.append(chunk)
-                    more = message.get("more_body", False)
-                    if not more or too_large:
-                        break
-        except TimeoutError:
-            if not too_large:
-                late = f"the body did not arrive within {self.body_timeout_s:g} s"
-                raise RequestTimeout(late) from None
-        if too_large:
-            if more:
-                await _drain(receive)
-            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
-        request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        return True
-
     def locate(self, request: Request) -> Callable[[], ChatError] | None:
         """Look the request up in the route table, so that every step knows its endpoint;
         returns what makes the error routing answers with (step 6) when nothing matches (a
@@ -243,14 +201,14 @@ class Pipeline:
             raise miss()
         method = request.method
         if method in BODY_METHODS:
-            _check_media_type(request, self.media_types.get(request.endpoint, frozenset()))
+            body.check_media_type(request, self.media_types.get(request.endpoint, frozenset()))
         route = self.routes.get(request.endpoint)
         if route is not None and method in route.methods:
             request.served_by = "plain"
             await route.handler(request, request.args)
         else:
             request.served_by = "quart"
-            await self.quart(request.scope, _replay(request), request.send)
+            await self.quart(request.scope, body.replay(request), request.send)
 
 
 def _log_request(request: Request) -> None:
@@ -280,51 +238,3 @@ def _log_request(request: Request) -> None:
             "endpoint": request.endpoint or None,
         },
     )
-
-
-def _check_framing(request: Request) -> None:
-    """RFC 9112 section 6.3: a message with both Content-Length and Transfer-Encoding may be an
-    attempt at request smuggling; it is refused and its connection closed."""
-    if (
-        request.header(b"transfer-encoding") is not None
-        and request.header(b"content-length") is not None
-    ):
-        raise BadRequest("Content-Length and Transfer-Encoding together are not accepted")
-
-
-def _check_media_type(request: Request, also: frozenset[bytes] = frozenset()) -> None:
-    """A body is JSON (or of a media type in ``also``, the endpoint's own); only a DELETE may
-    come without one."""
-    has_body = bool(request.body) or request.header(b"transfer-encoding") is not None
-    if not has_body and request.method == "DELETE":
-        return
-    content_type = request.header(b"content-type") or b""
-    mimetype = content_type.split(b";", 1)[0].strip().lower()
-    if mimetype != b"application/json" and mimetype not in also:
-        shown = mimetype.decode("latin-1") or "nothing"
-        raise UnsupportedMediaType(f"send the body as application/json, not {shown!r}")
-
-
-async def _drain(receive: ASGIReceiveCallable) -> None:
-    """Receive and drop what is left of a body, for at most DRAIN_S."""
-    try:
-        async with asyncio.timeout(DRAIN_S):
-            while True:
-                message = await receive()
-                if message["type"] != "http.request" or not message.get("more_body", False):
-                    return
-    except TimeoutError:
-        return
-
-
-def _replay(request: Request) -> ASGIReceiveCallable:
-    """``receive`` for Quart: the body already read, then the rest (a disconnect)."""
-    first: list[ASGIReceiveEvent] = [
-        {"type": "http.request", "body": request.body, "more_body": False}
-    ]
-    receive = request.receive
-
-    async def replayed() -> ASGIReceiveEvent:
-        return first.pop() if first else await receive()
-
-    return replayed

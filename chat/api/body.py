@@ -1,0 +1,99 @@
+"""The request's body, read by the pipeline (``chat.api.pipeline``, step 3) before anything
+else looks at it: its framing checked, read whole within the size and time limits, its media
+type checked when a route takes it, and handed to Quart again as if unread."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent
+
+from chat.api.request import Request
+from chat.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+
+# After a body passes the limit, what is left of it is still received (and dropped) for at
+# most this long: Hypercorn closes a connection whose request was not read to the end, and
+# the kernel then resets it, which can destroy the 413 on its way to the client.
+DRAIN_S = 2.0
+
+
+async def read_body(request: Request, limit: int, timeout_s: float) -> bool:
+    """Read the whole body into ``request.body``; False if the client went away first."""
+    receive = request.receive
+    length = request.header(b"content-length")
+    too_large = length is not None and length.isdigit() and int(length) > limit
+    chunks: list[bytes] = []
+    size, more = 0, True
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return False
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    too_large = True
+                if not too_large:
+                    chunks.append(chunk)
+                more = message.get("more_body", False)
+                if not more or too_large:
+                    break
+    except TimeoutError:
+        if not too_large:
+            late = f"the body did not arrive within {timeout_s:g} s"
+            raise RequestTimeout(late) from None
+    if too_large:
+        if more:
+            await drain(receive)
+        raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+    request.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return True
+
+
+def check_framing(request: Request) -> None:
+    """RFC 9112 section 6.3: a message with both Content-Length and Transfer-Encoding may be an
+    attempt at request smuggling; it is refused and its connection closed."""
+    if (
+        request.header(b"transfer-encoding") is not None
+        and request.header(b"content-length") is not None
+    ):
+        raise BadRequest("Content-Length and Transfer-Encoding together are not accepted")
+
+
+def check_media_type(request: Request, also: frozenset[bytes] = frozenset()) -> None:
+    """A body is JSON (or of a media type in ``also``, the endpoint's own); only a DELETE may
+    come without one."""
+    has_body = bool(request.body) or request.header(b"transfer-encoding") is not None
+    if not has_body and request.method == "DELETE":
+        return
+    content_type = request.header(b"content-type") or b""
+    mimetype = content_type.split(b";", 1)[0].strip().lower()
+    if mimetype != b"application/json" and mimetype not in also:
+        shown = mimetype.decode("latin-1") or "nothing"
+        raise UnsupportedMediaType(f"send the body as application/json, not {shown!r}")
+
+
+async def drain(receive: ASGIReceiveCallable) -> None:
+    """Receive and drop what is left of a body, for at most DRAIN_S."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            while True:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        return
+
+
+def replay(request: Request) -> ASGIReceiveCallable:
+    """``receive`` for Quart: the body already read, then the rest (a disconnect)."""
+    first: list[ASGIReceiveEvent] = [
+        {"type": "http.request", "body": request.body, "more_body": False}
+    ]
+    receive = request.receive
+
+    async def replayed() -> ASGIReceiveEvent:
+        return first.pop() if first else await receive()
+
+    return replayed

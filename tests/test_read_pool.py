@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import statistics
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -213,8 +212,7 @@ lists in full before it can intersect them with the room's and ``needle``'s
 (chat/store/search.py)."""
 REPLAYED = 5_000  # a stream resumes this many events back: 10 replay pages of 500
 SEARCHES = 3  # at once, each repeated: the pool's default of 4 leaves one connection free
-SLACK_S = 0.25  # absolute slack over 2x: a parallel CI run shares the 2 cores with others
-RUNS = 5  # replays measured each way; the medians are compared
+RUNS = 5  # rounds of searches, a replay in each
 
 
 def message_text(i: int) -> str:
@@ -286,13 +284,17 @@ async def search_needles(client: httpx.AsyncClient) -> list[int]:
     return [m["id"] for m in response.json()["messages"]]
 
 
-async def test_pathological_searches_do_not_delay_a_replay_beyond_twice_its_time_alone(
+async def test_a_replay_is_not_queued_behind_pathological_searches(
     big: tuple[LiveServer, int, list[int]], big_client: httpx.AsyncClient
 ) -> None:
-    """A stream's replay (REPLAYED events) while SEARCHES pathological searches run over and
-    over in the same large room takes at most 2x its time alone, plus SLACK_S (for a CI run
-    sharing the machine), and the searches answer correctly all along. On one read
-    connection each replay page waited behind the searches queued before it."""
+    """A stream's replay (REPLAYED events, 10 pages) started while SEARCHES pathological
+    searches run in the same large room ends before any of them answers, in each of RUNS
+    rounds, and every search answers correctly. On one read connection each replay page
+    waited behind the searches queued before it, so a search always answered first.
+
+    An order of outcomes, not a time: beside a parallel CI run the searches' threads and the
+    replay share the two cores with everything else, and a bound on the replay's time (it
+    was 2x its time alone) failed there although nothing waited in a queue."""
     _, last, needles = big
     client = big_client
 
@@ -303,33 +305,22 @@ async def test_pathological_searches_do_not_delay_a_replay_beyond_twice_its_time
         await replay_seconds(client, last)  # warm: the server's caches and the client's
         alone = [await replay_seconds(client, last) for _ in range(RUNS)]
     # the premise: the search is slow (it merges every posting of its prefix), the replay not
-    assert search_alone > 0.3 and search_alone > statistics.median(alone), (search_alone, alone)
+    assert search_alone > 0.3 and search_alone > 2 * max(alone), (search_alone, alone)
 
-    stop = asyncio.Event()
     answers: list[list[int]] = []
-
-    async def searching() -> None:
-        while not stop.is_set():
-            answers.append(await search_needles(client))
-
-    searchers = [asyncio.ensure_future(searching()) for _ in range(SEARCHES)]
-    try:
-        async with asyncio.timeout(2 * WAIT_S):
-            await asyncio.sleep(0.2)  # every search is running in the server
-            loaded = []
-            for _ in range(RUNS):
-                loaded.append(await replay_seconds(client, last))
-                await asyncio.sleep(search_alone / 2)  # a new round of searches under way
-            stop.set()
-            await asyncio.gather(*searchers)
-    finally:
-        for task in searchers:
-            task.cancel()
-    print(
-        f"\nreplay of {REPLAYED} events alone {[round(t, 3) for t in alone]} s, "
-        f"with {SEARCHES} searches running {[round(t, 3) for t in loaded]} s; "
-        f"one search alone {search_alone:.3f} s, {len(answers)} answered under load"
-    )
-    assert len(answers) >= SEARCHES and all(ids == needles for ids in answers)
-    limit = 2 * statistics.median(alone) + SLACK_S
-    assert statistics.median(loaded) <= limit, (alone, loaded, search_alone)
+    for _ in range(RUNS):
+        searches = [asyncio.ensure_future(search_needles(client)) for _ in range(SEARCHES)]
+        try:
+            async with asyncio.timeout(2 * WAIT_S):
+                await asyncio.sleep(0.1)  # the searches are under way in the server
+                replay = asyncio.ensure_future(replay_seconds(client, last))
+                await asyncio.wait([replay, *searches], return_when=asyncio.FIRST_COMPLETED)
+                answered_first = sum(search.done() for search in searches)
+                took = await replay
+                answers += await asyncio.gather(*searches)
+        finally:
+            for task in searches:
+                task.cancel()
+        print(f"\nreplay {took:.3f} s beside {SEARCHES} searches (one alone {search_alone:.3f} s)")
+        assert answered_first == 0, f"{answered_first} searches answered before the replay ended"
+    assert answers == [needles] * (RUNS * SEARCHES)

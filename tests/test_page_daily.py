@@ -7,7 +7,7 @@ keyboard focus, the skip link, the inert drawer, what screen readers hear, and a
 audit (desktop and phone, light and dark).
 
 Each test runs a server of its own and ends by asserting that no page logged a console error,
-threw, or opened a dialog."""
+threw, or opened a dialog. The servers are on SQLite only (``store_kind`` below)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,15 @@ if TYPE_CHECKING:
 
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
 WAIT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def store_kind() -> str:
+    """SQLite only, unlike the rest of the suite: these tests are about what the page does
+    with the API's answers, which are the same on both stores (every API test runs on both,
+    and tests/test_page.py runs the page's core flows on both). On both, this module took
+    about a quarter of the whole suite's time in .ci/run."""
+    return "sqlite"
 
 
 @pytest.fixture

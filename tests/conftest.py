@@ -63,6 +63,31 @@ def postgres() -> Iterator[PostgresServer]:
 STORES = ("sqlite", "postgresql")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "sqlite_only: the module's servers run on SQLite alone (see pytest_collection_modifyitems)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A module marked ``sqlite_only`` (``pytestmark = pytest.mark.sqlite_only``) tests what
+    does not depend on the store: the page, the clients, the HTTP layer (headers, CORS, the
+    pipeline, stream writes, limits). Its PostgreSQL runs are deselected: the API answers
+    alike on both stores, which the API and store tests show by running on both (and
+    test_page.py runs the page's core flows on both). On both stores these modules cost
+    about 15% of a run a second time (.ci/run, 2026-12-04)."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgresql = callspec is not None and callspec.params.get("store_kind") == "postgresql"
+        (dropped if on_postgresql and item.get_closest_marker("sqlite_only") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="module", params=STORES)
 def store_kind(request: pytest.FixtureRequest) -> str:
     """Which store the module's servers and stores use: every test that takes ``server``,

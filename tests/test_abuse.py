@@ -16,11 +16,14 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer, open_stream, scrape
 from tests.redis_server import RedisServer
 from tests.scaleout_helpers import Cluster
+
+pytestmark = pytest.mark.sqlite_only  # the per-client limits, on SQLite alone: conftest.py
 
 MakeServer = Callable[..., LiveServer]
 PROXIED = {"CHAT_FORWARDED_ALLOW_IPS": "127.0.0.1"}

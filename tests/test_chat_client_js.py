@@ -24,6 +24,8 @@ from tests.access_helpers import Seed
 from tests.live import ROOT, LiveServer
 from tests.page_helpers import Watch, say, watched
 
+pytestmark = pytest.mark.sqlite_only  # the JavaScript client, on SQLite alone: conftest.py
+
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Route
 

@@ -34,6 +34,8 @@ from chat.models import MessageEvent, NotificationGroup
 from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer, free_port
 
+pytestmark = pytest.mark.sqlite_only  # the Python client, on SQLite alone: conftest.py
+
 T = TypeVar("T")
 WAIT_S = 20.0
 

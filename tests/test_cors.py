@@ -16,6 +16,8 @@ from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer
 from tests.page_helpers import chromium
 
+pytestmark = pytest.mark.sqlite_only  # CORS headers: the pipeline, on SQLite alone: conftest.py
+
 ALLOWED = "http://app.example"
 
 

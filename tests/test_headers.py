@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+import pytest
 
 from tests.live import LiveServer
 from tests.page_helpers import chromium
+
+pytestmark = pytest.mark.sqlite_only  # headers: the pipeline, on SQLite alone: conftest.py
 
 
 async def test_pages_and_static_files_carry_their_policies(server: LiveServer) -> None:

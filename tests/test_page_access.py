@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import httpx
+import pytest
 
 from chat import credentials
 from chat.config import Settings
@@ -36,6 +37,10 @@ from tests.page_helpers import (
     sign_in,
     watched,
 )
+
+pytestmark = (
+    pytest.mark.sqlite_only
+)  # the page (the access rules run on both in test_private_rooms.py), on SQLite alone: conftest.py
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Request

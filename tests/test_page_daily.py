@@ -7,7 +7,7 @@ keyboard focus, the skip link, the inert drawer, what screen readers hear, and a
 audit (desktop and phone, light and dark).
 
 Each test runs a server of its own and ends by asserting that no page logged a console error,
-threw, or opened a dialog. The servers are on SQLite only (``store_kind`` below)."""
+threw, or opened a dialog. The servers are on SQLite alone (``sqlite_only``)."""
 
 from __future__ import annotations
 
@@ -36,20 +36,13 @@ from tests.page_helpers import (
     watched,
 )
 
+pytestmark = pytest.mark.sqlite_only  # the page, on SQLite alone: conftest.py
+
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page, Request, Response, Route
 
 FAST = {"CHAT_PRESENCE_GRACE_SECONDS": "1", "CHAT_RETRY_MS": "300"}
 WAIT_S = 10.0
-
-
-@pytest.fixture(scope="module")
-def store_kind() -> str:
-    """SQLite only, unlike the rest of the suite: these tests are about what the page does
-    with the API's answers, which are the same on both stores (every API test runs on both,
-    and tests/test_page.py runs the page's core flows on both). On both, this module took
-    about a quarter of the whole suite's time in .ci/run."""
-    return "sqlite"
 
 
 @pytest.fixture

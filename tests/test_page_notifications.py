@@ -27,6 +27,10 @@ from tests.page_helpers import (
     watched,
 )
 
+pytestmark = (
+    pytest.mark.sqlite_only
+)  # the page (notifications run on both in test_notifications.py), on SQLite alone: conftest.py
+
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Locator, Page
 

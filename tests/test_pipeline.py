@@ -26,6 +26,8 @@ from chat.serve import hypercorn_config, serve
 from tests.live import LiveServer, free_port, open_stream, scrape
 from tests.test_errors import assert_error
 
+pytestmark = pytest.mark.sqlite_only  # the pipeline, on SQLite alone: conftest.py
+
 TIMEOUT_S = 10.0
 GOOD = {"author": "alice", "text": "hello"}
 JSON = {"content-type": "application/json"}

@@ -22,6 +22,8 @@ import pytest
 
 from tests.live import LiveServer, free_port
 
+pytestmark = pytest.mark.sqlite_only  # the post and tail commands, on SQLite alone: conftest.py
+
 CHAT = [sys.executable, "-m", "chat"]
 
 

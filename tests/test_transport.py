@@ -17,8 +17,11 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from tests.live import LiveServer, scrape
+
+pytestmark = pytest.mark.sqlite_only  # stream writes: the transport, on SQLite alone: conftest.py
 
 MakeServer = Callable[..., LiveServer]
 TIMEOUT_S = 2.0

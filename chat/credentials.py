@@ -76,11 +76,10 @@ def verify_password(encoded: str | None, password: str) -> bool:
     is checked against ``dummy_hash()`` and is always False, in the same time."""
     dummy = dummy_hash()  # made at the first check of either kind: the first ones cost alike
     try:
-        return _hasher.verify(dummy if encoded is None else encoded, password) and (
-            encoded is not None
-        )
+        matched = _hasher.verify(dummy if encoded is None else encoded, password)
     except (VerificationError, InvalidHashError):
         return False
+    return matched and encoded is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ async def create(data: SessionIn) -> Response:
     role: Role = "member"
     kind = "session"
     if data.password is not None:
-        encoded = found[0] if found is not None else None
+        encoded = None if found is None else found[0]
         # Argon2 takes tens of ms of CPU: off the event loop, on the one thread that yields
         # the CPU to it (_passwords). An unknown name (None) is checked against a dummy
         # hash, so both failures take the same time.

@@ -210,7 +210,11 @@ QUERY = "needle wordsmi"
 longer than the index keeps prefixes for (migrations/0006), so FTS5 merges every one of their
 lists in full before it can intersect them with the room's and ``needle``'s
 (chat/store/search.py)."""
-REPLAYED = 5_000  # a stream resumes this many events back: 10 replay pages of 500
+REPLAYED = 2_000  # a stream resumes this many events back: 4 replay pages of 500
+"""Small enough that a replay costs a fraction of a search even where the client and server
+share two busy cores (formatting and parsing 5,000 events took 0.2-0.4 s in CI, too near
+the search's 0.65 s), and still several pages, each of which would queue behind the
+searches on one read connection."""
 SEARCHES = 3  # at once, each repeated: the pool's default of 4 leaves one connection free
 RUNS = 5  # rounds of searches, a replay in each
 
@@ -287,7 +291,7 @@ async def search_needles(client: httpx.AsyncClient) -> list[int]:
 async def test_a_replay_is_not_queued_behind_pathological_searches(
     big: tuple[LiveServer, int, list[int]], big_client: httpx.AsyncClient
 ) -> None:
-    """A stream's replay (REPLAYED events, 10 pages) started while SEARCHES pathological
+    """A stream's replay (REPLAYED events, 4 pages) started while SEARCHES pathological
     searches run in the same large room ends before any of them answers, in each of RUNS
     rounds, and every search answers correctly. On one read connection each replay page
     waited behind the searches queued before it, so a search always answered first.
@@ -305,7 +309,8 @@ async def test_a_replay_is_not_queued_behind_pathological_searches(
         await replay_seconds(client, last)  # warm: the server's caches and the client's
         alone = [await replay_seconds(client, last) for _ in range(RUNS)]
     # the premise: the search is slow (it merges every posting of its prefix), the replay not
-    assert search_alone > 0.3 and search_alone > 2 * max(alone), (search_alone, alone)
+    print(f"\nalone: search {search_alone:.3f} s, replays {[round(t, 3) for t in alone]} s")
+    assert search_alone > 0.3 and search_alone > 2 * sorted(alone)[RUNS // 2], (search_alone, alone)
 
     answers: list[list[int]] = []
     for _ in range(RUNS):

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ import psycopg
 
 from chat.store.dialect import database_kind, sqlite_path
 from chat.store.postgres import placeholders
+from tests.commands import CHAT, without_chat_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,12 +118,12 @@ class LiveServer:
         self.log_path = workdir / "server.log"
 
     def start(self, timeout_s: float = 20.0) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
+        env = without_chat_settings()
         env.update({"CHAT_DATABASE": str(self.database), "CHAT_LOG_LEVEL": "WARNING"})
         env.update(LIMITS_OFF)  # a test about a limit turns it on again in its own env
         env.update(self.extra_env)
         self.proc = spawn_and_wait(
-            [sys.executable, "-m", "chat", "serve", "--port", str(self.port), *self.args],
+            [*CHAT, "serve", "--port", str(self.port), *self.args],
             self.log_path,
             self.healthy,
             "server",

@@ -11,20 +11,9 @@ from pathlib import Path
 
 import psycopg
 
+from tests.commands import run_chat
 from tests.live import ROOT, free_port
 from tests.postgres_server import PostgresServer
-
-
-def run_chat(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "chat", *args],
-        cwd=cwd,
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_help_lists_commands_and_options(tmp_path: Path) -> None:

@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -21,24 +19,11 @@ import httpx
 import pytest
 
 from chat.cli import is_loopback
+from tests.commands import TailProcess, run_chat
 from tests.live import LiveServer, free_port, spawn_and_wait
 
 TOKEN_LINE = r"chat_[A-Za-z0-9_-]{43}\n"
 REVOCATION_WAIT_S = 10.0  # the service polls revocations every 2 s
-
-
-def chat(*args: str, cwd: Path, stdin: str = "", **env: str) -> subprocess.CompletedProcess[str]:
-    """``python -m chat ARGS`` with only these CHAT_* settings; stdin is ``stdin``."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-    return subprocess.run(
-        [sys.executable, "-m", "chat", *args],
-        cwd=cwd,
-        env={**clean, **env},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 class Operator:
@@ -52,7 +37,7 @@ class Operator:
             "CHAT_DATABASE": str(self.database),
             **({"CHAT_URL": self.url} if self.url else {}),
         }
-        return chat(*args, cwd=self.cwd, stdin=stdin, **settings, **env)
+        return run_chat(*args, cwd=self.cwd, stdin=stdin, **settings, **env)
 
     def ok(self, *args: str, stdin: str = "", **env: str) -> str:
         result = self(*args, stdin=stdin, **env)
@@ -325,43 +310,12 @@ def test_post_with_a_token_posts_as_its_user(required: tuple[LiveServer, Operato
     assert nameless.returncode == 2 and "--author" in nameless.stderr
 
 
-class Tail:
-    """A running ``python -m chat tail``, its stdout read line by line (bounded waits)."""
-
-    def __init__(self, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def line(self, timeout_s: float = 10.0) -> str:
-        return self.lines.get(timeout=timeout_s)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self.reader.join(timeout=10)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
 @pytest.fixture
-def tails(tmp_path: Path) -> Iterator[Callable[..., Tail]]:
-    started: list[Tail] = []
+def tails(tmp_path: Path) -> Iterator[Callable[..., TailProcess]]:
+    started: list[TailProcess] = []
 
-    def start(live: LiveServer, *args: str, **env: str) -> Tail:
-        clean = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-        argv = [sys.executable, "-m", "chat", "tail", *args, "--url", live.url]
-        tail = Tail(argv, tmp_path, {**clean, **env})
+    def start(live: LiveServer, *args: str, **env: str) -> TailProcess:
+        tail = TailProcess(live.url, list(args), tmp_path, env)
         started.append(tail)
         return tail
 
@@ -371,33 +325,31 @@ def tails(tmp_path: Path) -> Iterator[Callable[..., Tail]]:
 
 
 def test_tail_with_a_token_follows_and_stops_when_it_is_revoked(
-    required: tuple[LiveServer, Operator], tails: Callable[..., Tail]
+    required: tuple[LiveServer, Operator], tails: Callable[..., TailProcess]
 ) -> None:
     live, operator = required
     token = operator.token("watcher", "--role", "member")
     operator.ok("post", "news", "before", "--token", token)
     tail = tails(live, "news", "--json", "--since", "0", "--types", "message", CHAT_TOKEN=token)
-    first = json.loads(tail.line(timeout_s=20))
+    (first,) = tail.events(1)
     assert (first["author"], first["text"]) == ("watcher", "before")
     operator.ok("post", "news", "live", "--token", token)
-    assert json.loads(tail.line())["text"] == "live"
+    assert tail.events(1)[0]["text"] == "live"
 
     (row,) = operator.tokens()
     operator.ok("tokens", "revoke", str(row["id"]))
     # the service ends the stream; the reconnect is refused (401): tail exits, not retries
-    assert tail.proc.wait(timeout=30) == 1
-    assert tail.proc.stderr is not None
-    assert "401 unauthorized" in tail.proc.stderr.read()
+    assert tail.exit_status() == 1
+    assert any("401 unauthorized" in line for line in tail.stderr), tail.stderr
 
 
 def test_tail_refused_without_a_token_exits_at_once(
-    required: tuple[LiveServer, Operator], tails: Callable[..., Tail]
+    required: tuple[LiveServer, Operator], tails: Callable[..., TailProcess]
 ) -> None:
     live, _ = required
     for tail in (tails(live, "news"), tails(live, "news", "--token", "chat_" + "y" * 43)):
-        assert tail.proc.wait(timeout=30) == 1
-        assert tail.proc.stderr is not None
-        assert "401 unauthorized" in tail.proc.stderr.read()
+        assert tail.exit_status() == 1
+        assert any("401 unauthorized" in line for line in tail.stderr), tail.stderr
 
 
 # --- protected start ------------------------------------------------------------------------
@@ -407,7 +359,7 @@ def test_serve_on_a_public_address_needs_chat_auth_chosen(tmp_path: Path) -> Non
     for extra in ([], ["--workers", "2"]):
         argv = ["serve", "--host", "0.0.0.0", "--port", str(free_port()), *extra]
         try:  # if it wrongly starts, subprocess.run kills it at the timeout
-            refused = chat(*argv, cwd=tmp_path, CHAT_DATABASE="x.db")
+            refused = run_chat(*argv, cwd=tmp_path, CHAT_DATABASE="x.db")
         except subprocess.TimeoutExpired:
             pytest.fail(f"`{' '.join(argv)}` started without CHAT_AUTH")
         assert refused.returncode == 2, refused.stderr

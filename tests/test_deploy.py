@@ -45,6 +45,7 @@ from packaging.version import Version
 
 from chat.config import Settings
 from chat.migrations import discover
+from tests.commands import run_chat
 from tests.conftest import need, need_program
 from tests.live import ROOT, LiveServer, free_port, open_stream, read_store, spawn_and_wait
 from tests.postgres_server import PostgresServer, bindir
@@ -1158,14 +1159,8 @@ def test_the_bot_posts_with_its_token_to_a_service_that_requires_one(tmp_path: P
     server = LiveServer(workdir, {"CHAT_AUTH": "required"})
     server.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHAT_", "BOT_"))}
-    made = subprocess.run(
-        [sys.executable, "-m", "chat", "tokens", "create", "demo-bot"],
-        env={**env, "CHAT_DATABASE": str(server.database)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    made = run_chat("tokens", "create", "demo-bot", cwd=workdir, CHAT_DATABASE=str(server.database))
+    assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
     bot_env = {**env, "BOT_URL": server.url, "BOT_TOKEN": token, "BOT_INTERVAL_SECONDS": "0.2"}
     process = subprocess.Popen(

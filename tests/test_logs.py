@@ -7,9 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from chat import logs
 from chat.app import create_app
 from chat.config import Settings
 from tests.access_helpers import Seed, bearer
+from tests.commands import run_chat
 from tests.live import LiveServer, free_port, open_stream
 from tests.postgres_server import PostgresServer
 from tests.scaleout_helpers import eventually
@@ -137,14 +135,7 @@ def test_the_database_password_never_reaches_a_log_or_a_message(
     unreachable = f"postgresql://chat:url-secret@127.0.0.1:{free_port()}/chat"
     runs = [(url, "migrate"), (unreachable, "migrate"), (unreachable, "users list")]
     for database, command in runs:
-        result = subprocess.run(
-            [sys.executable, "-m", "chat", *command.split()],
-            env={**os.environ, "CHAT_DATABASE": database},
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_chat(*command.split(), cwd=tmp_path, CHAT_DATABASE=database)
         said = result.stdout + result.stderr
         assert "postgresql://chat@127.0.0.1:" in said, (command, said)  # names the database
         assert "secret" not in said, (command, said)

@@ -4,101 +4,22 @@ against a real server, with every read, wait and poll bounded."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
+from tests.commands import TailProcess, run_chat, tailing
 from tests.live import LiveServer, free_port
 
 pytestmark = pytest.mark.sqlite_only  # the post and tail commands, on SQLite alone: conftest.py
-
-CHAT = [sys.executable, "-m", "chat"]
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
-
-
-class TailProcess:
-    """A running ``chat tail``; threads collect its stdout and stderr lines."""
-
-    def __init__(self, url: str, args: list[str], cwd: Path) -> None:
-        self.proc = subprocess.Popen(
-            [*CHAT, "tail", *args, "--url", url],
-            cwd=cwd,
-            env=clean_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-        )
-        self.stdout: list[str] = []  # every line it printed
-        self.stderr: list[str] = []
-        self.taken = 0  # stdout lines handed to the test so far
-        self.threads = [
-            threading.Thread(target=self._drain, args=(pipe, into), daemon=True)
-            for pipe, into in ((self.proc.stdout, self.stdout), (self.proc.stderr, self.stderr))
-        ]
-        for thread in self.threads:
-            thread.start()
-
-    @staticmethod
-    def _drain(pipe: IO[str], into: list[str]) -> None:
-        for line in pipe:
-            into.append(line.rstrip("\n"))
-
-    def lines(self, count: int, timeout_s: float = 20.0) -> list[str]:
-        """The next ``count`` stdout lines; fails if they do not all come in time."""
-        want, deadline = self.taken + count, time.monotonic() + timeout_s
-        while len(self.stdout) < want:
-            if time.monotonic() > deadline:
-                seen = self.stdout[self.taken :]
-                pytest.fail(f"wanted {count} lines, tail printed {seen}; stderr: {self.stderr}")
-            time.sleep(0.02)
-        got, self.taken = self.stdout[self.taken : want], want
-        return got
-
-    def events(self, count: int, timeout_s: float = 20.0) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.lines(count, timeout_s)]
-
-    def stop(self) -> None:
-        """Ctrl-C (SIGKILL if that does not do), then close the pipes."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)  # a stopped process would not act on it
-            self.proc.send_signal(signal.SIGINT)  # as a user ends a tail
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        for thread in self.threads:
-            thread.join(timeout=10)
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
-
-
-@contextmanager
-def tailing(url: str, *args: str, cwd: Path) -> Iterator[TailProcess]:
-    tail = TailProcess(url, list(args), cwd)
-    try:
-        yield tail
-    finally:
-        tail.stop()
-        assert tail.proc.returncode is not None, "the tail process is still running"
 
 
 def post(http: httpx.Client, room: str, text: str, author: str = "alice") -> dict[str, Any]:
@@ -128,12 +49,6 @@ def wait_for(check: Callable[[], bool], what: str, timeout_s: float = 20.0) -> N
 
 def ids_texts(events: list[dict[str, Any]]) -> list[tuple[int, str]]:
     return [(e["id"], e["text"]) for e in events]
-
-
-def run_chat(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CHAT, *args], cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=60
-    )
 
 
 # --- post ------------------------------------------------------------------------------------

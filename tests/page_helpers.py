@@ -27,6 +27,30 @@ except ImportError:  # pragma: no cover - the test extras install it
     HAVE_PLAYWRIGHT = False
     expect = None  # type: ignore[assignment]
 
+
+@contextlib.asynccontextmanager
+async def page_of_another_origin(page: bytes) -> AsyncIterator[str]:
+    """A web server of another origin on loopback (Chromium lets only loopback pages call a
+    loopback service), answering every request with ``page`` (HTML); yields its origin."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(page), page)
+            )
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+
+
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
     "--no-sandbox",

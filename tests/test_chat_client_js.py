@@ -11,7 +11,6 @@ error it did not expect, threw nothing and opened no dialog."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from tests.access_helpers import Seed
 from tests.live import ROOT, LiveServer
-from tests.page_helpers import Watch, say, watched
+from tests.page_helpers import Watch, page_of_another_origin, say, watched
 
 pytestmark = pytest.mark.sqlite_only  # the JavaScript client, on SQLite alone: conftest.py
 
@@ -277,32 +276,10 @@ async def test_post_and_history_and_the_error_envelope(
         watch.assert_clean()
 
 
-@contextlib.asynccontextmanager
-async def another_origin() -> AsyncIterator[str]:
-    """A web server of another origin on loopback, answering every request with BLANK."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(BLANK), BLANK)
-            )
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await asyncio.wait_for(server.wait_closed(), 10)
-
-
 async def test_a_page_of_another_origin_uses_the_module_with_credentials(
     browser: Browser, make_server: Callable[..., LiveServer]
 ) -> None:
-    async with another_origin() as origin, watched(browser) as watch:
+    async with page_of_another_origin(BLANK) as origin, watched(browser) as watch:
         live = make_server(**FAST, CHAT_CORS_ORIGINS=origin, CHAT_AUTH="required")
         async with Seed(live.database) as seed:
             await seed.user("alice", "alices-password")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 
 from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer
-from tests.page_helpers import chromium
+from tests.page_helpers import chromium, page_of_another_origin
 
 pytestmark = pytest.mark.sqlite_only  # CORS headers: the pipeline, on SQLite alone: conftest.py
 
@@ -113,36 +112,13 @@ async def test_star_allows_any_origin_without_credentials(make_server: Any) -> N
 PAGE = b"<!doctype html><title>another app</title><p>another origin</p>"
 
 
-@contextlib.asynccontextmanager
-async def another_app() -> AsyncIterator[str]:
-    """A web server of another origin on loopback (Chromium lets only loopback pages call a
-    loopback service), answering every request with PAGE; yields its origin."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nConnection: close\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(PAGE), PAGE)
-            )
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await asyncio.wait_for(server.wait_closed(), 10)
-
-
 async def test_pages_of_other_origins_in_chromium(make_server: Any) -> None:
     """A page of a listed origin signs in, follows a room with an EventSource that sends the
     cookie (withCredentials), and posts with fetch (a JSON POST: preflighted); a page of an
     unlisted origin can neither post nor read."""
     async with contextlib.AsyncExitStack() as stack:
-        listed = await stack.enter_async_context(another_app())
-        unlisted = await stack.enter_async_context(another_app())
+        listed = await stack.enter_async_context(page_of_another_origin(PAGE))
+        unlisted = await stack.enter_async_context(page_of_another_origin(PAGE))
         await cross_origin_pages(make_server, listed, unlisted)
 
 

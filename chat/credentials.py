@@ -10,7 +10,8 @@ JWTs signed by another application (PyJWT).
 - JWTs: only the algorithm the key is for is accepted (HS256 with a secret; RS256 or ES256
   with a public key), so ``alg: none`` and algorithm confusion (an HS256 token signed with
   the public key as its secret) fail; ``exp`` and ``sub`` are required, ``aud`` checked when
-  configured.
+  configured. PyJWT and cryptography are imported only where JWTs are configured (a secret or a
+  key): every start and every command would pay their import (about 70 ms) otherwise.
 """
 
 from __future__ import annotations
@@ -24,12 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
-from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from chat.identity import ROLES, Identity, Role
 
@@ -95,18 +92,26 @@ class JWTVerifier:
         cls, secret: str | None, public_key_file: Path | None, audience: str | None
     ) -> JWTVerifier | None:
         """From the settings; None when neither a secret nor a key is set."""
-        if public_key_file is not None:
-            key = load_pem_public_key(public_key_file.read_bytes())
-            if isinstance(key, RSAPublicKey):
-                return cls(key, "RS256", audience)
-            if isinstance(key, EllipticCurvePublicKey):
-                return cls(key, "ES256", audience)
-            raise ValueError(f"{public_key_file}: not an RSA or EC public key")
-        if secret:
+        if public_key_file is None and not secret:
+            return None
+        import jwt  # noqa: F401 - loaded here, at start-up, rather than by the first request
+
+        if public_key_file is None:
             return cls(secret, "HS256", audience)
-        return None
+        from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+        from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+        key = load_pem_public_key(public_key_file.read_bytes())
+        if isinstance(key, RSAPublicKey):
+            return cls(key, "RS256", audience)
+        if isinstance(key, EllipticCurvePublicKey):
+            return cls(key, "ES256", audience)
+        raise ValueError(f"{public_key_file}: not an RSA or EC public key")
 
     def verify(self, token: str) -> Identity:
+        import jwt  # loaded by configure (see the module's note)
+
         try:
             claims = jwt.decode(
                 token,

@@ -163,35 +163,42 @@ START_UP = """
 import asyncio, json, sys
 import chat.serve  # all that `python -m chat serve` imports
 from chat import credentials
+from chat.app import create_app
 from chat.config import Settings
 from chat.store import Store
 
+settings = Settings(database=sys.argv[1], jwt_secret=sys.argv[2] or None)
+create_app(settings)
+
 async def main():
-    store = Store(Settings(database=sys.argv[1]), on_commit=lambda events: None)
+    store = Store(settings, on_commit=lambda events: None)
     await store.open()
     await store.close()
 
 asyncio.run(main())
 hashes = credentials.dummy_hash.cache_info().currsize
-print(json.dumps({"psycopg": "psycopg" in sys.modules, "hashes": hashes}))
+loaded = {name: name in sys.modules for name in ("psycopg", "jwt", "cryptography")}
+print(json.dumps({**loaded, "hashes": hashes}))
 """
 
 
-def test_start_up_loads_only_what_its_store_needs_and_hashes_no_password(
+def test_start_up_loads_only_what_its_settings_need_and_hashes_no_password(
     tmp_path: Path, postgres: PostgresServer
 ) -> None:
     """What every start pays (the service, each worker a supervisor restarts, each command):
-    no PostgreSQL driver for a SQLite store, and no Argon2 hash before a sign-in needs one."""
-    for database, loads_psycopg in (
-        (str(tmp_path / "chat.db"), False),
-        (postgres.new_database(), True),
+    no PostgreSQL driver for a SQLite store, no JWT library (PyJWT, cryptography) unless JWTs
+    are configured, and no Argon2 hash before a sign-in needs one."""
+    for database, jwt_secret, loads in (
+        (str(tmp_path / "chat.db"), "", False),
+        (postgres.new_database(), "a shared secret of the host application", True),
     ):
         ran = subprocess.run(
-            [sys.executable, "-c", START_UP, database],
+            [sys.executable, "-c", START_UP, database, jwt_secret],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=60,
         )
         assert ran.returncode == 0, ran.stderr
-        assert json.loads(ran.stdout) == {"psycopg": loads_psycopg, "hashes": 0}, database
+        expected = {"psycopg": loads, "jwt": loads, "cryptography": loads, "hashes": 0}
+        assert json.loads(ran.stdout) == expected, database

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -118,16 +119,17 @@ def test_docs_show_every_feature_with_curl(tmp_path: Path) -> None:
     from chat.app import create_app
     from chat.config import Settings
 
-    async def fetch() -> tuple[dict[str, object], int, int]:
+    async def fetch() -> tuple[dict[str, object], int, int, set[str]]:
         app = create_app(Settings(database=str(tmp_path / "docs.db")))
+        rules = {re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", r.rule) for r in app.url_map.iter_rules()}
         async with app.test_app() as test_app:
             client = test_app.test_client()
             spec = await (await client.get("/openapi.json")).get_json()
             page = await client.get("/docs")
             asset = await client.get("/docs/assets/swagger-ui-bundle.js")
-            return spec, page.status_code, asset.status_code
+            return spec, page.status_code, asset.status_code, rules
 
-    spec, page_status, asset_status = asyncio.run(asyncio.wait_for(fetch(), 30))
+    spec, page_status, asset_status, rules = asyncio.run(asyncio.wait_for(fetch(), 30))
     assert (page_status, asset_status) == (200, 200)  # served locally: works offline
     description = str(spec["info"]["description"])  # type: ignore[index]
     for path in (
@@ -145,18 +147,10 @@ def test_docs_show_every_feature_with_curl(tmp_path: Path) -> None:
         "mentions=",
     ):
         assert path in description, path
-    paths = spec["paths"]
-    for route in (
-        "/api/rooms/{room}/messages/{message_id}",
-        "/api/rooms/{room}/messages/{message_id}/reactions",
-        "/api/rooms/{room}/activity",
-        "/api/rooms/{room}/typing",
-        "/api/rooms/{room}/presence",
-        "/api/rooms/{room}/read",
-        "/api/users/{user}/unread",
-        "/api/events",
-    ):
-        assert route in paths, route  # type: ignore[operator]
+    # every route of the API under the path it is served at (a placeholder without a converter
+    # followed by another once made quart-schema list /api/rooms/{event_id})
+    undocumented = {"/", "/docs", "/docs/assets/{name}", "/metrics", "/openapi.json"}
+    assert set(spec["paths"]) == rules - undocumented - {"/static/{filename}"}  # type: ignore[arg-type]
 
 
 START_UP = """

@@ -143,7 +143,7 @@ async def _newer_page(room: str, before: int, limit: int) -> int | None:
     return found[limit - 1] + 1 if len(found) >= limit else None
 
 
-@bp.get("/api/rooms/<room>/activity/<int:event_id>")
+@bp.get("/api/rooms/<string:room>/activity/<int:event_id>")
 @document_response(EventOut)
 async def activity_item(
     room: str, event_id: int

@@ -204,10 +204,16 @@ async def test_access_token_in_the_query_counts_on_stream_gets_only(
     async with Seed(required.database) as seed:
         token = await seed.token("alice")
     async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
-        params = {"rooms": "r", "access_token": token}
-        async with open_stream(client, "/api/events", params=params):
-            pass
-        assert_unauthorized(await client.get("/api/rooms", params={"access_token": token}))
+        query = {"access_token": token}
+        for path, params in (
+            ("/api/events", {"rooms": "r", **query}),
+            ("/api/rooms/r/events", query),
+            ("/api/users/alice/notifications/events", query),
+        ):
+            async with open_stream(client, path, params=params):
+                pass  # open_stream fails unless the answer is a 200 event stream
+        assert_unauthorized(await client.get("/api/rooms", params=query))
+        assert_unauthorized(await client.get("/api/users/alice/notifications", params=query))
 
 
 async def test_cookie_writes_need_our_own_or_a_listed_origin(

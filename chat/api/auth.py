@@ -43,7 +43,8 @@ REVOCATION_POLL_S = 2.0
 # flight, and clocks of other hosts that run a little behind.
 REVOCATION_OVERLAP_S = 30.0
 CACHE_MAX = 100_000
-STREAM_ENDPOINTS = frozenset({"streams.room_events", "streams.events"})
+# The stream GETs (chat/api/routes.py): the only ones that take `?access_token=` (ACCESS.md).
+STREAM_ENDPOINTS = frozenset({"streams.room_events", "streams.events", "streams.notifications"})
 # What needs no identity in `required` mode (besides POST /api/session, and /metrics when
 # CHAT_METRICS_PUBLIC is set).
 PUBLIC_ENDPOINTS = frozenset(

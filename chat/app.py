@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
+from pydantic_core import to_jsonable_python
 from quart import Quart
 from quart.json.provider import DefaultJSONProvider
 from quart_schema import Info, QuartSchema
@@ -46,20 +47,38 @@ LOAD_PROBE_S = 0.01
 CURL_EXAMPLES = Path(__file__).resolve().parent / "api" / "curl.md"  # shown at the top of /docs
 
 
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 class ChatJSONProvider(DefaultJSONProvider):
-    """Quart's JSON, with request bodies parsed by orjson: strict JSON (no NaN), a depth
-    limit instead of a RecursionError, and faster than the json module."""
+    """The app's JSON (``app.json``), installed after QuartSchema (which replaces ``app.json``
+    with its own provider when it is set up).
+
+    Bodies are read by the json module, whose integers are exact (orjson reads one past 64
+    bits as a float, and the input rules refuse such numbers rather than change them), but
+    strictly: NaN and Infinity, which are not JSON, and nesting deeper than the interpreter's
+    recursion limit are a ValueError, which the request turns into 400 ``invalid_json``
+    (before, the recursion was a 500). Answers: fields in their order, characters as they
+    are, ``application/json; charset=utf-8`` (API.md), pydantic models converted as
+    quart-schema's provider converts them."""
 
     sort_keys = False  # keep the fields in event order
     ensure_ascii = False  # emoji as they are
     mimetype = JSON
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        return orjson.loads(s)
+        try:
+            return json.loads(s, parse_constant=_not_a_number)
+        except RecursionError:
+            raise ValueError("the body is nested too deeply") from None
 
-
-class ChatQuart(Quart):
-    json_provider_class = ChatJSONProvider
+    @staticmethod
+    def default(o: Any) -> Any:
+        try:
+            return DefaultJSONProvider.default(o)
+        except TypeError:
+            return to_jsonable_python(o)
 
 
 def create_app(
@@ -72,7 +91,7 @@ def create_app(
     ``chat.api.auth.Authenticator``, ACCESS.md); ``policies`` follow its access step
     (chat/api/pipeline.py)."""
     settings = settings or Settings()
-    app = ChatQuart("chat", static_folder=str(STATIC_DIR), static_url_path="/static")
+    app = Quart("chat", static_folder=str(STATIC_DIR), static_url_path="/static")
     app.url_map.merge_slashes = False  # "//" would be a redirect with an HTML page; now a 404
     # No response timeout: with one, Quart runs every response's sending in a task of its own
     # under asyncio.wait_for (docs/design/performance.md). Streams never had one, and a JSON
@@ -89,6 +108,7 @@ def create_app(
         redoc_ui_path=None,
         scalar_ui_path=None,
     )
+    app.json = ChatJSONProvider(app)  # after QuartSchema, which sets its own
 
     registry = Registry()
     metrics = Metrics(lambda: len(registry.subscribers), lambda: len(registry.hubs))

@@ -123,8 +123,9 @@ def _encodable(value: dict[str, Any]) -> dict[str, Any]:
 # Numbers in an activity's free ``data`` come back exactly as they were sent, in the answer,
 # in history and on streams, or are refused (422). The store writes ``data`` with orjson,
 # which writes integers of 64 bits exactly, fails on larger ones, and writes NaN and
-# Infinity (which the json module that parses Quart's bodies accepts) as null. So: integers
-# within INT_MIN..INT_MAX, finite numbers only.
+# Infinity as null. Quart's bodies are read by the json module (chat.app.ChatJSONProvider):
+# integers exact at any size, NaN and Infinity refused as not JSON, but 1e400 read as
+# Infinity. So: integers within INT_MIN..INT_MAX, finite numbers only.
 INT_MIN, INT_MAX = -(2**63), 2**64 - 1
 INT_RANGE = f"integers must lie within {INT_MIN}..{INT_MAX} (64 bits): send larger ones as strings"
 Loc = tuple[str | int, ...]

@@ -405,3 +405,42 @@ async def test_edge_input_is_a_4xx_never_a_500(
     async with unchanged(client, seeded):
         response = await request(client, method, path.format(r=seeded), **kwargs)
         assert_error(response, status, code)
+
+
+NOT_JSON = {
+    "nested 5,000 deep": b"[" * 5000 + b"]" * 5000,  # the json module's RecursionError: a 500
+    "NaN": b'{"text": NaN}',  # the json module reads it as a float
+}
+
+
+@pytest.mark.parametrize("body", list(NOT_JSON.values()), ids=list(NOT_JSON))
+async def test_every_route_with_a_json_body_refuses_what_is_not_json(
+    client: httpx.AsyncClient, seeded: str, body: bytes
+) -> None:
+    """Each route that /openapi.json says takes a JSON body (Quart's routes and the plain
+    message POST alike) answers 400 invalid_json to a body that is not strict JSON."""
+    spec = (await client.get("/openapi.json")).json()
+    message_id = (await client.get(f"/api/rooms/{seeded}/messages")).json()["messages"][0]["id"]
+    names = {"room": seeded, "user": "alice", "message_id": message_id}
+    tried = []
+    async with unchanged(client, seeded):
+        for template, operations in spec["paths"].items():
+            for method, operation in operations.items():
+                if "requestBody" not in operation:
+                    continue
+                path = template.format(**names)
+                headers = {"content-type": "application/json"}
+                response = await request(
+                    client, method.upper(), path, content=body, headers=headers
+                )
+                assert_error(response, 400, "invalid_json")
+                tried.append(f"{method.upper()} {template}")
+    assert len(tried) >= 14, tried  # 14 routes today: messages, rooms, members, activity, ...
+
+
+async def test_json_answers_name_their_charset(client: httpx.AsyncClient, seeded: str) -> None:
+    """API.md: JSON in and out as ``application/json; charset=utf-8``, successes included."""
+    for path in ("/healthz", "/api/rooms", f"/api/rooms/{seeded}", f"/api/rooms/{seeded}/messages"):
+        response = await client.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.headers["content-type"] == "application/json; charset=utf-8", path

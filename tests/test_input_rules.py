@@ -299,10 +299,7 @@ ACT = b'{"actor": "ci", "verb": "counted", "object": "ids", "data": '
         (b'{"n": 18446744073709551616}', "n"),  # 2**64
         (b'{"n": -9223372036854775809}', "n"),  # -(2**63) - 1
         (b'{"deep": [1, {"n": 1000000000000000000000000000000}]}', "deep.1.n"),
-        (b'{"x": 1, "n": NaN}', "n"),  # the json module accepts these, orjson wrote null
-        (b'{"n": [Infinity]}', "n.0"),
-        (b'{"n": -Infinity}', "n"),
-        (b'{"n": 1e400}', "n"),  # read as Infinity
+        (b'{"n": 1e400}', "n"),  # JSON, but read as Infinity
     ],
 )
 async def test_numbers_that_cannot_come_back_exactly_are_refused(
@@ -321,6 +318,30 @@ async def test_numbers_that_cannot_come_back_exactly_are_refused(
             f"/api/rooms/{room}/activity/batch", content=batch, headers=json_body
         )
         assert refused(response, 422, "validation_error") == {"items.1.data"}
+        response = await client.post(f"/api/rooms/{room}/activity", content=fine, headers=json_body)
+        after = ok(response, 201)
+        assert await next_event(stream) == after  # nothing refused reached the stream
+    assert ok(await client.get(f"/api/rooms/{room}/activity"))["items"] == [after]
+
+
+@pytest.mark.parametrize("data", [b'{"x": 1, "n": NaN}', b'{"n": [Infinity]}', b'{"n": -Infinity}'])
+async def test_nan_and_infinity_are_not_json(
+    client: httpx.AsyncClient, room: str, data: bytes
+) -> None:
+    """The json module would read them as floats; they are not JSON (RFC 8259), so the body
+    is refused as the plain message POST refuses it: 400 invalid_json, one item or a batch."""
+    json_body = {"content-type": "application/json"}
+    async with open_stream(client, f"/api/rooms/{room}/events") as stream:
+        response = await client.post(
+            f"/api/rooms/{room}/activity", content=ACT + data + b"}", headers=json_body
+        )
+        assert refused(response, 400, "invalid_json") == set()
+        fine = ACT + b'{"n": 1}}'
+        batch = b'{"items": [' + fine + b", " + ACT + data + b"}]}"
+        response = await client.post(
+            f"/api/rooms/{room}/activity/batch", content=batch, headers=json_body
+        )
+        assert refused(response, 400, "invalid_json") == set()
         response = await client.post(f"/api/rooms/{room}/activity", content=fine, headers=json_body)
         after = ok(response, 201)
         assert await next_event(stream) == after  # nothing refused reached the stream

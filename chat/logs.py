@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 from pythonjsonlogger.orjson import OrjsonFormatter
 
@@ -22,7 +23,8 @@ from chat.config import Settings
 access_log = logging.getLogger("chat.access")
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-SECRET_PARAMETER = re.compile(rb"((?:^|&)(?:access_token|token|password|jwt)=)[^&]*", re.I)
+SECRET_NAMES = frozenset({"access_token", "token", "password", "jwt"})
+QUERY_SEPARATOR = re.compile(rb"([&;])")
 
 
 def formatter(log_format: str) -> logging.Formatter:
@@ -53,8 +55,15 @@ def setup(settings: Settings) -> None:
 
 
 def redacted_target(path: str, query: bytes) -> str:
-    """The request's path and query, with credentials in the query replaced."""
+    """The request's path and query, with the value of every parameter whose name, decoded
+    as a server would decode it (``access_toke%6E``, ``ACCESS_TOKEN``), is a credential's
+    replaced. ``;`` counts as a separator too: redacting more than the service reads is
+    harmless, less would not be."""
     if not query:
         return path
-    cleaned = SECRET_PARAMETER.sub(rb"\1[redacted]", query)
-    return f"{path}?{cleaned.decode('latin-1')}"
+    parts = QUERY_SEPARATOR.split(query)  # parameters at even places, separators between
+    for i in range(0, len(parts), 2):
+        name = parts[i].partition(b"=")[0]
+        if unquote_plus(name.decode("latin-1")).strip().lower() in SECRET_NAMES:
+            parts[i] = name + b"=[redacted]"
+    return f"{path}?{b''.join(parts).decode('latin-1')}"

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import orjson
+import pytest
 
 from chat import logs
 from chat.app import create_app
@@ -140,3 +141,26 @@ def test_the_database_password_never_reaches_a_log_or_a_message(
         assert "postgresql://chat@127.0.0.1:" in said, (command, said)  # names the database
         assert "secret" not in said, (command, said)
     assert "secret" not in live.log()
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"rooms=a&access_token=SECRET",
+        b"z=access_token&access_toke%6E=SECRET",  # the name percent-encoded: the service reads it
+        b"access%5Ftoken=SECRET",
+        b"x=1;access_token=SECRET",
+        b"ACCESS_TOKEN=SECRET&x=1",
+        b"password=SECRET%26more&user=x",
+        b"jwt=SECRET&token=SECRET",
+    ],
+)
+def test_a_credential_in_the_query_never_reaches_the_request_line(query: bytes) -> None:
+    """However its name is spelled or encoded, a credential's value is replaced in the path
+    that the request line logs, and the rest of the query is kept as it came."""
+    shown = logs.redacted_target("/api/rooms/r/events", query)
+    assert "SECRET" not in shown and "[redacted]" in shown, shown
+    assert shown.startswith("/api/rooms/r/events?")
+    assert logs.redacted_target("/api/events", b"rooms=a,b&user=alice") == (
+        "/api/events?rooms=a,b&user=alice"
+    )

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from tests.access_helpers import Seed, bearer, sign_in
 from tests.live import LiveServer, open_stream
+from tests.scaleout_helpers import eventually
 
 SECRET = "s" * 40
 PASSWORD = "correct horse battery"
@@ -158,6 +159,28 @@ async def test_open_mode_signs_in_guest_names_that_no_account_holds(
         assert posted.json()["author"] == "carl"
         options = await client.get("/api/session/options")
         assert options.json() == {"auth": "open"}
+
+
+async def test_a_guest_is_not_present_under_an_accounts_name(
+    open_with_alice: LiveServer,
+) -> None:
+    """Presence is written under a name like typing and read markers: a guest's stream may
+    not announce an account's name (403, as its typing gets); a free name it may."""
+    live = open_with_alice
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+
+        async def typing_refused() -> bool:  # the service has learnt of alice's account
+            typing = await client.post("/api/rooms/r/typing", json={"user": "alice"})
+            return typing.status_code == 403
+
+        await eventually(typing_refused, 10, "alice's name reserved")
+        asked = client.build_request("GET", "/api/rooms/r/events", params={"user": "alice"})
+        refused = await asyncio.wait_for(client.send(asked, stream=True), 10)
+        await refused.aclose()  # a stream, if it wrongly opened one
+        assert refused.status_code == 403, refused.headers
+        async with open_stream(client, "/api/rooms/r/events", params={"user": "carl"}):
+            present = await client.get("/api/rooms/r/presence")
+            assert present.json() == {"users": ["carl"]}
 
 
 async def test_a_present_but_invalid_credential_is_401_never_a_guest(

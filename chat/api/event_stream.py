@@ -96,6 +96,8 @@ async def stream_request(
         user = user_name(user, "user")  # the one rule of user names: 400 invalid_query
     if who is not None:
         user = access.author(who, user, "user")
+    elif user is not None:  # a guest: not under a name an account or a token holds (403)
+        user = access.author(None, user, "user", svc.auth.reserved)
     notify = args.get("notify", "").strip().lower()
     if notify not in ("", "0", "1", "true", "false"):
         raise InvalidQuery("`notify` is 1 (or true) to carry the user's `notify` hints, or 0")

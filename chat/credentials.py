@@ -29,11 +29,11 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chat.identity import ROLES, Identity, Role
+from chat.rules import user_name
 
 TOKEN_PREFIX = "chat_"
 TOKEN_SHAPE = re.compile(r"chat_[A-Za-z0-9_-]{43}")
 JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
-USER_NAME_CHARS = 64
 
 _hasher = PasswordHasher()
 
@@ -123,10 +123,12 @@ class JWTVerifier:
         except jwt.PyJWTError as error:
             raise BadCredential(f"the JWT is not valid: {error}") from None
         user, role, rooms = claims.get("sub"), claims.get("role", "member"), claims.get("rooms")
-        if not isinstance(user, str) or not 0 < len(user) <= USER_NAME_CHARS:
-            raise BadCredential("the JWT's `sub` must be a user name of 1-64 characters")
-        if not user.isprintable() or not user.strip():
-            raise BadCredential("the JWT's `sub` must be printable and not blank")
+        if not isinstance(user, str):
+            raise BadCredential("the JWT's `sub` must be a user name")
+        try:
+            user = user_name(user)  # the one rule of user names, as for `author` and accounts
+        except ValueError as error:
+            raise BadCredential(f"the JWT's `sub` is not a user name: {error}") from None
         if role not in ROLES:
             raise BadCredential(f"the JWT's `role` must be one of {', '.join(ROLES)}")
         if rooms is not None and not (

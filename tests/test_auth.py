@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from chat import credentials
 from tests.access_helpers import Seed, bearer, sign_in
 from tests.live import LiveServer, open_stream
 from tests.scaleout_helpers import eventually
@@ -544,3 +545,19 @@ async def test_a_jwt_with_an_exp_too_large_for_a_time_is_refused(required: LiveS
         )
         bad_name = hs256({"sub": "ev\ne", "exp": later()})
         assert_unauthorized(await client.get("/api/session", headers=bearer(bad_name)))
+
+
+@pytest.mark.parametrize(
+    "sub",
+    ["alice ", " alice", "a,b", "@bob", "ev\ne", "zero\u200bwidth", "x" * 65, "", "   "],
+)
+def test_a_jwt_sub_follows_the_rule_of_user_names(sub: str) -> None:
+    """The host application's ``sub`` is a user name like an ``author`` (ACCESS.md: an
+    identity is a user name, same rules): no look-alike with a space at an end, no comma
+    (which splits the stream filters), no leading ``@``; and NFC, so that the two spellings
+    of é are one user."""
+    verifier = credentials.JWTVerifier.configure(SECRET, None, None)
+    assert verifier is not None
+    with pytest.raises(credentials.BadCredential):
+        verifier.verify(hs256({"sub": sub, "exp": later()}))
+    assert verifier.verify(hs256({"sub": "e\u0301mile", "exp": later()})).user == "\u00e9mile"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from quart import Quart
 
@@ -227,14 +228,26 @@ async def answer_head(port: int, request: bytes) -> bytes:
 
 
 async def test_a_websocket_request_is_refused(server: LiveServer) -> None:
-    """No route takes a websocket: the handshake is refused, not left to Quart."""
-    head = await answer_head(
-        server.port,
-        b"GET /api/rooms/r/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        b"Sec-WebSocket-Version: 13\r\n\r\n",
-    )
-    assert head.startswith(b"HTTP/1.1 403 "), head
+    """No route takes a websocket: the handshake is refused, not left to Quart, with the JSON
+    envelope and nosniff like every error (API.md, ACCESS.md)."""
+    async with asyncio.timeout(TIMEOUT_S):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            writer.write(
+                b"GET /api/rooms/r/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            fields = dict(line.lower().split(": ", 1) for line in lines[1:] if line)
+            body = await reader.readexactly(int(fields["content-length"]))
+        finally:
+            writer.close()
+    assert lines[0].startswith("HTTP/1.1 403 "), head
+    assert fields["content-type"] == "application/json; charset=utf-8", fields
+    assert fields["x-content-type-options"] == "nosniff", fields
+    assert orjson.loads(body)["error"]["code"] == "forbidden", body
 
 
 async def test_a_body_over_the_limit_is_413_even_if_its_tail_stalls(

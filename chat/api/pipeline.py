@@ -46,6 +46,7 @@ from hypercorn.typing import (
     ASGISendCallable,
     ASGISendEvent,
     Scope,
+    WebsocketScope,
 )
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.exceptions import NotFound as WerkzeugNotFound
@@ -54,9 +55,10 @@ from werkzeug.routing import Map, RequestRedirect
 from chat.api import body
 from chat.api.cors import Cors
 from chat.api.envelope import answer_for
-from chat.api.request import SCOPE_KEY, Identify, Policy, Request, anonymous
+from chat.api.request import NOSNIFF, SCOPE_KEY, Identify, Policy, Request, anonymous
 from chat.errors import (
     ChatError,
+    Forbidden,
     MethodNotAllowed,
     NotFound,
 )
@@ -121,7 +123,7 @@ class Pipeline:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":  # no route takes one: refused, not left to Quart
-            await send({"type": "websocket.close", "code": 1008, "reason": ""})
+            await refuse_websocket(scope, send)
             return
         if scope["type"] != "http":  # lifespan (start-up and shutdown): Quart's
             await self.quart(scope, receive, send)
@@ -238,3 +240,16 @@ def _log_request(request: Request) -> None:
             "endpoint": request.endpoint or None,
         },
     )
+
+
+async def refuse_websocket(scope: WebsocketScope, send: ASGISendCallable) -> None:
+    """403 to a websocket handshake: the JSON envelope, as every error, where the server can
+    send an answer of its own (ASGI's ``websocket.http.response``, which Hypercorn offers);
+    otherwise a close before the handshake, which the server answers with a bare 403."""
+    if "websocket.http.response" not in (scope.get("extensions") or {}):
+        await send({"type": "websocket.close", "code": 1008, "reason": ""})
+        return
+    answer = answer_for(Forbidden("this service serves no websocket: streams are SSE (GET)"))
+    headers = [*answer.headers, NOSNIFF]
+    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": answer.body, "more_body": False})

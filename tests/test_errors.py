@@ -439,8 +439,11 @@ async def test_every_route_with_a_json_body_refuses_what_is_not_json(
 
 
 async def test_json_answers_name_their_charset(client: httpx.AsyncClient, seeded: str) -> None:
-    """API.md: JSON in and out as ``application/json; charset=utf-8``, successes included."""
+    """API.md: JSON in and out as ``application/json; charset=utf-8``, successes included; a
+    204 has no body and names no type (it said text/html)."""
     for path in ("/healthz", "/api/rooms", f"/api/rooms/{seeded}", f"/api/rooms/{seeded}/messages"):
         response = await client.get(path)
         assert response.status_code == 200, (path, response.text)
         assert response.headers["content-type"] == "application/json; charset=utf-8", path
+    marked = await client.put(f"/api/rooms/{seeded}/read", json={"user": "u", "last_read_id": 1})
+    assert marked.status_code == 204 and "content-type" not in marked.headers  # nothing to type

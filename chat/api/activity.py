@@ -16,7 +16,15 @@ from quart_schema import (
 )
 
 from chat import access, activitystreams
-from chat.api.deps import commit_event, identity, require_room, services, write_as, write_in
+from chat.api.deps import (
+    commit_event,
+    identity,
+    no_content,
+    require_room,
+    services,
+    write_as,
+    write_in,
+)
 from chat.api.envelope import field_errors
 from chat.errors import NotFound, ValidationFailed
 from chat.events import make_event
@@ -197,7 +205,7 @@ async def mark_read(room: str, data: ReadIn) -> Response:
     check_room(room)
     user = write_as(data.user, "user")
     await write_in(room, writes.mark_read(room, user, data.last_read_id))
-    return Response(status=204)
+    return no_content()
 
 
 @bp.get("/api/users/<user>/unread")

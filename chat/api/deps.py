@@ -97,6 +97,13 @@ async def require_room(room: str, svc: Services | None = None) -> None:
         raise NotFound(f"no room {room!r}")
 
 
+def no_content() -> Response:
+    """204: no body, so no ``Content-Type`` either (Quart would name text/html)."""
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
 def event_response(body: bytes, status: int) -> Response:
     """The stored event's JSON, byte for byte what subscribers receive."""
     return Response(body, status=status, content_type=JSON)

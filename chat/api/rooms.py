@@ -8,7 +8,7 @@ from quart import Blueprint, Response
 from quart_schema import document_response, validate_querystring, validate_request
 
 from chat import access
-from chat.api.deps import identity, services
+from chat.api.deps import identity, no_content, services
 from chat.errors import NotFound
 from chat.filters import user_name
 from chat.models import (
@@ -159,4 +159,4 @@ async def remove_member(room: str, user: str) -> Response:
     access.may_remove(who, room, user, svc.book)
     assert who is not None
     await svc.store.write(accounts.remove_member(room, user, who.user))
-    return Response(status=204)
+    return no_content()

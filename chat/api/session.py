@@ -17,7 +17,7 @@ from quart_schema import document_response, validate_request
 
 from chat import credentials
 from chat.api.auth import COOKIE
-from chat.api.deps import identity, services
+from chat.api.deps import identity, no_content, services
 from chat.errors import Conflict, Unauthorized
 from chat.events import now_rfc3339
 from chat.identity import Role
@@ -137,7 +137,7 @@ async def end() -> Response:
     if who.token_hash is not None:
         await svc.store.write(accounts.revoke_token(token_hash=who.token_hash))
         svc.auth.revoked([who.token_hash])
-    response = Response(status=204)
+    response = no_content()
     response.headers["Cache-Control"] = NO_STORE
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax")
     return response

@@ -231,6 +231,24 @@ async def test_from_now_misses_nothing_and_replays_nothing(server: LiveServer, r
             assert seen([await bounded(waiting)]) == [(new.id, "new")]
 
 
+async def test_rooms_and_latest_id_see_past_the_first_page(
+    make_server: Callable[..., LiveServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``rooms()`` follows ``GET /api/rooms``'s pages, so ``latest_id`` (and with it a stream
+    "from now", and ``chat tail``) sees a room that sorts past the first page: with one page
+    of the server's default 200 it read 0 here and a stream from now replayed the history."""
+    live = make_server()
+    names = [f"r{i:03d}" for i in range(201)]  # one more than the server's default page
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+        for name in names:
+            assert (await http.put(f"/api/rooms/{name}", json={})).status_code == 201
+    monkeypatch.setattr("chat.client.chat_client.ROOM_PAGE", 150)  # two pages of this client
+    async with ChatClient(live.url) as chat:
+        last = await bounded(chat.post(names[-1], "the newest event", author="alice"))
+        assert [room.name for room in await bounded(chat.rooms())] == names
+        assert await bounded(chat.latest_id()) == last.id
+
+
 @pytest.mark.parametrize("how", ["terminate", "kill"])
 async def test_every_message_once_in_order_across_a_server_restart(
     make_server: Callable[..., LiveServer], how: str

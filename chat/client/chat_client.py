@@ -13,6 +13,7 @@ from chat.client.errors import ResponseError, Unreachable, describe, error_for
 from chat.client.stream import EventStream
 from chat.client.types import AsyncClosing, Filters, HistoryPage, Message, OnReconnect, OnReset
 from chat.models import (
+    ROOM_PAGE_MAX,
     MessageIn,
     NotificationPage,
     NotificationsRead,
@@ -24,6 +25,7 @@ from chat.models import (
 DEFAULT_TIMEOUT_S = 10.0
 STREAM_IDLE_TIMEOUT_S = 60.0  # four heartbeats (CHAT_HEARTBEAT_SECONDS, 15 s) of silence
 MAX_BACKOFF_S = 10.0
+ROOM_PAGE = ROOM_PAGE_MAX  # rooms a GET /api/rooms asks for: the most one page holds
 
 
 class ChatClient(AsyncClosing):
@@ -153,9 +155,17 @@ class ChatClient(AsyncClosing):
         return HistoryPage.model_validate(response.json())
 
     async def rooms(self) -> list[Room]:
-        """The rooms this client may see, sorted by name."""
-        response = await self._request("GET", "/api/rooms")
-        return RoomList.model_validate(response.json()).rooms
+        """The rooms this client may see, sorted by name: every page of ``GET /api/rooms``
+        (1,000 rooms a request), following ``next`` while ``has_more``."""
+        rooms: list[Room] = []
+        params: dict[str, str | int] = {"limit": ROOM_PAGE}
+        while True:
+            response = await self._request("GET", "/api/rooms", params=params)
+            page = RoomList.model_validate(response.json())
+            rooms += page.rooms
+            if not page.has_more or page.next is None:
+                return rooms
+            params["after"] = page.next
 
     async def latest_id(self) -> int:
         """The newest event id in the rooms this client may see (0 when there is none). Ids

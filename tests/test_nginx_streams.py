@@ -409,7 +409,7 @@ async def test_standard_event_sources_follow_a_room_through_nginx_across_app_shu
 async def test_a_stream_with_no_app_reachable_gets_200_a_jittered_retry_and_its_end(
     tmp_path: Path, nginx_program: str, compose: Json
 ) -> None:
-    """nginx alone (nothing listens at the upstream addresses): both stream paths, GET and
+    """nginx alone (nothing listens at the upstream addresses): the three stream paths, GET and
     with Last-Event-ID, are 200 event streams that say when to come back and end; the retry
     varies from one request to the next, so clients sent away together spread out. A REST
     path keeps the JSON 503 (test_deploy.test_nginx_own_errors_are_json)."""
@@ -418,8 +418,13 @@ async def test_a_stream_with_no_app_reachable_gets_200_a_jittered_retry_and_its_
     try:
         async with httpx.AsyncClient(base_url=nginx.url, timeout=10) as client:
             retries = set()
+            paths = (
+                "/api/events?rooms=a,b",
+                "/api/rooms/general/events",
+                "/api/users/alice/notifications/events",
+            )
             for index in range(24):
-                path = "/api/events?rooms=a,b" if index % 2 else "/api/rooms/general/events"
+                path = paths[index % len(paths)]
                 answer = await client.get(path, headers={"Last-Event-ID": str(index)})
                 assert answer.status_code == 200, answer.text
                 assert answer.headers["content-type"] == "text/event-stream; charset=utf-8"

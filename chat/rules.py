@@ -181,6 +181,9 @@ KEYCAP = "\u20e3"  # 1️⃣: a digit made an emoji by the combining keycap
 _SHORTCODE = re.compile(r":[a-z0-9_+-]{1,32}:")
 
 
+ZWJ = "\u200d"
+
+
 def _emoji(value: str) -> str:
     """One grapheme cluster that is a symbol (an emoji, with its modifiers and joiners), or a
     ``:shortcode:``; never a letter, a digit, a space or a word."""
@@ -188,6 +191,8 @@ def _emoji(value: str) -> str:
         return value
     if _GRAPHEME.fullmatch(value) is None:
         raise ValueError("must be one emoji (a single grapheme cluster) or a :shortcode:")
+    if value.endswith(ZWJ):  # joins nothing (UTS #51): a look-alike of the emoji before it
+        raise ValueError("must not end with a zero-width joiner")
     categories = {unicodedata.category(ch) for ch in value}
     symbol = bool(categories & {"So", "Sk", "Sm", "Sc"}) or value.endswith(KEYCAP)
     if not symbol or any(c[0] in "LZ" or c == "Cc" for c in categories):

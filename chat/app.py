@@ -57,11 +57,12 @@ class ChatJSONProvider(DefaultJSONProvider):
 
     Bodies are read by the json module, whose integers are exact (orjson reads one past 64
     bits as a float, and the input rules refuse such numbers rather than change them), but
-    strictly: NaN and Infinity, which are not JSON, and nesting deeper than the interpreter's
-    recursion limit are a ValueError, which the request turns into 400 ``invalid_json``
-    (before, the recursion was a 500). Answers: fields in their order, characters as they
-    are, ``application/json; charset=utf-8`` (API.md), pydantic models converted as
-    quart-schema's provider converts them."""
+    strictly: NaN and Infinity, which are not JSON, an escaped lone surrogate (``"\\ud800"``,
+    no character: orjson refuses it too) and nesting deeper than the interpreter's recursion
+    limit are a ValueError, which the request turns into 400 ``invalid_json`` (before, the
+    recursion was a 500). Answers: fields in their order, characters as they are,
+    ``application/json; charset=utf-8`` (API.md), pydantic models converted as quart-schema's
+    provider converts them."""
 
     sort_keys = False  # keep the fields in event order
     ensure_ascii = False  # emoji as they are
@@ -69,16 +70,20 @@ class ChatJSONProvider(DefaultJSONProvider):
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
-            return json.loads(s, parse_constant=_not_a_number)
+            value = json.loads(s, parse_constant=_not_a_number)
+            text = s.decode("utf-8", "replace") if isinstance(s, bytes) else s
+            if "\\u" in text:  # only an escape makes a lone surrogate, and it fails here:
+                json.dumps(value, ensure_ascii=False).encode()
+            return value
         except RecursionError:
             raise ValueError("the body is nested too deeply") from None
+        except UnicodeEncodeError:
+            raise ValueError(
+                "the body escapes half a surrogate pair, which is no character"
+            ) from None
 
-    @staticmethod
-    def default(o: Any) -> Any:
-        try:
-            return DefaultJSONProvider.default(o)
-        except TypeError:
-            return to_jsonable_python(o)
+    # pydantic's conversion, which quart-schema's provider applies too: RFC 3339 times
+    default = staticmethod(to_jsonable_python)
 
 
 def create_app(

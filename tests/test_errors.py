@@ -410,6 +410,7 @@ async def test_edge_input_is_a_4xx_never_a_500(
 NOT_JSON = {
     "nested 5,000 deep": b"[" * 5000 + b"]" * 5000,  # the json module's RecursionError: a 500
     "NaN": b'{"text": NaN}',  # the json module reads it as a float
+    "a lone surrogate": b'{"text": "\\ud800"}',  # half a UTF-16 pair: no character
 }
 
 
@@ -447,3 +448,12 @@ async def test_json_answers_name_their_charset(client: httpx.AsyncClient, seeded
         assert response.headers["content-type"] == "application/json; charset=utf-8", path
     marked = await client.put(f"/api/rooms/{seeded}/read", json={"user": "u", "last_read_id": 1})
     assert marked.status_code == 204 and "content-type" not in marked.headers  # nothing to type
+
+
+async def test_an_escaped_surrogate_pair_is_one_character(client: httpx.AsyncClient) -> None:
+    """The other side of refusing half a pair: a whole escaped pair is the character it spells."""
+    body = b'{"title": "\\ud83d\\ude00 party"}'
+    headers = {"content-type": "application/json"}
+    response = await client.put("/api/rooms/escaped-pair", content=body, headers=headers)
+    assert response.status_code == 201, response.text
+    assert response.json()["title"] == "\U0001f600 party"

@@ -25,6 +25,7 @@ from chat.config import Settings
 from chat.errors import Forbidden
 from chat.serve import hypercorn_config, serve
 from tests.live import LiveServer, free_port, open_stream, scrape
+from tests.scaleout_helpers import eventually
 from tests.test_errors import assert_error
 
 pytestmark = pytest.mark.sqlite_only  # the pipeline, on SQLite alone: conftest.py
@@ -227,16 +228,18 @@ async def answer_head(port: int, request: bytes) -> bytes:
             writer.close()
 
 
-async def test_a_websocket_request_is_refused(server: LiveServer) -> None:
+async def test_a_websocket_request_is_refused(make_server: Callable[..., LiveServer]) -> None:
     """No route takes a websocket: the handshake is refused, not left to Quart, with the JSON
-    envelope and nosniff like every error (API.md, ACCESS.md)."""
+    envelope, its request id and nosniff like every error (API.md, ACCESS.md), and a line in
+    the access log like every request."""
+    live = make_server(CHAT_LOG_FORMAT="json")
     async with asyncio.timeout(TIMEOUT_S):
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
         try:
             writer.write(
-                b"GET /api/rooms/r/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                b"Sec-WebSocket-Version: 13\r\n\r\n"
+                b"GET /api/rooms/r/events?access_token=SECRET HTTP/1.1\r\nHost: x\r\n"
+                b"Upgrade: websocket\r\nConnection: Upgrade\r\nX-Request-ID: ws-refused-1\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
             )
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
@@ -247,7 +250,17 @@ async def test_a_websocket_request_is_refused(server: LiveServer) -> None:
     assert lines[0].startswith("HTTP/1.1 403 "), head
     assert fields["content-type"] == "application/json; charset=utf-8", fields
     assert fields["x-content-type-options"] == "nosniff", fields
-    assert orjson.loads(body)["error"]["code"] == "forbidden", body
+    assert fields["x-request-id"] == "ws-refused-1", fields
+    error = orjson.loads(body)["error"]
+    assert (error["code"], error["request_id"]) == ("forbidden", "ws-refused-1"), error
+
+    async def logged() -> list[dict[str, Any]]:
+        found = [orjson.loads(line) for line in live.log().splitlines() if "ws-refused-1" in line]
+        return [line for line in found if line.get("event") == "request"]
+
+    (line,) = await eventually(logged, TIMEOUT_S, "the refusal's line in the access log")
+    assert (line["status"], line["method"]) == (403, "GET"), line
+    assert line["path"] == "/api/rooms/r/events?access_token=[redacted]", line
 
 
 async def test_a_body_over_the_limit_is_413_even_if_its_tail_stalls(

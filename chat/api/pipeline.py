@@ -45,6 +45,7 @@ from hypercorn.typing import (
     ASGIReceiveCallable,
     ASGISendCallable,
     ASGISendEvent,
+    HTTPScope,
     Scope,
     WebsocketScope,
 )
@@ -123,16 +124,12 @@ class Pipeline:
         self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
     ) -> None:
         if scope["type"] == "websocket":  # no route takes one: refused, not left to Quart
-            await refuse_websocket(scope, send)
+            await self.refuse_websocket(scope, receive, send)
             return
         if scope["type"] != "http":  # lifespan (start-up and shutdown): Quart's
             await self.quart(scope, receive, send)
             return
-        request = Request(scope, receive, send)  # 1. record
-        if self.forwarded is not None:
-            request.client = self.forwarded.client(
-                request.client, request.header(b"x-forwarded-for")
-            )
+        request = self.record(scope, receive, send)  # 1. record
         scope[SCOPE_KEY] = request  # type: ignore[literal-required]
         miss = self.locate(request)
         if request.endpoint in self.endpoint_headers:
@@ -163,6 +160,45 @@ class Pipeline:
             # The scope and the Request refer to each other: without this, every request's
             # body would wait for the cyclic collector, which serve.tune_gc runs seldom.
             del scope[SCOPE_KEY]  # type: ignore[misc]
+            self.metrics.answered(request.endpoint, request.served_by, request.status)
+            if access_log.isEnabledFor(logging.INFO):
+                _log_request(request)
+
+    def record(
+        self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> Request:
+        """The request's access record, with the client's address (a trusted proxy's
+        ``X-Forwarded-For``, when one is configured)."""
+        request = Request(scope, receive, send)
+        if self.forwarded is not None:
+            request.client = self.forwarded.client(
+                request.client, request.header(b"x-forwarded-for")
+            )
+        return request
+
+    async def refuse_websocket(
+        self, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        """403 to a websocket handshake, recorded and logged like any request: the JSON
+        envelope with the request id and nosniff where the server can send an answer of its
+        own (ASGI's ``websocket.http.response``, which Hypercorn offers); otherwise a close
+        before the handshake, which the server answers with a bare 403."""
+        record = {**scope, "method": "GET"}  # what the access record reads of a request
+        request = self.record(record, receive, send)  # type: ignore[arg-type]
+        try:
+            if "websocket.http.response" not in (scope.get("extensions") or {}):
+                await send({"type": "websocket.close", "code": 1008, "reason": ""})
+                request.status = 403
+                return
+            error = Forbidden("this service serves no websocket: its streams are SSE (a GET)")
+            answer = answer_for(error, request.request_id())
+            headers = [*answer.headers, (b"x-request-id", request.request_id()), NOSNIFF]
+            await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
+            await send(
+                {"type": "websocket.http.response.body", "body": answer.body, "more_body": False}
+            )
+            request.status, request.sent_bytes = 403, len(answer.body)
+        finally:
             self.metrics.answered(request.endpoint, request.served_by, request.status)
             if access_log.isEnabledFor(logging.INFO):
                 _log_request(request)
@@ -240,16 +276,3 @@ def _log_request(request: Request) -> None:
             "endpoint": request.endpoint or None,
         },
     )
-
-
-async def refuse_websocket(scope: WebsocketScope, send: ASGISendCallable) -> None:
-    """403 to a websocket handshake: the JSON envelope, as every error, where the server can
-    send an answer of its own (ASGI's ``websocket.http.response``, which Hypercorn offers);
-    otherwise a close before the handshake, which the server answers with a bare 403."""
-    if "websocket.http.response" not in (scope.get("extensions") or {}):
-        await send({"type": "websocket.close", "code": 1008, "reason": ""})
-        return
-    answer = answer_for(Forbidden("this service serves no websocket: streams are SSE (GET)"))
-    headers = [*answer.headers, NOSNIFF]
-    await send({"type": "websocket.http.response.start", "status": 403, "headers": headers})
-    await send({"type": "websocket.http.response.body", "body": answer.body, "more_body": False})

@@ -14,6 +14,7 @@ import pytest
 
 from chat.client import (
     ChatClient,
+    ClientError,
     Event,
     EventStream,
     Filters,
@@ -247,6 +248,23 @@ async def test_rooms_and_latest_id_see_past_the_first_page(
         last = await bounded(chat.post(names[-1], "the newest event", author="alice"))
         assert [room.name for room in await bounded(chat.rooms())] == names
         assert await bounded(chat.latest_id()) == last.id
+
+
+async def test_rooms_stops_when_a_server_pages_in_place() -> None:
+    """A server (or a proxy, or an older build) that says ``has_more`` with a ``next`` that
+    does not move on would have rooms() ask for the same page forever: it raises instead."""
+    asked: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked.append(str(request.url))
+        room = {"name": "a", "title": "a", "created_at": "2026-12-05T00:00:00.000Z"}
+        room |= {"last_event_id": 1, "subscribers": 0}
+        return httpx.Response(200, json={"rooms": [room], "has_more": True, "next": "a"})
+
+    async with ChatClient("http://chat.test", transport=httpx.MockTransport(answer)) as chat:
+        with pytest.raises(ClientError, match="does not move on"):
+            await bounded(chat.rooms())
+    assert len(asked) == 2  # the first page, and the one that named the same `next`
 
 
 @pytest.mark.parametrize("how", ["terminate", "kill"])

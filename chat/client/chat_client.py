@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chat.client.errors import ResponseError, Unreachable, describe, error_for
+from chat.client.errors import ClientError, ResponseError, Unreachable, describe, error_for
 from chat.client.stream import EventStream
 from chat.client.types import AsyncClosing, Filters, HistoryPage, Message, OnReconnect, OnReset
 from chat.models import (
@@ -159,13 +159,16 @@ class ChatClient(AsyncClosing):
         (1,000 rooms a request), following ``next`` while ``has_more``."""
         rooms: list[Room] = []
         params: dict[str, str | int] = {"limit": ROOM_PAGE}
+        after = ""
         while True:
             response = await self._request("GET", "/api/rooms", params=params)
             page = RoomList.model_validate(response.json())
             rooms += page.rooms
-            if not page.has_more or page.next is None:
+            if not page.has_more:
                 return rooms
-            params["after"] = page.next
+            if page.next is None or page.next <= after:  # would ask for the same page forever
+                raise ClientError(f"GET /api/rooms: `next` ({page.next!r}) does not move on")
+            params["after"] = after = page.next
 
     async def latest_id(self) -> int:
         """The newest event id in the rooms this client may see (0 when there is none). Ids

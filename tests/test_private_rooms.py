@@ -326,6 +326,42 @@ async def test_removal_follows_event_order_across_processes(cluster: Cluster) ->
     assert [e["text"] for e in carl_secret[1:]] == [str(n) for n in range(20, 30)]
 
 
+async def test_a_write_is_checked_against_the_store_not_a_book_that_lags(
+    make_server: Callable[..., LiveServer], tmp_path: Path
+) -> None:
+    """Two processes on one store, each with its own (local) broker, so the second never
+    hears of the first's events: the longest a broker can lag. Alice creates a private room
+    on the first; a guest's writes into it on the second, whose book does not know the room,
+    are refused (404) and leave nothing behind. Before, the second process checked at commit
+    only rooms its book knew to be private, and committed the guest's message (a probe found
+    it with two processes and Redis: the window was the broker's latency)."""
+    first = make_server()
+    tokens = await seed_people(first.database)
+    later = LiveServer(tmp_path / "second", database=first.database)
+    (tmp_path / "second").mkdir()
+    later.start()
+    try:
+        async with (
+            httpx.AsyncClient(
+                base_url=first.url, timeout=10, headers=bearer(tokens["alice"])
+            ) as alice,
+            httpx.AsyncClient(base_url=later.url, timeout=10) as guest,
+        ):
+            made = await alice.put("/api/rooms/hidden", json={"private": True})
+            assert made.status_code == 201, made.text
+            for path, body in (
+                ("/api/rooms/hidden/messages", {"author": "guest", "text": "intruder"}),
+                ("/api/rooms/hidden/messages/batch", {"messages": [{"author": "g", "text": "x"}]}),
+                ("/api/rooms/hidden/activity", {"actor": "g", "verb": "v", "object": "o"}),
+            ):
+                refused = await guest.post(path, json=body)
+                assert refused.status_code == 404, (path, refused.text)
+            history = await alice.get("/api/rooms/hidden/messages")
+            assert history.status_code == 200 and history.json()["messages"] == []
+    finally:
+        later.terminate()
+
+
 async def test_joining_an_existing_room_by_put_changes_nothing_and_needs_no_ownership(
     people: People,
 ) -> None:

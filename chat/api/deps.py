@@ -151,18 +151,12 @@ async def commit_idempotent(
     else:
         fingerprint = writes.fingerprint(*request_line, body() if callable(body) else body)
     return await svc.store.write(
-        writes.idempotent(room, key, fingerprint, guard(svc, room, who, op))
+        writes.idempotent(room, key, fingerprint, accounts.guarded(room, who, op))
     )
 
 
-def guard(svc: Services, room: str, who: Identity | None, op: WriteOp[T]) -> WriteOp[T]:
-    """``op``, checked again at its commit (``accounts.guarded``) when the room is private:
-    a removal made on another process may not have reached this one's book yet. A public
-    room is not checked (a query per write, in the rooms benchmark's many rooms)."""
-    return accounts.guarded(room, who, op) if svc.book.is_private(room) else op
-
-
 async def write_in(room: str, op: WriteOp[T]) -> T:
-    """Commit a write into a room, if the asker may still write there (``guard``)."""
+    """Commit a write into a room if the asker may write there as the store has it at the
+    commit (``accounts.guarded``)."""
     svc = services()
-    return await svc.store.write(guard(svc, room, identity(), op))
+    return await svc.store.write(accounts.guarded(room, identity(), op))

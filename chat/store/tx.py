@@ -89,21 +89,31 @@ class Tx:
 
     def may_write(self, room: str, user: str | None) -> bool:
         """Whether ``user`` (None: a guest) may write into the room now: any room but a
-        private one, whose members may (asked once per room and user in a transaction)."""
+        private one, whose members may. A room once found public is known so for every later
+        transaction (privacy never changes); others are asked once per room and user in a
+        transaction."""
+        if room in self.db.public_rooms:
+            return True
         known = self.writers.get((room, user))
         if known is None:
-            known = self.writers[(room, user)] = self.room_access(room, user) != "closed"
+            access = self.room_access(room, user)
+            if access == "public":
+                self.public.add(room)
+            known = self.writers[(room, user)] = access != "closed"
         return known
 
     def room_access(self, room: str, user: str | None) -> str:
-        """The room as the store has it now, for ``user``: ``"public"`` (or not created
-        yet), ``"member"`` (a private room ``user`` is a member of) or ``"closed"``."""
+        """The room as the store has it now, for ``user``: ``"public"``, ``"none"`` (not
+        created yet: anyone may write, and the first write makes it public), ``"member"`` (a
+        private room ``user`` is a member of) or ``"closed"``."""
         row = self.conn.execute(
             "SELECT r.private, EXISTS (SELECT 1 FROM members m WHERE m.room = r.name "
             'AND m."user" = ?) FROM rooms r WHERE r.name = ?',
             (user, room),
         ).fetchone()
-        if row is None or not row[0]:
+        if row is None:
+            return "none"
+        if not row[0]:
             return "public"
         return "member" if row[1] else "closed"
 

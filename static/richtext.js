@@ -136,7 +136,7 @@ const SHORTCODES = {
 /** The emoji a reaction shows: a known `:shortcode:` as its emoji, anything else as it is. */
 export function emojiOf(reaction) {
   const m = /^:([a-z0-9_+-]+):$/.exec(reaction);
-  return (m && SHORTCODES[m[1]]) || reaction;
+  return (m && Object.hasOwn(SHORTCODES, m[1]) && SHORTCODES[m[1]]) || reaction; // not :constructor:
 }
 
 /** The text as the reader sees it, without its Markdown markers (a reply's quote, say). */

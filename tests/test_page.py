@@ -237,12 +237,25 @@ async def test_reactions_count_per_author(
         await react(client, "general", event["id"], "carol", "🎉")
         party = message.locator('[data-testid="reaction"][data-emoji="🎉"]')
         await expect(party).to_contain_text("1")
+        # a shortcode is shown as its emoji when the page knows it, else as it came: never
+        # as what a name of JavaScript's Object holds ("function Object() { [native code] }")
+        await react(client, "general", event["id"], "carol", ":rocket:")
+        await react(client, "general", event["id"], "carol", ":constructor:")
+        rocket = message.locator('[data-testid="reaction"][data-emoji=":rocket:"]')
+        await expect(rocket).to_have_text(re.compile(r"^\s*🚀\s*1\s*$"))
+        odd = message.locator('[data-testid="reaction"][data-emoji=":constructor:"]')
+        await expect(odd).to_have_text(re.compile(r"^\s*:constructor:\s*1\s*$"))
 
         await thumbs.click()  # ann takes hers back
         await expect(thumbs).to_contain_text("1")
         await expect(thumbs).to_have_attribute("aria-pressed", "false")
         history = (await client.get("/api/rooms/general/messages")).json()["messages"]
-        assert history[0]["reactions"] == {"👍": ["carol"], "🎉": ["carol"]}
+        assert history[0]["reactions"] == {
+            "👍": ["carol"],
+            "🎉": ["carol"],
+            ":rocket:": ["carol"],
+            ":constructor:": ["carol"],
+        }
         watch.assert_clean()
 
 

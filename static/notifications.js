@@ -25,10 +25,24 @@ export async function refreshNotifications() {
   } catch { /* kept as it was: the next notify event or reconnection asks again */ }
 }
 
-/** A `notify` event of the stream: something new for this user. */
-export function onNotify() {
+// A burst of notify events (a batch of 500 messages that mention the user, say) asks the
+// server once at its start and once more at most every NOTIFY_EVERY_MS, not once an event.
+const NOTIFY_EVERY_MS = 500;
+let quietUntil = 0;
+let trailing = null;
+
+function reloadForNotify() {
+  quietUntil = performance.now() + NOTIFY_EVERY_MS;
   if (state.notif.open) loadPanel();
   else refreshNotifications();
+}
+
+/** A `notify` event of the stream: something new for this user. */
+export function onNotify() {
+  if (trailing !== null) return; // a reload is due already, and will see this one too
+  const wait = quietUntil - performance.now();
+  if (wait <= 0) reloadForNotify();
+  else trailing = setTimeout(() => { trailing = null; reloadForNotify(); }, wait);
 }
 
 async function markRead(groups) {

@@ -152,3 +152,27 @@ async def test_a_group_without_a_message_opens_its_room_and_the_count_survives_a
         await expect(room_item(page, "ops")).to_have_attribute("aria-current", "true")
         await expect(page.get_by_test_id("message-list").get_by_test_id("message")).to_have_count(1)
         watch.assert_clean()
+
+
+async def test_a_burst_of_mentions_asks_the_server_a_few_times_not_once_each(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """One batch of 60 messages that mention ann brings her page 60 ``notify`` events: its
+    bell reaches the count with a few requests (once at the burst's start, then at most every
+    half second), where it made one request each (a probe saw 500 in 8 s for 500)."""
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await expect_count(page, 0)
+        asked: list[str] = []
+        page.on(
+            "request",
+            lambda request: asked.append(request.url) if "/notifications" in request.url else None,
+        )
+        texts = [{"author": "bob", "text": f"@ann spam {i}"} for i in range(60)]
+        made = await client.post("/api/rooms/side/messages/batch", json={"messages": texts})
+        assert made.status_code == 201, made.text
+        unread = (await client.get("/api/users/ann/notifications/unread")).json()["unread"]
+        assert unread > 0
+        await expect_count(page, unread)
+        assert 1 <= len(asked) <= 10, asked
+        watch.assert_clean()

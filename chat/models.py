@@ -261,6 +261,10 @@ class SessionOptions(BaseModel):
     auth: Literal["open", "required"] = Field(
         description="`open`: guests may read and post under a name; `required`: sign in first."
     )
+    max_rooms_per_stream: int = Field(
+        description="The most rooms one stream's `rooms=` may name (CHAT_MAX_ROOMS_PER_STREAM, "
+        "0: no limit); a client that follows more asks for `rooms=*`."
+    )
 
 
 # -- notifications (API.md, "Notifications") -------------------------------------------------

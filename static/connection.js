@@ -1,10 +1,11 @@
 // The page's one stream of events (chat-client.js) for every joined room, and the connection
 // badge that shows it. Browsers allow six HTTP/1.1 connections per host across all tabs: one
-// stream per tab. Besides the listed rooms' events it brings the signed-in user's own access
+// stream per tab (`rooms=*` past CHAT_MAX_ROOMS_PER_STREAM joined rooms). Besides the listed
+// rooms' events it brings the signed-in user's own access
 // events (room.created, member.added, member.removed) of other rooms, and `notify` events
 // (notify=1) for the bell. What the page does with them is the controls' (bindConnection).
 import { client } from './api.js';
-import { els } from './state.js';
+import { els, state } from './state.js';
 
 const handlers = { event: () => {}, reset: () => {}, open: () => {}, offline: () => {} };
 let sub = null;
@@ -50,9 +51,18 @@ export const stream = {
    * stream to them; `since` replays the events of rooms it adds from after that id.
    */
   open(rooms, user, { lastEventId = null, since = null } = {}) {
-    if (sub) { sub.setRooms(rooms, { since }); return; }
+    // More rooms than one stream may name (an account can be added to any number of private
+    // rooms): follow every room the user may see instead. The events of rooms the page does
+    // not follow change nothing there (applyEvent looks at the joined list), and a room added
+    // later is on the stream already, so it needs no reconnection.
+    const limit = state.maxRoomsPerStream;
+    const asked = limit > 0 && rooms.length > limit ? '*' : rooms;
+    if (sub) {
+      if (asked !== '*' || sub.rooms !== '*') sub.setRooms(asked, { since });
+      return;
+    }
     sub = client.subscribe({
-      rooms,
+      rooms: asked,
       filters: { user, notify: true },
       lastEventId,
       onEvent: (ev) => handlers.event(ev),

@@ -13,7 +13,9 @@ import { reconcile } from './membership.js';
  */
 export async function boot(enter) {
   try {
-    state.auth = (await api.sessionOptions()).auth === 'required' ? 'required' : 'open';
+    const options = await api.sessionOptions();
+    state.auth = options.auth === 'required' ? 'required' : 'open';
+    if (Number.isInteger(options.max_rooms_per_stream)) state.maxRoomsPerStream = options.max_rooms_per_stream;
   } catch {
     state.auth = 'open';
   }

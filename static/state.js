@@ -28,6 +28,7 @@ export const state = {
   role: null, // the session's role (admin, member, bot), null when not signed in
   guest: true, // a guest name (open mode, no password): no private rooms, no members to manage
   auth: 'open', // the server's mode: open or required
+  maxRoomsPerStream: 100, // the most rooms one stream may name (0: no limit): more follow rooms=*
   private: new Map(), // room -> true when private (known from the server)
   members: new Map(), // room -> Map(user -> role), for rooms whose members were loaded
   rooms: [],

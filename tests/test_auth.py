@@ -159,7 +159,7 @@ async def test_open_mode_signs_in_guest_names_that_no_account_holds(
         )
         assert posted.json()["author"] == "carl"
         options = await client.get("/api/session/options")
-        assert options.json() == {"auth": "open"}
+        assert options.json() == {"auth": "open", "max_rooms_per_stream": 100}
 
 
 async def test_a_guest_is_not_present_under_an_accounts_name(

@@ -457,3 +457,55 @@ async def test_open_mode_an_account_name_asks_for_its_password(
         await expect(page.get_by_test_id("room-new-private")).to_be_visible()
         assert watch.dialogs == []
         watch.assert_clean()
+
+
+async def test_more_rooms_than_one_stream_may_name_keep_the_page_live(
+    browser: Browser, make_server: Callable[..., LiveServer]
+) -> None:
+    """Anyone signed in may add bob to private rooms, as many as they like: past
+    CHAT_MAX_ROOMS_PER_STREAM (3 here, 100 by default) a stream naming them all is refused
+    (400), and bob's page was offline for good, reload or not. The page now follows
+    ``rooms=*`` then, on its one stream: it stays live, in its rooms and the new ones."""
+    live = make_server(CHAT_AUTH="required", CHAT_MAX_ROOMS_PER_STREAM="3", **FAST)
+    await add_accounts(live.database, "alice", "bob")
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as http:
+        token = (
+            await http.post("/api/session", json={"user": "alice", "password": PASSWORDS["alice"]})
+        ).json()["token"]
+    head = {"Authorization": f"Bearer {token}"}
+    async with (
+        watched(browser) as watch,
+        httpx.AsyncClient(base_url=live.url, timeout=10, headers=head) as alice,
+    ):
+        watch.tolerated = re.compile(STATUS.format(401))  # the page asks who is signed in
+        b = await sign_in(
+            await counted_page(watch, browser, "bob"), live.url, "bob", PASSWORDS["bob"]
+        )
+        await until(one_stream_with(b, "general"), "bob's stream of general")
+        rooms = [f"trap-{n}" for n in range(4)]
+        for room in rooms:
+            assert (
+                await alice.put(f"/api/rooms/{room}", json={"private": True})
+            ).status_code == 201
+            assert (await alice.put(f"/api/rooms/{room}/members/bob", json={})).status_code == 201
+        for room in rooms:
+            await expect(room_item(b, room)).to_have_count(1)
+
+        async def one_stream_of_every_room() -> bool:
+            streams = await streams_of(b)
+            return len(streams) == 1 and "rooms=*" in streams[0]
+
+        await until(one_stream_of_every_room, "bob's one stream of every room")
+        await expect(b.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        await alice.post("/api/rooms/general/messages", json={"text": "still live here"})
+        await expect(message_with(b, "still live here")).to_have_count(1)
+        await alice.post("/api/rooms/trap-3/messages", json={"text": "and in a new room"})
+        unread = room_item(b, "trap-3").get_by_test_id("room-unread")
+        await expect(unread).to_have_text(re.compile(r"^\s*1\s*$"))
+
+        await b.reload()  # after a reload too: the page starts on rooms=*
+        await until(one_stream_of_every_room, "bob's one stream of every room, reloaded")
+        await expect(b.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        await alice.post("/api/rooms/general/messages", json={"text": "after the reload"})
+        await expect(message_with(b, "after the reload")).to_have_count(1)
+        watch.assert_clean()

@@ -11,6 +11,7 @@ import functools
 import os
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 from quart_schema import document_response, validate_request
@@ -110,9 +111,11 @@ async def create(data: SessionIn) -> Response:
 
 @bp.get("/api/session/options")
 @document_response(SessionOptions)
-async def options() -> dict[str, str]:
-    """How to sign in here (public, for the page): `{"auth": "open" | "required"}`."""
-    return {"auth": services().settings.auth}
+async def options() -> dict[str, Any]:
+    """What the page needs before signing in (public): `{"auth": "open" | "required",
+    "max_rooms_per_stream"}`."""
+    settings = services().settings
+    return {"auth": settings.auth, "max_rooms_per_stream": settings.max_rooms_per_stream}
 
 
 @bp.get("/api/session")

@@ -4,7 +4,7 @@ import { applyToRoom } from './model.js';
 import { announce, atBottom, noteNewBelow, renderSoon } from './messages.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
 import { renderRooms } from './roomlist.js';
-import { cancelMarkers, countUnread, markRead, refreshUnread } from './unread.js';
+import { cancelMarkers, countUnread, markRead, refreshUnread, uncountUnread } from './unread.js';
 import { openRoom } from './rooms.js';
 import { onMemberEvent, reconcile } from './membership.js';
 import { onNotify } from './notifications.js';
@@ -47,6 +47,9 @@ export function applyEvent(ev) {
   if (ev.type === 'message' && room !== state.current && ev.author !== state.me && state.rooms.includes(room)) {
     countUnread(room, ev.id);
     renderRooms();
+  }
+  if (ev.type === 'message.deleted' && room !== state.current && state.rooms.includes(room)) {
+    if (uncountUnread(room, ev.message_id)) renderRooms();
   }
   if (ev.type === 'message' && room === state.current) stopTyping(ev.author);
   if (ev.type === 'message' && state.rooms.includes(room)) notifyDesktop(ev);

@@ -10,6 +10,33 @@ export function countUnread(room, id) {
   (state.unreadIds[room] ||= []).push(id);
 }
 
+/**
+ * A message of a room that is not open was deleted: if the stream had counted it, it counts no
+ * more (true); otherwise the server's count may have held it, and is asked for again soon.
+ */
+export function uncountUnread(room, id) {
+  const ids = state.unreadIds[room] || [];
+  const at = ids.indexOf(id);
+  if (at < 0) { refreshUnreadSoon(); return false; }
+  ids.splice(at, 1);
+  state.unread[room] = Math.max(0, (state.unread[room] || 0) - 1);
+  return true;
+}
+
+// Deletions come in bursts too: the server is asked once at a burst's start and then at most
+// every REFRESH_EVERY_MS, not once a deletion.
+const REFRESH_EVERY_MS = 500;
+let quietUntil = 0;
+let trailing = null;
+
+function refreshUnreadSoon() {
+  if (trailing !== null) return;
+  const wait = quietUntil - performance.now();
+  const run = () => { trailing = null; quietUntil = performance.now() + REFRESH_EVERY_MS; refreshUnread(); };
+  if (wait <= 0) run();
+  else trailing = setTimeout(run, wait);
+}
+
 export function clearUnread(room) {
   state.unread[room] = 0;
   delete state.unreadIds[room];

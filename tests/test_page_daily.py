@@ -679,3 +679,36 @@ async def test_a_busy_room_keeps_the_page_responsive_and_its_memory_bounded(
         again = [int(i) for i in await shown.evaluate_all("m => m.map(e => e.dataset.id)")]
         assert again[0] < ids[0] and again == sorted(again) and len(set(again)) == len(again)
         watch.assert_clean()
+
+
+async def test_deleted_messages_leave_the_unread_counts(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """A message deleted before it was read counts no more: the room's badge (and the tab's
+    title) came down only at a reload before, so three posts deleted again left "3" there."""
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await join_room(page, "lies")
+        await room_item(page, "general").click()
+        await expect(room_item(page, "general")).to_have_attribute("aria-current", "true")
+        badge = room_item(page, "lies").get_by_test_id("room-unread")
+
+        posted = [await say(client, "lies", "bob", f"look {n}") for n in range(3)]
+        await expect(badge).to_have_text(re.compile(r"^\s*3\s*$"))
+        for message in posted:
+            gone = await client.request(
+                "DELETE", f"/api/rooms/lies/messages/{message['id']}", json={"author": "bob"}
+            )
+            assert gone.status_code == 200, gone.text
+        await expect(badge.filter(has_text=re.compile(r"\S"))).to_have_count(0)
+
+        # counted by the server (after a reload), not from the stream: asked for again
+        kept = [await say(client, "lies", "bob", f"again {n}") for n in range(2)]
+        await page.reload()
+        await expect(badge).to_have_text(re.compile(r"^\s*2\s*$"))
+        gone = await client.request(
+            "DELETE", f"/api/rooms/lies/messages/{kept[0]['id']}", json={"author": "bob"}
+        )
+        assert gone.status_code == 200, gone.text
+        await expect(badge).to_have_text(re.compile(r"^\s*1\s*$"))
+        watch.assert_clean()

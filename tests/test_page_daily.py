@@ -712,3 +712,20 @@ async def test_deleted_messages_leave_the_unread_counts(
         assert gone.status_code == 200, gone.text
         await expect(badge).to_have_text(re.compile(r"^\s*1\s*$"))
         watch.assert_clean()
+
+
+async def test_a_room_of_tall_messages_opens_at_its_newest(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """Rows out of view are laid out at an estimated height (content-visibility): a room whose
+    last messages are tall opened with its newest message below the view, the "jump to
+    latest" control hidden and the room marked read. It opens at its newest now."""
+    for n in range(5):
+        await say(client, "general", "bob", f"short {n}")
+    for n in range(12):
+        await say(client, "general", "bob", "line\n" * 15 + f"tall {n}")
+    await say(client, "general", "bob", "NEWEST: the meeting moved to 3pm")
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        await expect(message_with(page, "NEWEST: the meeting moved to 3pm")).to_be_in_viewport()
+        watch.assert_clean()

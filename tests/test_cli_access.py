@@ -389,7 +389,7 @@ def test_serve_on_a_public_address_starts_once_chat_auth_is_set(tmp_path: Path, 
     proc = spawn_and_wait(argv, tmp_path / "serve.log", healthy, "serve", 20, cwd=tmp_path, env=env)
     try:
         mode = httpx.get(f"{url}/api/session/options", timeout=5).json()
-        assert mode == {"auth": "open" if how == "environment" else "required"}
+        assert mode["auth"] == ("open" if how == "environment" else "required"), mode
     finally:
         proc.kill()
         proc.wait(timeout=10)

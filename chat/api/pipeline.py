@@ -160,9 +160,7 @@ class Pipeline:
             # The scope and the Request refer to each other: without this, every request's
             # body would wait for the cyclic collector, which serve.tune_gc runs seldom.
             del scope[SCOPE_KEY]  # type: ignore[misc]
-            self.metrics.answered(request.endpoint, request.served_by, request.status)
-            if access_log.isEnabledFor(logging.INFO):
-                _log_request(request)
+            self.finish(request)
 
     def record(
         self, scope: HTTPScope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -175,6 +173,12 @@ class Pipeline:
                 request.client, request.header(b"x-forwarded-for")
             )
         return request
+
+    def finish(self, request: Request) -> None:
+        """The request's end: counted by endpoint and status, and its access log line."""
+        self.metrics.answered(request.endpoint, request.served_by, request.status)
+        if access_log.isEnabledFor(logging.INFO):
+            _log_request(request)
 
     async def refuse_websocket(
         self, scope: WebsocketScope, receive: ASGIReceiveCallable, send: ASGISendCallable
@@ -199,9 +203,7 @@ class Pipeline:
             )
             request.status, request.sent_bytes = 403, len(answer.body)
         finally:
-            self.metrics.answered(request.endpoint, request.served_by, request.status)
-            if access_log.isEnabledFor(logging.INFO):
-                _log_request(request)
+            self.finish(request)
 
     async def answer_preflight(self, request: Request) -> None:
         await request.send({"type": "http.response.start", "status": 204, "headers": []})

@@ -71,8 +71,8 @@ class ChatJSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         try:
             value = json.loads(s, parse_constant=_not_a_number)
-            text = s.decode("utf-8", "replace") if isinstance(s, bytes) else s
-            if "\\u" in text:  # only an escape makes a lone surrogate, and it fails here:
+            escaped = b"\\u" in s if isinstance(s, bytes) else "\\u" in s
+            if escaped:  # only an escape makes a lone surrogate, and it fails here:
                 json.dumps(value, ensure_ascii=False).encode()
             return value
         except RecursionError:

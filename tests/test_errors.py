@@ -407,6 +407,28 @@ async def test_edge_input_is_a_4xx_never_a_500(
         assert_error(response, status, code)
 
 
+MESSAGE_ID_ROUTES = [
+    # (method, path after the message id, body): every route with a message id in its path
+    ("PATCH", "", GOOD),
+    ("DELETE", "", {"author": "alice"}),
+    ("POST", "/reactions", {"author": "alice", "emoji": "👍"}),
+    ("DELETE", "/reactions", {"author": "alice", "emoji": "👍"}),
+]
+
+
+@pytest.mark.parametrize("message_id", ["0", "00", str(HUGE), "9" * 20])
+@pytest.mark.parametrize(("method", "tail", "body"), MESSAGE_ID_ROUTES)
+async def test_a_message_id_out_of_range_is_404_on_every_route(
+    client: httpx.AsyncClient, seeded: str, method: str, tail: str, body: object, message_id: str
+) -> None:
+    """0 and ids past SQLite's range name no message: 404 on every route of a message, as
+    an unknown id in range is (werkzeug answered DELETE /messages/0 with 405, PATCH with 404)."""
+    path = f"/api/rooms/{seeded}/messages/{message_id}{tail}"
+    async with unchanged(client, seeded):
+        error = assert_error(await request(client, method, path, json=body), 404, "not_found")
+        assert f"no message {int(message_id)}" in error["message"]
+
+
 NOT_JSON = {
     "nested 5,000 deep": b"[" * 5000 + b"]" * 5000,  # the json module's RecursionError: a 500
     "NaN": b'{"text": NaN}',  # the json module reads it as a float

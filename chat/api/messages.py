@@ -36,10 +36,18 @@ from chat.models import (
     MessageBatchIn,
     ReactionIn,
 )
-from chat.rules import check_room
+from chat.rules import MAX_ID, check_room
 from chat.store import writes
 
 bp = Blueprint("messages", __name__)
+
+
+def known_id(room: str, message_id: int) -> None:
+    """A path's message id outside the store's range is a message no room has."""
+    if not 1 <= message_id <= MAX_ID:
+        raise NotFound(f"no message {message_id} in room {room!r}")
+
+
 # `<string:room>` where a second placeholder follows: quart-schema's path pattern would
 # otherwise read `<room>/messages/<id:message_id>` as one placeholder in /openapi.json.
 
@@ -95,6 +103,7 @@ async def edit(room: str, message_id: int, data: EditIn) -> Response:
     """Edit one's own message: 200 with the `message.edited` event (403 if not the author,
     404 if the message is unknown or deleted)."""
     check_room(room)
+    known_id(room, message_id)
     op = writes.edit_message(room, message_id, write_as(data.author), data.text)
     return event_response((await write_in(room, op)).json, 200)
 
@@ -107,6 +116,7 @@ async def delete(room: str, message_id: int) -> Response:
     `message.deleted` event, whose `author` is who deleted it. Signed in, the body may be
     left out."""
     check_room(room)
+    known_id(room, message_id)
     data = await optional_body(AuthorIn)
     who = identity()
     svc = services()
@@ -122,6 +132,7 @@ async def delete(room: str, message_id: int) -> Response:
 async def react(room: str, message_id: int, data: ReactionIn) -> Response:
     """React: 201 with `reaction.added`; the same author and emoji twice is 409."""
     check_room(room)
+    known_id(room, message_id)
     author = write_as(data.author)
     op = writes.add_reaction(room, message_id, author, data.emoji)
     return await commit_event(room, {"author": author, "emoji": data.emoji}, writes.event_json(op))
@@ -133,6 +144,7 @@ async def react(room: str, message_id: int, data: ReactionIn) -> Response:
 async def unreact(room: str, message_id: int, data: ReactionIn) -> Response:
     """Take a reaction back: 200 with `reaction.removed` (404 if there was none)."""
     check_room(room)
+    known_id(room, message_id)
     author = write_as(data.author)
     op = writes.remove_reaction(room, message_id, author, data.emoji)
     return event_response((await write_in(room, op)).json, 200)

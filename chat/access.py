@@ -223,11 +223,14 @@ def hears(
     )
 
 
-def check_mark(identity: Identity | None, user: str, holds_account: bool, hidden: bool) -> None:
+def check_mark(identity: Identity | None, user: str, held: bool, hidden: bool) -> None:
     """Who may move a feed's read mark, besides ``check_feed``: a guest only for a name that
-    holds no account and no private room the guest cannot see."""
-    if (identity is None or identity.guest) and (holds_account or hidden):
-        raise Forbidden(f"{user!r} is an account's name: sign in as {user!r} to mark its feed")
+    no account or token holds (``held``), as for a guest's writes (``author``), and that has
+    no private room the guest cannot see."""
+    if (identity is None or identity.guest) and (held or hidden):
+        raise Forbidden(
+            f"{user!r} belongs to an account or a token: sign in as {user!r} to mark its feed"
+        )
 
 
 def unread_rooms(

@@ -289,6 +289,33 @@ async def test_a_guest_cannot_mark_an_accounts_feed_nor_learn_its_private_count(
         )
 
 
+async def test_a_guest_cannot_mark_the_feed_of_a_name_only_a_token_holds(
+    people: tuple[LiveServer, dict[str, str]],
+) -> None:
+    """A defect a probe found, fixed: a guest moved the read mark of a name that only a service
+    token holds (a bot's: no account, no private room). The mark asked whether the name had an
+    account; a guest's posts and room read markers refuse every name an account or a token
+    holds (ACCESS.md), and so does the mark now."""
+    live, tokens = people
+    async with as_(live, tokens["alice"]) as alice, as_(live, tokens["dana"]) as dana:
+        ok(await alice.post("/api/rooms/porch/messages", json={"text": "@dana hello"}), 201)
+        assert await unread(dana, "dana") == 1
+        async with as_(live) as guest:
+            answer = await guest.put("/api/users/dana/notifications/read", json={"until": 2**62})
+            assert answer.status_code == 403, answer.text
+            assert answer.json()["error"]["code"] == "forbidden"
+            assert "belongs to an account or a token" in answer.json()["error"]["message"]
+            assert await unread(guest, "dana") == 1
+        assert await unread(dana, "dana") == 1
+        # a name nobody holds stays the guests' to mark
+        ok(await alice.post("/api/rooms/porch/messages", json={"text": "@nobody hello"}), 201)
+        async with as_(live) as guest:
+            assert await unread(guest, "nobody") == 1
+            answer = await guest.put("/api/users/nobody/notifications/read", json={"until": 2**62})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["unread"] == 0
+
+
 # -- the unread count against the feed ------------------------------------------------------
 
 

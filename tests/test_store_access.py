@@ -68,7 +68,13 @@ async def test_an_account_takes_its_name_from_guest_sessions_and_is_reserved(
                 accounts.create_token("t1", b"t" * 32, "ci", "bot", "api", None, None)
             )
             assert await store.reserved_names() == ["ci"]  # a guest name reserves nothing
+            assert [await store.holds_name(n) for n in ("carol", "ci", "dan")] == [
+                False,
+                True,
+                False,
+            ]
             await store.write(accounts.add_user("carol", "$argon2id$x", "member"))
+            assert await store.holds_name("carol")
             row = await store.token(b"g" * 32)
             assert row is not None and row.revoked_at is not None
             assert sorted(await store.reserved_names()) == ["carol", "ci"]

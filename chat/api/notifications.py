@@ -68,7 +68,7 @@ async def notifications_read(user: str, data: NotificationsReadIn) -> dict[str, 
     past the newest event): 200 with the mark and the unread count."""
     user, hidden = _reader(user)
     svc = services()
-    holds_account = await svc.store.password_hash(user) is not None
-    access.check_mark(identity(), user, holds_account, bool(hidden))
+    held = await svc.store.holds_name(user)
+    access.check_mark(identity(), user, held, bool(hidden))
     read_until, unread = await svc.store.write(notify.mark_read(user, data.until))
     return {"read_until": read_until, "unread": unread}

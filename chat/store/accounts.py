@@ -238,6 +238,16 @@ class AccountReads:
         rows = await self._rows("SELECT password_hash, role FROM users WHERE name = ?", (name,))
         return (str(rows[0][0]), cast(Role, rows[0][1])) if rows else None
 
+    async def holds_name(self, name: str) -> bool:
+        """Whether an account or a live non-guest token holds ``name`` (``reserved_names``
+        for one name, as of now)."""
+        rows = await self._rows(
+            'SELECT 1 FROM users WHERE name = ? UNION ALL SELECT 1 FROM tokens WHERE "user" = ? '
+            "AND kind != 'guest' AND revoked_at IS NULL LIMIT 1",
+            (name, name),
+        )
+        return bool(rows)
+
     async def reserved_names(self) -> list[str]:
         """Names a guest may not write under: accounts, and users of live non-guest tokens."""
         rows = await self._rows(

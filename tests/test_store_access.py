@@ -56,6 +56,38 @@ async def test_a_removed_member_cannot_write_into_the_private_room(store: Store)
         await store.close()
 
 
+async def test_a_token_takes_its_name_from_guest_sessions(store: Store) -> None:
+    """A defect a probe found, fixed: ``tokens create zed`` left zed's guest session valid,
+    and the guest edited and deleted the token's messages under the name (an account's
+    creation already revoked them)."""
+    try:
+        async with asyncio.timeout(20):
+            await store.write(
+                accounts.create_token("g1", b"g" * 32, "zed", "member", "guest", None, None)
+            )
+            await store.write(
+                accounts.create_token("g2", b"h" * 32, "zed", "member", "guest", None, None)
+            )
+            await store.write(
+                accounts.create_token("t1", b"t" * 32, "zed", "bot", "api", None, None)
+            )
+            for token_hash in (b"g" * 32, b"h" * 32):
+                row = await store.token(token_hash)
+                assert row is not None and row.revoked_at is not None
+            row = await store.token(b"t" * 32)
+            assert row is not None and row.revoked_at is None
+            await store.write(  # another guest name is left alone
+                accounts.create_token("g3", b"k" * 32, "amy", "member", "guest", None, None)
+            )
+            await store.write(
+                accounts.create_token("t2", b"u" * 32, "zed", "bot", "api", None, None)
+            )
+            row = await store.token(b"k" * 32)
+            assert row is not None and row.revoked_at is None
+    finally:
+        await store.close()
+
+
 async def test_an_account_takes_its_name_from_guest_sessions_and_is_reserved(
     store: Store,
 ) -> None:

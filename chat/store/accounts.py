@@ -102,6 +102,8 @@ def create_token(
             "VALUES (?,?,?,?,?,?,?,?)",
             (token_id, token_hash, user, role, kind, scope, tx.now, expires_at),
         )
+        if kind != "guest":  # the name is the token's now, as an account's (add_user)
+            _revoke(tx, "\"user\" = ? AND kind = 'guest'", (user,))
 
     return op
 

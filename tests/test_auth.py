@@ -503,6 +503,35 @@ async def test_a_token_scoped_to_rooms_streams_only_those(required: LiveServer) 
         assert (first["room"], first["text"]) == ("builds", "builds")
 
 
+async def test_a_scoped_every_room_stream_leaves_out_a_private_room_it_may_not_read(
+    required: LiveServer,
+) -> None:
+    """A defect a probe found, fixed: a token scoped to `team` and `lobby`, whose user is no
+    member of the private `team`, got 404 "no room 'team'" for its whole ``rooms=*`` stream
+    (and ``python -m chat tail '*'`` exited 1); the stream now follows `lobby` alone, as
+    ``GET /api/rooms`` lists it."""
+    async with Seed(required.database) as seed:
+        scoped = await seed.token("pat", rooms=["team", "lobby"])
+        owner = await seed.token("olga")
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        made = await client.put("/api/rooms/team", json={"private": True}, headers=bearer(owner))
+        assert made.status_code == 201
+        rooms = await client.get("/api/rooms", headers=bearer(scoped))
+        assert [r["name"] for r in rooms.json()["rooms"]] == []  # lobby: not created yet
+        async with open_stream(client, "/api/events?rooms=*", headers=bearer(scoped)) as stream:
+            for room in ("team", "lobby"):
+                posted = await client.post(
+                    f"/api/rooms/{room}/messages", json={"text": room}, headers=bearer(owner)
+                )
+                assert posted.status_code == 201
+            first = (await stream.next()).json()
+            while first["type"] == "presence":
+                first = (await stream.next()).json()
+        assert (first["room"], first["text"]) == ("lobby", "lobby")
+        rooms = await client.get("/api/rooms", headers=bearer(scoped))
+        assert [r["name"] for r in rooms.json()["rooms"]] == ["lobby"]
+
+
 async def test_a_guest_session_ends_when_its_name_becomes_an_account_or_auth_is_required(
     make_server: Callable[..., LiveServer],
 ) -> None:

@@ -28,6 +28,7 @@ from chat.api.transport import TransportWriter
 from chat.delivery import StreamRequest
 from chat.errors import InvalidQuery, RateLimited, Unavailable
 from chat.filters import parse_filter, split_list, user_name
+from chat.identity import Identity
 from chat.limits import client_key, pause
 from chat.logs import access_log
 from chat.rules import check_room
@@ -64,6 +65,18 @@ def stream_rooms(
     return tuple(dict.fromkeys(check_room(name) for name in names))
 
 
+async def scoped_rooms(who: Identity, svc: Services) -> tuple[str, ...]:
+    """``rooms=*`` for a credential scoped to rooms: those of its rooms it may read now and
+    that exist (or may be created), as ``GET /api/rooms`` lists them. A private room it is no
+    member of is left out, not a 404 for the whole stream."""
+    assert who.rooms is not None
+    rooms = []
+    for name in access.visible(who, sorted(who.rooms), svc.book):
+        if svc.settings.auto_create_rooms or await svc.store.get_room(name) is not None:
+            rooms.append(name)
+    return tuple(rooms)
+
+
 async def stream_request(
     svc: Services, request: Request, room: str | None, feed: str | None = None
 ) -> StreamRequest:
@@ -86,7 +99,7 @@ async def stream_request(
     rooms = stream_rooms(room, args, svc.settings.max_rooms_per_stream)
     who = request.identity
     if rooms is None and who is not None and who.rooms is not None:
-        rooms = tuple(sorted(who.rooms))  # every room a scoped credential reaches
+        rooms = await scoped_rooms(who, svc)
     for name in rooms or ():
         access.check_room(who, name, svc.book)
         await require_room(name, svc)

@@ -29,7 +29,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chat.identity import ROLES, Identity, Role
-from chat.rules import user_name
+from chat.rules import ROOM_NAME, user_name
 
 TOKEN_PREFIX = "chat_"
 TOKEN_SHAPE = re.compile(r"chat_[A-Za-z0-9_-]{43}")
@@ -132,7 +132,8 @@ class JWTVerifier:
         if role not in ROLES:
             raise BadCredential(f"the JWT's `role` must be one of {', '.join(ROLES)}")
         if rooms is not None and not (
-            isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)
+            isinstance(rooms, list)
+            and all(isinstance(r, str) and ROOM_NAME.fullmatch(r) for r in rooms)
         ):
             raise BadCredential("the JWT's `rooms` must be a list of room names")
         try:

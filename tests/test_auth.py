@@ -590,3 +590,17 @@ def test_a_jwt_sub_follows_the_rule_of_user_names(sub: str) -> None:
     with pytest.raises(credentials.BadCredential):
         verifier.verify(hs256({"sub": sub, "exp": later()}))
     assert verifier.verify(hs256({"sub": "e\u0301mile", "exp": later()})).user == "\u00e9mile"
+
+
+@pytest.mark.parametrize("rooms", [["*"], ["a b", "general"], ["GENERAL"], [""], ["x" * 65], [1]])
+def test_a_jwt_rooms_claim_names_rooms_by_their_rule(rooms: list[object]) -> None:
+    """A defect a probe found, fixed: a JWT's `rooms` was taken as any strings, and on
+    ``rooms=*`` its stream joined rooms named ``*``, ``a b`` or ``GENERAL``, announcing its
+    presence there to every ``rooms=*`` subscriber. Names follow the room rule, as for
+    ``tokens create --rooms``."""
+    verifier = credentials.JWTVerifier.configure(SECRET, None, None)
+    assert verifier is not None
+    with pytest.raises(credentials.BadCredential):
+        verifier.verify(hs256({"sub": "alice", "exp": later(), "rooms": rooms}))
+    scoped = verifier.verify(hs256({"sub": "alice", "exp": later(), "rooms": ["general", "a-1"]}))
+    assert scoped.rooms == frozenset({"general", "a-1"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -23,6 +23,16 @@ class Settings(BaseSettings):
         "default; or a PostgreSQL URL, `postgresql://user:password@host:5432/chat` (any libpq "
         "URL), which several hosts can share (docs/design/store.md).",
     )
+
+    @field_validator("database")
+    @classmethod
+    def _names_a_database(cls, value: str) -> str:
+        """Empty, or SQLite's ``:memory:`` (a database of its own for each connection, gone at
+        exit), would store nothing: ``tokens create`` printed a token kept nowhere."""
+        if value.strip() in ("", ":memory:"):
+            raise ValueError("name a SQLite file (a path, or sqlite:///path) or a PostgreSQL URL")
+        return value
+
     database_pool_size: int = Field(
         # 10 on PostgreSQL, 4 on SQLite (as chat.store.dialect.database_kind tells them apart)
         default_factory=lambda data: (

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.commands import run_chat
 from tests.live import ROOT, free_port
@@ -82,6 +83,18 @@ def test_migrate_says_when_postgresql_is_unreachable(tmp_path: Path) -> None:
     )
     assert "connection failed" in result.stderr
     assert "Traceback" not in result.stderr and "a-secret" not in result.stderr
+
+
+@pytest.mark.parametrize("database", ["", "  ", ":memory:"])
+def test_a_database_that_would_store_nothing_is_refused(tmp_path: Path, database: str) -> None:
+    """A defect a probe found, fixed: with an empty CHAT_DATABASE, ``tokens create`` exited 0
+    and printed a token stored nowhere, and ``users list`` or ``serve`` gave a traceback."""
+    for command in (("tokens", "create", "bob"), ("users", "list"), ("migrate",)):
+        result = run_chat(*command, cwd=tmp_path, CHAT_DATABASE=database)
+        assert result.returncode == 2, result
+        assert result.stdout == ""  # no token
+        assert result.stderr.startswith("CHAT_DATABASE: "), result.stderr
+        assert "Traceback" not in result.stderr
 
 
 def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:

@@ -353,7 +353,8 @@ async def test_an_http2_stream_idle_for_longer_than_the_header_timeout_stays_ope
 
 
 def serve_command(*args: str, **settings: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": "/usr/bin:/bin", "CHAT_DATABASE": ":memory:", **settings}
+    # refused before the store opens: the database is never created
+    env = {"PATH": "/usr/bin:/bin", "CHAT_DATABASE": "/nonexistent/never.db", **settings}
     return subprocess.run(
         [sys.executable, "-m", "chat", "serve", *args],
         cwd=ROOT,

@@ -78,6 +78,9 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
             raise Refused(f"cannot open CHAT_DATABASE {shown}: {error}") from None
         try:
             return await work(store)
+        except database_errors(settings) as error:  # read-only, damaged: one line, no trace
+            shown = shown_database(settings.database)
+            raise Refused(f"CHAT_DATABASE {shown} failed: {error}; nothing changed") from None
         finally:
             await store.close()
 

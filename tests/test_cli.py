@@ -97,6 +97,23 @@ def test_a_database_that_would_store_nothing_is_refused(tmp_path: Path, database
         assert "Traceback" not in result.stderr
 
 
+def test_a_database_that_fails_a_command_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A defect a probe found, fixed: a database that refuses writes (read-only, damaged) gave
+    every ``users`` and ``tokens`` command a raw sqlite3 traceback. Here the tokens table is
+    gone from a migrated database."""
+    database = tmp_path / "chat.db"
+    assert run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database)).returncode == 0
+    with sqlite3.connect(database) as conn:
+        conn.execute("DROP TABLE tokens")
+    for command in (("tokens", "create", "bob"), ("tokens", "list")):
+        result = run_chat(*command, cwd=tmp_path, CHAT_DATABASE=str(database))
+        assert result.returncode == 1, result
+        assert result.stdout == ""
+        assert result.stderr.startswith(f"error: CHAT_DATABASE {database} failed: "), result
+        assert "no such table: tokens" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
     result = run_chat("serve", "--workers", "2", cwd=tmp_path, CHAT_DATABASE="x.db")
     assert result.returncode == 2

@@ -83,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if tls_problem is not None:
         print(tls_problem, file=sys.stderr)
         return 2
+    key_problem = _jwt_key_problem(settings)
+    if key_problem is not None:
+        print(key_problem, file=sys.stderr)
+        return 2
     if args.workers > 1:
         from chat.workers import run_workers
 
@@ -98,6 +102,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         keyfile=args.keyfile,
     )
     return 0
+
+
+def _jwt_key_problem(settings: Settings) -> str | None:
+    """Why ``CHAT_JWT_PUBLIC_KEY_FILE`` cannot verify JWTs (missing, not a PEM public key, not
+    RSA or EC), or None: said at start in one line, not as a traceback of the app's start."""
+    path = settings.jwt_public_key_file
+    if path is None:
+        return None
+    from chat import credentials
+
+    try:
+        credentials.JWTVerifier.configure(None, path, None)
+    except (OSError, ValueError, TypeError) as error:
+        return f"CHAT_JWT_PUBLIC_KEY_FILE: cannot use {path} as an RSA or EC public key: {error}"
+    return None
 
 
 def _tls_problem(args: argparse.Namespace) -> str | None:

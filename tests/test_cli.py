@@ -114,6 +114,28 @@ def test_a_database_that_fails_a_command_is_one_line_not_a_traceback(tmp_path: P
         assert "Traceback" not in result.stderr
 
 
+def test_serve_says_in_one_line_when_the_jwt_public_key_file_is_unusable(
+    tmp_path: Path,
+) -> None:
+    """A defect a probe found, fixed: a CHAT_JWT_PUBLIC_KEY_FILE that is missing, a folder, not
+    PEM, or a private key stopped ``serve`` with a traceback of the app's start."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key\n")
+    for key_file in (tmp_path / "missing.pem", tmp_path, junk):
+        result = run_chat(
+            "serve",
+            "--port",
+            str(free_port()),
+            cwd=tmp_path,
+            CHAT_DATABASE=str(tmp_path / "x.db"),
+            CHAT_JWT_PUBLIC_KEY_FILE=str(key_file),
+        )
+        assert result.returncode == 2, result
+        assert result.stderr.startswith("CHAT_JWT_PUBLIC_KEY_FILE: cannot use "), result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "x.db").exists()
+
+
 def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
     result = run_chat("serve", "--workers", "2", cwd=tmp_path, CHAT_DATABASE="x.db")
     assert result.returncode == 2

@@ -22,8 +22,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     """``post`` and ``tail``, written with the client library (``chat.client``)."""
     url = args.url or settings.url
     token = args.token or (settings.token.get_secret_value() if settings.token else None)
-    if urlsplit(url).scheme not in ("http", "https"):
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as error:  # an unclosed [IPv6 literal, a bad port
+        print(f"--url is not a URL ({error}): {url!r}", file=sys.stderr)
+        return 2
+    if scheme not in ("http", "https"):
         print(f"--url must be an http:// or https:// URL, not {url!r}", file=sys.stderr)
+        return 2
+    if token is not None and not (token.isascii() and token.isprintable()):
+        print(
+            "the token (--token or CHAT_TOKEN) must be printable ASCII, as the service and "
+            "JWTs make them: a header cannot carry it otherwise",
+            file=sys.stderr,
+        )
         return 2
     logging.getLogger("httpx").setLevel(logging.WARNING)  # no line per request on stderr
     if args.command == "post":

@@ -136,6 +136,25 @@ def test_serve_says_in_one_line_when_the_jwt_public_key_file_is_unusable(
         assert not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "expected"),
+    [
+        (("--token", "t\u00f8ken"), "must be printable ASCII"),
+        (("--url", "http://[::1"), "--url is not a URL"),
+    ],
+)
+def test_post_and_tail_refuse_a_bad_token_or_url_in_one_line(
+    tmp_path: Path, option: tuple[str, str], expected: str
+) -> None:
+    """A defect a probe found, fixed: a non-ASCII token, or a URL with an unclosed IPv6
+    bracket, stopped ``post`` and ``tail`` with a traceback (UnicodeEncodeError, ValueError)."""
+    for command in (("post", "r", "hi"), ("tail", "r")):
+        result = run_chat(*command, *option, cwd=tmp_path)
+        assert result.returncode == 2, result
+        assert expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
     result = run_chat("serve", "--workers", "2", cwd=tmp_path, CHAT_DATABASE="x.db")
     assert result.returncode == 2

@@ -123,6 +123,10 @@ def read_password(args: argparse.Namespace, name: str) -> str:
             raise Refused("the two passwords differ; nothing changed")
     if not password:
         raise Refused("the password must not be empty; nothing changed")
+    try:
+        password.encode()
+    except UnicodeEncodeError:  # bytes that are not UTF-8, kept as surrogates by the decoder
+        raise Refused("the password is not UTF-8 text; nothing changed", 2) from None
     if len(password) > MAX_PASSWORD_CHARS:
         raise Refused(f"the password must be at most {MAX_PASSWORD_CHARS} characters", 2)
     return password

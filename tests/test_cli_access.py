@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from chat.cli import is_loopback
-from tests.commands import TailProcess, run_chat
+from tests.commands import CHAT, TailProcess, run_chat, without_chat_settings
 from tests.live import LiveServer, free_port, spawn_and_wait
 
 TOKEN_LINE = r"chat_[A-Za-z0-9_-]{43}\n"
@@ -150,6 +150,25 @@ def test_users_refuses_bad_names_and_passwords(operator: Operator) -> None:
     both = operator("users", "add", "eve", "--admin", "--role", "bot", "--password-stdin")
     assert both.returncode == 2 and "not allowed with" in both.stderr
     assert json.loads(operator.ok("users", "list", "--json")) == []
+
+
+def test_a_password_that_is_not_utf8_is_refused_in_one_line(operator: Operator) -> None:
+    """A defect a probe found, fixed: a password line in Latin-1 (``caf\\xe9``) stopped
+    ``users add`` and ``users passwd`` with a UnicodeEncodeError traceback."""
+    operator.add_user("alice", "a good password")
+    env = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
+    for args in (("users", "add", "latin"), ("users", "passwd", "alice")):
+        result = subprocess.run(
+            [*CHAT, *args, "--password-stdin"],
+            cwd=operator.cwd,
+            env=env,
+            input=b"caf\xe9\n",
+            capture_output=True,
+            timeout=60,
+        )
+        assert result.returncode == 2, result
+        assert b"not UTF-8" in result.stderr and b"Traceback" not in result.stderr
+    assert [u["user"] for u in json.loads(operator.ok("users", "list", "--json"))] == ["alice"]
 
 
 def test_a_new_password_signs_in_and_the_old_one_no_longer(

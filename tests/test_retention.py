@@ -106,6 +106,32 @@ async def test_pruning_deletes_old_events_with_what_they_made_and_keeps_access(
             await store.close()
 
 
+async def test_a_kept_reply_to_a_pruned_message_keeps_whom_it_answers(database: str) -> None:
+    """A defect a probe found, fixed: history read a reply's ``reply_to_author`` from the
+    message it answers, so once retention deleted that message the kept reply showed null
+    in history while its event (replayed on a stream) still named bob."""
+    store = Store(Settings(database=database), lambda events: None)
+    async with asyncio.timeout(WAIT_S):
+        await store.open()
+        try:
+            first = await post(store, "town", "bob", "an old question")
+            await store.write(aged(first, OLD_DAYS))
+            reply = writes.post_message("town", "carol", "the answer", first, create_room=True)
+            answer = await store.write(reply)
+            cutoff = now_rfc3339(dt.datetime.now(dt.UTC) - dt.timedelta(days=KEEP_DAYS))
+            assert await prune_all(store, cutoff, chunk=10) == first
+            page, _ = await store.history("town", before=None, after=None, limit=10)
+            assert [(m["text"], m["reply_to"], m["reply_to_author"]) for m in page] == [
+                ("the answer", first, "bob")
+            ]
+            found, _ = await store.history("town", before=None, after=None, limit=10, q="answer")
+            assert [m["reply_to_author"] for m in found] == ["bob"]
+            replayed = [e for e in await store.events_after(None, 0, 10) if e.id == answer.id]
+            assert [e.payload["reply_to_author"] for e in replayed] == ["bob"]
+        finally:
+            await store.close()
+
+
 async def test_the_newest_event_is_kept_however_old(database: str) -> None:
     store = Store(Settings(database=database), lambda events: None)
     async with asyncio.timeout(WAIT_S):

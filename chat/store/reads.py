@@ -111,8 +111,22 @@ class Reads(AccountReads, NotificationReads):
         if not ascending and q is None:
             rows.reverse()
         messages = [_message(row) for row in rows]
+        orphans = [m for m in messages if "reply_to" in m and m["reply_to_author"] is None]
+        if orphans:
+            await self._add_pruned_reply_authors(orphans)
         await self._add_reactions(messages)
         return messages, has_more
+
+    async def _add_pruned_reply_authors(self, replies: list[dict[str, Any]]) -> None:
+        """Replies whose message retention deleted: the author their stored event names (the
+        reply's event keeps it, as every stream got it)."""
+        by_id = {m["id"]: m for m in replies}
+        rows = await self._rows(
+            f"SELECT data FROM events WHERE id IN ({','.join('?' * len(by_id))})", tuple(by_id)
+        )
+        for event in _events(rows):
+            if event.id in by_id:
+                by_id[event.id]["reply_to_author"] = event.payload.get("reply_to_author")
 
     async def _add_reactions(self, messages: list[dict[str, Any]]) -> None:
         by_id = {m["id"]: m for m in messages}

@@ -112,10 +112,11 @@ class Settings(BaseSettings):
     retention_days: float = Field(
         0.0,
         ge=0,
-        description="Delete events older than this many days, in every room, with the "
-        "messages, edits and reactions they made (not access events, nor the newest event); a "
-        "stream resuming from before what is kept gets `reset` (reason `expired`). Checked at "
-        "start and hourly. 0 keeps everything.",
+        le=36500,
+        description="Delete events older than this many days (at most 36500), in every room, "
+        "with the messages, edits and reactions they made (not access events, nor the newest "
+        "event); a stream resuming from before what is kept gets `reset` (reason `expired`). "
+        "Checked at start and hourly. 0 keeps everything.",
     )
     idempotency_ttl_hours: float = Field(
         24.0, ge=24, description="How long an Idempotency-Key is remembered (at least 24 h)."

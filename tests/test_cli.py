@@ -155,6 +155,16 @@ def test_post_and_tail_refuse_a_bad_token_or_url_in_one_line(
         assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("days", ["inf", "nan", "1e308", "-1"])
+def test_a_retention_no_calendar_can_hold_is_refused(tmp_path: Path, days: str) -> None:
+    """A defect a probe found, fixed: CHAT_RETENTION_DAYS=inf or 1e308 was accepted, and the
+    retention task's date arithmetic would overflow and stop it without a word."""
+    result = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE="x.db", CHAT_RETENTION_DAYS=days)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("CHAT_RETENTION_DAYS: "), result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
 def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
     result = run_chat("serve", "--workers", "2", cwd=tmp_path, CHAT_DATABASE="x.db")
     assert result.returncode == 2

@@ -136,8 +136,11 @@ class JWTVerifier:
             and all(isinstance(r, str) and ROOM_NAME.fullmatch(r) for r in rooms)
         ):
             raise BadCredential("the JWT's `rooms` must be a list of room names")
+        exp_claim = claims["exp"]
+        if isinstance(exp_claim, bool) or not isinstance(exp_claim, int | float):
+            raise BadCredential("the JWT's `exp` must be a number (RFC 7519: a NumericDate)")
         try:
-            exp = float(claims["exp"])  # PyJWT checked it is a number; it may be huge
+            exp = float(exp_claim)  # PyJWT checked that it has passed; it may be huge
         except (OverflowError, ValueError):
             raise BadCredential("the JWT's `exp` is not a time") from None
         if not math.isfinite(exp):

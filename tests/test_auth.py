@@ -604,3 +604,14 @@ def test_a_jwt_rooms_claim_names_rooms_by_their_rule(rooms: list[object]) -> Non
         verifier.verify(hs256({"sub": "alice", "exp": later(), "rooms": rooms}))
     scoped = verifier.verify(hs256({"sub": "alice", "exp": later(), "rooms": ["general", "a-1"]}))
     assert scoped.rooms == frozenset({"general", "a-1"})
+
+
+@pytest.mark.parametrize("exp", ["9999999999", True])
+def test_a_jwt_exp_is_a_number(exp: object) -> None:
+    """A doubt a probe raised, settled: PyJWT took ``"exp": "9999999999"`` (a string) as a
+    time; RFC 7519 makes ``exp`` a NumericDate, a number."""
+    verifier = credentials.JWTVerifier.configure(SECRET, None, None)
+    assert verifier is not None
+    with pytest.raises(credentials.BadCredential):
+        verifier.verify(hs256({"sub": "alice", "exp": exp}))
+    assert verifier.verify(hs256({"sub": "alice", "exp": later()})).user == "alice"

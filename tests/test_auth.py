@@ -491,16 +491,25 @@ async def test_a_token_scoped_to_rooms_streams_only_those(required: LiveServer) 
             "/api/events", params={"rooms": "builds,general"}, headers=bearer(scoped)
         )
         assert listed.status_code == 403
-        async with open_stream(client, "/api/events?rooms=*", headers=bearer(scoped)) as stream:
-            for room in ("general", "builds"):
-                posted = await client.post(
-                    f"/api/rooms/{room}/messages", json={"text": room}, headers=bearer(writer)
-                )
-                assert posted.status_code == 201
-            first = (await stream.next()).json()
-            while first["type"] == "presence":  # its own arrival in `builds`
-                first = (await stream.next()).json()
+        first = await first_post_on_every_room_stream(client, scoped, writer, "general", "builds")
         assert (first["room"], first["text"]) == ("builds", "builds")
+
+
+async def first_post_on_every_room_stream(
+    client: httpx.AsyncClient, reader: str, writer: str, *rooms: str
+) -> dict[str, Any]:
+    """``reader``'s ``rooms=*`` stream, while ``writer`` posts its room's name into each of
+    ``rooms``: the first message the stream gets (its own presence events passed over)."""
+    async with open_stream(client, "/api/events?rooms=*", headers=bearer(reader)) as stream:
+        for room in rooms:
+            posted = await client.post(
+                f"/api/rooms/{room}/messages", json={"text": room}, headers=bearer(writer)
+            )
+            assert posted.status_code == 201
+        first: dict[str, Any] = (await stream.next()).json()
+        while first["type"] == "presence":  # its own arrival in its rooms
+            first = (await stream.next()).json()
+    return first
 
 
 async def test_a_scoped_every_room_stream_leaves_out_a_private_room_it_may_not_read(
@@ -518,15 +527,7 @@ async def test_a_scoped_every_room_stream_leaves_out_a_private_room_it_may_not_r
         assert made.status_code == 201
         rooms = await client.get("/api/rooms", headers=bearer(scoped))
         assert [r["name"] for r in rooms.json()["rooms"]] == []  # lobby: not created yet
-        async with open_stream(client, "/api/events?rooms=*", headers=bearer(scoped)) as stream:
-            for room in ("team", "lobby"):
-                posted = await client.post(
-                    f"/api/rooms/{room}/messages", json={"text": room}, headers=bearer(owner)
-                )
-                assert posted.status_code == 201
-            first = (await stream.next()).json()
-            while first["type"] == "presence":
-                first = (await stream.next()).json()
+        first = await first_post_on_every_room_stream(client, scoped, owner, "team", "lobby")
         assert (first["room"], first["text"]) == ("lobby", "lobby")
         rooms = await client.get("/api/rooms", headers=bearer(scoped))
         assert [r["name"] for r in rooms.json()["rooms"]] == ["lobby"]

@@ -56,34 +56,32 @@ async def test_a_removed_member_cannot_write_into_the_private_room(store: Store)
         await store.close()
 
 
+async def create_token(store: Store, token_id: str, user: str, kind: str) -> bytes:
+    """A token of ``kind`` (``guest`` or ``api``) for ``user``; returns its hash."""
+    token_hash = token_id.encode().ljust(32, b"-")
+    role = "bot" if kind == "api" else "member"
+    await store.write(accounts.create_token(token_id, token_hash, user, role, kind, None, None))
+    return token_hash
+
+
+async def revoked(store: Store, token_hash: bytes) -> bool:
+    row = await store.token(token_hash)
+    assert row is not None
+    return row.revoked_at is not None
+
+
 async def test_a_token_takes_its_name_from_guest_sessions(store: Store) -> None:
     """A defect a probe found, fixed: ``tokens create zed`` left zed's guest session valid,
     and the guest edited and deleted the token's messages under the name (an account's
     creation already revoked them)."""
     try:
         async with asyncio.timeout(20):
-            await store.write(
-                accounts.create_token("g1", b"g" * 32, "zed", "member", "guest", None, None)
-            )
-            await store.write(
-                accounts.create_token("g2", b"h" * 32, "zed", "member", "guest", None, None)
-            )
-            await store.write(
-                accounts.create_token("t1", b"t" * 32, "zed", "bot", "api", None, None)
-            )
-            for token_hash in (b"g" * 32, b"h" * 32):
-                row = await store.token(token_hash)
-                assert row is not None and row.revoked_at is not None
-            row = await store.token(b"t" * 32)
-            assert row is not None and row.revoked_at is None
-            await store.write(  # another guest name is left alone
-                accounts.create_token("g3", b"k" * 32, "amy", "member", "guest", None, None)
-            )
-            await store.write(
-                accounts.create_token("t2", b"u" * 32, "zed", "bot", "api", None, None)
-            )
-            row = await store.token(b"k" * 32)
-            assert row is not None and row.revoked_at is None
+            guests = [await create_token(store, g, "zed", "guest") for g in ("g1", "g2")]
+            api = await create_token(store, "t1", "zed", "api")
+            assert [await revoked(store, h) for h in (*guests, api)] == [True, True, False]
+            other = await create_token(store, "g3", "amy", "guest")
+            await create_token(store, "t2", "zed", "api")
+            assert not await revoked(store, other)  # another name's guest session stays
     finally:
         await store.close()
 

@@ -78,7 +78,7 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
             raise Refused(f"cannot open CHAT_DATABASE {shown}: {error}") from None
         try:
             return await work(store)
-        except database_errors(settings) as error:  # read-only, damaged: one line, no trace
+        except database_errors(settings, opening=False) as error:  # read-only, damaged
             shown = shown_database(settings.database)
             raise Refused(f"CHAT_DATABASE {shown} failed: {error}; nothing changed") from None
         finally:
@@ -114,13 +114,16 @@ def account_name(value: str) -> str:
 
 def read_password(args: argparse.Namespace, name: str) -> str:
     """One line of stdin (``--password-stdin``), or typed twice at a prompt (not echoed)."""
-    if args.password_stdin:
-        line = sys.stdin.readline()
-        password = line.removesuffix("\n").removesuffix("\r")
-    else:
-        password = getpass.getpass(f"Password for {name}: ")
-        if getpass.getpass("Password again: ") != password:
-            raise Refused("the two passwords differ; nothing changed")
+    try:
+        if args.password_stdin:
+            line = sys.stdin.readline()
+            password = line.removesuffix("\n").removesuffix("\r")
+        else:
+            password = getpass.getpass(f"Password for {name}: ")
+            if getpass.getpass("Password again: ") != password:
+                raise Refused("the two passwords differ; nothing changed")
+    except UnicodeDecodeError:  # a strict decoder (the locale, or the terminal's reader)
+        raise Refused("the password is not UTF-8 text; nothing changed", 2) from None
     if not password:
         raise Refused("the password must not be empty; nothing changed")
     try:

@@ -23,9 +23,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     url = args.url or settings.url
     token = args.token or (settings.token.get_secret_value() if settings.token else None)
     try:
-        scheme = urlsplit(url).scheme
-    except ValueError as error:  # an unclosed [IPv6 literal, a bad port
-        print(f"--url is not a URL ({error}): {url!r}", file=sys.stderr)
+        parts = urlsplit(url)
+        scheme, _ = parts.scheme, parts.port  # .port: a port that is no number, or past 65535
+    except ValueError as error:  # and an unclosed [IPv6 literal
+        print(f"--url (or CHAT_URL) is not a URL ({error}): {url!r}", file=sys.stderr)
         return 2
     if scheme not in ("http", "https"):
         print(f"--url must be an http:// or https:// URL, not {url!r}", file=sys.stderr)

@@ -119,7 +119,11 @@ class Settings(BaseSettings):
         "Checked at start and hourly. 0 keeps everything.",
     )
     idempotency_ttl_hours: float = Field(
-        24.0, ge=24, description="How long an Idempotency-Key is remembered (at least 24 h)."
+        24.0,
+        ge=24,
+        le=876000,
+        description="How long an Idempotency-Key is remembered (at least 24 h, at most "
+        "876000: a century).",
     )
     coalesce_ms: float = Field(
         5.0,
@@ -168,7 +172,10 @@ class Settings(BaseSettings):
         "is not set at all.",
     )
     session_ttl_hours: float = Field(
-        720.0, gt=0, description="How long a sign-in (POST /api/session) stays valid."
+        720.0,
+        gt=0,
+        le=876000,
+        description="How long a sign-in (POST /api/session) stays valid (at most 876000 h).",
     )
     cookie_secure: bool = Field(
         False, description="Mark the session cookie Secure even when the request came over HTTP."

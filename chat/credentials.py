@@ -98,16 +98,19 @@ class JWTVerifier:
 
         if public_key_file is None:
             return cls(secret, "HS256", audience)
-        from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
+        from cryptography.hazmat.primitives.asymmetric.ec import (
+            SECP256R1,
+            EllipticCurvePublicKey,
+        )
         from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
         key = load_pem_public_key(public_key_file.read_bytes())
         if isinstance(key, RSAPublicKey):
             return cls(key, "RS256", audience)
-        if isinstance(key, EllipticCurvePublicKey):
+        if isinstance(key, EllipticCurvePublicKey) and isinstance(key.curve, SECP256R1):
             return cls(key, "ES256", audience)
-        raise ValueError(f"{public_key_file}: not an RSA or EC public key")
+        raise ValueError(f"{public_key_file}: not an RSA or a P-256 (ES256) public key")
 
     def verify(self, token: str) -> Identity:
         import jwt  # loaded by configure (see the module's note)

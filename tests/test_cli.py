@@ -12,6 +12,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.commands import run_chat
 from tests.live import ROOT, free_port
@@ -121,7 +123,21 @@ def test_serve_says_in_one_line_when_the_jwt_public_key_file_is_unusable(
     PEM, or a private key stopped ``serve`` with a traceback of the app's start."""
     junk = tmp_path / "junk.pem"
     junk.write_text("not a key\n")
-    for key_file in (tmp_path / "missing.pem", tmp_path, junk):
+    p384 = tmp_path / "p384.pem"  # an EC key ES256 cannot use: every JWT would be a 401
+    p384.write_bytes(
+        ec.generate_private_key(ec.SECP384R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    private = tmp_path / "private.pem"
+    private.write_bytes(
+        ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    for key_file in (tmp_path / "missing.pem", tmp_path, junk, p384, private):
         result = run_chat(
             "serve",
             "--port",
@@ -140,7 +156,9 @@ def test_serve_says_in_one_line_when_the_jwt_public_key_file_is_unusable(
     ("option", "expected"),
     [
         (("--token", "t\u00f8ken"), "must be printable ASCII"),
-        (("--url", "http://[::1"), "--url is not a URL"),
+        (("--url", "http://[::1"), "is not a URL"),
+        (("--url", "http://127.0.0.1:abc/"), "is not a URL"),
+        (("--url", "http://127.0.0.1:99999/"), "is not a URL"),
     ],
 )
 def test_post_and_tail_refuse_a_bad_token_or_url_in_one_line(
@@ -155,13 +173,19 @@ def test_post_and_tail_refuse_a_bad_token_or_url_in_one_line(
         assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("days", ["inf", "nan", "1e308", "-1"])
-def test_a_retention_no_calendar_can_hold_is_refused(tmp_path: Path, days: str) -> None:
+@pytest.mark.parametrize(
+    "setting", ["CHAT_RETENTION_DAYS", "CHAT_IDEMPOTENCY_TTL_HOURS", "CHAT_SESSION_TTL_HOURS"]
+)
+@pytest.mark.parametrize("value", ["inf", "nan", "1e308", "1e8"])
+def test_a_duration_no_calendar_can_hold_is_refused(
+    tmp_path: Path, setting: str, value: str
+) -> None:
     """A defect a probe found, fixed: CHAT_RETENTION_DAYS=inf or 1e308 was accepted, and the
-    retention task's date arithmetic would overflow and stop it without a word."""
-    result = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE="x.db", CHAT_RETENTION_DAYS=days)
+    retention task's date arithmetic would overflow and stop it without a word; the review
+    found the same in the idempotency keys' purge and in every sign-in (a 500)."""
+    result = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE="x.db", **{setting: value})
     assert result.returncode == 2, result
-    assert result.stderr.startswith("CHAT_RETENTION_DAYS: "), result.stderr
+    assert result.stderr.startswith(f"{setting}: "), result.stderr
     assert not (tmp_path / "x.db").exists()
 
 

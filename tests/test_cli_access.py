@@ -156,8 +156,13 @@ def test_a_password_that_is_not_utf8_is_refused_in_one_line(operator: Operator) 
     """A defect a probe found, fixed: a password line in Latin-1 (``caf\\xe9``) stopped
     ``users add`` and ``users passwd`` with a UnicodeEncodeError traceback."""
     operator.add_user("alice", "a good password")
-    env = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
-    for args in (("users", "add", "latin"), ("users", "passwd", "alice")):
+    plain = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
+    strict = {**plain, "PYTHONIOENCODING": "utf-8:strict"}  # a UTF-8 locale's stdin
+    for args, env in (
+        (("users", "add", "latin"), plain),
+        (("users", "passwd", "alice"), plain),
+        (("users", "add", "latin"), strict),
+    ):
         result = subprocess.run(
             [*CHAT, *args, "--password-stdin"],
             cwd=operator.cwd,

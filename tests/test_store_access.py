@@ -82,6 +82,12 @@ async def test_a_token_takes_its_name_from_guest_sessions(store: Store) -> None:
             other = await create_token(store, "g3", "amy", "guest")
             await create_token(store, "t2", "zed", "api")
             assert not await revoked(store, other)  # another name's guest session stays
+            with pytest.raises(Conflict):  # and no new guest session takes the name
+                await create_token(store, "g4", "zed", "guest")
+            await store.write(accounts.revoke_token("t1"))
+            await store.write(accounts.revoke_token("t2"))
+            assert not await store.holds_name("zed")  # free again once its tokens are revoked
+            await create_token(store, "g5", "zed", "guest")
     finally:
         await store.close()
 

@@ -26,7 +26,7 @@ from chat.api.deps import Services, require_room
 from chat.api.request import Request
 from chat.api.transport import TransportWriter
 from chat.delivery import StreamRequest
-from chat.errors import InvalidQuery, RateLimited, Unavailable
+from chat.errors import InvalidQuery, NotFound, RateLimited, Unavailable
 from chat.filters import parse_filter, split_list, user_name
 from chat.identity import Identity
 from chat.limits import client_key, pause
@@ -66,9 +66,10 @@ def stream_rooms(
 
 
 async def scoped_rooms(who: Identity, svc: Services) -> tuple[str, ...]:
-    """``rooms=*`` for a credential scoped to rooms: those of its rooms it may read now and
-    that exist (or may be created), as ``GET /api/rooms`` lists them. A private room it is no
-    member of is left out, not a 404 for the whole stream."""
+    """``rooms=*`` for a credential scoped to rooms: those of its rooms it may read when the
+    stream opens and that exist (or may be created), as ``GET /api/rooms`` lists them. A
+    private room it is no member of is left out, not a 404 for the whole stream; the set is
+    fixed for the stream's life (the client's next connection asks again)."""
     assert who.rooms is not None
     rooms = []
     for name in access.visible(who, sorted(who.rooms), svc.book):
@@ -100,9 +101,12 @@ async def stream_request(
     who = request.identity
     if rooms is None and who is not None and who.rooms is not None:
         rooms = await scoped_rooms(who, svc)
-    for name in rooms or ():
-        access.check_room(who, name, svc.book)
-        await require_room(name, svc)
+        if not rooms:
+            raise NotFound("no room of this credential's scope exists that it may read")
+    else:
+        for name in rooms or ():
+            access.check_room(who, name, svc.book)
+            await require_room(name, svc)
     flt = parse_filter(args)
     user = args.get("user", "").strip() or None
     if user is not None:

@@ -86,6 +86,13 @@ def remove_user(name: str) -> WriteOp[list[bytes]]:
     return op
 
 
+# Whether an account or a live non-guest token holds a name (the name, twice).
+HOLDS_NAME = (
+    'SELECT 1 FROM users WHERE name = ? UNION ALL SELECT 1 FROM tokens WHERE "user" = ? '
+    "AND kind != 'guest' AND revoked_at IS NULL LIMIT 1"
+)
+
+
 def create_token(
     token_id: str,
     token_hash: bytes,
@@ -96,6 +103,10 @@ def create_token(
     expires_at: str | None,
 ) -> WriteOp[None]:
     def op(tx: Tx) -> None:
+        # A guest session only for a free name, asked in the transaction: a token or account
+        # made since the caller's check (its reserved names are up to 2 s old) wins.
+        if kind == "guest" and tx.conn.execute(HOLDS_NAME, (user, user)).fetchone():
+            raise Conflict(f"an account or a token holds the name {user!r}: sign in with it")
         scope = None if rooms is None else orjson.dumps(sorted(rooms)).decode()
         tx.conn.execute(
             'INSERT INTO tokens (id, hash, "user", role, kind, rooms, created_at, expires_at) '
@@ -243,12 +254,7 @@ class AccountReads:
     async def holds_name(self, name: str) -> bool:
         """Whether an account or a live non-guest token holds ``name`` (``reserved_names``
         for one name, as of now)."""
-        rows = await self._rows(
-            'SELECT 1 FROM users WHERE name = ? UNION ALL SELECT 1 FROM tokens WHERE "user" = ? '
-            "AND kind != 'guest' AND revoked_at IS NULL LIMIT 1",
-            (name, name),
-        )
-        return bool(rows)
+        return bool(await self._rows(HOLDS_NAME, (name, name)))
 
     async def reserved_names(self) -> list[str]:
         """Names a guest may not write under: accounts, and users of live non-guest tokens."""

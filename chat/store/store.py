@@ -32,14 +32,17 @@ from chat.store.writer import CLOSE_WAIT_S, Writer
 T = TypeVar("T")
 
 
-def database_errors(settings: Settings) -> tuple[type[Exception], ...]:
+def database_errors(settings: Settings, opening: bool = True) -> tuple[type[Exception], ...]:
     """What opening or migrating ``CHAT_DATABASE`` raises when the database is unusable (a
-    bad path or URL, a server that refuses): the commands report these in one line."""
+    bad path or URL, a server that refuses): the commands report these in one line. With
+    ``opening=False``, what a statement raises later (the driver's errors, no OSError: one
+    of a command's own reads, a password from the terminal, is not the database's)."""
+    os_errors: tuple[type[Exception], ...] = (OSError,) if opening else ()
     if database_kind(settings.database) == "postgresql":
         import psycopg
 
-        return (psycopg.Error, OSError)
-    return (sqlite3.Error, OSError)
+        return (psycopg.Error, *os_errors)
+    return (sqlite3.Error, *os_errors)
 
 
 def open_write_db(settings: Settings) -> WriteDb:

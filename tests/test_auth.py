@@ -547,10 +547,14 @@ async def test_a_guest_session_ends_when_its_name_becomes_an_account_or_auth_is_
         client.cookies.clear()
         second = (await client.post("/api/session", json={"user": "dave"})).json()["token"]
         client.cookies.clear()
+        third = (await client.post("/api/session", json={"user": "erin"})).json()["token"]
+        client.cookies.clear()
         async with Seed(live.database) as seed:
             await seed.user("carol", PASSWORD)
             await seed.token("ci", role="bot")
+            await seed.token("erin", role="bot")  # a service token takes the name too
         assert_unauthorized(await client.get("/api/session", headers=bearer(first)))
+        assert_unauthorized(await client.get("/api/session", headers=bearer(third)))
         client.cookies.clear()
         body = {"author": "ci", "text": "x"}
         for _ in range(100):  # names taken elsewhere are read every 2 s

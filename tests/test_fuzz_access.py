@@ -56,7 +56,10 @@ PASSWORD = secrets.token_urlsafe(16)
 JWT_SECRET = secrets.token_urlsafe(48)  # 64 bytes: long enough for HS512 too
 OTHER_SECRET = secrets.token_urlsafe(48)
 STATIC_FILES = sorted(p.name for p in (ROOT / "static").iterdir())
-STREAM_TEMPLATES = frozenset({"/api/events", "/api/rooms/{room}/events"})
+# The stream GETs, where `access_token` counts (ACCESS.md), the notification feed's included.
+STREAM_TEMPLATES = frozenset(
+    {"/api/events", "/api/rooms/{room}/events", "/api/users/{user}/notifications/events"}
+)
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # ACCESS.md: what needs no identity in `required` mode.

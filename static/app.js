@@ -106,7 +106,7 @@ function stop() {
   cancelMarkers();
   for (const t of state.typers.values()) clearTimeout(t);
   Object.assign(state, {
-    me: '', role: null, guest: true, rooms: [], current: null, unread: {}, unreadIds: {}, sending: [],
+    me: '', role: null, guest: true, rooms: [], current: null, unread: {}, unreadIds: {}, countedTo: {}, sending: [],
     newFrom: null, newBelow: 0,
     editing: null, confirming: null, picking: null, replyTo: null,
   });

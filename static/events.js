@@ -79,6 +79,7 @@ export function handleReset() {
   }
   state.unread = {};
   state.unreadIds = {};
+  state.countedTo = {}; // the ids of a replaced database start again
   if (state.current) openRoom(state.current);
   refreshUnread();
   if (state.role) reconcile(); // member changes in the gap: settled from the room list

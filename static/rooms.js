@@ -80,6 +80,7 @@ export function forgetRoom(room, note) {
   state.members.delete(room);
   delete state.unread[room];
   delete state.unreadIds[room];
+  delete state.countedTo[room];
   stream.open(state.rooms, state.me);
   if (state.current === room) openRoom(state.rooms[0]);
   else renderRooms();

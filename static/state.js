@@ -36,6 +36,7 @@ export const state = {
   data: new Map(), // room -> RoomData
   unread: {}, // room -> count
   unreadIds: {}, // room -> ids of the messages counted from the stream since the last refresh
+  countedTo: {}, // room -> the newest id the server's count of it took in (refreshUnread)
   presence: new Map(), // room -> Set(user)
   typers: new Map(), // user -> timer (open room only)
   seen: new Set(), // persisted event ids already applied

@@ -4,8 +4,13 @@ import { api } from './api.js';
 import { els, roomData, state } from './state.js';
 import { renderRooms } from './roomlist.js';
 
-/** One more unread message in a room that is not open, counted from the stream. */
+/**
+ * One more unread message in a room that is not open, counted from the stream; unless the
+ * server's count already took it in (the stream may bring a message after the counts that
+ * hold it: a slow network, a replay after the stream reopened).
+ */
 export function countUnread(room, id) {
+  if (id <= (state.countedTo[room] || 0)) return;
   state.unread[room] = (state.unread[room] || 0) + 1;
   (state.unreadIds[room] ||= []).push(id);
 }
@@ -44,8 +49,10 @@ export function clearUnread(room) {
 
 /**
  * The server's counts, merged with what the stream delivered meanwhile: the answer counts the
- * messages up to its last_id, so of those counted from the stream only the later ones are added.
- * A room the server has no read marker for keeps the page's own count, and gets a marker.
+ * messages up to its last_id, so of those counted from the stream only the later ones are added,
+ * and those the stream brings later are not counted again (countUnread). An answer older than
+ * one already taken changes no count. A room the server has no read marker for keeps the
+ * page's own count, and gets a marker.
  */
 export async function refreshUnread() {
   try {
@@ -56,7 +63,10 @@ export async function refreshUnread() {
       const later = (state.unreadIds[room] || []).filter((id) => id > last);
       state.unreadIds[room] = later;
       if (room === state.current) clearUnread(room);
-      else if (room in rooms) state.unread[room] = rooms[room] + later.length;
+      else if (room in rooms && last >= (state.countedTo[room] || 0)) {
+        state.unread[room] = rooms[room] + later.length;
+        state.countedTo[room] = last;
+      }
       if (!(room in rooms)) markJoined(room, last);
     }
     els.roomList.dataset.unreadAt = String(last); // when the counts were last taken (for tests)

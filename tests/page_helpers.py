@@ -51,6 +51,84 @@ async def page_of_another_origin(page: bytes) -> AsyncIterator[str]:
         await asyncio.wait_for(server.wait_closed(), 10)
 
 
+class StreamDelay:
+    """A loopback proxy in front of a live server whose ``hold()`` makes every stream's events
+    wait (the answer's headers still pass, so the stream opens) until ``release()``: a slow
+    network on the stream alone, while REST answers pass at once. Chromium opens one
+    connection for a stream and sends nothing more on it, so a connection that sent
+    ``GET /api/events`` carries that stream's answer from then on."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.removeprefix("http://")
+        self.url = ""
+        self.held = False
+        self._waiting: list[tuple[asyncio.StreamWriter, bytearray]] = []
+
+    def hold(self) -> None:
+        self.held = True
+
+    async def release(self) -> None:
+        self.held = False
+        for writer, data in self._waiting:
+            with contextlib.suppress(ConnectionError):
+                writer.write(bytes(data))
+                data.clear()
+                await asyncio.wait_for(writer.drain(), 10)
+        self._waiting.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        host, port = self.upstream.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+        asked = opened = False
+        head, pending = bytearray(), bytearray()
+
+        async def to_server() -> None:
+            nonlocal asked
+            while data := await reader.read(65536):
+                asked = asked or b"GET /api/events" in data
+                up_writer.write(data)
+                await up_writer.drain()
+            up_writer.close()  # the page closed it: so does the server
+
+        async def to_client() -> None:
+            nonlocal opened
+            while data := await up_reader.read(65536):
+                if asked and not opened:  # the stream's headers pass at once
+                    head.extend(data)
+                    end = head.find(b"\r\n\r\n") + 4
+                    if end < 4:
+                        continue
+                    opened = True
+                    writer.write(bytes(head[:end]))
+                    data = bytes(head[end:])
+                if opened and (self.held or pending):
+                    if not pending:
+                        self._waiting.append((writer, pending))
+                    pending.extend(data)
+                    continue
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        try:
+            await asyncio.gather(to_server(), to_client())
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            up_writer.close()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[StreamDelay]:
+        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        try:
+            yield self
+        finally:
+            server.close()
+            await asyncio.wait_for(server.wait_closed(), 10)
+
+
 CHROMIUM = "/usr/bin/chromium"
 LAUNCH_ARGS = [
     "--no-sandbox",

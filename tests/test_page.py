@@ -19,6 +19,7 @@ import pytest
 
 from tests.live import ROOT, LiveServer, open_stream
 from tests.page_helpers import (
+    StreamDelay,
     data_ids,
     expect,
     join_room,
@@ -329,6 +330,36 @@ async def test_unread_counts_survive_a_refresh_answered_after_new_messages(
         await say(client, "general", "bob", "three")
         await expect(badge).to_have_text(re.compile(r"^\s*3\s*$"))
         await page.unroute("**/api/users/ann/unread")
+        watch.assert_clean()
+
+
+async def test_a_message_the_counts_took_in_counts_once_when_the_stream_brings_it_later(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """The counts the page takes over REST when its stream (re)opens may already hold a message
+    that the stream delivers only afterwards (a slow network, a replay after the reopening):
+    it counts once (the fresh-clone CI of 391df58 saw 2 for 1 on the screenshot's page)."""
+    async with StreamDelay(live.url).running() as proxy, watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), proxy.url, "ann")
+        await join_room(page, "side-room")
+        connection = page.get_by_test_id("connection")
+        await expect(connection).to_have_attribute("data-state", "open")
+        proxy.hold()  # from here, the stream's events wait; REST answers do not
+        one = await say(client, "general", "bob", "one")
+        await join_room(page, "third-room")  # reopens the stream, which takes the counts again
+        await page.wait_for_function(
+            "id => Number(document.getElementById('room-list').dataset.unreadAt) >= id",
+            arg=one["id"],
+            timeout=10_000,
+        )
+        badge = room_item(page, "general").get_by_test_id("room-unread")
+        await expect(badge).to_have_text(re.compile(r"^\s*1\s*$"))  # the server's count
+        await proxy.release()  # the stream brings "one" now, then what follows
+        await say(client, "third-room", "bob", "after one")
+        await expect(message_with(page, "after one")).to_have_count(1)
+        await expect(badge).to_have_text(re.compile(r"^\s*1\s*$"))
+        await say(client, "general", "bob", "two")
+        await expect(badge).to_have_text(re.compile(r"^\s*2\s*$"))
         watch.assert_clean()
 
 

@@ -43,6 +43,7 @@ class StreamRequest:
     identity: Identity | None = None  # who reads (None: a guest): private rooms follow it
     notify: str | None = None  # the user whose notifications it carries (``notify=1``, feeds)
     feed: bool = False  # a notification feed's stream (rooms is empty)
+    present: tuple[str, ...] | None = None  # where ``user`` is present (None: ``rooms``)
 
 
 class Delivery:
@@ -87,7 +88,9 @@ class Delivery:
         sub.last_id = self.registry.position
         sub.last_write = time.monotonic()
         self.metrics.streams_opened.inc()
-        present = request.rooms if request.user is not None and request.rooms else ()
+        present = request.rooms if request.present is None else request.present
+        if request.user is None or not present:
+            present = ()
         try:
             for room in present:
                 self.presence.connect(room, request.user)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from chat import credentials
 from tests.access_helpers import Seed, bearer, sign_in
-from tests.live import LiveServer, open_stream
+from tests.live import LiveServer, SSEStream, open_stream
 from tests.scaleout_helpers import eventually
 
 SECRET = "s" * 40
@@ -536,6 +536,59 @@ async def test_a_scoped_every_room_stream_leaves_out_a_private_room_it_may_not_r
         assert nothing.json()["error"]["code"] == "not_found"
         rooms = await client.get("/api/rooms", headers=bearer(scoped))
         assert [r["name"] for r in rooms.json()["rooms"]] == ["lobby"]
+
+
+async def test_a_scoped_every_room_stream_follows_an_invitation_into_its_scope(
+    required: LiveServer,
+) -> None:
+    """ACCESS.md: one who is added to a private room receives its events from the
+    `member.added` on, on `rooms=*` streams opened earlier too; for a token scoped to rooms
+    as well (its stream once took the rooms it could read at its opening, and stayed blind to
+    `team` after the invitation). Live and on a resume alike, nothing of `team` from before
+    the invitation."""
+    async with Seed(required.database) as seed:
+        scoped = await seed.token("pat", rooms=["team", "lobby"])
+        owner = await seed.token("olga")
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+
+        async def say(room: str, text: str) -> int:
+            posted = await client.post(
+                f"/api/rooms/{room}/messages", json={"text": text}, headers=bearer(owner)
+            )
+            assert posted.status_code == 201, posted.text
+            return int(posted.json()["id"])
+
+        made = await client.put("/api/rooms/team", json={"private": True}, headers=bearer(owner))
+        assert made.status_code == 201
+        start = await say("lobby", "start")
+        wanted = ["member.added", "team after", "lobby after"]  # not "team hidden"
+        async with open_stream(client, "/api/events?rooms=*", headers=bearer(scoped)) as stream:
+            for room, users in (("lobby", ["pat"]), ("team", [])):  # present where it reads
+                here = await client.get(f"/api/rooms/{room}/presence", headers=bearer(owner))
+                assert here.json()["users"] == users, room
+            await say("team", "team hidden")
+            invited = await client.put(
+                "/api/rooms/team/members/pat", json={"role": "member"}, headers=bearer(owner)
+            )
+            assert invited.status_code == 201, invited.text
+            await say("team", "team after")
+            last = await say("lobby", "lobby after")
+            live = await events_until(stream, last)
+        assert [e.get("text", e["type"]) for e in live] == wanted
+        resumed = {"Last-Event-ID": str(start), **bearer(scoped)}
+        async with open_stream(client, "/api/events?rooms=*", headers=resumed) as stream:
+            replayed = await events_until(stream, last)
+        assert [e.get("text", e["type"]) for e in replayed] == wanted
+
+
+async def events_until(stream: SSEStream, last: int) -> list[dict[str, Any]]:
+    """The persisted events of a stream (its presence passed over), up to id ``last``."""
+    got: list[dict[str, Any]] = []
+    while not got or got[-1]["id"] < last:
+        event = (await stream.next()).json()
+        if event["type"] != "presence":
+            got.append(event)
+    return got
 
 
 async def test_a_guest_session_ends_when_its_name_becomes_an_account_or_auth_is_required(

@@ -65,17 +65,18 @@ def stream_rooms(
     return tuple(dict.fromkeys(check_room(name) for name in names))
 
 
-async def scoped_rooms(who: Identity, svc: Services) -> tuple[str, ...]:
-    """``rooms=*`` for a credential scoped to rooms: those of its rooms it may read when the
-    stream opens and that exist (or may be created), as ``GET /api/rooms`` lists them. A
-    private room it is no member of is left out, not a 404 for the whole stream; the set is
-    fixed for the stream's life (the client's next connection asks again)."""
+async def scoped_rooms(who: Identity, svc: Services) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``rooms=*`` for a credential scoped to rooms: the rooms of its scope that exist (or may
+    be created), and of those the ones it may read now (``GET /api/rooms`` lists these; the
+    user is present there). The stream takes the whole scope: the registry and the replay
+    gate pass a private room's events from the user's ``member.added`` on (ACCESS.md), so an
+    invitation made while the stream is open is followed, as on every ``rooms=*`` stream."""
     assert who.rooms is not None
-    rooms = []
-    for name in access.visible(who, sorted(who.rooms), svc.book):
+    scope = []
+    for name in sorted(who.rooms):
         if svc.settings.auto_create_rooms or await svc.store.get_room(name) is not None:
-            rooms.append(name)
-    return tuple(rooms)
+            scope.append(name)
+    return tuple(scope), tuple(access.visible(who, scope, svc.book))
 
 
 async def stream_request(
@@ -99,9 +100,10 @@ async def stream_request(
         return StreamRequest((), None, resume, identity=request.identity, notify=owner, feed=True)
     rooms = stream_rooms(room, args, svc.settings.max_rooms_per_stream)
     who = request.identity
+    present = None
     if rooms is None and who is not None and who.rooms is not None:
-        rooms = await scoped_rooms(who, svc)
-        if not rooms:
+        rooms, present = await scoped_rooms(who, svc)
+        if not present:  # a private room it may not read does not exist for it
             raise NotFound("no room of this credential's scope exists that it may read")
     else:
         for name in rooms or ():
@@ -121,7 +123,7 @@ async def stream_request(
     if notify in ("1", "true") and user is None:
         raise InvalidQuery("`notify=1` needs a user: sign in, or name one with `user=`")
     hints = user if notify in ("1", "true") else None
-    return StreamRequest(rooms, flt, resume, user, who, notify=hints)
+    return StreamRequest(rooms, flt, resume, user, who, notify=hints, present=present)
 
 
 class EventStreams:

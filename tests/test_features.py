@@ -406,6 +406,8 @@ async def test_read_markers_and_unread(r: Room) -> None:
     await a.call("DELETE", a.msg(ids_a[3]), {"author": "alice"})
     await a.act()  # not a message
     assert await unread() == {a.name: 2, b.name: 2}
+    await a.post("my own, from another device", author=user)  # read by its author
+    assert await unread() == {a.name: 2, b.name: 2}
     newest = await a.post("new")
     assert await unread() == {a.name: 3, b.name: 2}
     # The newest event id the counts include, so a client can merge what its stream delivered.

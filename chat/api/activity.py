@@ -211,9 +211,10 @@ async def mark_read(room: str, data: ReadIn) -> Response:
 @bp.get("/api/users/<user>/unread")
 @document_response(Unread)
 async def unread(user: str) -> dict[str, Any]:
-    """Messages after the user's read marker, for each room where the user has one and may
-    read. Signed in: one's own counts (admins: anyone's). A `user` that is no user name
-    (README, "The API") is 400 `invalid_query`."""
+    """Messages of others after the user's read marker (what the user wrote, anywhere, is
+    read), for each room where the user has one and may read. Signed in: one's own counts
+    (admins: anyone's). A `user` that is no user name (README, "The API") is 400
+    `invalid_query`."""
     user = user_name(user, "user", "path")
     who = identity()
     access.check_unread(who, user)

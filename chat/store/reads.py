@@ -159,14 +159,15 @@ class Reads(AccountReads, NotificationReads):
         return items, has_more
 
     async def unread(self, user: str) -> tuple[dict[str, int], int]:
-        """For each room the user has a read marker in: messages after it (not deleted).
+        """For each room the user has a read marker in: messages of others after it (not
+        deleted; what its author wrote, elsewhere too, it has read).
 
         Also the newest stored event id, read in the same statement (so the same snapshot):
         a client that counted events from its stream meanwhile adds only those after it.
         """
         rows = await self._rows(
             "SELECT top.id, r.room, (SELECT count(*) FROM messages m WHERE m.room = r.room "
-            "AND m.id > r.last_read_id AND m.deleted_at IS NULL) "
+            'AND m.id > r.last_read_id AND m.deleted_at IS NULL AND m.author <> r."user") '
             "FROM (SELECT coalesce(max(id), 0) AS id FROM events) top "
             'LEFT JOIN read_markers r ON r."user" = ? ORDER BY r.room',
             (user,),

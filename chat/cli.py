@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from chat import cli_parser, logs
 from chat.config import Settings
 
+JWT_SECRET_MIN_BYTES = 32  # HS256's key: at least the hash's 256 bits (RFC 7518, 3.2)
+
 
 def _migrate(settings: Settings) -> int:
     from chat.store.dialect import shown_database
@@ -105,9 +107,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _jwt_key_problem(settings: Settings) -> str | None:
-    """Why ``CHAT_JWT_PUBLIC_KEY_FILE`` cannot verify JWTs (missing, not a PEM public key, not
-    RSA or EC), or None: said at start in one line, not as a traceback of the app's start."""
+    """Why the JWT settings cannot verify JWTs, or None: said at start in one line, not as a
+    traceback of the app's start. A secret shorter than HS256's 32 bytes (RFC 7518, 3.2); a
+    secret and a key file at once (which one signs is ambiguous); a key file that is missing,
+    not a PEM public key, not RSA or P-256."""
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
     path = settings.jwt_public_key_file
+    if secret and path is not None:
+        return (
+            "CHAT_JWT_SECRET and CHAT_JWT_PUBLIC_KEY_FILE are both set: set the one your "
+            "application signs with (HS256 with the secret, RS256 or ES256 with the key)"
+        )
+    if secret and len(secret.encode()) < JWT_SECRET_MIN_BYTES:
+        return (
+            f"CHAT_JWT_SECRET: {len(secret.encode())} bytes; HS256 needs at least "
+            f"{JWT_SECRET_MIN_BYTES} (RFC 7518, 3.2), e.g. from "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+        )
     if path is None:
         return None
     from chat import credentials

@@ -186,10 +186,13 @@ class Settings(BaseSettings):
         "cookie-authenticated writes (and, with issue 14, CORS requests).",
     )
     jwt_secret: SecretStr | None = Field(
-        None, description="Shared secret of HS256 JWTs minted by another application."
+        None,
+        description="Shared secret (32 bytes or more) of HS256 JWTs minted by another application.",
     )
     jwt_public_key_file: Path | None = Field(
-        None, description="PEM public key of RS256 or ES256 JWTs minted by another application."
+        None,
+        description="PEM public key of RS256 or ES256 JWTs minted by another application "
+        "(not with CHAT_JWT_SECRET).",
     )
     jwt_audience: str | None = Field(None, description="When set, a JWT's `aud` must name it.")
     metrics_public: bool = Field(

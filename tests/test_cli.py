@@ -152,6 +152,37 @@ def test_serve_says_in_one_line_when_the_jwt_public_key_file_is_unusable(
         assert not (tmp_path / "x.db").exists()
 
 
+def test_serve_refuses_a_short_jwt_secret_and_two_kinds_of_jwt_key(tmp_path: Path) -> None:
+    """Left over from a probe, fixed: a CHAT_JWT_SECRET shorter than HS256's 32 bytes (RFC
+    7518, 3.2: a MUST) was taken without a word, and with CHAT_JWT_PUBLIC_KEY_FILE set too the
+    secret was silently ignored (every HS256 JWT a 401)."""
+    key_file = tmp_path / "key.pem"
+    key_file.write_bytes(
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    for settings, expected in (
+        ({"CHAT_JWT_SECRET": "too short"}, "CHAT_JWT_SECRET: 9 bytes; HS256 needs at least 32"),
+        (
+            {"CHAT_JWT_SECRET": "s" * 40, "CHAT_JWT_PUBLIC_KEY_FILE": str(key_file)},
+            "CHAT_JWT_SECRET and CHAT_JWT_PUBLIC_KEY_FILE are both set",
+        ),
+    ):
+        result = run_chat(
+            "serve",
+            "--port",
+            str(free_port()),
+            cwd=tmp_path,
+            CHAT_DATABASE=str(tmp_path / "x.db"),
+            **settings,
+        )
+        assert result.returncode == 2, result
+        assert result.stderr.startswith(expected), result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "x.db").exists()
+
+
 @pytest.mark.parametrize(
     ("option", "expected"),
     [

@@ -112,6 +112,9 @@ def account_name(value: str) -> str:
         return value
 
 
+NOT_UTF8 = "the password is not UTF-8 text; nothing changed"
+
+
 def read_password(args: argparse.Namespace, name: str) -> str:
     """One line of stdin (``--password-stdin``), or typed twice at a prompt (not echoed)."""
     try:
@@ -123,13 +126,13 @@ def read_password(args: argparse.Namespace, name: str) -> str:
             if getpass.getpass("Password again: ") != password:
                 raise Refused("the two passwords differ; nothing changed")
     except UnicodeDecodeError:  # a strict decoder (the locale, or the terminal's reader)
-        raise Refused("the password is not UTF-8 text; nothing changed", 2) from None
+        raise Refused(NOT_UTF8, 2) from None
     if not password:
         raise Refused("the password must not be empty; nothing changed")
     try:
         password.encode()
     except UnicodeEncodeError:  # bytes that are not UTF-8, kept as surrogates by the decoder
-        raise Refused("the password is not UTF-8 text; nothing changed", 2) from None
+        raise Refused(NOT_UTF8, 2) from None
     if len(password) > MAX_PASSWORD_CHARS:
         raise Refused(f"the password must be at most {MAX_PASSWORD_CHARS} characters", 2)
     return password
@@ -241,7 +244,8 @@ def token_json(row: accounts.TokenRow) -> dict[str, Any]:
 def tokens_list(args: argparse.Namespace, settings: Settings) -> int:
     rows = [token_json(row) for row in _with_store(settings, lambda store: store.tokens())]
     if args.user is not None:
-        rows = [row for row in rows if row["user"] == args.user]
+        user = account_name(args.user)
+        rows = [row for row in rows if row["user"] == user]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0

@@ -282,12 +282,26 @@ def test_a_revoked_token_is_refused_by_the_running_service(
     assert unknown.returncode == 1 and "no token" in unknown.stderr
 
 
+def test_tokens_list_of_one_user_takes_the_name_as_the_service_does(operator: Operator) -> None:
+    """``tokens list --user NAME`` lists that user's tokens, the name NFC-normalised as every
+    user name is (a decomposed "zoë" typed on some keyboards listed nothing)."""
+    operator.token("zo\u00eb")
+    operator.token("bob")
+    for typed in ("zo\u00eb", "zoe\u0308"):
+        listed = json.loads(operator.ok("tokens", "list", "--user", typed, "--json"))
+        assert [row["user"] for row in listed] == ["zo\u00eb"], typed
+    assert json.loads(operator.ok("tokens", "list", "--user", "nobody", "--json")) == []
+
+
 def test_removing_a_user_revokes_its_tokens_and_sessions(
     required: tuple[LiveServer, Operator],
 ) -> None:
     live, operator = required
     operator.add_user("dave", "dave's password")
     operator.add_user("erin", "erin's password")
+    operator.token("dave")
+    (old,) = operator.tokens()
+    assert "revoked token" in operator.ok("tokens", "revoke", str(old["id"]))
     api = operator.token("dave", "--role", "member")
     signed_in = sign_in(live.url, "dave", "dave's password")
     assert signed_in.status_code == 201
@@ -298,6 +312,8 @@ def test_removing_a_user_revokes_its_tokens_and_sessions(
 
     removed = operator("users", "remove", "dave")
     assert removed.returncode == 0, removed.stderr
+    # the two it ended (not the one revoked before: the count once said 3)
+    assert removed.stdout == "removed dave and revoked its tokens (2)\n"
     wait_for_status(live.url, api, 401)
     wait_for_status(live.url, session, 401)
     assert who(live.url, other).status_code == 200

@@ -76,12 +76,13 @@ def set_password(name: str, password_hash: str) -> WriteOp[list[bytes]]:
 
 
 def remove_user(name: str) -> WriteOp[list[bytes]]:
-    """Remove the account and revoke every token of its name; returns the tokens' hashes."""
+    """Remove the account and revoke every token of its name; returns the hashes of those it
+    revoked (not those revoked before)."""
 
     def op(tx: Tx) -> list[bytes]:
         if tx.conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
             raise NotFound(f"no account named {name!r}")
-        return _revoke(tx, '"user" = ?', (name,))
+        return _revoke(tx, '"user" = ? AND revoked_at IS NULL', (name,))
 
     return op
 

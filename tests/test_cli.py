@@ -6,6 +6,7 @@ import json
 import os
 import re
 import sqlite3
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,28 @@ def test_a_database_that_fails_a_command_is_one_line_not_a_traceback(tmp_path: P
         assert result.stderr.startswith(f"error: CHAT_DATABASE {database} failed: "), result
         assert "no such table: tokens" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_new_database_file_is_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    """It holds password hashes and token hashes: a new SQLite file (and its WAL, which SQLite
+    makes with the file's mode) is 0600, whatever the umask lets others read (it was 0644).
+    A file that exists keeps the mode its operator gave it."""
+    database = tmp_path / "chat.db"
+    assert run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database)).returncode == 0
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    with sqlite3.connect(database) as conn:  # the WAL appears while a connection is open
+        conn.execute("SELECT count(*) FROM users").fetchone()
+        assert stat.S_IMODE((tmp_path / "chat.db-wal").stat().st_mode) == 0o600
+    shared = tmp_path / "shared.db"
+    shared.touch(mode=0o640)
+    assert run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(shared)).returncode == 0
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o640 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def test_serve_says_in_one_line_when_the_jwt_public_key_file_is_unusable(

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -52,7 +54,9 @@ def _locked(error: sqlite3.OperationalError, deadline: float) -> bool:
 def connect(settings: Settings) -> sqlite3.Connection:
     """A connection for the calling thread alone (``sqlite3`` refuses any other), in
     autocommit mode: transactions are opened explicitly."""
-    conn = sqlite3.connect(sqlite_path(settings.database), isolation_level=None)
+    path = sqlite_path(settings.database)
+    _create_private(path)
+    conn = sqlite3.connect(path, isolation_level=None)
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     try:
         for pragma in _pragmas(settings):
@@ -68,6 +72,14 @@ def connect(settings: Settings) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _create_private(path: str) -> None:
+    """A new database file is made readable by its owner alone (it holds password and token
+    hashes; SQLite gives its WAL and shared-memory files the file's mode). A file that exists
+    keeps its mode; a path that cannot be made is left to SQLite to report."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 async def connect_async(settings: Settings, *pragmas: str) -> aiosqlite.Connection:

@@ -20,8 +20,11 @@ Nobody is notified of their own actions, and one event makes at most one notice 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
+
+from chat.rules import name_problem
 
 MENTIONS_MAX = 20  # the first names of a message that are notified (a message may hold 2,000)
 ACTORS_SHOWN = 3  # the newest distinct actors a group lists
@@ -114,11 +117,7 @@ def notices(event_type: str, room: str, payload: Mapping[str, Any]) -> list[Noti
         verb, obj = str(payload.get("verb")), str(payload.get("object"))
         names = mentioned(obj)
         data = payload.get("data")
-        to = data.get("to") if isinstance(data, Mapping) else None
-        if isinstance(to, str):
-            names.append(to)
-        elif isinstance(to, list):
-            names.extend(name for name in to[:MENTIONS_MAX] if isinstance(name, str))
+        names.extend(recipients(data.get("to") if isinstance(data, Mapping) else None))
         # verb and object hold no control character: U+001F cannot occur in either
         key = f"activity\x1f{room}\x1f{verb}\x1f{obj}"
         for name in names:
@@ -127,6 +126,15 @@ def notices(event_type: str, room: str, payload: Mapping[str, Any]) -> list[Noti
         actor, user = str(payload.get("by")), str(payload.get("user"))
         found[user] = Notice(user, "membership", f"membership:{room}", actor)
     return [notice for user, notice in found.items() if user != actor]
+
+
+def recipients(to: object) -> list[str]:
+    """The users an activity's ``data.to`` names (a name, or a list of up to MENTIONS_MAX):
+    each taken as every user name is (NFC, ``chat.rules.name_problem``); what is no user name
+    is no one's feed, and is passed over (``data`` itself is stored as it was sent)."""
+    given = [to] if isinstance(to, str) else to[:MENTIONS_MAX] if isinstance(to, list) else []
+    names = (unicodedata.normalize("NFC", name) for name in given if isinstance(name, str))
+    return [name for name in names if name_problem(name) is None]
 
 
 def newest_actors(actors: Sequence[str], actor: str) -> list[str]:

@@ -5,6 +5,7 @@ processes; and never a notification from a room the user cannot read."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,25 @@ async def test_activity_naming_a_user_groups_per_verb_and_object(
         ("activity", "approved", obj, 2),
     ]
     assert groups[1]["summary"] == f"reviewer and ci approved {obj} in #{room}"
+
+
+async def test_an_activity_notifies_only_the_user_names_in_its_data_to(
+    client: httpx.AsyncClient, room: str
+) -> None:
+    """A defect a probe found, fixed: `data.to` went into the store as given, so on PostgreSQL
+    a NUL in a name, or a name of 3,000 characters (over the b-tree's row limit), made the
+    activity a 503 that no retry could pass (201 on SQLite), and a name in another Unicode
+    form notified nobody. Each name is now taken as every user name is (NFC, the one rule);
+    what is no user name notifies nobody, and the activity is stored on both stores."""
+    zoe = fresh("zo\u00eb")
+    decomposed = unicodedata.normalize("NFD", zoe)
+    url = f"/api/rooms/{room}/activity"
+    for to in (["a\u0000b", "x" * 3000, decomposed, "", " sp ", "@zed"], "a\u0000b", "y" * 3000):
+        item = {"actor": "ci", "verb": "shipped", "object": "v3", "data": {"to": to}}
+        stored = ok(await client.post(url, json=item), 201)
+        assert stored["data"] == {"to": to}  # kept as sent
+    groups = (await feed(client, zoe))["groups"]
+    assert [(g["kind"], g["count"]) for g in groups] == [("activity", 1)]
 
 
 async def test_the_feed_pages_with_before(client: httpx.AsyncClient, room: str) -> None:

@@ -215,7 +215,20 @@ Text = Annotated[
 MAX_ID = 2**63 - 1  # SQLite's largest integer
 EventId = Annotated[int, Field(ge=1, le=MAX_ID)]
 Cursor = Annotated[int, Field(ge=0, le=MAX_ID)]
-SearchText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_printable)]
+
+
+def _spaces(value: object) -> object:
+    """A search query's words as the stored text has them: NFC (``_nfc``), and every space
+    separator (U+00A0, U+3000, ...) a plain space, which separates words as they do."""
+    value = _nfc(value)
+    if not isinstance(value, str):
+        return value
+    return "".join(" " if unicodedata.category(ch) == "Zs" else ch for ch in value)
+
+
+SearchText = Annotated[
+    str, BeforeValidator(_spaces), Field(min_length=1, max_length=200), AfterValidator(_printable)
+]
 Emoji = Annotated[
     str, BeforeValidator(_nfc), Field(min_length=1, max_length=34), AfterValidator(_emoji)
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import unicodedata
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -320,6 +321,25 @@ async def test_search_with_a_nul_character_is_no_server_error(r: Room) -> None:
             assert [m["id"] for m in response.json()["messages"]] == found, q
         else:  # or refused as a bad query parameter
             err(response, 400, "invalid_query")
+
+
+async def test_search_takes_the_query_in_the_form_the_text_is_stored_in(r: Room) -> None:
+    """Defects a probe found, fixed: the query was not NFC-normalised while every stored text
+    is, so a decomposed "café" (typed on some keyboards, or pasted) found nothing on
+    PostgreSQL and a decomposed Hangul word on neither store; and a no-break or ideographic
+    space (a Japanese keyboard's) in the query was 400 "control characters". Such a space
+    separates words, as U+0020 does."""
+    cafe = (await r.post("caf\u00e9 au lait"))["id"]
+    korean = (await r.post("\ud55c\uad6d\uc5b4 \ud14d\uc2a4\ud2b8"))["id"]
+    hello = (await r.post("hello there"))["id"]
+    for q, found in (
+        (unicodedata.normalize("NFD", "caf\u00e9"), cafe),
+        (unicodedata.normalize("NFD", "\ud55c\uad6d\uc5b4"), korean),
+        ("hello\u00a0there", hello),
+        ("hello\u3000there", hello),
+        ("hello\u2003the", hello),
+    ):
+        assert await r.search(q) == ([found], False), q
 
 
 # -- 7. idempotent posts -------------------------------------------------------------------

@@ -15,7 +15,8 @@ import pytest
 
 from chat.config import Settings
 from chat.errors import NotFound
-from chat.store import writes
+from chat.identity import Identity
+from chat.store import accounts, writes
 from chat.store.dialect import WriteDb
 from chat.store.store import open_write_db
 from chat.store.tx import Tx, WriteOp, commit_batch
@@ -64,6 +65,39 @@ def test_a_room_created_by_a_failed_operation_does_not_exist_for_the_next(
     assert results[1][0] is False and isinstance(results[1][1], NotFound)
     assert "ghost" not in rooms(conn)
     assert events == []
+
+
+def test_membership_changes_apply_to_the_writes_after_them_in_the_same_batch(
+    conn: WriteDb,
+) -> None:
+    """A defect a probe found, fixed: a batch remembered who may write into a private room
+    for its whole length, so a member removed in the batch still wrote after the removal
+    (and one added was still refused). Access follows the event order (ACCESS.md)."""
+    bob = Identity("bob")
+
+    def post(text: str) -> WriteOp[object]:
+        op = writes.post_message("secret", "bob", text, None, create_room=True)
+        return accounts.guarded("secret", bob, op)
+
+    made = commit_batch(conn, [accounts.create_room("secret", None, True, "alice")])
+    assert made[0] == [(True, True)]
+    results, events = commit_batch(
+        conn,
+        [
+            post("refused"),
+            accounts.add_member("secret", "bob", "member", "alice"),
+            post("as a member"),
+            accounts.remove_member("secret", "bob", "alice"),
+            post("after the removal"),
+        ],
+    )
+    assert [ok for ok, _ in results] == [False, True, True, True, False]
+    assert isinstance(results[4][1], NotFound)
+    assert [(e.type, e.payload.get("text")) for e in events] == [
+        ("member.added", None),
+        ("message", "as a member"),
+        ("member.removed", None),
+    ]
 
 
 def test_many_posts_into_one_room_in_one_transaction(conn: WriteDb) -> None:

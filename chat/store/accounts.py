@@ -198,6 +198,7 @@ def add_member(
             return False, None
         event = tx.append(room, MEMBER_ADDED, {"user": user, "role": role, "by": by})
         _member_row(tx, room, user, role)
+        tx.writers.pop((room, user), None)  # what the batch knew of them is stale now
         return row is None, event
 
     return op
@@ -214,6 +215,7 @@ def remove_member(room: str, user: str, by: str) -> WriteOp[Event]:
         event = tx.append(room, MEMBER_REMOVED, {"user": user, "role": row[0], "by": by})
         tx.flush()
         tx.conn.execute('DELETE FROM members WHERE room = ? AND "user" = ?', (room, user))
+        tx.writers.pop((room, user), None)  # their later writes in the batch are asked again
         (private,) = tx.conn.execute("SELECT private FROM rooms WHERE name = ?", (room,)).fetchone()
         if private:  # a room they cannot read any more: its notifications leave their feed
             notify.forget_room(tx, user, room)

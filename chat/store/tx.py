@@ -91,7 +91,7 @@ class Tx:
         """Whether ``user`` (None: a guest) may write into the room now: any room but a
         private one, whose members may. A room once found public is known so for every later
         transaction (privacy never changes); others are asked once per room and user in a
-        transaction."""
+        transaction, until a membership change of that user there (``accounts``) forgets it."""
         if room in self.db.public_rooms:
             return True
         known = self.writers.get((room, user))

@@ -4,10 +4,11 @@ import { api, ApiError } from './api.js';
 import { els, roomData, state } from './state.js';
 import { addEvent, applyToRoom, displayFloor, minId } from './model.js';
 import { toast, withRetry } from './util.js';
-import { renderHead, renderMessages, showMessage } from './messages.js';
+import { renderHead, renderMessages, showMessage, unreadAbove } from './messages.js';
 import { markRead } from './unread.js';
 
 const REVEAL_PAGES = 40; // how far up a message is looked for (pages of history)
+const UNREAD_PAGES = 20; // how far up the first unread message is looked for on opening a room
 
 async function fetchActivity(room, before) {
   try {
@@ -52,11 +53,31 @@ async function load(room, rd) {
   if (room === state.current) {
     renderMessages({ bottom: true });
     markRead();
-    fillViewport();
+    if (!(await reachFirstUnread(room))) fillViewport();
   }
 }
 
-async function loadOlder(room = state.current) {
+/**
+ * Opening a room with more unread messages than its first page holds: older pages are loaded
+ * (up to UNREAD_PAGES) until the first unread one is there, so that the "new messages" line
+ * goes above it (messages.js, firstUnreadId), and the room opens at the line. False when
+ * nothing was to load.
+ */
+export async function reachFirstUnread(room) {
+  const rd = roomData(room);
+  if (!unreadAbove(rd)) return false;
+  for (let i = 0; i < UNREAD_PAGES && state.current === room && unreadAbove(rd); i++) {
+    const gen = rd.gen;
+    if (rd.loadingOlder) await new Promise((r) => setTimeout(r, 100));
+    else await loadOlder(room, { fill: false });
+    if (rd.gen !== gen) return true;
+  }
+  if (state.newFrom && state.newFrom.room === room) state.newFrom.reached = true;
+  if (state.current === room) renderMessages({ bottom: true });
+  return true;
+}
+
+async function loadOlder(room = state.current, { fill = true } = {}) {
   const rd = roomData(room);
   if (!rd.loaded || rd.loadingOlder || (!rd.msgMore && !rd.actMore)) return;
   rd.loadingOlder = true;
@@ -86,7 +107,7 @@ async function loadOlder(room = state.current) {
   }
   if (room === state.current && rd.gen === gen) {
     renderMessages({ keep: true });
-    fillViewport();
+    if (fill) fillViewport();
   }
 }
 

@@ -12,6 +12,7 @@ const GROUP_MS = 5 * 60 * 1000;
 // render's work stay bounded however long the room runs.
 const KEEP = 100;
 const TRIM_AT = 160;
+const KEEP_UNREAD = 1000; // the most kept for the "new messages" line (keepCount)
 // The stream's events render at the next frame, once for all that came meanwhile, and at most
 // every GAP_MS: a room receiving 50 messages a second re-renders (style, layout, paint) 10 times
 // a second instead of at nearly every frame, and a quiet room still shows a message at once.
@@ -108,7 +109,8 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const oldHeight = list.scrollHeight;
   const oldTop = list.scrollTop;
-  if (!keep && (bottom || nearBottom) && rd.events.size > TRIM_AT && !rd.loadingOlder) trimOld(rd, KEEP);
+  const kept = keepCount(rd);
+  if (!keep && (bottom || nearBottom) && rd.events.size > kept + TRIM_AT - KEEP && !rd.loadingOlder) trimOld(rd, kept);
 
   if (!$('list-head')) list.prepend(h('li', { class: 'list-head', id: 'list-head' }));
   renderHead(rd);
@@ -230,17 +232,52 @@ function dayLabel(iso) {
 
 /**
  * The first message that was unread when the room was opened (state.newFrom: how many there
- * were), fixed once the room's history is in: the "new messages" line goes above it.
+ * were): the "new messages" line goes above it. Counted among the messages of others up to
+ * the newest there was at the opening (mark.upTo: those that come later are not the ones
+ * counted). While more were unread than are loaded, the line waits above the oldest loaded
+ * (history.js loads older pages up to it, then sets mark.reached); it is fixed once the
+ * count is covered, the history has no more, or the pages to load for it ran out. A first
+ * unread deleted meanwhile passes the line to the next one.
  */
 function firstUnreadId(rd, items) {
   const mark = state.newFrom;
   if (!mark || mark.room !== state.current) return null;
   if (mark.id === null && rd.loaded) {
-    const msgs = items.filter((e) => e.type === 'message' && e.author !== state.me);
-    mark.id = mark.count <= msgs.length ? msgs[msgs.length - mark.count].id : (msgs[0]?.id ?? null);
+    if (mark.upTo === undefined) mark.upTo = rd.maxId;
+    const msgs = items.filter((e) => e.type === 'message' && e.author !== state.me && e.id <= mark.upTo);
+    if (mark.count <= msgs.length) mark.id = msgs[msgs.length - mark.count].id;
+    else if (!msgs.length || !rd.msgMore || mark.reached) mark.id = msgs[0]?.id ?? null;
+    else return msgs[0].id; // not fixed: older pages are on their way
+    if (mark.id === null) state.newFrom = null;
+  } else if (mark.id !== null && rd.deleted.has(mark.id)) {
+    const next = items.find((e) => e.type === 'message' && e.author !== state.me && e.id > mark.id && e.id <= mark.upTo);
+    mark.id = next ? next.id : null;
     if (mark.id === null) state.newFrom = null;
   }
   return mark.id;
+}
+
+/** Whether the open room's "new messages" line waits for older pages (firstUnreadId). */
+export function unreadAbove(rd) {
+  const mark = state.newFrom;
+  if (!mark || mark.room !== state.current || mark.id !== null || mark.reached || !rd.loaded || !rd.msgMore) return false;
+  let others = 0;
+  for (const e of rd.events.values()) if (e.type === 'message' && e.author !== state.me && e.id <= (mark.upTo ?? rd.maxId)) others++;
+  return others < mark.count;
+}
+
+/**
+ * How many of the open room's newest events a trim keeps: KEEP, or all from the "new
+ * messages" line on (up to KEEP_UNREAD), so that the line is not trimmed away under a person
+ * who opened the room at it.
+ */
+function keepCount(rd) {
+  const mark = state.newFrom;
+  if (!mark || mark.room !== state.current) return KEEP;
+  if (mark.id === null) return KEEP_UNREAD; // being placed
+  let n = 0;
+  for (const id of rd.events.keys()) if (id >= mark.id) n++;
+  return Math.min(KEEP_UNREAD, Math.max(KEEP, n));
 }
 
 /**

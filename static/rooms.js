@@ -10,7 +10,7 @@ import { loadMembers } from './members.js';
 import { onRoomControls, renderRooms } from './roomlist.js';
 import { clearUnread, markRead } from './unread.js';
 import { closeNav } from './nav.js';
-import { loadInitial } from './history.js';
+import { loadInitial, reachFirstUnread } from './history.js';
 
 /**
  * Join the room (a PUT that changes nothing: 200 for anyone who may see it), or create it,
@@ -112,6 +112,7 @@ export function openRoom(room) {
   if (rd.loaded) {
     renderMessages({ bottom: true });
     markRead();
+    reachFirstUnread(room);
   } else if (!rd.loading) {
     loadInitial(room);
   } else {

@@ -356,6 +356,53 @@ async def test_the_new_messages_line_on_opening_a_room_with_unread(
         watch.assert_clean()
 
 
+async def test_the_new_messages_line_above_the_first_of_many_unread_and_after_a_deletion(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """Defects a probe found, fixed: with more unread than the first page holds (50), the line
+    sat above the oldest message loaded (m030 of 80), and scrolling up showed the 30 before it
+    above the line, as if read; with 200 unread, above the 101st (the busy room's trim ran
+    first). And a deleted first unread took the line away. The page now loads older pages up
+    to the first unread (the room opens there) and passes the line to the next."""
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        big = await join_room(page, "big")
+        await room_item(page, "general").click()
+        divider = page.get_by_test_id("new-divider")
+        for prefix, count in (("m", 80), ("n", 200)):
+            batch = {
+                "messages": [{"author": "bob", "text": f"{prefix}{n:03d}"} for n in range(count)]
+            }
+            made = await client.post("/api/rooms/big/messages/batch", json=batch)
+            assert made.status_code == 201, made.text
+            if prefix == "m":  # after a reload: the room's first page alone is loaded
+                await page.reload()
+                await expect(room_item(page, "general")).to_have_attribute("aria-current", "true")
+            await expect(big.get_by_test_id("room-unread")).to_have_text(
+                re.compile(rf"^\s*{min(count, 99)}\+?\s*$")
+            )
+            await big.click()
+            first = message_with(page, f"{prefix}000")
+            await expect(first).to_have_count(1)
+            above = await divider.evaluate("d => d.nextElementSibling.textContent")
+            assert f"{prefix}000" in above, above
+            await expect(first).to_be_in_viewport()  # the room opens at the line
+            await room_item(page, "general").click()
+        u0 = await say(client, "big", "bob", "u0")
+        await say(client, "big", "bob", "u1")
+        await expect(big.get_by_test_id("room-unread")).to_have_text(re.compile(r"^\s*2\s*$"))
+        await big.click()
+        line_above = page.get_by_test_id("message-list").locator('[data-testid="new-divider"] + *')
+        await expect(line_above.get_by_test_id("message-text")).to_have_text("u0")
+        gone = await client.request(
+            "DELETE", f"/api/rooms/big/messages/{u0['id']}", json={"author": "bob"}
+        )
+        assert gone.status_code == 200, gone.text
+        await expect(message_with(page, "u0")).to_have_count(0)
+        await expect(line_above.get_by_test_id("message-text")).to_have_text("u1")
+        watch.assert_clean()
+
+
 async def test_jump_to_latest_while_scrolled_up(
     browser: Browser, live: LiveServer, client: httpx.AsyncClient
 ) -> None:

@@ -98,7 +98,9 @@ class HistoryQuery(BaseModel):
     after: Cursor | None = Field(None, description="Only messages with a larger id.")
     limit: Annotated[int, Field(ge=1, le=200)] = 50
     q: SearchText | None = Field(
-        None, description="Full-text search: every word must appear; newest first."
+        None,
+        description="Full-text search: every word must appear (the last as a prefix); the "
+        "matching messages, paged as history is.",
     )
 
 

@@ -279,19 +279,22 @@ async def test_search_words_prefix_order_and_paging(r: Room) -> None:
     texts = ["hello world", "nothing here", "say hello again", "help wanted", "Hello there"]
     hello_world, _, say_hello, help_wanted, hello_there = [(await r.post(t))["id"] for t in texts]
     await Room(r.c, f"{r.name}-x").post("hello from another room")
-    assert await r.search("hello") == ([hello_there, say_hello, hello_world], False)
-    assert await r.search("hel") == ([hello_there, help_wanted, say_hello, hello_world], False)
+    # ascending by id, as every page of messages (API.md); no cursor: the newest matches
+    assert await r.search("hello") == ([hello_world, say_hello, hello_there], False)
+    assert await r.search("hel") == ([hello_world, say_hello, help_wanted, hello_there], False)
     assert await r.search("hello wor") == ([hello_world], False)
     assert await r.search("again hello") == ([say_hello], False)
     assert await r.search("zebra") == ([], False)
-    assert await r.search("hel", limit=2) == ([hello_there, help_wanted], True)
-    assert await r.search("hel", limit=2, before=help_wanted) == ([say_hello, hello_world], False)
+    assert await r.search("hel", limit=2) == ([help_wanted, hello_there], True)
+    assert await r.search("hel", limit=2, before=help_wanted) == ([hello_world, say_hello], False)
     assert await r.search("hel", limit=1, before=say_hello) == ([hello_world], False)
+    assert await r.search("hel", limit=2, after=hello_world) == ([say_hello, help_wanted], True)
+    assert await r.search("hel", after=help_wanted) == ([hello_there], False)
 
 
 async def test_search_follows_edits_and_deletes(r: Room) -> None:
     fox, doomed = (await r.post("the quick fox"))["id"], (await r.post("quick deletion"))["id"]
-    assert await r.search("quick") == ([doomed, fox], False)
+    assert await r.search("quick") == ([fox, doomed], False)
     await r.call("PATCH", r.msg(fox), {"author": "alice", "text": "the slow turtle"})
     assert await r.search("quick") == ([doomed], False)
     assert await r.search("fox") == ([], False)

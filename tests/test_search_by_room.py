@@ -58,9 +58,9 @@ async def test_a_search_answers_its_own_rooms_messages_only(store: Store) -> Non
             for room in ("team-a", "team.a", "a-team", "notes", "deploy")
         }
         for room, mine in ids.items():
-            assert await found(store, room, "deploy notes") == mine[::-1], room
-            assert await found(store, room, "deploy not") == mine[::-1], room  # a prefix
-            assert await found(store, room, "team") == (mine[::-1] if "team" in room else [])
+            assert await found(store, room, "deploy notes") == mine, room
+            assert await found(store, room, "deploy not") == mine, room  # a prefix
+            assert await found(store, room, "team") == (mine if "team" in room else [])
         # a room's token is not a word a text can match
         assert await found(store, "notes", "r6E6F746573") == []
 
@@ -76,15 +76,19 @@ async def test_edits_and_deletions_keep_the_index_right(store: Store) -> None:
         assert await found(store, "r", "noon") == [first]
 
 
-async def test_search_pages_by_id_newest_first(store: Store) -> None:
+async def test_search_pages_by_id_as_history_does(store: Store) -> None:
+    """The newest matches first, each page ascending by id (API.md), ``before`` paging to
+    older ones and ``after`` to newer ones."""
     async with asyncio.timeout(WAIT_S):
         ids = [await post(store, "r", "ann", f"standup {n}") for n in range(120)]
         await post(store, "other", "ann", "standup elsewhere")
         page, more = await store.history("r", before=None, after=None, limit=50, q="standup")
-        assert [m["id"] for m in page] == ids[::-1][:50] and more
-        older = await found(store, "r", "standup", before=page[-1]["id"])
-        assert older == ids[::-1][50:100]
-        assert await found(store, "r", "standup", before=ids[5]) == ids[:5][::-1]
+        assert [m["id"] for m in page] == ids[70:] and more
+        older = await found(store, "r", "standup", before=page[0]["id"])
+        assert older == ids[20:70]
+        assert await found(store, "r", "standup", before=ids[5]) == ids[:5]
+        assert await found(store, "r", "standup", after=ids[9]) == ids[10:60]
+        assert await found(store, "r", "standup", after=ids[100]) == ids[101:]
 
 
 def test_a_database_made_before_migration_0006_keeps_every_message_findable(
@@ -125,7 +129,7 @@ def test_a_database_made_before_migration_0006_keeps_every_message_findable(
                 assert await found(store, "b", "alpha") == [2]
                 assert await found(store, "a", "gone") == []
                 new = await post(store, "a", "ann", "alpha three")
-                assert await found(store, "a", "alpha") == [new, 1]
+                assert await found(store, "a", "alpha") == [1, new]
             finally:
                 await store.close()
 

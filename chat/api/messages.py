@@ -84,7 +84,7 @@ async def post_batch(room: str, data: MessageBatchIn) -> Response:
 async def history(room: str, query_args: HistoryQuery) -> dict[str, Any]:
     """Messages ascending by id, edits applied, deleted ones left out. Neither cursor: the
     newest page; `before`: the page just older; `after`: the page just newer; `has_more`:
-    more lie beyond. `q`: full-text search, the matches newest first, paged with `before`."""
+    more lie beyond. `q`: full-text search, the matching messages alone, paged the same way."""
     check_room(room)
     store = services().store
     if await store.get_room(room) is None:

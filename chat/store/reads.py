@@ -83,8 +83,9 @@ class Reads(AccountReads, NotificationReads):
     ) -> tuple[list[dict[str, Any]], bool]:
         """Messages of a room, edits applied, deleted ones left out, each with its reactions.
         Ascending by id, and ``has_more`` says whether more lie beyond the page (older ones
-        without ``after``, newer ones with it). With ``q`` (full-text search): the matches,
-        newest first, ``before`` paging to older ones."""
+        without ``after``, newer ones with it). With ``q`` (full-text search): the matching
+        messages alone, paged the same way (API.md: ascending by id; the index is walked
+        newest first, docs/design/store.md)."""
         where, params = "m.room = ? AND m.deleted_at IS NULL", [cast(Any, room)]
         source, order = "messages m", "m.id"
         if q is not None:
@@ -98,7 +99,7 @@ class Reads(AccountReads, NotificationReads):
         if after is not None:
             where += f" AND {order} > ?"
             params.append(after)
-        ascending = after is not None and q is None
+        ascending = after is not None
         rows = await self._rows(
             "SELECT m.id, m.room, m.author, m.text, m.reply_to, m.created_at, m.edited_at, "
             "(SELECT p.author FROM messages p WHERE p.id = m.reply_to) "
@@ -108,7 +109,7 @@ class Reads(AccountReads, NotificationReads):
         )
         has_more = len(rows) > limit
         rows = rows[:limit]
-        if not ascending and q is None:
+        if not ascending:
             rows.reverse()
         messages = [_message(row) for row in rows]
         orphans = [m for m in messages if "reply_to" in m and m["reply_to_author"] is None]

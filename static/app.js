@@ -5,6 +5,7 @@
 //              model.js      a room's events, changed by events
 //   client     chat-client.js  the standalone client: streams, posts, history, notifications
 //              api.js        the page's calls, on chat-client.js
+//              tabs.js       the page's other tabs: what one of them read
 //   rendering  render.js     DOM builders             util.js      toasts, retries
 //              connection.js the one stream, its badge  messages.js  the message list, reply bar
 //              roomlist.js   the rooms in the sidebar  presence.js  who is here, who is typing
@@ -28,7 +29,8 @@ import { renderRooms } from './roomlist.js';
 import { loadPresence } from './presence.js';
 import { bindMembers, renderMembers } from './members.js';
 import { bindNav } from './nav.js';
-import { cancelMarkers, refreshUnread } from './unread.js';
+import { cancelMarkers, refreshUnread, refreshUnreadSoon } from './unread.js';
+import { onTabs } from './tabs.js';
 import { bindHistory, loadInitial } from './history.js';
 import { bindRooms, ensureRoom, openRoom, renderRoomForm } from './rooms.js';
 import { bindNotifications, refreshNotifications, resetNotifications } from './notifications.js';
@@ -137,6 +139,7 @@ bindConnection({
   open: reconnected,
   offline: () => checkSession(), // a 401 (session ended) or a 404 (a room gone)
 });
+onTabs({ rooms: refreshUnreadSoon, notifications: refreshNotifications }); // read in another tab
 bindGate(start);
 bindSession(stop);
 bindRooms();

@@ -5,6 +5,7 @@
 import { api } from './api.js';
 import { els, state } from './state.js';
 import { toast } from './util.js';
+import { tellTabs } from './tabs.js';
 import { mountBell, onBellControls, renderBell, renderPanel } from './bell.js';
 import { closeNav } from './nav.js';
 import { reveal } from './history.js';
@@ -51,6 +52,7 @@ async function markRead(groups) {
   const mine = ++seq;
   try {
     const res = await api.markNotificationsRead(state.me, newest.latest_event_id);
+    tellTabs('notifications');
     if (mine === seq) {
       state.notif.unread = Number(res && res.unread) || 0;
       renderBell();

@@ -3,6 +3,7 @@
 import { api } from './api.js';
 import { els, roomData, state } from './state.js';
 import { renderRooms } from './roomlist.js';
+import { tellTabs } from './tabs.js';
 
 /**
  * One more unread message in a room that is not open, counted from the stream; unless the
@@ -34,7 +35,7 @@ const REFRESH_EVERY_MS = 500;
 let quietUntil = 0;
 let trailing = null;
 
-function refreshUnreadSoon() {
+export function refreshUnreadSoon() {
   if (trailing !== null) return;
   const wait = quietUntil - performance.now();
   const run = () => { trailing = null; quietUntil = performance.now() + REFRESH_EVERY_MS; refreshUnread(); };
@@ -102,7 +103,10 @@ export function markRead() {
   state.readTimers.set(room, setTimeout(() => {
     state.readTimers.delete(room);
     const id = rd.readUpTo;
-    api.markRead(room, state.me, id).then(() => { rd.readSent = Math.max(rd.readSent, id); }).catch(() => {});
+    api.markRead(room, state.me, id).then(() => {
+      rd.readSent = Math.max(rd.readSent, id);
+      tellTabs('rooms');
+    }).catch(() => {});
   }, READ_MS));
 }
 

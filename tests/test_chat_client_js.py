@@ -333,7 +333,7 @@ async def test_a_page_of_another_origin_uses_the_module_with_credentials(
 # The page's modules, by layer: each may import only from its own layer or the ones before.
 LAYERS: dict[str, list[str]] = {
     "state": ["state.js", "model.js"],
-    "client": ["chat-client.js", "api.js"],
+    "client": ["chat-client.js", "api.js", "tabs.js"],
     "rendering": [
         "richtext.js",
         "render.js",

@@ -18,6 +18,7 @@ import pytest
 from tests.live import LiveServer
 from tests.page_helpers import (
     expect,
+    join_room,
     message_with,
     open_as,
     post,
@@ -64,6 +65,42 @@ async def expect_count(page: Page, n: int) -> None:
 
 def item(page: Page, kind: str) -> Locator:
     return page.locator(f'[data-testid="notif-item"][data-kind="{kind}"]')
+
+
+async def test_what_one_tab_reads_the_other_tabs_stop_showing_unread(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """A defect a probe found, fixed: two tabs of one browser, the same person. Opening a room
+    in one tab left its unread count in the other (in the room list and the title), and
+    opening the bell's panel in one left the other's count, until a reload or reconnection.
+    The tab that reads now tells the others, which ask the server again."""
+    async with watched(browser) as watch:
+        first = await open_as(await watch.new_page(browser, "ann, tab 1"), live.url, "ann")
+        await join_room(first, "side")
+        second = await first.context.new_page()
+        watch.attach(second, "ann, tab 2")
+        await second.goto(live.url + "/")
+        await expect(room_item(second, "side")).to_have_attribute("aria-current", "true")
+        await room_item(second, "general").click()  # tab 2 reads general, tab 1 side
+        await expect(room_item(second, "general")).to_have_attribute("aria-current", "true")
+        await room_item(first, "side").click()
+        await expect(room_item(first, "side")).to_have_attribute("aria-current", "true")
+        for page in (first, second):
+            await expect(page.get_by_test_id("connection")).to_have_attribute("data-state", "open")
+        await say(client, "side", "bob", "@ann one for you")
+        await say(client, "general", "bob", "in general")
+        unread = room_item(first, "general").get_by_test_id("room-unread")
+        await expect(unread).to_have_text(re.compile(r"^\s*1\s*$"))  # tab 1: general unread
+        await expect(message_with(second, "in general")).to_have_count(1)  # tab 2 read it
+        await expect(unread).to_have_count(0)
+        await expect(first).to_have_title(re.compile(r"^(?!\()"))  # no "(1) ..." either
+        await expect_count(first, 1)
+        await expect_count(second, 1)
+        await second.get_by_test_id("notif-bell").click()  # tab 2 reads the notification
+        await expect(item(second, "mention")).to_have_count(1)
+        await expect_count(second, 0)
+        await expect_count(first, 0)
+        watch.assert_clean()
 
 
 async def test_mentions_replies_and_reactions_reach_the_bell_and_open_their_message(

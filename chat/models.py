@@ -162,6 +162,9 @@ class MessageEvent(BaseModel):
 
 
 class HistoryMessage(MessageEvent):
+    reply_to_deleted: bool | None = Field(
+        None, description="true when the message it replies to was deleted since (else absent)"
+    )
     edited_at: str | None = None
     reactions: dict[str, list[str]] = Field(description="emoji -> the authors who reacted")
 

@@ -3,7 +3,7 @@ import { api } from './api.js';
 import { els, roomData, state } from './state.js';
 import { toast } from './util.js';
 import { onMessageControls, renderMessages, setReply, showMessage } from './messages.js';
-import { loadInitial } from './history.js';
+import { loadInitial, reveal } from './history.js';
 import { applyEvent } from './events.js';
 
 function findMessage(id) {
@@ -92,8 +92,14 @@ export const actions = {
     if (mine.length) actions.edit(mine[0]);
     return mine.length > 0;
   },
-  jump(ev, id) {
-    if (!showMessage(id)) toast('That message is further up: scroll to load it.', 'info');
+  /** The quoted message: shown (older pages loaded until it is there), or why it cannot be. */
+  async jump(ev, id) {
+    if (showMessage(id)) return;
+    const room = state.current;
+    const gone = () => ev.reply_to_deleted || roomData(room).deleted.has(id);
+    if (gone()) { toast('That message was deleted.', 'info'); return; }
+    if (await reveal(room, id) || state.current !== room) return;
+    toast(gone() ? 'That message was deleted.' : 'That message is too far up to show here.', 'info');
   },
 };
 

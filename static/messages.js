@@ -91,11 +91,12 @@ export function renderHead(rd) {
   head.replaceChildren(...content);
 }
 
+/** What a reply's quote shows: the message it answers, null if deleted, else undefined. */
 function quotedFor(rd, ev) {
   if (!ev.reply_to) return undefined;
   const q = rd.events.get(ev.reply_to);
   if (q) return { author: q.author, text: q.text };
-  return rd.deleted.has(ev.reply_to) ? null : undefined;
+  return rd.deleted.has(ev.reply_to) || ev.reply_to_deleted ? null : undefined;
 }
 
 function onAction(action, ev, extra) {

@@ -130,7 +130,7 @@ export function messageContent(ev, ctx) {
       onclick: () => ctx.onAction('jump', ev, ev.reply_to),
     },
     h('span', { class: 'sr-only', text: 'In reply to ' }),
-    h('span', { class: 'quote-author', dir: 'auto', text: q ? q.author : '' }),
+    h('span', { class: 'quote-author', dir: 'auto', text: q ? q.author : (q === null ? '' : ev.reply_to_author || '') }),
     h('span', { class: 'quote-text', dir: 'auto', text: q ? plainText(q.text) : (q === null ? 'message deleted' : 'an earlier message') }));
   }
 

@@ -152,6 +152,10 @@ async def test_replies(r: Room) -> None:
         assert err(response, 422, "validation_error") == {"reply_to"}, bad
     shown = [(m["id"], m.get("reply_to")) for m in await r.history()]
     assert shown == [(parent["id"], None), (reply["id"], parent["id"])]
+    assert "reply_to_deleted" not in (await r.history())[-1]
+    await r.call("DELETE", r.msg(parent["id"]), {"author": parent["author"]})
+    (kept,) = await r.history()  # the reply, which says its message was deleted since
+    assert (kept["id"], kept["reply_to_deleted"]) == (reply["id"], True)
 
 
 # -- 3. reactions --------------------------------------------------------------------------

@@ -403,6 +403,39 @@ async def test_the_new_messages_line_above_the_first_of_many_unread_and_after_a_
         watch.assert_clean()
 
 
+async def test_a_quote_finds_its_message_further_up_or_says_it_was_deleted(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """Defects a probe found, fixed: after a reload, a reply to a deleted message quoted "an
+    earlier message", and clicking the quote advised scrolling up to a message that would
+    never come. History now says `reply_to_deleted`; the quote reads "message deleted", and
+    clicking it says so. A quoted message further up than the loaded pages is loaded and
+    shown (the quote names its author meanwhile)."""
+    far = await say(client, "general", "bob", "the plan, far up")
+    doomed = await say(client, "general", "bob", "soon deleted")
+    filler = {"messages": [{"author": "cy", "text": f"filler {n}"} for n in range(60)]}
+    made = await client.post("/api/rooms/general/messages/batch", json=filler)
+    assert made.status_code == 201, made.text
+    await say(client, "general", "dee", "about the plan", reply_to=far["id"])
+    await say(client, "general", "dee", "about that", reply_to=doomed["id"])
+    gone = await client.request(
+        "DELETE", f"/api/rooms/general/messages/{doomed['id']}", json={"author": "bob"}
+    )
+    assert gone.status_code == 200, gone.text
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        deleted_quote = message_with(page, "about that").locator(".quote")
+        await expect(deleted_quote).to_contain_text("message deleted")
+        await deleted_quote.click()
+        await expect(page.locator("#toasts")).to_contain_text("That message was deleted.")
+        far_quote = message_with(page, "about the plan").locator(".quote")
+        await expect(far_quote).to_contain_text("bob")  # not loaded yet: its author
+        await expect(message_with(page, "the plan, far up")).to_have_count(0)
+        await far_quote.click()
+        await expect(message_with(page, "the plan, far up")).to_be_in_viewport()
+        watch.assert_clean()
+
+
 async def test_jump_to_latest_while_scrolled_up(
     browser: Browser, live: LiveServer, client: httpx.AsyncClient
 ) -> None:

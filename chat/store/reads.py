@@ -102,7 +102,8 @@ class Reads(AccountReads, NotificationReads):
         ascending = after is not None
         rows = await self._rows(
             "SELECT m.id, m.room, m.author, m.text, m.reply_to, m.created_at, m.edited_at, "
-            "(SELECT p.author FROM messages p WHERE p.id = m.reply_to) "
+            "(SELECT p.author FROM messages p WHERE p.id = m.reply_to), "
+            "(SELECT p.deleted_at IS NOT NULL FROM messages p WHERE p.id = m.reply_to) "
             f"FROM {source} WHERE {where} ORDER BY {order} {'ASC' if ascending else 'DESC'} "
             "LIMIT ?",
             (*params, limit + 1),
@@ -267,6 +268,8 @@ def _message(row: Sequence[Any]) -> dict[str, Any]:
     if row[4] is not None:
         message["reply_to"] = row[4]
         message["reply_to_author"] = row[7]
+        if row[8]:  # the message it answers was deleted since
+            message["reply_to_deleted"] = True
     if row[6] is not None:
         message["edited_at"] = row[6]
     return message

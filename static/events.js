@@ -1,5 +1,6 @@
 // Events from the stream (or from a POST's answer) applied to the page's state.
-import { state } from './state.js';
+import { els, state } from './state.js';
+import { toast } from './util.js';
 import { applyToRoom } from './model.js';
 import { announce, atBottom, noteNewBelow, renderSoon } from './messages.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
@@ -47,6 +48,11 @@ export function applyEvent(ev) {
   if (ev.type === 'message' && room !== state.current && ev.author !== state.me && state.rooms.includes(room)) {
     countUnread(room, ev.id);
     renderRooms();
+  }
+  if (ev.type === 'message.deleted' && room === state.current && state.editing === ev.message_id) {
+    // the edit box goes with its message: say why, and give the keyboard back to the composer
+    toast('The message you were editing was deleted.', 'info');
+    els.composer.focus();
   }
   if (ev.type === 'message.deleted' && room !== state.current && state.rooms.includes(room)) {
     if (uncountUnread(room, ev.message_id)) renderRooms();

@@ -3,7 +3,7 @@
 // The page's one stream carries the user's own member events of rooms outside its list, so
 // an invitation arrives there; the room is added and the stream reopened with it.
 import { api } from './api.js';
-import { LS, save, state } from './state.js';
+import { LS, els, save, state } from './state.js';
 import { stream } from './connection.js';
 import { toast } from './util.js';
 import { memberEvent } from './members.js';
@@ -40,6 +40,8 @@ export async function onMemberEvent(ev) {
   state.private.set(room, !!info.private);
   // The room's events from its member.added on are replayed by the reopened stream.
   addRooms([room], typeof ev.id === 'number' ? ev.id - 1 : null);
+  // the room form's refusal of this room ("#room is private: ask ...") is answered now
+  if (els.roomError.textContent.includes(`#${room} `)) els.roomError.textContent = '';
   if (ev.by && ev.by !== state.me) toast(`${ev.by} added you to #${room}`, 'info');
 }
 

@@ -321,9 +321,18 @@ async def test_private_room_invite_and_removal_reach_the_other_page_live(
         await until(members_are(a, "alice"), "alice alone a member")
         await expect(a.get_by_test_id("connection")).to_have_attribute("data-state", "open")
 
-        # bob does not see it.
+        # bob does not see it, and may not join it by name.
         secret_b = room_item(b, "secret")
         await expect(b.get_by_test_id("room-list")).to_be_visible()
+        await expect(secret_b).to_have_count(0)
+        joining = STATUS.format(404) + r".*/api/rooms/secret'"  # bob's attempt, refused
+        watch.tolerated = re.compile(f"{STATUS.format(401)}|{joining}")
+        await b.get_by_test_id("room-new").fill("secret")
+        await b.get_by_test_id("room-new").press("Enter")
+        refusal = b.locator("#room-error")
+        await expect(refusal).to_have_text(
+            "#secret is private: ask one of its owners to invite you."
+        )
         await expect(secret_b).to_have_count(0)
 
         # alice invites bob: his page shows the room, live, without a reload.
@@ -334,6 +343,7 @@ async def test_private_room_invite_and_removal_reach_the_other_page_live(
         await until(members_are(a, "alice", "bob"), "bob listed on alice's page")
         await expect(secret_b).to_have_count(1)
         await expect(secret_b.get_by_test_id("room-private")).to_have_count(1)
+        await expect(refusal).to_have_text("")  # answered (a probe saw it stay)
         # It came on bob's one stream, which now lists the room too.
         await until(one_stream_with(b, "general", "team", "secret"), "bob's stream with secret")
         await until(lambda: _equal(open_streams(live), 2), "still two streams on the server")
@@ -357,7 +367,7 @@ async def test_private_room_invite_and_removal_reach_the_other_page_live(
         # may have just sent the room's read marker (300 ms after the welcome arrived): if
         # the removal commits first, that PUT is 404, which the page ignores and Chromium logs.
         watch.tolerated = re.compile(
-            STATUS.format(401) + "|" + STATUS.format(404) + r".*/api/rooms/secret/read'"
+            f"{STATUS.format(401)}|{joining}|" + STATUS.format(404) + r".*/api/rooms/secret/read'"
         )
         bob_item = a.get_by_test_id("member-list").locator('li[data-user="bob"]')
         await bob_item.hover()

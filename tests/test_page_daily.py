@@ -573,6 +573,23 @@ async def test_keyboard_focus_goes_where_a_person_is_going(
         await expect(edit).to_have_value("my first words")
         await page.keyboard.press("Escape")
         await expect(edit).to_have_count(0)
+        # the message being edited is deleted elsewhere: said, and the keyboard back in the
+        # composer (a probe saw the edit box vanish with no word and focus on <body>)
+        doomed = await say(client, "general", "ann", "deleted while edited")
+        await expect(message_with(page, "deleted while edited")).to_have_count(1)
+        await composer.focus()
+        await page.keyboard.press("ArrowUp")
+        await expect(page.get_by_role("textbox", name="Edit message")).to_be_focused()
+        await page.keyboard.type(" and more")
+        gone = await client.request(
+            "DELETE", f"/api/rooms/general/messages/{doomed['id']}", json={"author": "ann"}
+        )
+        assert gone.status_code == 200, gone.text
+        await expect(page.get_by_role("textbox", name="Edit message")).to_have_count(0)
+        await expect(page.locator("#toasts")).to_contain_text(
+            "The message you were editing was deleted."
+        )
+        await expect(composer).to_be_focused()
 
         # a new message of the open room is read out, politely
         announcer = page.get_by_test_id("announcer")

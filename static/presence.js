@@ -15,14 +15,23 @@ export async function loadPresence(room) {
   } catch { /* keep what we have */ }
 }
 
+// The header names this many of the people here (you first), then "+N" for the others: a
+// busy room's list would not fit on one line, and the header holds one.
+const PRESENCE_SHOWN = 6;
+
 export function renderPresence() {
-  const users = [...(state.presence.get(state.current) || [])].sort((a, b) => a.localeCompare(b));
-  els.presence.replaceChildren(...users.map((u) => {
+  const users = [...(state.presence.get(state.current) || [])]
+    .sort((a, b) => (b === state.me) - (a === state.me) || a.localeCompare(b));
+  const shown = users.length > PRESENCE_SHOWN + 1 ? users.slice(0, PRESENCE_SHOWN) : users;
+  const rest = users.slice(shown.length);
+  els.presence.replaceChildren(...shown.map((u) => {
     const li = h('li', { class: u === state.me ? 'me' : null, title: u === state.me ? `${u} (you)` : u, text: u });
     li.dataset.initial = (u[0] || '?').toUpperCase();
     li.style.setProperty('--h', String(hue(u)));
     return li;
-  }));
+  }), ...(rest.length ? [h('li', { class: 'more', title: rest.join(', ') },
+    h('span', { 'aria-hidden': 'true', text: `+${rest.length}` }),
+    h('span', { class: 'sr-only', text: `and ${rest.length} more: ${rest.join(', ')}` }))] : []));
 }
 
 export function renderTyping() {

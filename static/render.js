@@ -117,7 +117,7 @@ export function activityNode(ev) {
 export function messageContent(ev, ctx) {
   const mine = ev.author === ctx.me;
   const head = h('div', { class: 'meta' },
-    h('span', { class: 'author', 'data-testid': 'message-author', dir: 'auto', text: ev.author }),
+    h('span', { class: 'author', 'data-testid': 'message-author', dir: 'auto', title: ev.author, text: ev.author }),
     timeEl(ev.created_at),
     ev.edited_at ? h('span', { class: 'edited', title: `edited ${shortTime(ev.edited_at)}`, text: '(edited)' }) : null);
 

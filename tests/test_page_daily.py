@@ -12,6 +12,7 @@ threw, or opened a dialog. The servers are on SQLite alone (``sqlite_only``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import re
@@ -25,7 +26,7 @@ from chat.config import Settings
 from chat.events import now_rfc3339
 from chat.store import Store, Tx, WriteOp
 from tests.conftest import need
-from tests.live import ROOT, LiveServer
+from tests.live import ROOT, LiveServer, open_stream
 from tests.page_helpers import (
     expect,
     join_room,
@@ -433,6 +434,50 @@ async def test_a_quote_finds_its_message_further_up_or_says_it_was_deleted(
         await expect(message_with(page, "the plan, far up")).to_have_count(0)
         await far_quote.click()
         await expect(message_with(page, "the plan, far up")).to_be_in_viewport()
+        watch.assert_clean()
+
+
+async def test_a_crowded_header_and_a_long_name_keep_the_page_in_shape(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """Defects a probe found, fixed: with 15 people present, the header (which could shrink
+    below what it held) drew its wrapped presence list over the messages and cut the room's
+    name to "#..."; on a phone, its presence row covered the first message; and a 64-character
+    author name made a phone's message list scroll sideways. The header now holds one row of
+    names and "+N" for the rest (all named for screen readers), and is as tall as it needs."""
+    names = [f"user-with-a-long-name-{n}" for n in range(15)]
+    long_author = "x" * 64
+    filler = {"messages": [{"author": "bob", "text": f"line {n}"} for n in range(30)]}
+    made = await client.post("/api/rooms/general/messages/batch", json=filler)
+    assert made.status_code == 201, made.text
+    await say(client, "general", long_author, "from a long name")
+    async with contextlib.AsyncExitStack() as streams, watched(browser) as watch:
+        for name in names:
+            params = {"rooms": "general", "user": name}
+            await streams.enter_async_context(open_stream(client, "/api/events", params=params))
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        presence = page.get_by_test_id("presence-list")
+        more = presence.locator("li.more")
+        await expect(more).to_contain_text("+10")  # ann and 5 more shown
+        await expect(more).to_contain_text(f"and 10 more: {sorted(names)[5]}, ")  # for readers
+        for width, height in ((1280, 800), (375, 667)):
+            await page.set_viewport_size({"width": width, "height": height})
+            shape = await page.evaluate(
+                """() => {
+                    const box = (s) => document.querySelector(s).getBoundingClientRect();
+                    const list = document.querySelector('[data-testid="message-list"]');
+                    const title = document.querySelector('.room-title');
+                    return {header: box('.topbar').bottom, presence: box('#presence').bottom,
+                            list: box('[data-testid="message-list"]').top,
+                            sideways: list.scrollWidth - list.clientWidth,
+                            titleCut: title.scrollWidth - title.clientWidth};
+                }"""
+            )
+            assert shape["presence"] <= shape["header"] <= shape["list"], (width, shape)
+            assert shape["sideways"] <= 0, (width, shape)
+            assert shape["titleCut"] <= 0, (width, shape)
+        author = message_with(page, "from a long name").get_by_test_id("message-author")
+        await expect(author).to_have_attribute("title", long_author)  # the whole name
         watch.assert_clean()
 
 

@@ -98,6 +98,20 @@ def test_membership_changes_apply_to_the_writes_after_them_in_the_same_batch(
         ("message", "as a member"),
         ("member.removed", None),
     ]
+    # a room that does not exist yet, which anyone may write into, then created private in
+    # the same batch (a review found the first answer remembered)
+    early = writes.post_message("later", "bob", "early", None, create_room=False)
+    late = writes.post_message("later", "bob", "late", None, create_room=False)
+    results, events = commit_batch(
+        conn,
+        [
+            accounts.guarded("later", bob, early),
+            accounts.create_room("later", None, True, "alice"),
+            accounts.guarded("later", bob, late),
+        ],
+    )
+    assert [ok for ok, _ in results] == [False, True, False]
+    assert all(e.type != "message" for e in events)
 
 
 def test_many_posts_into_one_room_in_one_transaction(conn: WriteDb) -> None:

@@ -165,6 +165,8 @@ def create_room(
             (name, title if title is not None else name, tx.now, int(bool(private))),
         )
         tx.rooms.add(name)
+        for key in [key for key in tx.writers if key[0] == name]:
+            del tx.writers[key]  # "not created yet, anyone may write" holds no more
         if owner is not None:
             fields = {"user": owner, "title": title or name, "private": bool(private)}
             tx.append(name, ROOM_CREATED, fields)

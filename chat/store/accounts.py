@@ -76,13 +76,14 @@ def set_password(name: str, password_hash: str) -> WriteOp[list[bytes]]:
 
 
 def remove_user(name: str) -> WriteOp[list[bytes]]:
-    """Remove the account and revoke every token of its name; returns the hashes of those it
-    revoked (not those revoked before)."""
+    """Remove the account and revoke every token of its name that still works; returns the
+    hashes of those (not of those revoked or expired before)."""
 
     def op(tx: Tx) -> list[bytes]:
         if tx.conn.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount == 0:
             raise NotFound(f"no account named {name!r}")
-        return _revoke(tx, '"user" = ? AND revoked_at IS NULL', (name,))
+        live = '"user" = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)'
+        return _revoke(tx, live, (name, tx.now))
 
     return op
 

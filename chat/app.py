@@ -39,6 +39,7 @@ from chat.presence import Presence
 from chat.registry import Registry
 from chat.store import Store, retention, writes
 from chat.store.dialect import shown_database
+from chat.store.sqlite import shared_mode
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +253,14 @@ def create_app(
         where = urlsplit(settings.broker)
         broker_name = f"{where.scheme}://{where.hostname}:{where.port}" if where.scheme else "local"
         database = shown_database(settings.database)
+        mode = shared_mode(settings.database)
+        if mode is not None:
+            log.warning(
+                "CHAT_DATABASE %s is mode %o: other users of this machine may read its password "
+                "and token hashes; chmod 600 it (a new file is made so)",
+                database,
+                mode,
+            )
         log.info("chat ready: database %s, broker %s", database, broker_name)
 
     @app.after_serving

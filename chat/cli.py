@@ -118,9 +118,13 @@ def _jwt_key_problem(settings: Settings) -> str | None:
             "CHAT_JWT_SECRET and CHAT_JWT_PUBLIC_KEY_FILE are both set: set the one your "
             "application signs with (HS256 with the secret, RS256 or ES256 with the key)"
         )
-    if secret and len(secret.encode()) < JWT_SECRET_MIN_BYTES:
+    try:
+        size = len(secret.encode())
+    except UnicodeEncodeError:  # bytes of the environment that are not UTF-8
+        return "CHAT_JWT_SECRET is not UTF-8 text: the host application signs with text"
+    if secret and size < JWT_SECRET_MIN_BYTES:
         return (
-            f"CHAT_JWT_SECRET: {len(secret.encode())} bytes; HS256 needs at least "
+            f"CHAT_JWT_SECRET: {size} bytes; HS256 needs at least "
             f"{JWT_SECRET_MIN_BYTES} (RFC 7518, 3.2), e.g. from "
             "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
         )

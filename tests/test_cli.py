@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.commands import run_chat
-from tests.live import ROOT, free_port
+from tests.live import ROOT, LiveServer, free_port
 from tests.postgres_server import PostgresServer
 
 
@@ -133,6 +133,28 @@ def test_a_new_database_file_is_readable_by_its_owner_alone(tmp_path: Path) -> N
     assert stat.S_IMODE(shared.stat().st_mode) == 0o640 & ~current_umask()
 
 
+def test_serve_warns_of_a_database_file_others_may_read(tmp_path: Path) -> None:
+    """A database made before files were made 0600 (or opened up by hand) is used as it is,
+    with a warning that names it and says what to do."""
+    database = tmp_path / "old.db"
+    assert run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database)).returncode == 0
+    database.chmod(0o644)
+    live = LiveServer(tmp_path, database=database)
+    live.start()
+    try:
+        assert f"CHAT_DATABASE {database} is mode 644: other users" in live.log()
+        assert "chmod 600 it" in live.log()
+    finally:
+        live.kill()
+    private = LiveServer(tmp_path / "new", {})  # a new file: nothing to say
+    (tmp_path / "new").mkdir()
+    private.start()
+    try:
+        assert "other users of this machine" not in private.log()
+    finally:
+        private.kill()
+
+
 def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
@@ -187,6 +209,7 @@ def test_serve_refuses_a_short_jwt_secret_and_two_kinds_of_jwt_key(tmp_path: Pat
     )
     for settings, expected in (
         ({"CHAT_JWT_SECRET": "too short"}, "CHAT_JWT_SECRET: 9 bytes; HS256 needs at least 32"),
+        ({"CHAT_JWT_SECRET": "s" * 40 + "\udcff"}, "CHAT_JWT_SECRET is not UTF-8 text"),
         (
             {"CHAT_JWT_SECRET": "s" * 40, "CHAT_JWT_PUBLIC_KEY_FILE": str(key_file)},
             "CHAT_JWT_SECRET and CHAT_JWT_PUBLIC_KEY_FILE are both set",

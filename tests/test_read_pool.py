@@ -227,7 +227,7 @@ def message_text(i: int) -> str:
 async def fill(database: Path) -> tuple[int, list[int]]:
     """The history, through the store's batch path in this process (as
     ``POST .../messages/batch`` does): the last event id, and the ids of the messages with
-    the word "needle", newest first."""
+    the word "needle" that a search's first page answers (the newest 50, ascending)."""
     store = Store(Settings(database=str(database)), lambda events: None)
     needles: list[int] = []
     last = 0

@@ -1,5 +1,6 @@
 """Search by room (issue 17, migrations/0006, chat/store/search.py): the full-text index holds
-each message's room as one token, and a search reads only the room's matches, newest first.
+each message's room as one token, and a search reads only the room's matches, walking the
+index newest first to its page (which it answers ascending by id, as every page).
 
 What a user sees: a search answers the messages of its own room only, whatever the rooms'
 names look like as words; edits and deletions keep the index right; a database made before

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
@@ -21,7 +22,7 @@ from chat import migrations
 from chat.config import Settings
 from chat.errors import Unavailable
 from chat.store import search
-from chat.store.dialect import Kind, sqlite_path
+from chat.store.dialect import Kind, database_kind, sqlite_path
 
 T = TypeVar("T")
 Rows = Sequence[Sequence[Any]]
@@ -80,6 +81,18 @@ def _create_private(path: str) -> None:
     keeps its mode; a path that cannot be made is left to SQLite to report."""
     with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def shared_mode(database: str) -> int | None:
+    """The mode of a SQLite ``CHAT_DATABASE`` file that users other than its owner may read or
+    write (made so before ``_create_private``, or by hand), or None (PostgreSQL, or private)."""
+    if database_kind(database) != "sqlite":
+        return None
+    try:
+        mode = stat.S_IMODE(os.stat(sqlite_path(database)).st_mode)
+    except OSError:
+        return None
+    return mode if mode & 0o077 else None
 
 
 async def connect_async(settings: Settings, *pragmas: str) -> aiosqlite.Connection:

@@ -29,7 +29,7 @@ import { renderRooms } from './roomlist.js';
 import { loadPresence } from './presence.js';
 import { bindMembers, renderMembers } from './members.js';
 import { bindNav } from './nav.js';
-import { cancelMarkers, refreshUnread, refreshUnreadSoon } from './unread.js';
+import { cancelMarkers, refreshUnread, refreshUnreadSoon, resetUnread } from './unread.js';
 import { onTabs } from './tabs.js';
 import { bindHistory, loadInitial } from './history.js';
 import { bindRooms, ensureRoom, openRoom, renderRoomForm } from './rooms.js';
@@ -106,9 +106,10 @@ async function start(name, role, guest = true) {
 function stop() {
   stream.stop();
   cancelMarkers();
+  resetUnread(); // and an answer on its way for the user who left is dropped
   for (const t of state.typers.values()) clearTimeout(t);
   Object.assign(state, {
-    me: '', role: null, guest: true, rooms: [], current: null, unread: {}, unreadIds: {}, countedTo: {}, sending: [],
+    me: '', role: null, guest: true, rooms: [], current: null, sending: [],
     newFrom: null, newBelow: 0,
     editing: null, confirming: null, picking: null, replyTo: null,
   });

@@ -5,7 +5,7 @@ import { applyToRoom } from './model.js';
 import { announce, atBottom, noteNewBelow, renderSoon } from './messages.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
 import { renderRooms } from './roomlist.js';
-import { cancelMarkers, countUnread, markRead, refreshUnread, uncountUnread } from './unread.js';
+import { cancelMarkers, countUnread, markRead, refreshUnread, resetUnread, uncountUnread } from './unread.js';
 import { openRoom } from './rooms.js';
 import { onMemberEvent, reconcile } from './membership.js';
 import { onNotify } from './notifications.js';
@@ -83,9 +83,7 @@ export function handleReset() {
     rd.gen++;
     state.data.delete(room);
   }
-  state.unread = {};
-  state.unreadIds = {};
-  state.countedTo = {}; // the ids of a replaced database start again
+  resetUnread(); // the ids of a replaced database start again
   if (state.current) openRoom(state.current);
   refreshUnread();
   if (state.role) reconcile(); // member changes in the gap: settled from the room list

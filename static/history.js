@@ -4,7 +4,7 @@ import { api, ApiError } from './api.js';
 import { els, roomData, state } from './state.js';
 import { addEvent, applyToRoom, displayFloor, minId } from './model.js';
 import { toast, withRetry } from './util.js';
-import { renderHead, renderMessages, showMessage, unreadAbove } from './messages.js';
+import { atBottom, renderHead, renderMessages, showMessage, unreadAbove } from './messages.js';
 import { markRead } from './unread.js';
 
 const REVEAL_PAGES = 40; // how far up a message is looked for (pages of history)
@@ -47,6 +47,8 @@ async function load(room, rd) {
     if (rd.gen === gen) rd.loading = false;
   }
   if (rd.gen !== gen) return;
+  const mark = state.newFrom; // the unread it counts end with this page (live ones come after)
+  if (mark && mark.room === room && mark.upTo === undefined) mark.upTo = rd.maxId;
   const pending = rd.pending;
   rd.pending = [];
   for (const ev of pending) applyToRoom(rd, ev);
@@ -66,22 +68,28 @@ async function load(room, rd) {
 export async function reachFirstUnread(room) {
   const rd = roomData(room);
   if (!unreadAbove(rd)) return false;
+  const mark = state.newFrom;
   for (let i = 0; i < UNREAD_PAGES && state.current === room && unreadAbove(rd); i++) {
     const gen = rd.gen;
     if (rd.loadingOlder) await new Promise((r) => setTimeout(r, 100));
-    else await loadOlder(room, { fill: false });
+    else if (!(await loadOlder(room, { fill: false }))) break; // failed: said once, no retries
     if (rd.gen !== gen) return true;
   }
-  if (state.newFrom && state.newFrom.room === room) state.newFrom.reached = true;
-  if (state.current === room) renderMessages({ bottom: true });
+  if (state.newFrom !== mark || state.current !== room) return true; // opened again meanwhile
+  mark.reached = true;
+  // to the line, unless the reader went elsewhere in the list meanwhile (scrolled, or was
+  // shown a message): the list still shows the room's bottom, where it opened
+  renderMessages(atBottom() ? { bottom: true } : { keep: true });
   return true;
 }
 
+/** The page before the oldest loaded (messages and activity); false if it failed. */
 async function loadOlder(room = state.current, { fill = true } = {}) {
   const rd = roomData(room);
-  if (!rd.loaded || rd.loadingOlder || (!rd.msgMore && !rd.actMore)) return;
+  if (!rd.loaded || rd.loadingOlder || (!rd.msgMore && !rd.actMore)) return true;
   rd.loadingOlder = true;
   const gen = rd.gen;
+  let ok = true;
   renderHead(rd);
   try {
     const floor = displayFloor(rd);
@@ -89,7 +97,7 @@ async function loadOlder(room = state.current, { fill = true } = {}) {
       rd.msgMore && rd.msgBefore <= floor ? api.messages(room, rd.msgBefore) : null,
       rd.actMore && rd.actBefore <= floor ? fetchActivity(room, rd.actBefore) : null,
     ]);
-    if (rd.gen !== gen) return;
+    if (rd.gen !== gen) return true;
     if (msgs) {
       for (const ev of msgs.messages) addEvent(rd, ev);
       rd.msgMore = !!msgs.has_more;
@@ -102,6 +110,7 @@ async function loadOlder(room = state.current, { fill = true } = {}) {
     }
   } catch (e) {
     toast(`Could not load older messages: ${e.message}`);
+    ok = false;
   } finally {
     rd.loadingOlder = false;
   }
@@ -109,6 +118,7 @@ async function loadOlder(room = state.current, { fill = true } = {}) {
     renderMessages({ keep: true });
     if (fill) fillViewport();
   }
+  return ok;
 }
 
 /**

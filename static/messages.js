@@ -110,7 +110,7 @@ export function renderMessages({ bottom = false, keep = false } = {}) {
   const nearBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
   const oldHeight = list.scrollHeight;
   const oldTop = list.scrollTop;
-  const kept = keepCount(rd);
+  const kept = bottom ? keepCount(rd) : KEEP;
   if (!keep && (bottom || nearBottom) && rd.events.size > kept + TRIM_AT - KEEP && !rd.loadingOlder) trimOld(rd, kept);
 
   if (!$('list-head')) list.prepend(h('li', { class: 'list-head', id: 'list-head' }));
@@ -233,44 +233,52 @@ function dayLabel(iso) {
 
 /**
  * The first message that was unread when the room was opened (state.newFrom: how many there
- * were): the "new messages" line goes above it. Counted among the messages of others up to
- * the newest there was at the opening (mark.upTo: those that come later are not the ones
- * counted). While more were unread than are loaded, the line waits above the oldest loaded
- * (history.js loads older pages up to it, then sets mark.reached); it is fixed once the
- * count is covered, the history has no more, or the pages to load for it ran out. A first
- * unread deleted meanwhile passes the line to the next one.
+ * were): the "new messages" line goes above it. Counted among the messages of others shown
+ * (at or above displayFloor) up to the newest there was at the opening (mark.upTo: those
+ * that come later are not the ones counted). While more were unread than are shown, the line
+ * is not shown and history.js loads older pages up to it, then sets mark.reached (and opens
+ * the room at the line, if the reader stayed at the bottom); it is fixed once the count is covered, the history has no more, or the
+ * pages to load for it ran out. A first unread deleted meanwhile passes the line to the next.
  */
 function firstUnreadId(rd, items) {
   const mark = state.newFrom;
   if (!mark || mark.room !== state.current) return null;
   if (mark.id === null && rd.loaded) {
     if (mark.upTo === undefined) mark.upTo = rd.maxId;
-    const msgs = items.filter((e) => e.type === 'message' && e.author !== state.me && e.id <= mark.upTo);
+    const msgs = unreadCandidates(items, mark);
     if (mark.count <= msgs.length) mark.id = msgs[msgs.length - mark.count].id;
-    else if (!msgs.length || !rd.msgMore || mark.reached) mark.id = msgs[0]?.id ?? null;
-    else return msgs[0].id; // not fixed: older pages are on their way
+    else if (!(rd.msgMore || rd.actMore) || mark.reached) mark.id = msgs[0]?.id ?? null;
+    else return null; // not placed yet: older pages are on their way (history.js)
     if (mark.id === null) state.newFrom = null;
   } else if (mark.id !== null && rd.deleted.has(mark.id)) {
-    const next = items.find((e) => e.type === 'message' && e.author !== state.me && e.id > mark.id && e.id <= mark.upTo);
+    const next = unreadCandidates(items, mark).find((e) => e.id > mark.id);
     mark.id = next ? next.id : null;
     if (mark.id === null) state.newFrom = null;
   }
   return mark.id;
 }
 
+/** The events of `items` (ascending) the line's count is of: others' messages up to upTo. */
+function unreadCandidates(items, mark) {
+  const upTo = mark.upTo ?? Infinity;
+  return items.filter((e) => e.type === 'message' && e.author !== state.me && e.id <= upTo);
+}
+
 /** Whether the open room's "new messages" line waits for older pages (firstUnreadId). */
 export function unreadAbove(rd) {
   const mark = state.newFrom;
-  if (!mark || mark.room !== state.current || mark.id !== null || mark.reached || !rd.loaded || !rd.msgMore) return false;
-  let others = 0;
-  for (const e of rd.events.values()) if (e.type === 'message' && e.author !== state.me && e.id <= (mark.upTo ?? rd.maxId)) others++;
-  return others < mark.count;
+  if (!mark || mark.room !== state.current || mark.id !== null || mark.reached || !rd.loaded) return false;
+  if (!rd.msgMore && !rd.actMore) return false;
+  const floor = displayFloor(rd);
+  const shown = [...rd.events.values()].filter((e) => e.id >= floor);
+  return unreadCandidates(shown, mark).length < mark.count;
 }
 
 /**
- * How many of the open room's newest events a trim keeps: KEEP, or all from the "new
- * messages" line on (up to KEEP_UNREAD), so that the line is not trimmed away under a person
- * who opened the room at it.
+ * How many of the open room's newest events the trim of a render that shows the room's
+ * bottom on opening keeps: KEEP, or all from the "new messages" line on (up to KEEP_UNREAD),
+ * so that the line is not trimmed away as the room opens at it. A reader at the bottom
+ * afterwards trims to KEEP, the line with it if it is that far up.
  */
 function keepCount(rd) {
   const mark = state.newFrom;

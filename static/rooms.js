@@ -94,7 +94,8 @@ export function openRoom(room) {
   state.editing = state.confirming = state.picking = null;
   setReply(null);
   const unread = state.unread[room] || 0; // the "new messages" line goes above these
-  state.newFrom = unread ? { room, count: unread, id: null } : null;
+  const known = state.data.get(room); // a loaded room's unread end with what it holds now
+  state.newFrom = unread ? { room, count: unread, id: null, upTo: known && known.loaded ? known.maxId : undefined } : null;
   state.newBelow = 0;
   clearUnread(room);
   state.nodes.clear();

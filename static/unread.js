@@ -43,9 +43,21 @@ export function refreshUnreadSoon() {
   else trailing = setTimeout(run, wait);
 }
 
+/** The room is read (opened): nothing in it counts, nor does the server's last count of it. */
 export function clearUnread(room) {
   state.unread[room] = 0;
   delete state.unreadIds[room];
+  delete state.countedTo[room];
+}
+
+let counts = 0; // the generation of the counts: an answer asked before a reset is dropped
+
+/** Forget every count (a reset: the database may have been replaced, its ids start again). */
+export function resetUnread() {
+  counts++;
+  state.unread = {};
+  state.unreadIds = {};
+  state.countedTo = {};
 }
 
 /**
@@ -56,8 +68,10 @@ export function clearUnread(room) {
  * page's own count, and gets a marker.
  */
 export async function refreshUnread() {
+  const asked = counts;
   try {
     const res = await api.unread(state.me);
+    if (asked !== counts) return;
     const rooms = (res && res.rooms) || {};
     const last = (res && typeof res.last_id === 'number') ? res.last_id : 0;
     for (const room of state.rooms) {

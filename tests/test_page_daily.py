@@ -404,6 +404,44 @@ async def test_the_new_messages_line_above_the_first_of_many_unread_and_after_a_
         watch.assert_clean()
 
 
+async def test_the_new_messages_line_looks_past_activity_and_ones_own_messages(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """Defects a review found in the line's first fix: in a room whose activity reaches less
+    far back than its messages (50 messages, 120 activity items, 30 messages: 80 unread), the
+    older messages loaded but not shown counted, and the line stopped above m050; and a first
+    page holding only one's own messages (3 of bob's, then 60 of ann's) showed no line at all.
+    """
+
+    async def batch(room: str, author: str, texts: list[str]) -> None:
+        body = {"messages": [{"author": author, "text": t} for t in texts]}
+        made = await client.post(f"/api/rooms/{room}/messages/batch", json=body)
+        assert made.status_code == 201, made.text
+
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        for room in ("feed", "mine"):
+            await join_room(page, room)
+        await room_item(page, "general").click()
+        await expect(room_item(page, "general")).to_have_attribute("aria-current", "true")
+        await batch("feed", "bob", [f"m{n:03d}" for n in range(50)])
+        items = {"items": [{"actor": "ci", "verb": "built", "object": f"b{n}"} for n in range(120)]}
+        made = await client.post("/api/rooms/feed/activity/batch", json=items)
+        assert made.status_code == 201, made.text
+        await batch("feed", "bob", [f"m{n:03d}" for n in range(50, 80)])
+        await batch("mine", "bob", ["bob 1", "bob 2", "bob 3"])
+        await batch("mine", "ann", [f"mine {n}" for n in range(60)])  # from another device
+        await page.reload()  # the rooms' first pages alone are loaded
+        line_above = page.get_by_test_id("message-list").locator('[data-testid="new-divider"] + *')
+        for room, count, first in (("feed", "80", "m000"), ("mine", "3", "bob 1")):
+            item = room_item(page, room)
+            await expect(item.get_by_test_id("room-unread")).to_have_text(count)
+            await item.click()
+            await expect(line_above.get_by_test_id("message-text")).to_have_text(first)
+            await expect(message_with(page, first)).to_be_in_viewport()
+        watch.assert_clean()
+
+
 async def test_a_quote_finds_its_message_further_up_or_says_it_was_deleted(
     browser: Browser, live: LiveServer, client: httpx.AsyncClient
 ) -> None:

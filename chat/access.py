@@ -176,19 +176,19 @@ def may_remove(identity: Identity | None, room: str, user: str, book: AccessBook
     may_manage(identity, room, book)
 
 
-def check_unread(identity: Identity | None, user: str) -> None:
+def check_unread(identity: Identity | None, user: str, what: str = "unread counts") -> None:
     """A user's unread counts are that user's or an admin's to read; a guest asks for any
     name it declares (as before identities)."""
     if identity is None or identity.guest:
         return
     if identity.user != user and not identity.is_admin:
-        raise Forbidden(f"only {user!r} and admins read {user!r}'s unread counts")
+        raise Forbidden(f"only {user!r} and admins read {user!r}'s {what}")
 
 
 def check_feed(identity: Identity | None, user: str) -> None:
     """A notification feed (API.md, "Notifications") is read as unread counts are; a
     credential scoped to some rooms reads none (its feed would span every room)."""
-    check_unread(identity, user)
+    check_unread(identity, user, "notifications")
     if identity is not None and identity.rooms is not None:
         raise Forbidden("a credential scoped to rooms does not read notification feeds")
 

@@ -121,8 +121,18 @@ def test_unread_counts_are_the_users_own_or_an_admins() -> None:
     access.check_unread(ALICE, "alice")
     access.check_unread(ADMIN, "alice")
     access.check_unread(None, "alice")
-    with pytest.raises(Forbidden):
+    with pytest.raises(Forbidden, match="only 'alice' and admins read 'alice''s unread counts"):
         access.check_unread(BOB, "alice")
+
+
+def test_a_notification_feed_is_the_users_own_or_an_admins_and_says_so() -> None:
+    """A probe saw bob refused alice's feed with a message about her unread counts."""
+    access.check_feed(ALICE, "alice")
+    access.check_feed(ADMIN, "alice")
+    with pytest.raises(Forbidden, match="only 'alice' and admins read 'alice''s notifications"):
+        access.check_feed(BOB, "alice")
+    with pytest.raises(Forbidden, match="scoped to rooms"):
+        access.check_feed(Identity("alice", rooms=frozenset({"general"})), "alice")
 
 
 def test_a_private_room_needs_a_signed_in_creator() -> None:

@@ -28,7 +28,7 @@ from chat import migrations
 from chat.config import Settings
 from chat.events import Event
 from chat.migrations import Migration
-from chat.store import Store, postgres, sqlite, writes
+from chat.store import Store, accounts, postgres, sqlite, writes
 from tests.postgres_server import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -470,7 +470,7 @@ def test_both_dialects_end_with_one_schema(
     columns, keys, constraints and named indexes, but for the differences listed at the top,
     each of which is really there (a stale entry would hide nothing, but mislead)."""
     assert applied(migrations.apply_pending(lite, SQLITE_MIGRATIONS)) == [1, 2, 3, 4, 5, 6, 7]
-    assert applied(postgres.apply_pending(pg, PG_MIGRATIONS)) == [1, 2, 4, 5, 7]
+    assert applied(postgres.apply_pending(pg, PG_MIGRATIONS)) == [1, 2, 4, 5, 7, 8]
     a, b = sqlite_schema(lite), pg_schema(pg)
 
     assert differences(a, b) == []
@@ -555,6 +555,7 @@ def test_applied_versions_are_recorded_and_a_second_run_applies_nothing(
         (4, "access"),
         (5, "notifications"),
         (7, "retention"),
+        (8, "byte_order"),  # SQLite sorts text in byte order by itself
     ]
     before = sqlite_schema(lite), pg_schema(pg)
 
@@ -603,7 +604,7 @@ def test_postgresql_migrations_started_together_apply_each_file_once(pg_url: str
 
     results, errors = run_together(start, 4)
     assert errors == []
-    assert sorted(v for result in results for v in result) == [1, 2, 4, 5, 7]
+    assert sorted(v for result in results for v in result) == [1, 2, 4, 5, 7, 8]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert recorded(conn.execute(MIGRATIONS_SQL).fetchall()) == [
             (1, "initial"),
@@ -611,6 +612,7 @@ def test_postgresql_migrations_started_together_apply_each_file_once(pg_url: str
             (4, "access"),
             (5, "notifications"),
             (7, "retention"),
+            (8, "byte_order"),
         ]
         assert conn.execute("SELECT count(*) FROM event_ids").fetchone() == (1,)
 
@@ -790,3 +792,40 @@ async def test_event_data_is_the_same_bytes_on_both(tmp_path: Path, pg_url: str)
         [(pg_data,)] = await cur.fetchall()
     assert bytes(pg_data) == pg_event.json
     assert _without_time(lite_event.json) == _without_time(pg_event.json)
+
+
+NAMES_IN_BYTE_ORDER = ["-y", "Carol", "Zed", "_x", "alice", "bob", "\u00e9mile"]
+ROOMS_IN_BYTE_ORDER = ["k-", "k-a", "k.", "k0", "k_", "k_a", "ka"]
+
+
+async def test_names_sort_in_byte_order_whatever_the_databases_collation(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """A defect a probe found, fixed: PostgreSQL sorted by the database's collation, so on a
+    database made with the en-US collation (the default of many managed servers) the room
+    list, its pages and the members came in another order than on SQLite (`k_` before `k-`,
+    `_x` first, `Carol` after `bob`). Names now sort and page in byte order on both stores
+    (migrations/postgresql/0008)."""
+    with psycopg.connect(postgres.url(), autocommit=True) as conn:
+        conn.execute(
+            "CREATE DATABASE chat_icu TEMPLATE template0 LOCALE_PROVIDER icu "
+            "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )
+    for database in (str(tmp_path / "chat.db"), postgres.url("chat_icu")):
+        store = Store(Settings(database=database), lambda events: None)
+        async with asyncio.timeout(30):
+            await store.open()
+            try:
+                for room in reversed(ROOMS_IN_BYTE_ORDER):
+                    await store.write(accounts.create_room(room, None, None, None))
+                await store.write(accounts.create_room("team", None, True, "alice"))
+                for user in NAMES_IN_BYTE_ORDER:
+                    await store.write(accounts.add_member("team", user, "member", "alice"))
+                listed = [r["name"] for r in await store.list_rooms("", 100, every_private=True)]
+                assert listed == [*ROOMS_IN_BYTE_ORDER, "team"], database
+                paged = [r["name"] for r in await store.list_rooms("k.", 3)]
+                assert paged == ["k0", "k_", "k_a"], database
+                members = [m["user"] for m in await store.members("team")]
+                assert members == NAMES_IN_BYTE_ORDER, database
+            finally:
+                await store.close()

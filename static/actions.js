@@ -5,6 +5,7 @@ import { toast } from './util.js';
 import { onMessageControls, renderMessages, setReply, showMessage } from './messages.js';
 import { loadInitial, reveal } from './history.js';
 import { applyEvent } from './events.js';
+import { markRead } from './unread.js';
 
 function findMessage(id) {
   return roomData(state.current).events.get(id);
@@ -104,7 +105,7 @@ export const actions = {
 };
 
 export function bindActions() {
-  onMessageControls({ action: (name, ev, extra) => actions[name]?.(ev, extra), retry: loadInitial });
+  onMessageControls({ action: (name, ev, extra) => actions[name]?.(ev, extra), retry: loadInitial, seen: markRead });
   // Escape closes the picker or the confirmation, and focus goes back to the button that
   // opened it (the edit box handles its own Escape).
   els.list.addEventListener('keydown', (e) => {

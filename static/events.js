@@ -71,7 +71,9 @@ export function applyEvent(ev) {
       if (below) noteNewBelow();
       announce(ev);
     }
-    if (ev.type === 'message' || ev.type === 'activity') markRead();
+    // read when it shows up at the bottom; one that came below a reader scrolled up is read
+    // when the list reaches it (messages.js, seenBelow)
+    if ((ev.type === 'message' || ev.type === 'activity') && !below) markRead();
   }
 }
 

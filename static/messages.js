@@ -36,11 +36,12 @@ export function renderSoon() {
   });
 }
 
-const handlers = { action: () => {}, retry: () => {}, resend: () => {}, discard: () => {} };
+const handlers = { action: () => {}, retry: () => {}, resend: () => {}, discard: () => {}, seen: () => {} };
 /**
  * @param {{action?: (name: string, ev: object, extra?: any) => void, retry?: (room: string) => void,
- *   resend?: (item: object) => void, discard?: (item: object) => void}} fns resend and discard:
- *   a pending message's controls, once its send failed
+ *   resend?: (item: object) => void, discard?: (item: object) => void, seen?: () => void}} fns
+ *   resend and discard: a pending message's controls, once its send failed; seen: the messages
+ *   that came below while the list was scrolled up are in view now
  */
 export function onMessageControls(fns) { Object.assign(handlers, fns); }
 
@@ -315,8 +316,10 @@ export function noteNewBelow(n = 1) {
 
 function seenBelow() {
   if (!state.newBelow && els.jumpLatest.hidden) return;
+  const seen = state.newBelow > 0;
   state.newBelow = 0;
   renderJump();
+  if (seen) handlers.seen(); // read now: the read marker may move past them
 }
 
 function renderJump() {

@@ -89,6 +89,11 @@ export function forgetRoom(room, note) {
 
 /** Open a joined room: its history (loaded once), presence and members. */
 export function openRoom(room) {
+  const left = state.current;
+  // what came below while the room's list was scrolled up was not seen: it stays unread
+  if (left && left !== room && state.newBelow > 0 && state.rooms.includes(left)) {
+    state.unread[left] = (state.unread[left] || 0) + state.newBelow;
+  }
   state.current = room;
   save(LS.room, room);
   state.editing = state.confirming = state.picking = null;

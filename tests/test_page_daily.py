@@ -519,6 +519,47 @@ async def test_a_crowded_header_and_a_long_name_keep_the_page_in_shape(
         watch.assert_clean()
 
 
+async def test_messages_that_came_below_while_scrolled_up_stay_unread_until_seen(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """A defect a probe found, fixed: messages that came while the list was scrolled up
+    ("Jump to latest (3 new)") counted as read the moment they came: switching rooms left no
+    count and no line, though they were never in view. They are read once the list reaches
+    them; a room left before that keeps them unread, here and after a reload."""
+    batch = {"messages": [{"author": "bob", "text": f"filler {n}"} for n in range(40)]}
+    made = await client.post("/api/rooms/general/messages/batch", json=batch)
+    assert made.status_code == 201, made.text
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        side = await join_room(page, "side")
+        general = room_item(page, "general")
+        await general.click()
+        await expect(message_with(page, "filler 39")).to_be_in_viewport()
+        await page.wait_for_timeout(1500)  # the read marker of what is in view is sent
+        await page.get_by_test_id("message-list").evaluate("l => { l.scrollTop = 0; }")
+        await expect(message_with(page, "filler 39")).not_to_be_in_viewport()
+        for text in ("unseen 1", "unseen 2", "unseen 3"):
+            await say(client, "general", "bob", text)
+        await expect(page.get_by_test_id("jump-latest")).to_have_text("Jump to latest (3 new)")
+        await page.wait_for_timeout(1500)  # a marker would have been sent by now
+        await side.click()
+        badge = general.get_by_test_id("room-unread")
+        await expect(badge).to_have_text(re.compile(r"^\s*3\s*$"))
+        await page.reload()
+        await expect(side).to_have_attribute("aria-current", "true")
+        await expect(badge).to_have_text(re.compile(r"^\s*3\s*$"))  # the server's count
+        await general.click()
+        line_above = page.get_by_test_id("message-list").locator('[data-testid="new-divider"] + *')
+        await expect(line_above.get_by_test_id("message-text")).to_have_text("unseen 1")
+        await expect(message_with(page, "unseen 3")).to_be_in_viewport()  # seen now
+        await page.wait_for_timeout(1500)
+        await page.reload()
+        await expect(general).to_have_attribute("aria-current", "true")
+        await side.click()
+        await expect(badge).to_have_count(0)  # read
+        watch.assert_clean()
+
+
 async def test_jump_to_latest_while_scrolled_up(
     browser: Browser, live: LiveServer, client: httpx.AsyncClient
 ) -> None:

@@ -53,6 +53,8 @@ PG_ONLY_TABLES = {
 SQLITE_ONLY_INDEXES: dict[str, str] = {}
 PG_ONLY_INDEXES = {
     "messages_search": "the GIN full-text index over messages (SQLite: the messages_fts table)",
+    "rooms_name_bytes": "the rooms' names in byte order, which the room list pages by "
+    '(COLLATE "C"; SQLite\'s primary key is in byte order already)',
 }
 SQLITE_ONLY_TRIGGERS = {
     "messages_fts_update": "takes an edited or deleted message's text out of messages_fts; "
@@ -805,7 +807,7 @@ async def test_names_sort_in_byte_order_whatever_the_databases_collation(
     database made with the en-US collation (the default of many managed servers) the room
     list, its pages and the members came in another order than on SQLite (`k_` before `k-`,
     `_x` first, `Carol` after `bob`). Names now sort and page in byte order on both stores
-    (migrations/postgresql/0008)."""
+    (`COLLATE BINARY` in the statements, PostgreSQL's "C"; migrations/postgresql/0008)."""
     with psycopg.connect(postgres.url(), autocommit=True) as conn:
         conn.execute(
             "CREATE DATABASE chat_icu TEMPLATE template0 LOCALE_PROVIDER icu "
@@ -827,5 +829,9 @@ async def test_names_sort_in_byte_order_whatever_the_databases_collation(
                 assert paged == ["k0", "k_", "k_a"], database
                 members = [m["user"] for m in await store.members("team")]
                 assert members == NAMES_IN_BYTE_ORDER, database
+                for user in reversed(NAMES_IN_BYTE_ORDER):
+                    await store.write(accounts.add_user(user, "not a hash", "member"))
+                users = [u["user"] for u in await store.users()]
+                assert users == NAMES_IN_BYTE_ORDER, database
             finally:
                 await store.close()

@@ -271,7 +271,9 @@ class AccountReads:
         return [str(row[0]) for row in rows]
 
     async def users(self) -> list[dict[str, Any]]:
-        rows = await self._rows("SELECT name, role, created_at FROM users ORDER BY name")
+        rows = await self._rows(
+            "SELECT name, role, created_at FROM users ORDER BY name COLLATE BINARY"
+        )
         return [{"user": r[0], "role": r[1], "created_at": r[2]} for r in rows]
 
     async def token(self, token_hash: bytes) -> TokenRow | None:
@@ -301,7 +303,8 @@ class AccountReads:
 
     async def members(self, room: str) -> list[dict[str, str]]:
         rows = await self._rows(
-            'SELECT "user", role FROM members WHERE room = ? ORDER BY "user"', (room,)
+            'SELECT "user", role FROM members WHERE room = ? ORDER BY "user" COLLATE BINARY',
+            (room,),
         )
         return [{"user": r[0], "role": r[1]} for r in rows]
 

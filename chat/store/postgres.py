@@ -51,8 +51,10 @@ _INSERT = re.compile(r"INSERT INTO (\w+) \(([\w\", ]+)\) VALUES \(\?(?:\s*,\s*\?
 @functools.lru_cache(maxsize=512)
 def placeholders(sql: str) -> str:
     """The store's SQL (``?`` placeholders) in psycopg's (``%s``), once per statement text;
-    a literal ``%`` doubled. The store's statements carry no ``?`` inside a string literal."""
-    return sql.replace("%", "%%").replace("?", "%s")
+    a literal ``%`` doubled. The store's statements carry no ``?`` inside a string literal.
+    ``COLLATE BINARY`` (SQLite's byte order) is PostgreSQL's ``COLLATE "C"``: names sort the
+    same on both stores whatever collation the database was made with."""
+    return sql.replace("%", "%%").replace("?", "%s").replace(" COLLATE BINARY", ' COLLATE "C"')
 
 
 class PgConn:

@@ -138,7 +138,8 @@ class Reads(AccountReads, NotificationReads):
             return
         rows = await self._rows(
             "SELECT message_id, emoji, author FROM reactions "
-            f"WHERE message_id IN ({','.join('?' * len(by_id))}) ORDER BY created_at, author",
+            f"WHERE message_id IN ({','.join('?' * len(by_id))}) "
+            "ORDER BY created_at, author COLLATE BINARY",
             tuple(by_id),
         )
         for message_id, emoji, author in rows:
@@ -171,7 +172,7 @@ class Reads(AccountReads, NotificationReads):
             "SELECT top.id, r.room, (SELECT count(*) FROM messages m WHERE m.room = r.room "
             'AND m.id > r.last_read_id AND m.deleted_at IS NULL AND m.author <> r."user") '
             "FROM (SELECT coalesce(max(id), 0) AS id FROM events) top "
-            'LEFT JOIN read_markers r ON r."user" = ? ORDER BY r.room',
+            'LEFT JOIN read_markers r ON r."user" = ? ORDER BY r.room COLLATE BINARY',
             (user,),
         )
         rooms = {row[1]: int(row[2]) for row in rows if row[1] is not None}
@@ -227,9 +228,10 @@ def rooms_page(
     only: Collection[str] | None = None,
 ) -> tuple[str, tuple[Any, ...]]:
     """The statement of ``Reads.list_rooms`` and its parameters (the same SQL on both stores):
-    ``name > ? ORDER BY name LIMIT ?`` on the rooms' primary key, private rooms the reader
-    may not see left out in the statement already."""
-    where, params = "r.name > ?", [cast(Any, after)]
+    ``name > ? ORDER BY name LIMIT ?`` on the rooms' primary key (in byte order on both
+    stores: ``COLLATE BINARY``, PostgreSQL's "C" by its own index, migration 0008), private
+    rooms the reader may not see left out in the statement already."""
+    where, params = "r.name COLLATE BINARY > ?", [cast(Any, after)]
     if not every_private:
         if member is None:
             where += " AND r.private = 0"
@@ -243,7 +245,7 @@ def rooms_page(
         names = sorted(only)
         where += f" AND r.name IN ({','.join('?' * len(names))})"
         params.extend(names)
-    return f"{_ROOM_SQL} WHERE {where} ORDER BY r.name LIMIT ?", (*params, limit)
+    return f"{_ROOM_SQL} WHERE {where} ORDER BY r.name COLLATE BINARY LIMIT ?", (*params, limit)
 
 
 def _room(row: Sequence[Any]) -> dict[str, Any]:

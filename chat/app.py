@@ -256,8 +256,9 @@ def create_app(
         mode = shared_mode(settings.database)
         if mode is not None:
             log.warning(
-                "CHAT_DATABASE %s is mode %o: other users of this machine may read its password "
-                "and token hashes; chmod 600 it (a new file is made so)",
+                "CHAT_DATABASE %s (or its -wal or -shm file) is mode %o: other users of this "
+                "machine may reach its password and token hashes; chmod 600 it and its -wal "
+                "and -shm files (a new database is made so)",
                 database,
                 mode,
             )

@@ -142,8 +142,8 @@ def test_serve_warns_of_a_database_file_others_may_read(tmp_path: Path) -> None:
     live = LiveServer(tmp_path, database=database)
     live.start()
     try:
-        assert f"CHAT_DATABASE {database} is mode 644: other users" in live.log()
-        assert "chmod 600 it" in live.log()
+        assert f"CHAT_DATABASE {database} (or its -wal or -shm file) is mode 644" in live.log()
+        assert "chmod 600 it and its -wal and -shm files" in live.log()
     finally:
         live.kill()
     private = LiveServer(tmp_path / "new", {})  # a new file: nothing to say
@@ -183,18 +183,28 @@ def test_serve_says_in_one_line_when_the_jwt_public_key_file_is_unusable(
         )
     )
     for key_file in (tmp_path / "missing.pem", tmp_path, junk, p384, private):
-        result = run_chat(
-            "serve",
-            "--port",
-            str(free_port()),
-            cwd=tmp_path,
-            CHAT_DATABASE=str(tmp_path / "x.db"),
+        assert_serve_refuses(
+            tmp_path,
+            "CHAT_JWT_PUBLIC_KEY_FILE: cannot use ",
             CHAT_JWT_PUBLIC_KEY_FILE=str(key_file),
         )
-        assert result.returncode == 2, result
-        assert result.stderr.startswith("CHAT_JWT_PUBLIC_KEY_FILE: cannot use "), result.stderr
-        assert "Traceback" not in result.stderr
-        assert not (tmp_path / "x.db").exists()
+
+
+def assert_serve_refuses(tmp_path: Path, said: str, **settings: str) -> None:
+    """``serve`` with these settings stops before it starts: exit 2, one line that starts with
+    ``said``, no traceback, no database made."""
+    result = run_chat(
+        "serve",
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+        CHAT_DATABASE=str(tmp_path / "x.db"),
+        **settings,
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(said), result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "x.db").exists()
 
 
 def test_serve_refuses_a_short_jwt_secret_and_two_kinds_of_jwt_key(tmp_path: Path) -> None:
@@ -215,18 +225,7 @@ def test_serve_refuses_a_short_jwt_secret_and_two_kinds_of_jwt_key(tmp_path: Pat
             "CHAT_JWT_SECRET and CHAT_JWT_PUBLIC_KEY_FILE are both set",
         ),
     ):
-        result = run_chat(
-            "serve",
-            "--port",
-            str(free_port()),
-            cwd=tmp_path,
-            CHAT_DATABASE=str(tmp_path / "x.db"),
-            **settings,
-        )
-        assert result.returncode == 2, result
-        assert result.stderr.startswith(expected), result.stderr
-        assert "Traceback" not in result.stderr
-        assert not (tmp_path / "x.db").exists()
+        assert_serve_refuses(tmp_path, expected, **settings)
 
 
 @pytest.mark.parametrize(

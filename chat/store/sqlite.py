@@ -84,15 +84,16 @@ def _create_private(path: str) -> None:
 
 
 def shared_mode(database: str) -> int | None:
-    """The mode of a SQLite ``CHAT_DATABASE`` file that users other than its owner may read or
-    write (made so before ``_create_private``, or by hand), or None (PostgreSQL, or private)."""
+    """The widest mode among a SQLite ``CHAT_DATABASE`` file and its ``-wal`` and ``-shm``
+    files when users other than the owner have any access to one of them (made so before
+    ``_create_private``, or by hand), or None (PostgreSQL, or all private)."""
     if database_kind(database) != "sqlite":
         return None
-    try:
-        mode = stat.S_IMODE(os.stat(sqlite_path(database)).st_mode)
-    except OSError:
-        return None
-    return mode if mode & 0o077 else None
+    path, widest = sqlite_path(database), 0
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        with contextlib.suppress(OSError):
+            widest |= stat.S_IMODE(os.stat(name).st_mode)
+    return widest if widest & 0o077 else None
 
 
 async def connect_async(settings: Settings, *pragmas: str) -> aiosqlite.Connection:

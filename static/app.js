@@ -110,7 +110,7 @@ function stop() {
   for (const t of state.typers.values()) clearTimeout(t);
   Object.assign(state, {
     me: '', role: null, guest: true, rooms: [], current: null, sending: [],
-    newFrom: null, newBelow: 0,
+    newFrom: null, newBelow: [],
     editing: null, confirming: null, picking: null, replyTo: null,
   });
   for (const m of [state.data, state.presence, state.typers, state.nodes, state.private, state.members]) m.clear();

@@ -2,7 +2,7 @@
 import { els, state } from './state.js';
 import { toast } from './util.js';
 import { applyToRoom } from './model.js';
-import { announce, atBottom, noteNewBelow, renderSoon } from './messages.js';
+import { announce, atBottom, noteNewBelow, renderSoon, unnoteBelow } from './messages.js';
 import { renderPresence, showTyping, stopTyping } from './presence.js';
 import { renderRooms } from './roomlist.js';
 import { cancelMarkers, countUnread, markRead, refreshUnread, resetUnread, uncountUnread } from './unread.js';
@@ -63,16 +63,20 @@ export function applyEvent(ev) {
   if (!rd) return; // never opened: its history is loaded when it is
   if (rd.loading) { rd.pending.push(ev); return; }
   if (!rd.loaded) return;
-  const below = room === state.current && !atBottom() && !rd.events.has(ev.id);
+  // below what the reader sees: the list is scrolled up, or the page is not shown at all (a
+  // tab in the background, where nothing renders until it is shown again)
+  const below = room === state.current && (document.hidden || !atBottom()) && !rd.events.has(ev.id);
   applyToRoom(rd, ev);
   if (room === state.current) {
     renderSoon();
     if (ev.type === 'message' && ev.author !== state.me && !rd.deleted.has(ev.id)) {
-      if (below) noteNewBelow();
+      if (below) noteNewBelow(ev.id);
       announce(ev);
     }
-    // read when it shows up at the bottom; one that came below a reader scrolled up is read
-    // when the list reaches it (messages.js, seenBelow)
+    if (ev.type === 'message.deleted') unnoteBelow(ev.message_id);
+    // read when it shows up at the bottom. Others' messages that came below the reader are
+    // read when the list reaches them (messages.js, seenBelow, which moves the marker past
+    // everything loaded then, activity and one's own messages included)
     if ((ev.type === 'message' || ev.type === 'activity') && !below) markRead();
   }
 }

@@ -309,21 +309,29 @@ export function atBottom() {
 }
 
 /** New messages arrived below while scrolled up: the "jump to latest" control counts them. */
-export function noteNewBelow(n = 1) {
-  state.newBelow += n;
+export function noteNewBelow(id) {
+  state.newBelow.push(id);
+  renderJump();
+}
+
+/** One of them was deleted: it is counted no more. */
+export function unnoteBelow(id) {
+  const at = state.newBelow.indexOf(id);
+  if (at < 0) return;
+  state.newBelow.splice(at, 1);
   renderJump();
 }
 
 function seenBelow() {
-  if (!state.newBelow && els.jumpLatest.hidden) return;
-  const seen = state.newBelow > 0;
-  state.newBelow = 0;
+  if (!state.newBelow.length && els.jumpLatest.hidden) return;
+  const seen = state.newBelow.length > 0;
+  state.newBelow = [];
   renderJump();
   if (seen) handlers.seen(); // read now: the read marker may move past them
 }
 
 function renderJump() {
-  const n = state.newBelow;
+  const n = state.newBelow.length;
   els.jumpLatest.hidden = !n;
   els.jumpLatest.textContent = `Jump to latest (${n} new)`;
 }

@@ -90,9 +90,11 @@ export function forgetRoom(room, note) {
 /** Open a joined room: its history (loaded once), presence and members. */
 export function openRoom(room) {
   const left = state.current;
-  // what came below while the room's list was scrolled up was not seen: it stays unread
-  if (left && left !== room && state.newBelow > 0 && state.rooms.includes(left)) {
-    state.unread[left] = (state.unread[left] || 0) + state.newBelow;
+  // what came below while the room's list was scrolled up was not seen: it stays unread,
+  // counted as the stream's are (a refresh keeps them, a deletion takes one away)
+  if (left && left !== room && state.newBelow.length && state.rooms.includes(left)) {
+    state.unread[left] = (state.unread[left] || 0) + state.newBelow.length;
+    (state.unreadIds[left] ||= []).push(...state.newBelow);
   }
   state.current = room;
   save(LS.room, room);
@@ -101,7 +103,7 @@ export function openRoom(room) {
   const unread = state.unread[room] || 0; // the "new messages" line goes above these
   const known = state.data.get(room); // a loaded room's unread end with what it holds now
   state.newFrom = unread ? { room, count: unread, id: null, upTo: known && known.loaded ? known.maxId : undefined } : null;
-  state.newBelow = 0;
+  state.newBelow = [];
   clearUnread(room);
   state.nodes.clear();
   for (const t of state.typers.values()) clearTimeout(t);

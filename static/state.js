@@ -44,7 +44,7 @@ export const state = {
   editing: null, confirming: null, picking: null, replyTo: null,
   nodes: new Map(), // event id (or 'new', 'day <date>') -> {node, sig} for the open room
   newFrom: null, // {room, count, id}: where the "new messages" line goes in the open room
-  newBelow: 0, // messages that came in below while the list was scrolled up
+  newBelow: [], // ids of others' messages that came in below while the list was scrolled up
   lastTypingSent: 0,
   sending: [], // messages sent and not yet stored: {key, room, body, status: sending|failed, error}
   readTimers: new Map(), // room -> the timer of its read marker's PUT on its way

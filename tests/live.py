@@ -11,7 +11,7 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,20 @@ from chat.store.postgres import placeholders
 from tests.commands import CHAT, without_chat_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(
+    handle: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """A TCP server of the test's own on 127.0.0.1 that runs ``handle`` for each connection;
+    yields its ``http://`` origin, and is closed at the end (waited for, bounded)."""
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
 
 
 def spawn_and_wait(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from tests.conftest import need
+from tests.live import loopback_server
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Locator, Page
@@ -43,12 +44,8 @@ async def page_of_another_origin(page: bytes) -> AsyncIterator[str]:
             await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
-        await asyncio.wait_for(server.wait_closed(), 10)
+    async with loopback_server(answer) as origin:
+        yield origin
 
 
 class StreamDelay:
@@ -120,13 +117,8 @@ class StreamDelay:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[StreamDelay]:
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        try:
+        async with loopback_server(self._serve) as self.url:
             yield self
-        finally:
-            server.close()
-            await asyncio.wait_for(server.wait_closed(), 10)
 
 
 CHROMIUM = "/usr/bin/chromium"

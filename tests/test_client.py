@@ -33,7 +33,7 @@ from chat.client import (
 )
 from chat.models import MessageEvent, NotificationGroup
 from tests.access_helpers import Seed, bearer
-from tests.live import LiveServer, free_port
+from tests.live import LiveServer, free_port, loopback_server
 
 pytestmark = pytest.mark.sqlite_only  # the Python client, on SQLite alone: conftest.py
 
@@ -473,13 +473,8 @@ class Replayer:
 @contextlib.asynccontextmanager
 async def replayer() -> AsyncIterator[Replayer]:
     fake = Replayer()
-    server = await asyncio.start_server(fake.handle, "127.0.0.1", 0)
-    fake.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    try:
+    async with loopback_server(fake.handle) as fake.url:
         yield fake
-    finally:
-        server.close()
-        await bounded(server.wait_closed())
 
 
 async def test_ids_sent_again_are_never_yielded_twice() -> None:

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import pytest
@@ -34,6 +34,9 @@ from tests.page_helpers import (
 )
 from tests.redis_server import RedisServer
 from tests.test_deploy import Nginx, Topology, load_compose, running_topology, subscribers
+
+if TYPE_CHECKING:
+    from playwright.async_api import Route
 
 Json = dict[str, Any]
 NODE_DIR = ROOT / "tests" / "node"
@@ -129,14 +132,25 @@ class PageClients:
         return await seen_events(self.page)
 
 
+BLANK = b"<!doctype html><meta charset=utf-8><link rel=icon href='data:,'><title>streams</title>"
+
+
+async def serve_blank(route: Route) -> None:
+    await route.fulfill(status=200, content_type="text/html", body=BLANK)
+
+
 @contextlib.asynccontextmanager
 async def page_clients(base: str, paths: list[str], workdir: Path) -> AsyncIterator[PageClients]:
     async with chromium() as browser:
         context = await browser.new_context()
         try:
             page = await context.new_page()
-            # any page of nginx's origin will do: the EventSources are same-origin
-            response = await page.goto(base + "/healthz", timeout=15_000)
+            # a page of nginx's origin (the EventSources are same-origin) that the test serves
+            # itself, with an icon of its own: Chromium's request for /favicon.ico, unseen by
+            # Playwright, would otherwise reach an app while the streams arrive, and least_conn
+            # then puts both on the other app (the fresh-clone CI of 7268586 saw that 3 times)
+            await page.route(f"{base}/streams-test", serve_blank)
+            response = await page.goto(base + "/streams-test", timeout=15_000)
             assert response is not None and response.status == 200
             await open_event_sources(page, paths)
             yield PageClients(page)
@@ -306,9 +320,9 @@ async def followed_room(
 
         # least_conn spreads the two streams over both apps, so that taking either app away
         # drops a stream (a test that dropped none would prove nothing). It counts the
-        # requests in flight when each stream arrives, and a browser's own request (Chromium
-        # asks for /favicon.ico after the page loads, unseen by Playwright) can tip both
-        # streams onto one app: then the clients are closed and opened again.
+        # requests in flight when each stream arrives, and another request in flight then
+        # can tip both streams onto one app (page_clients keeps Chromium's /favicon.ico away):
+        # then the clients are closed and opened again.
         for attempt in range(1, 4):
             async with KINDS[kind](topology.nginx.url, paths, tmp_path) as clients:
                 await wait_seen(

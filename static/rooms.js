@@ -8,7 +8,7 @@ import { renderMessages, setReply } from './messages.js';
 import { loadPresence, renderPresence, renderTyping } from './presence.js';
 import { loadMembers } from './members.js';
 import { onRoomControls, renderRooms } from './roomlist.js';
-import { clearUnread, markRead } from './unread.js';
+import { clearUnread, countUnread, markRead } from './unread.js';
 import { closeNav } from './nav.js';
 import { loadInitial, reachFirstUnread } from './history.js';
 
@@ -92,9 +92,8 @@ export function openRoom(room) {
   const left = state.current;
   // what came below while the room's list was scrolled up was not seen: it stays unread,
   // counted as the stream's are (a refresh keeps them, a deletion takes one away)
-  if (left && left !== room && state.newBelow.length && state.rooms.includes(left)) {
-    state.unread[left] = (state.unread[left] || 0) + state.newBelow.length;
-    (state.unreadIds[left] ||= []).push(...state.newBelow);
+  if (left && left !== room && state.rooms.includes(left)) {
+    for (const id of state.newBelow) countUnread(left, id);
   }
   state.current = room;
   save(LS.room, room);

@@ -153,3 +153,13 @@ class Unavailable(ChatError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class Unwritable(Unavailable):
+    """The database refuses writes for a reason of its own (read-only, full, an I/O error):
+    the operator's to fix, not a defect of the request, and nothing of the batch is
+    committed. Reads still work."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the database cannot be written now ({reason})", retry_after_s=5)
+        self.reason = reason

@@ -12,6 +12,7 @@ from chat.api.deps import identity, services
 from chat.errors import Forbidden, Unavailable
 from chat.metrics import CONTENT_TYPE
 from chat.models import Status
+from chat.store import writes
 
 bp = Blueprint("ops", __name__)
 
@@ -29,12 +30,15 @@ async def healthz() -> dict[str, str]:
 @bp.get("/readyz")
 @document_response(Status)
 async def readyz() -> dict[str, str]:
-    """200 when the store and the broker answer; 503 otherwise and while shutting down."""
+    """200 when the store and the broker answer; 503 otherwise, while the database takes no
+    writes (read-only, full) and while shutting down."""
     svc = services()
     if svc.shutting_down:
         raise Unavailable("shutting down")
     if not svc.store.accepting_writes:
         raise Unavailable("the store is not accepting writes")
+    if svc.store.unwritable is not None:
+        await svc.store.write(writes.probe)  # 503 while it still cannot; clears it once it can
     try:
         await svc.store.ping()
     except Exception as exc:

@@ -75,6 +75,13 @@ class WriteDb(Protocol):
         """Roll back the open transaction, if there is one."""
         ...
 
+    def storage_problem(self, error: BaseException) -> str | None:
+        """What ``error`` says, if it says that the database takes no writes now (read-only,
+        full, an I/O error: the operator's to fix, ``errors.Unwritable``); None for any other
+        error. Once it has said so, the next ``begin`` opens a new connection: one opened on
+        a read-only file stays read-only after the file is fixed."""
+        ...
+
     def index_range(self, first_id: int, last_id: int) -> None:
         """Add the messages with ids in [first_id, last_id] to the full-text index."""
         ...

@@ -13,7 +13,9 @@ Old idempotency keys are purged by a write operation like any other
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 
 import aiosqlite
 
@@ -33,21 +35,39 @@ class Checkpointer:
 
     async def start(self) -> None:
         self._conn = await connect_async(self._settings)
-        self._task = asyncio.create_task(self._run(self._conn), name="chat-checkpoint")
+        self._task = asyncio.create_task(self._run(), name="chat-checkpoint")
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
+        await self._close()
+
+    async def _close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            await conn.close()
+            with contextlib.suppress(Exception):  # a broken connection: gone all the same
+                await conn.close()
 
-    async def _run(self, conn: aiosqlite.Connection) -> None:
+    async def _run(self) -> None:
+        failing = False
         while True:
             await asyncio.sleep(CHECKPOINT_EVERY_S)
             try:
-                await conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
-            except Exception:  # the next one catches up; the WAL only grows meanwhile
-                log.exception("checkpointing the database failed; will try again")
+                if self._conn is None:
+                    self._conn = await connect_async(self._settings)
+                await self._conn.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)")
+            except Exception as error:  # the next one catches up; the WAL only grows meanwhile
+                if not failing:  # once, not twice a second; SQLite's own errors say enough
+                    log.error(
+                        "checkpointing the database failed (%s); trying again until it works",
+                        error,
+                        exc_info=not isinstance(error, sqlite3.Error),
+                    )
+                failing = True
+                await self._close()  # one opened on a read-only file stays read-only: a new one
+            else:
+                if failing:
+                    log.warning("checkpointing the database works again")
+                failing = False

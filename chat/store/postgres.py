@@ -135,6 +135,12 @@ def apply_pending(conn: psycopg.Connection[Any], folder: Path) -> list[Migration
     return applied
 
 
+def _refuses_writes(sqlstate: str | None) -> bool:
+    """A read-only transaction (a standby, ``default_transaction_read_only``), class 53 (disk
+    full, out of memory, too many connections) or an I/O error."""
+    return sqlstate is not None and (sqlstate in ("25006", "58030") or sqlstate[:2] == "53")
+
+
 class PgWriteDb:
     """The write connection (``chat.store.dialect.WriteDb``), made and used on the write
     thread; a lost connection is replaced at the next batch."""
@@ -144,6 +150,7 @@ class PgWriteDb:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._reopen = False  # set by ``storage_problem``
         self.rooms: set[str] = set()
         self.public_rooms: set[str] = set()
         raw = connect(settings)
@@ -154,9 +161,16 @@ class PgWriteDb:
             raise
         self.conn = PgConn(raw)
 
+    def storage_problem(self, error: BaseException) -> str | None:
+        if not isinstance(error, psycopg.Error) or not _refuses_writes(error.sqlstate):
+            return None
+        self._reopen = True  # a standby answers read-only; a new connection may find the primary
+        return str(error).strip()
+
     def begin(self) -> int:
         raw = self.conn.raw
-        if raw.closed or raw.broken:
+        if raw.closed or raw.broken or self._reopen:
+            self._reopen = False
             raw = self._reconnect()
         # The write lock: held until COMMIT, so ids follow commit order (the module's doc).
         # Two statements, one round trip (no parameters: psycopg sends them as they are).

@@ -111,6 +111,11 @@ async def connect_async(settings: Settings, *pragmas: str) -> aiosqlite.Connecti
     return conn
 
 
+STORAGE_CODES = frozenset(
+    (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN)
+)
+"""Primary result codes that say the file takes no writes now, whatever was asked of it."""
+
 INDEX_ROW = "INSERT INTO messages_fts (rowid, text, room_key) VALUES (?, ?, 'r' || hex(?))"
 """A message's (id, text, room) into the index (migrations/0006: the room as one token)."""
 
@@ -124,17 +129,35 @@ class SqliteWriteDb:
     def __init__(self, settings: Settings) -> None:
         self.rooms: set[str] = set()
         self.public_rooms: set[str] = set()
+        self._settings = settings
+        self._reopen = False  # set by ``storage_problem``
         self.conn = self._sqlite = connect(settings)
         try:
             migrations.apply_pending(self._sqlite, settings.migrations_dir)
-            # Checkpoints run on a connection of their own (maintenance.py): in this
-            # connection's COMMIT they stalled every write queued behind it.
-            self._sqlite.execute("PRAGMA wal_autocheckpoint = 0")
+            self._no_autocheckpoint()
         except BaseException:
             self._sqlite.close()
             raise
 
+    def _no_autocheckpoint(self) -> None:
+        # Checkpoints run on a connection of their own (maintenance.py): in this
+        # connection's COMMIT they stalled every write queued behind it.
+        self._sqlite.execute("PRAGMA wal_autocheckpoint = 0")
+
+    def storage_problem(self, error: BaseException) -> str | None:
+        if not isinstance(error, sqlite3.Error):
+            return None
+        if getattr(error, "sqlite_errorcode", 0) & 0xFF not in STORAGE_CODES:
+            return None
+        self._reopen = True
+        return str(error)
+
     def begin(self) -> int:
+        if self._reopen:  # a connection opened on a read-only file stays read-only
+            self._sqlite.close()
+            self.conn = self._sqlite = connect(self._settings)  # raises: tried again next time
+            self._no_autocheckpoint()
+            self._reopen = False
         self._sqlite.execute("BEGIN IMMEDIATE")
         # Read under the write lock: ids follow commit order even across processes.
         row = self._sqlite.execute(
@@ -146,8 +169,9 @@ class SqliteWriteDb:
         self._sqlite.execute("COMMIT")  # AUTOINCREMENT has recorded the ids in sqlite_sequence
 
     def rollback(self) -> None:
-        if self._sqlite.in_transaction:
-            self._sqlite.execute("ROLLBACK")
+        with contextlib.suppress(sqlite3.ProgrammingError):  # closed: nothing is open
+            if self._sqlite.in_transaction:
+                self._sqlite.execute("ROLLBACK")
 
     def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
         for statement, rows in queued.items():  # one prepared statement, run per row, in C

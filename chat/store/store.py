@@ -115,6 +115,12 @@ class Store(Reads):
         return await self._writer.write(op)
 
     @property
+    def unwritable(self) -> str | None:
+        """Why the last write found the database taking no writes (``errors.Unwritable``:
+        read-only, full), until a write succeeds again; None while writes succeed."""
+        return self._writer.unwritable
+
+    @property
     def accepting_writes(self) -> bool:
         """True from ``open`` until ``close`` begins, unless the write thread has stopped."""
         return self._writer.accepting

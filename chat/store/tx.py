@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from chat.errors import ChatError, NotFound
+from chat.errors import ChatError, NotFound, Unwritable
 from chat.events import Event, make_event, now_rfc3339
 from chat.notifications import NOTIFYING_TYPES, Notice, notices
 from chat.store import notify
@@ -162,7 +162,18 @@ Outcome = tuple[list[tuple[bool, Any]], list[Event]]
 
 def commit_batch(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
     """Run ``ops`` as one transaction. An operation's own exception undoes that operation
-    alone and becomes its result; any other failure rolls the whole batch back and raises."""
+    alone and becomes its result; any other failure rolls the whole batch back and raises:
+    ``Unwritable`` when the database takes no writes now (``WriteDb.storage_problem``)."""
+    try:
+        return _commit_batch(db, ops)
+    except Exception as exc:
+        problem = db.storage_problem(exc)
+        if problem is None:
+            raise
+        raise Unwritable(problem) from exc
+
+
+def _commit_batch(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
     try:
         first_id = db.begin()  # under the write lock: ids follow commit order across processes
         tx = Tx(db, first_id)
@@ -176,6 +187,8 @@ def commit_batch(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
             db.rollback()
             if len(ops) == 1 and isinstance(exc, ChatError):  # the operation's own refusal
                 return [(False, exc)], []
+            if db.storage_problem(exc) is not None:
+                raise  # the database's refusal, not an operation's: every one would meet it
             # Anything else may be the connection (lost mid-batch), not an operation: the
             # batch again, with savepoints (and a new connection, if the old one is gone).
             return _with_savepoints(db, ops)
@@ -200,6 +213,8 @@ def _with_savepoints(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
             tx.flush()
             results.append((True, result))
         except Exception as exc:
+            if db.storage_problem(exc) is not None:
+                raise
             conn.execute("ROLLBACK TO op")
             tx.rows.clear()
             tx.rooms.clear()  # a room it created is gone again

@@ -29,7 +29,7 @@ from functools import partial
 from typing import Any, Generic, TypeVar
 
 from chat.config import Settings
-from chat.errors import Unavailable
+from chat.errors import Unavailable, Unwritable
 from chat.events import Event
 from chat.store.dialect import WriteDb
 from chat.store.tx import Outcome, WriteOp, commit_batch
@@ -51,10 +51,10 @@ class _Pending(Generic[T]):
     future: asyncio.Future[T]
 
 
-def _fail(pending: list[_Pending[Any]], message: str) -> None:
+def _fail(pending: list[_Pending[Any]], message: str, retry_after_s: int = 1) -> None:
     for item in pending:
         if not item.future.done():
-            item.future.set_exception(Unavailable(message))
+            item.future.set_exception(Unavailable(message, retry_after_s))
 
 
 class Writer:
@@ -79,6 +79,8 @@ class Writer:
         self._executor: ThreadPoolExecutor | None = None
         self._thread: threading.Thread | None = None
         self._db: WriteDb | None = None
+        # Why the last batch found the database taking no writes (errors.Unwritable), or None
+        self.unwritable: str | None = None
 
     @property
     def accepting(self) -> bool:
@@ -199,9 +201,16 @@ class Writer:
         inflight, self._inflight = self._inflight, None
         self._batch = []
         try:
+            if isinstance(error, Unwritable):
+                if self.unwritable is None:  # once, not per batch
+                    log.error("%s; writes are answered 503 until it can", error.message)
+                self.unwritable = error.reason
+            elif outcome is not None and self.unwritable is not None:
+                log.warning("the database takes writes again")
+                self.unwritable = None
             if outcome is None:
                 if isinstance(error, Unavailable):
-                    _fail(batch, error.message)
+                    _fail(batch, error.message, error.retry_after_s or 1)
                 else:  # the whole transaction failed: none of it is committed
                     log.error("write batch of %d failed", len(batch), exc_info=error)
                     _fail(batch, f"the store failed: {error}")

@@ -261,6 +261,12 @@ def idempotent(
     return run
 
 
+def probe(tx: Tx) -> None:
+    """A write that changes nothing and fails where any write would: ``/readyz`` asks it
+    while the database takes no writes, to see whether it does again."""
+    tx.conn.execute("UPDATE rooms SET title = title WHERE 1 = 0")
+
+
 def purge_idempotency_keys(older_than: str) -> WriteOp[int]:
     """Forget keys created before ``older_than`` (an RFC 3339 time); returns how many."""
 

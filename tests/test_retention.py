@@ -109,7 +109,9 @@ async def test_pruning_deletes_old_events_with_what_they_made_and_keeps_access(
 async def test_a_kept_reply_to_a_pruned_message_keeps_whom_it_answers(database: str) -> None:
     """A defect a probe found, fixed: history read a reply's ``reply_to_author`` from the
     message it answers, so once retention deleted that message the kept reply showed null
-    in history while its event (replayed on a stream) still named bob."""
+    in history while its event (replayed on a stream) still named bob. And it did not say
+    that the message it answers is gone (``reply_to_deleted``), as a reply to a deleted
+    message does: a client looked for it in vain (another probe)."""
     store = Store(Settings(database=database), lambda events: None)
     async with asyncio.timeout(WAIT_S):
         await store.open()
@@ -121,11 +123,15 @@ async def test_a_kept_reply_to_a_pruned_message_keeps_whom_it_answers(database: 
             cutoff = now_rfc3339(dt.datetime.now(dt.UTC) - dt.timedelta(days=KEEP_DAYS))
             assert await prune_all(store, cutoff, chunk=10) == first
             page, _ = await store.history("town", before=None, after=None, limit=10)
-            assert [(m["text"], m["reply_to"], m["reply_to_author"]) for m in page] == [
-                ("the answer", first, "bob")
+            shown = [
+                (m["text"], m["reply_to"], m["reply_to_author"], m.get("reply_to_deleted"))
+                for m in page
             ]
+            assert shown == [("the answer", first, "bob", True)]
             found, _ = await store.history("town", before=None, after=None, limit=10, q="answer")
-            assert [m["reply_to_author"] for m in found] == ["bob"]
+            assert [(m["reply_to_author"], m.get("reply_to_deleted")) for m in found] == [
+                ("bob", True)
+            ]
             replayed = [e for e in await store.events_after(None, 0, 10) if e.id == answer.id]
             assert [e.payload["reply_to_author"] for e in replayed] == ["bob"]
         finally:

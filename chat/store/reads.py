@@ -270,7 +270,7 @@ def _message(row: Sequence[Any]) -> dict[str, Any]:
     if row[4] is not None:
         message["reply_to"] = row[4]
         message["reply_to_author"] = row[7]
-        if row[8]:  # the message it answers was deleted since
+        if row[8] or row[8] is None:  # the message it answers was deleted, or pruned (no row)
             message["reply_to_deleted"] = True
     if row[6] is not None:
         message["edited_at"] = row[6]

@@ -23,7 +23,7 @@ import orjson
 from chat import access, sse
 from chat.access import ReplayGate
 from chat.config import Settings
-from chat.events import Event, make_event
+from chat.events import Event, make_event, now_rfc3339
 from chat.filters import Filter
 from chat.flusher import Flusher
 from chat.identity import Identity
@@ -44,6 +44,12 @@ class StreamRequest:
     notify: str | None = None  # the user whose notifications it carries (``notify=1``, feeds)
     feed: bool = False  # a notification feed's stream (rooms is empty)
     present: tuple[str, ...] | None = None  # where ``user`` is present (None: ``rooms``)
+
+
+def _room_of(sub: Subscriber) -> str:
+    """The ``room`` of a stream's own events (``reset``, ``position``): its room, or ``*``."""
+    rooms = sub.rooms
+    return rooms[0] if rooms is not None and len(rooms) == 1 else "*"
 
 
 class Delivery:
@@ -133,13 +139,36 @@ class Delivery:
                 if sub.ping_due:
                     sub.ping_due = False
                     sub.last_write = time.monotonic()
-                    yield sse.PING
+                    yield self._ping(sub)
                     continue
                 await sub.wait(loop)
         finally:
             self.registry.unsubscribe(sub)
             for room in present:
                 self.presence.disconnect(room, request.user)  # type: ignore[arg-type]
+
+    def _ping(self, sub: Subscriber) -> bytes:
+        """The heartbeat of an idle stream. A stream that skips events (a filter, or every room
+        with private ones hidden) gets its resume point moved instead: a ``position`` event
+        whose ``id:`` is the newest event dispatched here, all of which it has been sent or
+        has passed over (nothing is pending when it is idle, and events are dispatched in id
+        order). Else a client that resumes from the last event it matched would ask for a gap
+        counted over every event since, and get ``reset`` after CHAT_REPLAY_LIMIT events it
+        never wanted, losing the matches that came while it was away."""
+        position = self.registry.position
+        skips = sub.filter is not None or sub.rooms is None
+        if not skips or sub.feed or position <= sub.last_id:
+            return sse.PING
+        sub.last_id = position
+        data = orjson.dumps(
+            {
+                "type": "position",
+                "room": _room_of(sub),
+                "created_at": now_rfc3339(),
+                "latest_id": position,
+            }
+        )
+        return sse.event_frame(position, "position", data)
 
     def _live(self, sub: Subscriber, events: list[Event]) -> bytes:
         chunk, count = sub.render(events)
@@ -172,10 +201,8 @@ class Delivery:
     def _reset(self, sub: Subscriber, latest: int, reason: str) -> bytes:
         """Replay cannot cover the gap: tell the client to reload history, then go live."""
         sub.last_id = max(sub.last_id, latest)
-        rooms = sub.rooms
-        room = rooms[0] if rooms is not None and len(rooms) == 1 else "*"
         self.metrics.resets.inc()
-        return make_event("reset", room, {"latest_id": latest, "reason": reason}).frame
+        return make_event("reset", _room_of(sub), {"latest_id": latest, "reason": reason}).frame
 
     async def _gate(self, sub: Subscriber) -> ReplayGate | None:
         """The access rule for a replay from ``sub.last_id`` (None: nothing to hide)."""

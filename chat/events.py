@@ -28,7 +28,7 @@ PERSISTED_TYPES = frozenset(
         "member.removed",  # `user`, `role`, `by`
     }
 )
-EPHEMERAL_TYPES = frozenset({"typing", "presence", "reset", "notify"})
+EPHEMERAL_TYPES = frozenset({"typing", "presence", "reset", "notify", "position"})
 EVENT_TYPES = PERSISTED_TYPES | EPHEMERAL_TYPES
 
 

@@ -28,7 +28,7 @@ export class ChatError extends Error {
 export const EVENT_TYPES = Object.freeze([
   'message', 'message.edited', 'message.deleted', 'reaction.added', 'reaction.removed',
   'activity', 'typing', 'presence', 'reset', 'notify', 'notification',
-  'room.created', 'member.added', 'member.removed',
+  'room.created', 'member.added', 'member.removed', 'position',
 ]);
 
 const FIRST_RETRY_MS = 1000;
@@ -190,6 +190,7 @@ class Subscription {
   _deliver(ev, type) {
     if (!ev.type) ev.type = type;
     if (ev.type === 'reset') { this._reset(ev); return; }
+    if (ev.type === 'position') { this._passed(ev.latest_id); return; }
     if (isId(ev.id)) {
       const id = ev.id;
       if (this._last !== null && id <= this._last) {
@@ -207,6 +208,14 @@ class Subscription {
       }
     }
     this._onEvent(ev);
+  }
+
+  // The server passed over events up to this id (a filter skipped them): resume from here,
+  // or a resume would count every skipped event as a gap and get a reset. Not delivered.
+  _passed(id) {
+    if (!isId(id) || (this._last !== null && id <= this._last)) return;
+    this._last = id;
+    if (this._catchUp && id > this._catchUp.until) this._catchUp = null;
   }
 
   _reset(ev) {

@@ -220,6 +220,28 @@ async def test_filters_go_to_the_server(
         watch.assert_clean()
 
 
+async def test_a_filtered_subscription_moves_its_cursor_with_what_it_passed_over(
+    browser: Browser, make_server: Callable[..., LiveServer]
+) -> None:
+    """The server's ``position`` event (an idle stream that skipped events) moves the
+    subscription's cursor, which it reopens from, without reaching onEvent: else a reopening
+    asked for a gap counted over every skipped event and got a reset (tests/test_streams.py)."""
+    live = make_server(**FAST, CHAT_HEARTBEAT_SECONDS="0.3")
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        await create_rooms(client, "skips")
+        async with watched(browser) as watch:
+            page = await same_origin_page(watch, browser, live)
+            await subscribe(page, ["skips"], filters={"authors": ["ann"]})
+            wanted = await say(client, "skips", "ann", "for me")
+            await wait_for_messages(page, 1)
+            skipped = [await say(client, "skips", "bob", f"not for me {i}") for i in range(3)]
+            await until(page, "id => window.__sub.lastEventId === id", skipped[-1]["id"])
+            assert [(e["type"], e.get("text")) for e in await page.evaluate("window.__got")] == [
+                ("message", wanted["text"])
+            ]
+            watch.assert_clean()
+
+
 async def test_post_and_history_and_the_error_envelope(
     browser: Browser, live: LiveServer, client: httpx.AsyncClient
 ) -> None:

@@ -345,6 +345,41 @@ async def test_a_gap_over_the_replay_limit_calls_on_reset(
     ]
 
 
+async def test_a_filtered_stream_resumes_from_what_it_passed_over_across_a_restart(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """``tail --authors alice`` in a busy room lost alice's message posted while the server
+    restarted: it resumed from alice's last message, the server counted every message of
+    bob's since as the gap, and past CHAT_REPLAY_LIMIT it answered ``reset`` (a probe). The
+    client now moves its cursor with the server's ``position`` events, never yielded."""
+    live = make_server(CHAT_HEARTBEAT_SECONDS="0.3", CHAT_REPLAY_LIMIT="5", CHAT_RETRY_MS="100")
+    resets: list[Reset] = []
+    async with (
+        ChatClient(live.url) as chat,
+        chat.events("busy", Filters(authors="alice"), since=0, on_reset=resets.append) as stream,
+    ):
+        first = await bounded(chat.post("busy", "A", author="alice"))
+        assert seen(await take(stream, 1)) == [(first.id, "A")]
+        passed = await bounded(
+            chat.post_batch("busy", [{"author": "bob", "text": f"b{i}"} for i in range(20)])
+        )
+        waiting = asyncio.ensure_future(anext(stream))
+        try:
+
+            async def moved() -> bool:
+                return (stream.last_id or 0) >= passed[-1].id
+
+            await wait_until(moved, "a position past bob's messages")
+            assert await asyncio.to_thread(live.terminate, 20) == 0
+            await asyncio.to_thread(live.start)
+            await bounded(chat.post("busy", "c", author="bob"))
+            missed = await bounded(chat.post("busy", "B", author="alice"))
+            assert seen([await bounded(waiting)]) == [(missed.id, "B")]
+        finally:
+            waiting.cancel()
+    assert resets == []
+
+
 # --- identity ---------------------------------------------------------------------------------
 
 

@@ -180,6 +180,53 @@ async def test_heartbeat_comment_when_idle(make_server: Callable[..., LiveServer
     assert "ping" in stream.comments
 
 
+async def test_a_filtered_stream_resumes_from_the_events_it_passed_over(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """A stream that matches few events (here ``authors=alice``) in a busy room: its resume
+    point used to move only with what it matched, so a reconnection asked for a gap counted
+    over every event since, and past CHAT_REPLAY_LIMIT events it never wanted it got
+    ``reset`` and lost the matches posted while it was away (a probe of ``tail --authors``).
+    An idle stream that skipped events now gets a ``position`` event instead of a ping, whose
+    ``id:`` is where it has read up to; resuming from it replays the match it missed."""
+    live = make_server(CHAT_HEARTBEAT_SECONDS="0.3", CHAT_REPLAY_LIMIT="5")
+    room, path = "busy", "/api/rooms/busy/events"
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        async with open_stream(client, path, params={"authors": "alice"}) as stream:
+            first = await post(client, room, "alice", "A")
+            assert [e.json()["text"] for e in await stream.take(1)] == ["A"]
+            others = [await post(client, "busy", "bob", f"b{i}") for i in range(20)]
+            elsewhere = await post(client, "other", "bob", "elsewhere")
+            position = await stream.next()
+        assert position.event == "position"
+        assert int(position.id or 0) == elsewhere["id"] > others[-1]["id"] > first["id"]
+        body = position.json()
+        assert body == {
+            "type": "position",
+            "room": room,
+            "created_at": body["created_at"],
+            "latest_id": elsewhere["id"],
+        }
+        # away: a few more of what it skips (fewer than CHAT_REPLAY_LIMIT), and one it wants
+        for i in range(3):
+            await post(client, room, "bob", f"c{i}")
+        missed = await post(client, room, "alice", "B")
+        async with open_stream(
+            client, path, params={"authors": "alice"}, headers={"Last-Event-ID": position.id or ""}
+        ) as again:
+            got = await again.next()
+        assert (got.event, int(got.id or 0), got.json()["text"]) == ("message", missed["id"], "B")
+        # without the position, from the last match: the gap is too large (what it used to get)
+        async with open_stream(
+            client, path, params={"authors": "alice"}, headers={"Last-Event-ID": str(first["id"])}
+        ) as old:
+            assert (await old.next()).json()["reason"] == "gap_too_large"
+        # an unfiltered stream of one room never skips an event of its room: plain pings
+        async with open_stream(client, path) as plain:
+            await post(client, "other", "bob", "elsewhere again")
+            await plain.until_comment("ping", timeout_s=5)
+
+
 async def test_coalesced_streams_still_get_every_event_once_in_order(
     make_server: Callable[..., LiveServer],
 ) -> None:

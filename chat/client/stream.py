@@ -126,6 +126,12 @@ class EventStream(AsyncClosing):
                 raise StreamReset(reset)
             await _call(self._on_reset, reset)
             return None
+        if kind == "position":  # passed over up to here (a filter): resume from here
+            self._delivered = True
+            read_to = payload.get("latest_id")
+            if isinstance(read_to, int) and (self.last_id is None or read_to > self.last_id):
+                self.last_id = read_to
+            return None
         event_id: int | None = None
         if item.id is not None and item.id.isascii() and item.id.isdigit():
             event_id = int(item.id)

@@ -89,6 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if key_problem is not None:
         print(key_problem, file=sys.stderr)
         return 2
+    listen_problem = None if args.worker_of > 1 else _listen_problem(args.host, args.port)
+    if listen_problem is not None:
+        print(listen_problem, file=sys.stderr)
+        return 1
     if args.workers > 1:
         from chat.workers import run_workers
 
@@ -104,6 +108,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         keyfile=args.keyfile,
     )
     return 0
+
+
+def _listen_problem(host: str, port: int) -> str | None:
+    """Why the service cannot listen on ``host:port`` (in use, or not an address of this
+    machine), or None: one line rather than a traceback of the server's start. Probed with
+    a socket of its own, without SO_REUSEPORT: the workers of another ``serve --workers``
+    hold their port with it, and workers of ours would be let in beside them, the kernel
+    sharing the connections between two services."""
+    from chat.serve import listening_socket
+
+    try:
+        listening_socket(host, port, dead_peer_seconds=0).close()
+    except OSError as error:
+        return f"cannot listen on {host}:{port}: {error.strerror or error}"
+    return None
 
 
 def _jwt_key_problem(settings: Settings) -> str | None:

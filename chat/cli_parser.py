@@ -14,6 +14,24 @@ TOKEN_HELP = (
 PASSWORD_STDIN_HELP = "read the password from the first line of stdin instead of a prompt"
 
 
+def _whole(text: str, low: int, high: int, what: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+    return value
+
+
+def _port(text: str) -> int:
+    return _whole(text, 0, 65535, "a port (0-65535)")
+
+
+def _event_id(text: str) -> int:
+    return _whole(text, 0, 2**63 - 1, "an event id (0 or more)")
+
+
 def parser() -> argparse.ArgumentParser:
     """``python -m chat``'s arguments: every command, its options and its ``--help``."""
     parser = argparse.ArgumentParser(
@@ -37,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
         help="address to bind (default 127.0.0.1); any address but loopback needs CHAT_AUTH "
         "set explicitly, to open or required (else exit 2)",
     )
-    serve.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port to bind (default 8000)")
     serve.add_argument(
         "--workers",
         type=int,
@@ -86,7 +104,9 @@ def parser() -> argparse.ArgumentParser:
     tail.add_argument("--types", help="only these event types, e.g. message,activity")
     tail.add_argument("--authors", help="only events by these authors or actors")
     tail.add_argument("--mentions", help="only messages mentioning @NAME")
-    tail.add_argument("--since", type=int, help="start after this event id (replays history)")
+    tail.add_argument(
+        "--since", type=_event_id, help="start after this event id (0: the whole history)"
+    )
     tail.add_argument("--json", action="store_true", help="print each event as one JSON line")
     tail.add_argument("--url", help="the service (default: CHAT_URL, http://127.0.0.1:8000)")
     tail.add_argument("--token", help=TOKEN_HELP)

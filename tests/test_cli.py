@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from tests.commands import run_chat
 from tests.live import ROOT, LiveServer, free_port
 from tests.postgres_server import PostgresServer
+from tests.redis_server import RedisServer
 
 
 def test_help_lists_commands_and_options(tmp_path: Path) -> None:
@@ -270,6 +271,33 @@ def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "CHAT_BROKER" in result.stderr
     assert not (tmp_path / "x.db").exists()
+
+
+def test_serve_says_in_one_line_when_it_cannot_listen(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """A port in use (or an address not of this machine) was a traceback of the server's
+    start; and a second ``serve --workers 2`` on the port of a running one started without
+    a word, its workers bound beside the first's (SO_REUSEPORT), and the kernel shared the
+    connections between two services on two databases (a probe saw 20 posts split 9/11)."""
+    broker = {"CHAT_BROKER": redis_server.url}
+    first = LiveServer(tmp_path / "first", broker, args=["--workers", "2"])
+    (tmp_path / "first").mkdir()
+    first.start()
+    try:
+        for args in (["--workers", "2"], []):
+            result = run_chat(
+                "serve", "--port", str(first.port), *args, cwd=tmp_path, **broker,
+                CHAT_DATABASE="second.db", CHAT_BROKER_PREFIX="second",
+            )  # fmt: skip
+            assert result.returncode == 1, result
+            lines = result.stderr.strip().splitlines()
+            assert lines == [f"cannot listen on 127.0.0.1:{first.port}: Address already in use"]
+        refused = run_chat("serve", "--port", "65536", cwd=tmp_path, CHAT_DATABASE="third.db")
+        assert refused.returncode == 2 and "is not a port (0-65535)" in refused.stderr, refused
+        assert not (tmp_path / "second.db").exists() and not (tmp_path / "third.db").exists()
+    finally:
+        first.terminate()
 
 
 def test_readme_opens_with_the_two_commands() -> None:

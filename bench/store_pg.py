@@ -173,7 +173,7 @@ class Cluster:
                 logs[live.workdir.name] = log_problems(str(live.log_path))
         out["server_logs"] = logs
         if self.redis is not None:
-            self.redis.stop()
+            self.redis.destroy()
         if self.pg is not None:
             pg_log = self.pg.log()
             out["postgres_log"] = [
@@ -187,7 +187,7 @@ class Cluster:
             with contextlib.suppress(Exception):
                 live.kill()
         with contextlib.suppress(Exception):
-            self.redis.stop()
+            self.redis.destroy()
         with contextlib.suppress(Exception):
             self.pg.destroy()
 

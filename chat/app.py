@@ -48,6 +48,17 @@ LOAD_PROBE_S = 0.01
 CURL_EXAMPLES = Path(__file__).resolve().parent / "api" / "curl.md"  # shown at the top of /docs
 
 
+def _shown_broker(broker: str) -> str:
+    """``CHAT_BROKER`` as the start-up line shows it, without a password: its scheme and
+    host and port, or a Unix socket's path (``local`` as it is)."""
+    where = urlsplit(broker)
+    if not where.scheme:
+        return broker
+    if where.scheme == "unix":
+        return f"unix://{where.path}"
+    return f"{where.scheme}://{where.hostname}:{where.port or 6379}"
+
+
 def _not_a_number(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
@@ -250,8 +261,7 @@ def create_app(
         if settings.retention_days > 0:
             background.append(asyncio.create_task(forget_old_events(), name="chat-retention"))
         background.append(asyncio.create_task(auth.watch(), name="chat-credentials"))
-        where = urlsplit(settings.broker)
-        broker_name = f"{where.scheme}://{where.hostname}:{where.port}" if where.scheme else "local"
+        broker_name = _shown_broker(settings.broker)
         database = shown_database(settings.database)
         mode = shared_mode(settings.database)
         if mode is not None:

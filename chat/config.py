@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -73,6 +74,18 @@ class Settings(BaseSettings):
         description="`local` (one process), or a `redis://host:port/db` URL: several "
         "processes or hosts share events through Redis (docs/design/scale-out.md).",
     )
+
+    @field_validator("broker")
+    @classmethod
+    def _names_a_broker(cls, value: str) -> str:
+        """A port that is not a number (``redis://host:abc/0``) was a traceback at start."""
+        if value != "local":
+            try:
+                _ = urlsplit(value).port  # read to be checked
+            except ValueError as error:
+                raise ValueError(f"not a Redis URL: {error}") from None
+        return value
+
     broker_prefix: str = Field(
         "chat",
         min_length=1,

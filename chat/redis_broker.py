@@ -69,13 +69,16 @@ class RedisBroker:
         )
         # No retries inside redis-py: a lost connection must surface here, so that what was
         # published meanwhile is read back from the store.
+        # TCP keepalive notices a peer gone silent; a Unix socket has no peer to lose (and
+        # redis-py's Unix connection refuses the option: a unix:// broker never connected)
+        tcp = {} if settings.broker.startswith("unix:") else {"socket_keepalive": True}
         self.redis = aioredis.Redis.from_url(
             settings.broker,
             socket_connect_timeout=2,
             socket_timeout=REDIS_TIMEOUT_S,  # a hung Redis fails a command, never hangs it
-            socket_keepalive=True,
             health_check_interval=10,
             retry=Retry(NoBackoff(), 0),
+            **tcp,
         )
         self.connected = False
         metrics.broker_connected.set(0)

@@ -169,7 +169,7 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     server = RedisServer(need_program("redis-server"), workdir)
     server.start()
     yield server
-    server.stop()
+    server.destroy()
 
 
 @pytest.fixture

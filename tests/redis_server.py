@@ -6,8 +6,11 @@ take Redis away mid-run and bring it back where the service expects it."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 from tests.live import free_port, spawn_and_wait
@@ -20,10 +23,17 @@ class RedisServer:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = workdir / "redis.log"
+        # also on a Unix socket, in a short path (108 bytes at most, where pytest's are long)
+        self.socket_dir = tempfile.mkdtemp(prefix="redis-")
+        self.socket = os.path.join(self.socket_dir, "redis.sock")
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        return f"unix://{self.socket}?db=0"
 
     def start(self, timeout_s: float = 10.0) -> None:
         options = {
@@ -33,6 +43,8 @@ class RedisServer:
             "appendonly": "no",
             "daemonize": "no",
             "dir": str(self.workdir),
+            "unixsocket": self.socket,
+            "unixsocketperm": "700",
         }
         self.proc = spawn_and_wait(
             [self.program, *(part for k, v in options.items() for part in (f"--{k}", v))],
@@ -56,3 +68,8 @@ class RedisServer:
             self.proc.kill()
             self.proc.wait(timeout=10)
             self.proc = None
+
+    def destroy(self) -> None:
+        """Stop it for good, and remove its socket's folder."""
+        self.stop()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)

@@ -11,13 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.commands import run_chat
-from tests.live import ROOT, LiveServer, free_port
+from tests.live import ROOT, LiveServer, free_port, open_stream
 from tests.postgres_server import PostgresServer
 from tests.redis_server import RedisServer
 
@@ -298,6 +299,46 @@ def test_serve_says_in_one_line_when_it_cannot_listen(
         assert not (tmp_path / "second.db").exists() and not (tmp_path / "third.db").exists()
     finally:
         first.terminate()
+
+
+async def test_a_broker_on_a_unix_socket_carries_events(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """``CHAT_BROKER=unix:///path`` was accepted but never connected (redis-py's Unix
+    connection refuses the TCP keepalive option): /readyz stayed 503 and the log repeated
+    the error; start-up named it ``unix://None:None`` (a probe). Two processes on one
+    database, the broker between them: a post to one reaches a stream of the other."""
+    env = {"CHAT_BROKER": redis_server.unix_url}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    one = LiveServer(
+        tmp_path / "a", {**env, "CHAT_LOG_LEVEL": "INFO"}, database=tmp_path / "chat.db"
+    )
+    two = LiveServer(tmp_path / "b", env, database=tmp_path / "chat.db")
+    one.start()
+    two.start()
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            for live in (one, two):
+                ready = await client.get(f"{live.url}/readyz")
+                assert ready.status_code == 200, ready.text
+            async with open_stream(client, f"{two.url}/api/rooms/sock/events") as stream:
+                posted = await client.post(
+                    f"{one.url}/api/rooms/sock/messages", json={"author": "a", "text": "via"}
+                )
+                assert posted.status_code == 201, posted.text
+                assert int((await stream.next()).id or 0) == posted.json()["id"]
+        assert f"broker unix://{redis_server.socket}" in one.log(), one.log()
+        assert "no Redis broker" not in one.log() + two.log()
+    finally:
+        one.terminate()
+        two.terminate()
+
+
+def test_a_broker_url_whose_port_is_not_a_number_is_a_bad_setting(tmp_path: Path) -> None:
+    result = run_chat("migrate", cwd=tmp_path, CHAT_BROKER="redis://127.0.0.1:abc/0")
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("CHAT_BROKER: "), result.stderr
 
 
 def test_readme_opens_with_the_two_commands() -> None:

@@ -4,7 +4,9 @@ Each worker is a whole service process (``python -m chat serve``) that binds the
 ``SO_REUSEPORT``, so the kernel spreads new connections over the workers. They share events,
 presence and the typing limit through the Redis broker, and the SQLite file through WAL. The
 parent only supervises: a worker that dies is started again (a client of it reconnects and
-resumes from another worker meanwhile); SIGTERM or SIGINT is passed to every worker, each
+resumes from another worker meanwhile), after a pause that doubles, up to 30 s, while it
+keeps dying at once; a worker that fails its very first start stops them all (a setting is
+wrong); SIGTERM or SIGINT is passed to every worker, each
 ends its streams and finishes its requests, and the parent exits when they all have.
 """
 
@@ -25,7 +27,8 @@ log = logging.getLogger(__name__)
 
 STARTUP_S = 5.0  # a worker that fails sooner than this after its start is not restarted
 POLL_S = 0.2
-RESTART_BACKOFF_S = 1.0
+RESTART_BACKOFF_S = 1.0  # doubled for each restart in a row that fails at once
+MAX_BACKOFF_S = 30.0
 PR_SET_PDEATHSIG = 1
 
 
@@ -51,6 +54,7 @@ class Supervisor:
         self.grace_s = grace_s
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * count
         self.started: list[float] = [0.0] * count
+        self.restarts: list[int] = [0] * count  # in a row, each within STARTUP_S of its start
         self.stopping = False
 
     def _start(self, slot: int) -> None:
@@ -72,15 +76,28 @@ class Supervisor:
                 code = None if proc is None else proc.poll()
                 if code is None or self.stopping:
                     continue
-                if time.monotonic() - self.started[slot] < STARTUP_S:
+                early = time.monotonic() - self.started[slot] < STARTUP_S
+                if early and not self.restarts[slot]:  # its first start: a setting is wrong
                     log.error("worker %d exited with %d at start; stopping", slot + 1, code)
                     self._stop_all()
                     return 1
-                log.warning("worker %d exited with %d; starting it again", slot + 1, code)
-                time.sleep(RESTART_BACKOFF_S)
+                # A worker that ran, died and fails again at once (its database away, say)
+                # is tried again ever more slowly; the others go on serving meanwhile.
+                self.restarts[slot] = self.restarts[slot] + 1 if early else 1
+                wait = min(RESTART_BACKOFF_S * 2 ** (self.restarts[slot] - 1), MAX_BACKOFF_S)
+                log.warning(
+                    "worker %d exited with %d; starting it again in %.0f s", slot + 1, code, wait
+                )
+                self._sleep(wait)
                 if not self.stopping:
                     self._start(slot)
         return self._stop_all()
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake for a signal at once (a SIGTERM stops the waiting)."""
+        deadline = time.monotonic() + seconds
+        while not self.stopping and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(POLL_S, left))
 
     def _stop_all(self) -> int:
         """SIGTERM to every worker; SIGKILL to one that outlives its own shutdown watchdog."""

@@ -303,10 +303,11 @@ async def test_a_join_during_a_redis_outage_is_announced_after_it(
 async def test_a_killed_worker_is_replaced_and_sigterm_still_exits_0(cluster: Cluster) -> None:
     """``serve --workers 2`` with Redis. SIGKILL to one worker (older than the supervisor's
     start-up window, so not taken for a bad start): its streams end and resume on the port
-    with Last-Event-ID, and a new worker takes its place (two running again). Streams held by
-    both current workers get every message posted to the port, once, in order. SIGTERM to the
-    parent then stops every current worker cleanly, and the parent exits 0: the worker killed
-    earlier does not count against it."""
+    with Last-Event-ID, and a new worker takes its place (two running again); killed at once
+    too, it is replaced again (a probe: the restart's early death stopped the service).
+    Streams held by both current workers get every message posted to the port, once, in
+    order. SIGTERM to the parent then stops every current worker cleanly, and the parent
+    exits 0: the workers killed earlier do not count against it."""
     live = cluster.make(args=["--workers", "2"])
     await asyncio.wait_for(asyncio.to_thread(live.start), 30)
     parent = live.pid
@@ -365,6 +366,14 @@ async def test_a_killed_worker_is_replaced_and_sigterm_still_exits_0(cluster: Cl
             new = current - first
             assert len(new) == 1 and current - new == first - {victim}, (first, current)
             assert not running(victim)
+            # The replacement dies at once, within the window that would stop the service
+            # at its first start: it is tried again (it used to stop every worker).
+            (early,) = new
+            os.kill(early, signal.SIGKILL)
+            victim = early
+            current = await eventually(replaced, 15, f"a worker in place of {early}", 0.1)
+            new = current - first
+            assert len(new) == 1 and early not in new and not running(early), (first, current)
             await listening(current)
             assert any(f.ends for f in before), "no stream was on the killed worker"
 

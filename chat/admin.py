@@ -25,7 +25,7 @@ from chat.identity import Role
 from chat.rules import check_room
 from chat.rules import user_name as checked_name
 from chat.store import Store, accounts
-from chat.store.dialect import shown_database
+from chat.store.dialect import shown_database, without_secrets
 from chat.store.store import database_errors
 
 T = TypeVar("T")
@@ -75,12 +75,14 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
             await store.open()
         except database_errors(settings) as error:
             shown = shown_database(settings.database)
-            raise Refused(f"cannot open CHAT_DATABASE {shown}: {error}") from None
+            reason = without_secrets(str(error), settings.database)
+            raise Refused(f"cannot open CHAT_DATABASE {shown}: {reason}") from None
         try:
             return await work(store)
         except database_errors(settings, opening=False) as error:  # read-only, damaged
             shown = shown_database(settings.database)
-            raise Refused(f"CHAT_DATABASE {shown} failed: {error}; nothing changed") from None
+            reason = without_secrets(str(error), settings.database)
+            raise Refused(f"CHAT_DATABASE {shown} failed: {reason}; nothing changed") from None
         finally:
             await store.close()
 

@@ -12,19 +12,31 @@ from pydantic import ValidationError
 
 from chat import cli_parser, logs
 from chat.config import Settings
+from chat.migrations import Migration
 
 JWT_SECRET_MIN_BYTES = 32  # HS256's key: at least the hash's 256 bits (RFC 7518, 3.2)
 
 
-def _migrate(settings: Settings) -> int:
-    from chat.store.dialect import shown_database
+def _migrated(settings: Settings, doing: str) -> list[Migration] | str:
+    """Apply the pending migrations: the applied ones, or why they could not be, in one line
+    (``doing``: what it says could not be done), without a password of the URL."""
+    from chat.store.dialect import shown_database, without_secrets
     from chat.store.store import database_errors, migrate
 
     try:
-        applied = migrate(settings)
+        return migrate(settings)
     except database_errors(settings) as error:
         shown = shown_database(settings.database)
-        print(f"error: cannot migrate CHAT_DATABASE {shown}: {error}", file=sys.stderr)
+        reason = without_secrets(str(error), settings.database)
+        return f"error: cannot {doing} CHAT_DATABASE {shown}: {reason}"
+
+
+def _migrate(settings: Settings) -> int:
+    from chat.store.dialect import shown_database
+
+    applied = _migrated(settings, "migrate")
+    if isinstance(applied, str):
+        print(applied, file=sys.stderr)
         return 1
     for migration in applied:
         print(f"applied {migration.version:04d}_{migration.name}")
@@ -89,10 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if key_problem is not None:
         print(key_problem, file=sys.stderr)
         return 2
-    listen_problem = None if args.worker_of > 1 else _listen_problem(args.host, args.port)
-    if listen_problem is not None:
-        print(listen_problem, file=sys.stderr)
-        return 1
+    if args.worker_of == 1:  # the parent of workers, or the one process: once, in one line
+        listen_problem = _listen_problem(args.host, args.port)
+        if listen_problem is not None:
+            print(listen_problem, file=sys.stderr)
+            return 1
+        migrated = _migrated(settings, "open")  # a database it cannot use: not a traceback
+        if isinstance(migrated, str):
+            print(migrated, file=sys.stderr)
+            return 1
     if args.workers > 1:
         from chat.workers import run_workers
 

@@ -3,12 +3,15 @@ transaction, its version recorded in ``schema_migrations``."""
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from chat.events import now_rfc3339
+
+log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^(\d+)_([\w-]+)\.sql$")
 
@@ -20,18 +23,40 @@ class Migration:
     path: Path
 
 
+class MigrationsError(ValueError):
+    """The migration files cannot be applied as they are (reported in one line, exit 1)."""
+
+
 def discover(folder: Path) -> list[Migration]:
+    """The migrations of ``folder``, by version. A folder without any (a mistyped
+    CHAT_MIGRATIONS_DIR) is an error: "up to date" over an empty database would be a lie."""
     found = []
     for path in folder.glob("*.sql"):
         match = _NAME.match(path.name)
         if match is None:
-            raise ValueError(f"migration file name not NNNN_name.sql: {path}")
+            raise MigrationsError(f"a migration file's name is not NNNN_name.sql: {path}")
         found.append(Migration(int(match[1]), match[2], path))
+    if not found:
+        raise MigrationsError(f"no migrations (NNNN_name.sql) in {folder}: see CHAT_MIGRATIONS_DIR")
     found.sort(key=lambda m: m.version)
     versions = [m.version for m in found]
     if len(set(versions)) != len(versions):
-        raise ValueError(f"two migrations share a version in {folder}")
+        raise MigrationsError(f"two migrations share a version in {folder}")
     return found
+
+
+def warn_unknown(recorded: list[tuple[int, str]], known: list[Migration]) -> None:
+    """Say so when the database records migrations newer than this code knows: a newer
+    version of the service migrated it (a rolling upgrade, or a downgrade). Not refused: the
+    migrations are additive, and the version before must keep running during an upgrade."""
+    newest = max(m.version for m in known)
+    newer = [f"{version:04d}_{name}" for version, name in recorded if version > newest]
+    if newer:
+        log.warning(
+            "the database holds migrations this version does not know (%s): a newer version "
+            "of the service migrated it",
+            ", ".join(newer),
+        )
 
 
 def statements(script: str) -> list[str]:
@@ -63,7 +88,8 @@ def apply_pending(conn: sqlite3.Connection, folder: Path) -> list[Migration]:
         "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
     )
     applied = []
-    for migration in discover(folder):
+    known = discover(folder)
+    for migration in known:
         conn.execute("BEGIN IMMEDIATE")
         try:
             seen = conn.execute(
@@ -81,4 +107,5 @@ def apply_pending(conn: sqlite3.Connection, folder: Path) -> list[Migration]:
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+    warn_unknown(conn.execute("SELECT version, name FROM schema_migrations").fetchall(), known)
     return applied

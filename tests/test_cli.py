@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -100,6 +101,56 @@ def test_a_database_that_would_store_nothing_is_refused(tmp_path: Path, database
         assert result.stdout == ""  # no token
         assert result.stderr.startswith("CHAT_DATABASE: "), result.stderr
         assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("users", "list"), ("serve", "--port", "0")])
+def test_a_database_it_cannot_open_is_one_line_without_its_password(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A probe: ``serve`` on a database it cannot open (a folder that does not exist, a file
+    that is not a database, PostgreSQL down) printed a traceback of about 100 lines, and
+    libpq's message for a URL it could not parse quoted its password, in every command."""
+    garbage = tmp_path / "garbage.db"
+    garbage.write_text("not a database\n" * 100)
+    cases = {
+        str(tmp_path / "missing" / "chat.db"): "unable to open database file",
+        str(garbage): "file is not a database",
+        f"postgresql://chat:s3cr%ZZet@127.0.0.1:{free_port()}/chat": 'token: "***"',
+        f"postgresql://chat:a-secret@127.0.0.1:{free_port()}/chat": "connection failed",
+    }
+    verb = "migrate" if command == ("migrate",) else "open"
+    for database, reason in cases.items():
+        result = run_chat(*command, cwd=tmp_path, CHAT_DATABASE=database)
+        assert result.returncode == 1, result
+        assert result.stderr.startswith(f"error: cannot {verb} CHAT_DATABASE "), result.stderr
+        assert reason in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "s3cr" not in result.stderr and "a-secret" not in result.stderr, result.stderr
+
+
+def test_migrations_that_cannot_be_right_are_said(tmp_path: Path) -> None:
+    """A probe: a CHAT_MIGRATIONS_DIR that does not exist was "up to date" over an empty
+    database (``serve`` then failed on a missing table); a stray ``notes.sql`` there was a
+    traceback; a database migrated by a newer version was used without a word."""
+    nowhere = run_chat(
+        "migrate", cwd=tmp_path, CHAT_DATABASE="x.db", CHAT_MIGRATIONS_DIR=str(tmp_path / "no")
+    )
+    assert nowhere.returncode == 1, nowhere
+    assert "no migrations (NNNN_name.sql) in" in nowhere.stderr
+    assert not (tmp_path / "x.db").exists()
+    stray = tmp_path / "with-notes"
+    shutil.copytree(ROOT / "migrations", stray)
+    (stray / "notes.sql").write_text("-- not a migration\n")
+    noted = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE="x.db", CHAT_MIGRATIONS_DIR=str(stray))
+    assert noted.returncode == 1, noted
+    assert "a migration file's name is not NNNN_name.sql" in noted.stderr
+    assert "Traceback" not in noted.stderr
+    assert run_chat("migrate", cwd=tmp_path, CHAT_DATABASE="x.db").returncode == 0
+    with sqlite3.connect(tmp_path / "x.db") as conn:
+        conn.execute("INSERT INTO schema_migrations VALUES (9999, 'from_the_future', 'x')")
+    newer = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE="x.db")
+    assert newer.returncode == 0, newer  # the version before keeps running in an upgrade
+    assert "migrations this version does not know (9999_from_the_future)" in newer.stderr
 
 
 def test_a_database_that_fails_a_command_is_one_line_not_a_traceback(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol, TypeVar
+from urllib.parse import unquote
 
 T = TypeVar("T")
 
@@ -136,6 +137,25 @@ def shown_database(database: str) -> str:
     if at:
         rest = f"{userinfo.partition(':')[0]}@{hosts}"
     return f"{scheme}://{rest.partition('?')[0]}"
+
+
+def without_secrets(text: str, database: str) -> str:
+    """``text`` (a driver's error message) with the password of a PostgreSQL ``CHAT_DATABASE``
+    taken out, as written in the URL and as decoded: libpq quotes the part of the URL it
+    could not parse, password included (``invalid percent-encoded token: "s3cr%ZZet"``)."""
+    if database_kind(database) != "postgresql":
+        return text
+    rest = database.partition("://")[2]
+    userinfo, at, hosts = rest.rpartition("@")
+    secrets = [userinfo.partition(":")[2]] if at else []
+    secrets += [
+        value for name, _, value in (p.partition("=") for p in hosts.partition("?")[2].split("&"))
+        if name == "password"
+    ]  # fmt: skip
+    for secret in [*secrets, *(unquote(s) for s in secrets)]:
+        if secret:
+            text = text.replace(secret, "***")
+    return text
 
 
 def sqlite_path(database: str) -> str:

@@ -33,7 +33,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from chat.config import Settings
 from chat.errors import Unavailable
 from chat.events import now_rfc3339
-from chat.migrations import Migration, discover
+from chat.migrations import Migration, discover, warn_unknown
 from chat.store import search
 from chat.store.dialect import Kind
 
@@ -108,7 +108,8 @@ def apply_pending(conn: psycopg.Connection[Any], folder: Path) -> list[Migration
     """Apply what the database has not seen yet, each file and its record in one transaction
     under an advisory lock (several processes may start at once); returns what was applied."""
     applied = []
-    for migration in discover(folder):
+    known = discover(folder)
+    for migration in known:
         with conn.transaction():
             conn.execute("SET LOCAL statement_timeout = 0")  # an index on a big table takes time
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
@@ -132,6 +133,7 @@ def apply_pending(conn: psycopg.Connection[Any], folder: Path) -> list[Migration
                     (migration.version, migration.name, now_rfc3339()),
                 )
                 applied.append(migration)
+    warn_unknown(conn.execute("SELECT version, name FROM schema_migrations").fetchall(), known)
     return applied
 
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 from chat import migrations
 from chat.config import Settings
 from chat.events import Event
-from chat.migrations import Migration
+from chat.migrations import Migration, MigrationsError
 from chat.store import sqlite
 from chat.store.dialect import ReadDb, WriteDb, database_kind
 from chat.store.maintenance import Checkpointer
@@ -37,7 +37,7 @@ def database_errors(settings: Settings, opening: bool = True) -> tuple[type[Exce
     bad path or URL, a server that refuses): the commands report these in one line. With
     ``opening=False``, what a statement raises later (the driver's errors, no OSError: one
     of a command's own reads, a password from the terminal, is not the database's)."""
-    os_errors: tuple[type[Exception], ...] = (OSError,) if opening else ()
+    os_errors: tuple[type[Exception], ...] = (OSError, MigrationsError) if opening else ()
     if database_kind(settings.database) == "postgresql":
         import psycopg
 
@@ -60,11 +60,13 @@ def migrate(settings: Settings) -> list[Migration]:
     if database_kind(settings.database) == "postgresql":
         from chat.store import postgres
 
+        migrations.discover(postgres.migrations_folder(settings))  # no files: before connecting
         pg = postgres.connect(settings)
         try:
             return postgres.apply_pending(pg, postgres.migrations_folder(settings))
         finally:
             pg.close()
+    migrations.discover(settings.migrations_dir)  # no files: said before a file is made
     conn = sqlite.connect(settings)
     try:
         return migrations.apply_pending(conn, settings.migrations_dir)

@@ -14,6 +14,7 @@ import pytest
 
 from chat.client import (
     ChatClient,
+    ClientClosed,
     ClientError,
     Event,
     EventStream,
@@ -523,6 +524,62 @@ async def test_ids_sent_again_are_never_yielded_twice() -> None:
     assert [e.type for e in got if e.id is None] == ["typing"] * 3
     assert fake.resume_ids[:4] == ["0", "0", "2", "4"]  # the 503 was retried, then resumed
     assert pauses[0].reason.startswith("503 unavailable")
+
+
+async def turn_away(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A stream the server turns away as one over CHAT_MAX_STREAMS is (API.md, Streams): 200,
+    ``retry:`` of 3 s, a comment saying why, and the end."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+        b"retry: 3000\n: too many open streams on this server\n\n"
+    )
+    await writer.drain()
+    writer.close()
+    with contextlib.suppress(ConnectionError):
+        await writer.wait_closed()
+
+
+async def test_a_server_that_turns_streams_away_is_backed_off_up_to_max_backoff() -> None:
+    """Two defects a probe found: the comment of a server turning a stream away counted as a
+    heartbeat, so the pauses never grew; and the server's ``retry:`` (3 s) was the pause
+    after the first, past ``max_backoff`` (the longest pause, as documented)."""
+    pauses: list[Reconnect] = []
+    async with loopback_server(turn_away) as url, ChatClient(url, max_backoff=1.0) as chat:
+        stream = chat.events("r", since=0, on_reconnect=pauses.append)
+        waiting = asyncio.ensure_future(anext(stream))
+        try:
+
+            async def paused() -> bool:
+                return len(pauses) >= 4
+
+            await wait_until(paused, "four pauses")
+        finally:
+            waiting.cancel()
+            await stream.aclose()
+    assert [p.attempt for p in pauses[:4]] == [1, 2, 3, 4]
+    assert all(p.delay_s <= 1.0 for p in pauses), pauses
+
+
+async def test_closing_the_client_while_a_stream_pauses_ends_its_iteration() -> None:
+    """A probe: ``aclose()`` while a stream waited to reconnect made the iteration raise
+    httpx's ``RuntimeError`` (the client has been closed); and any request of a closed client
+    did so too, where every error of the library is a ``ClientError``."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    pauses: list[Reconnect] = []
+    chat = ChatClient(closed)
+    stream = chat.events("r", since=0, on_reconnect=pauses.append)
+    waiting = asyncio.ensure_future(anext(stream))
+
+    async def paused() -> bool:
+        return len(pauses) >= 1
+
+    await wait_until(paused, "a pause")
+    await chat.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await bounded(waiting)
+    with pytest.raises(ClientClosed):
+        await bounded(chat.post("r", "after the close", author="ann"))
 
 
 # --- the SSE parser ---------------------------------------------------------------------------

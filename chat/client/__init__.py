@@ -68,6 +68,7 @@ from __future__ import annotations
 
 from chat.client.chat_client import ChatClient
 from chat.client.errors import (
+    ClientClosed,
     ClientError,
     Forbidden,
     NotFound,
@@ -85,6 +86,7 @@ from chat.models import NotificationGroup, NotificationPage, NotificationsRead, 
 
 __all__ = [
     "ChatClient",
+    "ClientClosed",
     "ClientError",
     "Event",
     "EventStream",

@@ -9,7 +9,14 @@ from urllib.parse import quote
 
 import httpx
 
-from chat.client.errors import ClientError, ResponseError, Unreachable, describe, error_for
+from chat.client.errors import (
+    ClientClosed,
+    ClientError,
+    ResponseError,
+    Unreachable,
+    describe,
+    error_for,
+)
 from chat.client.stream import EventStream
 from chat.client.types import AsyncClosing, Filters, HistoryPage, Message, OnReconnect, OnReset
 from chat.models import (
@@ -65,6 +72,10 @@ class ChatClient(AsyncClosing):
             await stream.aclose()
         await self._http.aclose()
 
+    def _open(self) -> None:
+        if self._http.is_closed:  # httpx would raise a bare RuntimeError
+            raise ClientClosed(f"this client of {self.url} is closed")
+
     # -- requests ------------------------------------------------------------------------------
 
     async def _request(
@@ -76,6 +87,7 @@ class ChatClient(AsyncClosing):
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> httpx.Response:
+        self._open()
         try:
             response = await self._http.request(
                 method, path, json=body, params=params, headers=headers
@@ -254,6 +266,7 @@ class ChatClient(AsyncClosing):
         headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
         if last_id is not None:
             headers["Last-Event-ID"] = str(last_id)
+        self._open()
         timeout = httpx.Timeout(self.timeout, read=self.stream_idle_timeout)
         request = self._http.build_request(
             "GET", path, params=params, headers=headers, timeout=timeout

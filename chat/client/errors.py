@@ -20,6 +20,10 @@ class Unreachable(ClientError):
     """The request did not get an answer: connection refused or reset, DNS, TLS, timeout."""
 
 
+class ClientClosed(ClientError):
+    """A request of a ``ChatClient`` that was closed (``aclose``, or its ``async with``)."""
+
+
 class ResponseError(ClientError):
     """The service answered with an error status and (normally) its JSON error envelope
     ``{"error": {"code", "message", "details", "request_id"}}``. ``str()`` is

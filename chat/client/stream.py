@@ -105,8 +105,8 @@ class EventStream(AsyncClosing):
 
     async def _dispatch(self, item: SSEFrame | SSEComment) -> Event | None:
         if isinstance(item, SSEComment):
-            if item.text != "connected":  # a heartbeat: the stream is healthy
-                self._delivered = True
+            if item.text == "ping":  # a heartbeat: the stream is healthy (not the comment of
+                self._delivered = True  # a server that turns it away: that one backs off)
             return None
         try:
             payload = json.loads(item.data)
@@ -148,6 +148,8 @@ class EventStream(AsyncClosing):
         while not self._closed:
             if self._why is not None:
                 await self._pause(self._why)
+                if self._closed:  # closed (or its client) while it paused: iteration stops
+                    return
             try:
                 if self.last_id is None:  # from now: know where "now" is before anything
                     self.last_id = await self._client.latest_id()
@@ -173,9 +175,10 @@ class EventStream(AsyncClosing):
 
     async def _pause(self, why: str) -> None:
         self._failures += 1
-        delay = min(self._client.max_backoff, self._retry_s * 2 ** (self._failures - 1))
+        longest = self._client.max_backoff  # the longest pause, whatever the server's retry:
+        delay = min(longest, self._retry_s * 2 ** (self._failures - 1))
         if self._failures > 1:
-            delay = max(self._retry_s, delay * random.uniform(0.5, 1.0))
+            delay = min(longest, max(self._retry_s, delay * random.uniform(0.5, 1.0)))
         if self._retry_after is not None:
             delay = max(delay, self._retry_after)
             self._retry_after = None

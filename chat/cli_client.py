@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +18,12 @@ from urllib.parse import urlsplit
 from chat import client
 from chat.client import ChatClient, Event, Filters, Reconnect, Reset
 from chat.config import Settings
+
+RESET_REASONS = {
+    "gap_too_large": "more missed events than the server replays (CHAT_REPLAY_LIMIT)",
+    "unknown_resume_point": "the server does not know the id it was to go on from",
+    "expired": "events it missed are past the server's retention",
+}
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -46,7 +54,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             message = asyncio.run(_post(url, token, args.room, args.text, args.author))
         except client.ClientError as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {error}{_details(error)}", file=sys.stderr)
             return 1
         print(json.dumps(message.model_dump(mode="json", exclude_unset=True), ensure_ascii=False))
         return 0
@@ -54,9 +62,24 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         try:
             asyncio.run(_tail(args, url, token))
         except client.RequestRefused as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {error}{_details(error)}", file=sys.stderr)
             return 1
+        except BrokenPipeError:  # `tail ... | head -1`: the reader has what it wanted
+            with contextlib.suppress(OSError):
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush at exit to a closed pipe)
+            return 0
     return 0
+
+
+def _details(error: client.ClientError) -> str:
+    """What a 422's details say, field by field (``text: ...``), after its message."""
+    details = getattr(error, "details", None) or []
+    said = [
+        f"{d.get('field') or '.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}"
+        for d in details
+        if isinstance(d, dict) and d.get("msg")
+    ]
+    return "".join(f"\n  {line}" for line in said)
 
 
 async def _post(
@@ -98,15 +121,35 @@ async def _tail(args: argparse.Namespace, url: str, token: str | None) -> None:
                 show(event.payload)
 
 
+# What a terminal would act on rather than show: controls (a line break would start a line
+# that looks like another event: "#999 general root: ..."), and bidirectional overrides
+# and isolates (which reorder what follows them on the line).
+_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(text: object) -> str:
+    """``text`` as tail prints it: a line break starts an indented line, which no event line
+    does; any other control or bidirectional control character is written as an escape."""
+    safe = _UNSHOWN.sub(lambda m: f"\\u{ord(m.group()):04x}", str(text))
+    return safe.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\n    ")
+
+
 def describe(event: Mapping[str, Any]) -> str:
-    """One line for a person: ``#12 general alice: hello``."""
+    """One line for a person: ``#12 general alice: hello`` (what the event's sender wrote
+    made safe to show, ``shown``)."""
+    return shown(_describe(event))
+
+
+def _describe(event: Mapping[str, Any]) -> str:
     kind, room = event.get("type"), event.get("room")
     head = f"#{event['id']} {room}" if "id" in event else f"{room}"
     if kind == "message":
         return f"{head} {event['author']}: {event['text']}"
     if kind == "activity":
-        summary = event.get("summary") or f"{event['verb']} {event['object']}"
-        return f"{head} * {event['actor']} {summary}"
+        # "* ci built main"; a summary is shown as it is when it names the actor first
+        actor, summary = str(event["actor"]), event.get("summary")
+        told = summary or f"{event['verb']} {event['object']}"
+        return f"{head} * {told if summary and summary.startswith(actor) else f'{actor} {told}'}"
     if kind == "message.edited":
         return f"{head} {event['author']} edited #{event['message_id']}: {event['text']}"
     if kind == "message.deleted":
@@ -119,5 +162,6 @@ def describe(event: Mapping[str, Any]) -> str:
     if kind == "presence":
         return f"{head} {event['user']} {'joined' if event['state'] == 'join' else 'left'}"
     if kind == "reset":
-        return f"{head} (history reset: events up to #{event['latest_id']} were skipped)"
+        why = RESET_REASONS.get(str(event.get("reason")), str(event.get("reason")))
+        return f"{head} (history reset, {why}: going on after #{event['latest_id']})"
     return f"{head} {json.dumps(event, ensure_ascii=False)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.commands import TailProcess, run_chat, tailing
+from tests.commands import CHAT, TailProcess, run_chat, tailing, without_chat_settings
 from tests.live import LiveServer, free_port
 
 pytestmark = pytest.mark.sqlite_only  # the post and tail commands, on SQLite alone: conftest.py
@@ -260,6 +261,75 @@ def test_tail_human_format(server: LiveServer, room: str, tmp_path: Path) -> Non
     assert tail.proc.returncode == 0 and not any("Traceback" in e for e in tail.stderr)
     assert line.startswith(f"#{event['id']} ") and f" {room} " in line
     assert "frank" in line and line.endswith("hello there") and not line.startswith("{")
+
+
+def test_tail_shows_what_others_wrote_without_letting_it_forge_lines(
+    server: LiveServer, room: str, tmp_path: Path
+) -> None:
+    """A probe: a message holding a line break printed a second line that read as another
+    event (``#999 room root: please run ...``), and a right-to-left override reordered the
+    rest of its line. A line break now starts an indented line, and controls are escaped;
+    an activity whose summary names its actor printed the actor twice."""
+    forged = f"ok\n#999 {room} root: please run it\u202e now"
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        event = post(http, room, forged, author="mallory")
+        body = {"actor": "ci", "verb": "built", "object": "main", "summary": "ci built main"}
+        act = http.post(f"/api/rooms/{room}/activity", json=body).json()
+        with tailing(server.url, room, "--since", str(event["id"] - 1), cwd=tmp_path) as tail:
+            lines = tail.lines(3)
+    assert lines == [
+        f"#{event['id']} {room} mallory: ok",
+        f"    #999 {room} root: please run it\\u202e now",
+        f"#{act['id']} {room} * ci built main",
+    ]
+
+
+def test_tail_says_why_history_was_reset(server: LiveServer, room: str, tmp_path: Path) -> None:
+    """It said "events up to #N were skipped" for any reset, also for a resume point the
+    server does not know (nothing was skipped): the reason is said now."""
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        event = post(http, room, "one")
+    with tailing(server.url, room, "--since", str(event["id"] + 10**6), cwd=tmp_path) as tail:
+        (line,) = tail.lines(1)
+    assert "the server does not know the id it was to go on from" in line, line
+    assert "skipped" not in line
+
+
+def test_tail_into_a_reader_that_stops_ends_quietly(
+    server: LiveServer, room: str, tmp_path: Path
+) -> None:
+    """``tail | head -1`` ended with a BrokenPipeError traceback (a probe)."""
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for i in range(3):
+            post(http, room, f"line {i}")
+    command = [*CHAT, "tail", room, "--since", "0", "--url", server.url]
+    tail = subprocess.Popen(
+        command, cwd=tmp_path, env=without_chat_settings(), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert tail.stdout is not None and tail.stderr is not None
+    first = tail.stdout.readline()
+    tail.stdout.close()  # the reader stops, as head does
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        for i in range(3, 40):  # what tail writes next meets the closed pipe
+            post(http, room, f"line {i}")
+    try:
+        assert tail.wait(timeout=20) == 0
+        said = tail.stderr.read()
+    finally:
+        tail.kill()
+        tail.stderr.close()
+    assert b"line 0" in first
+    assert b"Traceback" not in said, said
+
+
+def test_post_says_which_field_is_wrong(server: LiveServer, tmp_path: Path) -> None:
+    """A 422 printed only "the body does not match the schema" (a probe): its details too."""
+    result = run_chat("post", "ops", "", "--author", "ann", "--url", server.url, cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: 422 validation_error"), lines
+    assert len(lines) > 1 and lines[1].startswith("  text: "), lines
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
     except ValidationError as error:
         for problem in error.errors():
+            if problem["type"] == "default_factory_not_called":
+                continue  # a default made from a setting in error, which is said already
             name = "CHAT_" + "_".join(str(part) for part in problem["loc"]).upper()
             print(f"{name}: {problem['msg']}", file=sys.stderr)
         return 2

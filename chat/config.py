@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -16,7 +17,11 @@ class Settings(BaseSettings):
     """Read from the environment (``CHAT_DATABASE=...``) or a ``.env`` file; nothing else reads
     the environment. Units are in the names."""
 
-    model_config = SettingsConfigDict(env_prefix="CHAT_", env_file=".env", extra="ignore")
+    # allow_inf_nan: a duration of inf or nan was accepted and broke the timer or socket
+    # option it became (the shutdown watchdog, TCP_USER_TIMEOUT), at run time
+    model_config = SettingsConfigDict(
+        env_prefix="CHAT_", env_file=".env", extra="ignore", allow_inf_nan=False
+    )
 
     database: str = Field(
         "chat.db",
@@ -57,7 +62,7 @@ class Settings(BaseSettings):
     )
     migrations_dir: Path = Field(MIGRATIONS_DIR, description="Folder of numbered .sql files.")
     heartbeat_seconds: float = Field(
-        15.0, gt=0, description="Idle streams get `: ping` this often."
+        15.0, ge=0.1, le=3600, description="Idle streams get `: ping` this often."
     )
     retry_ms: int = Field(3000, ge=0, description="Reconnect delay sent to EventSource clients.")
     replay_limit: int = Field(
@@ -172,7 +177,7 @@ class Settings(BaseSettings):
         description="NORMAL survives a crash of the process (kill -9); FULL also a power cut.",
     )
     shutdown_grace_seconds: float = Field(
-        5.0, ge=0, description="How long shutdown waits for open requests to finish."
+        5.0, ge=0, le=3600, description="How long shutdown waits for open requests to finish."
     )
     url: str = Field(
         "http://127.0.0.1:8000", description="Where `python -m chat post/tail` find the service."
@@ -238,6 +243,7 @@ class Settings(BaseSettings):
     dead_peer_seconds: float = Field(
         60.0,
         ge=0,
+        le=86400,  # TCP_USER_TIMEOUT is milliseconds in 32 bits
         description="A client whose network vanished (no FIN) is released within this "
         "(TCP keepalive and TCP_USER_TIMEOUT; 0: the kernel's defaults).",
     )
@@ -253,7 +259,28 @@ class Settings(BaseSettings):
         "names the client (`*`: any peer).",
     )
     loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="The event loop.")
-    log_level: str = Field("INFO", description="Python logging level.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="Python logging level (any case)."
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level_in_any_case(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _addresses_or_networks(cls, value: str) -> str:
+        """Each entry an address or a network (``10.0.0.0/8``), or ``*``: a bad one was a
+        traceback at the server's start."""
+        for entry in (part.strip() for part in value.split(",")):
+            if entry and entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as error:
+                    raise ValueError(f"{entry!r}: {error}") from None
+        return value
+
     log_format: Literal["text", "json"] = Field(
         "text",
         description="`json`: one JSON object a line, one line per request and per stream "

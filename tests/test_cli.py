@@ -318,6 +318,58 @@ def test_a_duration_no_calendar_can_hold_is_refused(
     assert not (tmp_path / "x.db").exists()
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("CHAT_LOG_LEVEL", "LOUD"),
+        ("CHAT_FORWARDED_ALLOW_IPS", "garbage"),
+        ("CHAT_FORWARDED_ALLOW_IPS", "10.0.0.1, 10.0.0.0/33"),
+        ("CHAT_DEAD_PEER_SECONDS", "inf"),
+        ("CHAT_DEAD_PEER_SECONDS", "1e12"),
+        ("CHAT_SHUTDOWN_GRACE_SECONDS", "inf"),
+        ("CHAT_HEARTBEAT_SECONDS", "0.000001"),
+        ("CHAT_STREAM_MAX_SECONDS", "nan"),
+    ],
+)
+def test_a_setting_that_would_fail_at_run_time_is_refused_by_its_name(
+    tmp_path: Path, setting: str, value: str
+) -> None:
+    """A probe: these were accepted, then were a traceback at the server's start (a log level
+    logging does not know, a proxy address that is none, a duration the socket option or
+    the shutdown watchdog's timer overflowed on), or a ping 33,000 times in 2 s."""
+    env = {"CHAT_DATABASE": "x.db", setting: value}
+    result = run_chat("serve", "--port", "0", cwd=tmp_path, **env)
+    assert result.returncode == 2, result
+    assert result.stderr.startswith(f"{setting}: "), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_a_log_level_is_read_in_any_case(tmp_path: Path) -> None:
+    result = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE="x.db", CHAT_LOG_LEVEL="warning")
+    assert result.returncode == 0, result
+
+
+def test_an_empty_database_setting_is_one_line(tmp_path: Path) -> None:
+    """It was followed by a second, puzzling line about CHAT_DATABASE_POOL_SIZE (a default
+    made from the setting in error)."""
+    result = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE="")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "CHAT_DATABASE: Value error, name a SQLite file (a path, or sqlite:///path) or a "
+        "PostgreSQL URL"
+    ]
+
+
+def test_a_database_made_through_a_symbolic_link_is_private(tmp_path: Path) -> None:
+    """A probe: CHAT_DATABASE a symbolic link to a file not made yet: the file was made with
+    the umask's mode (readable by others), where a new database is its owner's alone."""
+    (tmp_path / "link.db").symlink_to(tmp_path / "target.db")
+    result = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(tmp_path / "link.db"))
+    assert result.returncode == 0, result
+    assert stat.S_IMODE((tmp_path / "target.db").stat().st_mode) == 0o600
+
+
 def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
     result = run_chat("serve", "--workers", "2", cwd=tmp_path, CHAT_DATABASE="x.db")
     assert result.returncode == 2

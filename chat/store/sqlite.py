@@ -78,9 +78,12 @@ def connect(settings: Settings) -> sqlite3.Connection:
 def _create_private(path: str) -> None:
     """A new database file is made readable by its owner alone (it holds password and token
     hashes; SQLite gives its WAL and shared-memory files the file's mode). A file that exists
-    keeps its mode; a path that cannot be made is left to SQLite to report."""
+    keeps its mode; a path that cannot be made is left to SQLite to report. A symbolic link
+    to a file not made yet: the file is made where it points (O_EXCL alone refuses the link,
+    and SQLite then made the file with the umask's mode)."""
     with contextlib.suppress(OSError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        target = os.path.realpath(path)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def shared_mode(database: str) -> int | None:

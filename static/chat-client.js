@@ -46,6 +46,16 @@ function query(params) {
   return parts.length ? `?${parts.join('&')}` : '';
 }
 
+// The rooms `next` follows that `before` did not (each a list, or '*'), as something with
+// has(room); null when there are none.
+function addedRooms(before, next) {
+  if (before === '*') return null;
+  const had = new Set(before);
+  if (next === '*') return { has: (r) => !had.has(r) }; // every room but those followed before
+  const added = new Set(next.filter((r) => !had.has(r)));
+  return added.size ? added : null;
+}
+
 function roomsOf(rooms) {
   if (rooms === '*') return '*';
   if (rooms === undefined || rooms === null) return [];
@@ -93,15 +103,13 @@ class Subscription {
     if (this._closed) return;
     const next = roomsOf(rooms);
     let from = this._last;
-    if (isId(since) && from !== null && since < from && next !== '*') {
-      const before = this._rooms === '*' ? null : new Set(this._rooms);
-      const added = before ? next.filter((r) => !before.has(r)) : [];
-      if (added.length) {
+    if (isId(since) && from !== null && since < from) {
+      const added = addedRooms(this._rooms, next);
+      if (added) {
         const c = this._catchUp;
-        const keep = c ? [...c.rooms] : [];
         this._catchUp = {
-          rooms: new Set([...keep, ...added]), since: c ? Math.min(c.since, since) : since,
-          until: from, seen: c ? c.seen : new Set(),
+          rooms: c ? { has: (r) => c.rooms.has(r) || added.has(r) } : added,
+          since: c ? Math.min(c.since, since) : since, until: from, seen: c ? c.seen : new Set(),
         };
         from = this._catchUp.since;
       }
@@ -224,9 +232,10 @@ class Subscription {
     this._catchUp = null;
     this._outside.clear();
     (this._onReset || this._onEvent)(ev);
-    // Ids went backwards (the database was replaced): the browser's own Last-Event-ID would be
-    // refused again on its next reconnect, so start a connection from the new cursor.
-    if (!this._closed && before !== null && this._last !== null && this._last < before) this._connect(this._last, 'reconnecting');
+    // A reset carries no id: the browser's next reconnection would ask again from the old
+    // point (its Last-Event-ID, or the URL's last_event_id) and get the reset again, the events
+    // of the meantime inside its gap. So go on from the new cursor on a connection of its own.
+    if (!this._closed && this._last !== null && this._last !== before) this._connect(this._last, 'reconnecting');
   }
 }
 

@@ -78,7 +78,8 @@ class Subscription {
     this._onReset = onReset || null;
     this._onState = onState || (() => {});
     this._types = [...new Set([...EVENT_TYPES, ...eventTypes])];
-    this._last = isId(lastEventId) ? lastEventId : null; // the newest id delivered: the cursor
+    const given = typeof lastEventId === 'string' && /^\d+$/.test(lastEventId) ? Number(lastEventId) : lastEventId;
+    this._last = isId(given) ? given : null; // the newest id delivered: the cursor (a number, or digits as kept in storage)
     this._catchUp = null; // {rooms, since, until, seen}: rooms added with a replay (setRooms)
     this._outside = new Set(); // ids delivered for rooms not in the list (own member events)
     this._source = null;
@@ -86,7 +87,37 @@ class Subscription {
     this._delay = FIRST_RETRY_MS;
     this._state = null;
     this._closed = false;
+    if (this._last === null) this._startFromNow();
+    else this._connect(this._last, 'connecting');
+  }
+
+  // Without a cursor, the stream would start live, and so would the browser's reconnection
+  // until the first event brings an id: what came while it reconnected would be lost. So
+  // ask first where "now" is (the newest id of the rooms it follows), and start from there.
+  async _startFromNow() {
+    this._setState('connecting');
+    let latest = null;
+    try { latest = await this._latestId(); } catch { /* unreachable: start live; it retries */ }
+    if (this._closed || this._source || this._timer) return; // closed, or setRooms meanwhile
+    if (this._last === null && latest !== null) this._last = latest;
     this._connect(this._last, 'connecting');
+  }
+
+  async _latestId() {
+    const c = this._client;
+    const newest = (rooms) => Math.max(0, ...rooms.map((r) => (isId(r.last_event_id) ? r.last_event_id : 0)));
+    if (this._rooms !== '*') {
+      const found = await Promise.all(this._rooms.map((r) => c.request('GET', `/api/rooms/${enc(r)}`).catch(() => null)));
+      return newest(found.filter(Boolean));
+    }
+    let latest = 0;
+    let after = null;
+    for (;;) { // every room it may see: ids are global
+      const page = await c.request('GET', `/api/rooms${query({ after, limit: 1000 })}`);
+      latest = Math.max(latest, newest(page.rooms || []));
+      if (!page.has_more || !page.next) return latest;
+      after = page.next;
+    }
   }
 
   /** The newest persisted id delivered (the resume point), or null. */

@@ -80,7 +80,7 @@ async def subscribe(
     *,
     base: str = "",
     filters: dict[str, Any] | None = None,
-    last_event_id: int | None = None,
+    last_event_id: int | str | None = None,
 ) -> None:
     args = {"base": base, "rooms": rooms, "filters": filters or {}, "lastEventId": last_event_id}
     async with asyncio.timeout(WAIT_MS / 1000):
@@ -230,6 +230,46 @@ async def test_a_reset_moves_the_cursor_that_the_next_connection_resumes_from(
             resets = await page.evaluate("window.__resets.map((r) => r.reason)")
             assert resets == ["gap_too_large"]
             watch.assert_clean()
+
+
+async def test_a_subscription_from_now_loses_nothing_while_it_reconnects(
+    browser: Browser, make_server: Callable[..., LiveServer]
+) -> None:
+    """A probe: subscribed without ``lastEventId`` to a quiet room, the subscription had no
+    cursor until its first event, so a reconnection (a restart) started live again and the
+    message posted meanwhile was lost. It now asks where "now" is before it connects."""
+    live = make_server(**{**FAST, "CHAT_RETRY_MS": "3000"})
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        await create_rooms(client, "quiet")
+        await say(client, "quiet", "bob", "before the subscription")
+        async with watched(browser) as watch:
+            page = await same_origin_page(watch, browser, live)
+            await subscribe(page, ["quiet"])
+            assert await page.evaluate("window.__sub.lastEventId") is not None
+            await asyncio.to_thread(live.terminate)
+            watch.tolerated = re.compile(DOWN)
+            await until(page, "['reconnecting', 'offline'].includes(window.__states.at(-1))")
+            await asyncio.to_thread(live.start)
+            meanwhile = await say(client, "quiet", "bob", "while it reconnected")
+            await wait_for_messages(page, 1, timeout_ms=20_000)
+            assert [m["text"] for m in await got(page)] == [meanwhile["text"]]
+            watch.assert_clean()
+
+
+async def test_a_cursor_kept_as_text_is_a_cursor(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """``lastEventId: "12"`` (as read back from localStorage) was ignored without a word and
+    the stream started live (a probe): digits are taken as the id they spell."""
+    await create_rooms(client, "kept")
+    first = await say(client, "kept", "bob", "seen before")
+    second = await say(client, "kept", "bob", "missed")
+    async with watched(browser) as watch:
+        page = await same_origin_page(watch, browser, live)
+        await subscribe(page, ["kept"], last_event_id=str(first["id"]))
+        await wait_for_messages(page, 1)
+        assert [m["text"] for m in await got(page)] == [second["text"]]
+        watch.assert_clean()
 
 
 async def test_moving_to_every_room_replays_the_rooms_it_adds(

@@ -105,6 +105,15 @@ async def wait_for_messages(page: Page, count: int, timeout_ms: int = WAIT_MS) -
     await until(page, expr, count, timeout_ms)
 
 
+async def restart_under(page: Page, watch: Watch, live: LiveServer) -> None:
+    """Stop the server, see the subscription notice it, start the server again (same port
+    and store)."""
+    await asyncio.to_thread(live.terminate)
+    watch.tolerated = re.compile(DOWN)
+    await until(page, "['reconnecting', 'offline'].includes(window.__states.at(-1))")
+    await asyncio.to_thread(live.start)
+
+
 async def create_rooms(client: httpx.AsyncClient, *rooms: str) -> None:
     for room in rooms:
         response = await client.put(f"/api/rooms/{room}", json={})
@@ -137,10 +146,7 @@ async def test_messages_arrive_once_and_in_order_across_a_restart_and_a_resubscr
 
         # The server goes away and comes back on the same port and store; messages posted
         # meanwhile come once, after the others, and nothing is delivered twice.
-        await asyncio.to_thread(live.terminate)
-        watch.tolerated = re.compile(DOWN)
-        await until(page, "['reconnecting', 'offline'].includes(window.__states.at(-1))")
-        await asyncio.to_thread(live.start)
+        await restart_under(page, watch, live)
         for i in range(3, 5):
             for room in ("north", "south"):
                 sent.append(f"{room} {i}")
@@ -220,10 +226,7 @@ async def test_a_reset_moves_the_cursor_that_the_next_connection_resumes_from(
             await subscribe(page, ["ra"], last_event_id=0)
             await until(page, "window.__resets.length >= 1")
             await until(page, "window.__states.at(-1) === 'open'")
-            await asyncio.to_thread(live.terminate)
-            watch.tolerated = re.compile(DOWN)
-            await until(page, "['reconnecting', 'offline'].includes(window.__states.at(-1))")
-            await asyncio.to_thread(live.start)
+            await restart_under(page, watch, live)
             after = await say(client, "ra", "bob", "after the restart")
             await wait_for_messages(page, 1, timeout_ms=20_000)
             assert [m["text"] for m in await got(page)] == [after["text"]]
@@ -246,10 +249,7 @@ async def test_a_subscription_from_now_loses_nothing_while_it_reconnects(
             page = await same_origin_page(watch, browser, live)
             await subscribe(page, ["quiet"])
             assert await page.evaluate("window.__sub.lastEventId") is not None
-            await asyncio.to_thread(live.terminate)
-            watch.tolerated = re.compile(DOWN)
-            await until(page, "['reconnecting', 'offline'].includes(window.__states.at(-1))")
-            await asyncio.to_thread(live.start)
+            await restart_under(page, watch, live)
             meanwhile = await say(client, "quiet", "bob", "while it reconnected")
             await wait_for_messages(page, 1, timeout_ms=20_000)
             assert [m["text"] for m in await got(page)] == [meanwhile["text"]]

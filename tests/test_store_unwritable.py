@@ -1,11 +1,12 @@
-"""A database that takes no writes (a read-only file or disk, a read-only PostgreSQL, a full
-disk): writes are refused with 503 and ``Retry-After``, never a 500; nothing stored is lost;
-reads go on; ``/readyz`` says so; the log says it once, not once a request; and once the
-operator has fixed it, the same process writes again, without a restart.
+"""A database that takes no writes: writes are refused with 503 and ``Retry-After``, never a
+500; nothing stored is lost; reads go on; ``/readyz`` says so; the log says it once, not once
+a request; and once the operator has fixed it, the same process writes again, without a
+restart.
 
 Made read-only for real, on a live server: the SQLite file immutable (``chattr +i``, which
 root cannot write past, where a file mode would not stop it), PostgreSQL's database with
-``default_transaction_read_only``."""
+``default_transaction_read_only``. A full disk is classified the same way (SQLITE_FULL,
+PostgreSQL's class 53) but not made here: that needs a file system of its own."""
 
 from __future__ import annotations
 
@@ -103,6 +104,8 @@ async def test_a_database_that_takes_no_writes_is_503_and_the_same_process_recov
                 json={"messages": [{"author": "ann", "text": "in a batch"}]},
             )
             assert batch.status_code == 503, batch.text
+            item = {"actor": "ci", "verb": "built", "object": "main"}
+            assert (await client.post("/api/rooms/kept/activity", json=item)).status_code == 503
             assert await _texts(client) == ["before"]  # reads go on; nothing lost or added
             ready = await client.get("/readyz")
             assert ready.status_code == 503

@@ -13,6 +13,7 @@ import os
 import sqlite3
 import stat
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -52,12 +53,17 @@ def _locked(error: sqlite3.OperationalError, deadline: float) -> bool:
     return busy and time.monotonic() < deadline
 
 
-def connect(settings: Settings) -> sqlite3.Connection:
+def connect(settings: Settings, *, must_exist: bool = False) -> sqlite3.Connection:
     """A connection for the calling thread alone (``sqlite3`` refuses any other), in
-    autocommit mode: transactions are opened explicitly."""
+    autocommit mode: transactions are opened explicitly. ``must_exist``: fail (SQLITE_CANTOPEN)
+    rather than make the file."""
     path = sqlite_path(settings.database)
-    _create_private(path)
-    conn = sqlite3.connect(path, isolation_level=None)
+    if must_exist:
+        uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=rw"
+        conn = sqlite3.connect(uri, isolation_level=None, uri=True)
+    else:
+        _create_private(path)
+        conn = sqlite3.connect(path, isolation_level=None)
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
     try:
         for pragma in _pragmas(settings):
@@ -158,7 +164,8 @@ class SqliteWriteDb:
     def begin(self) -> int:
         if self._reopen:  # a connection opened on a read-only file stays read-only
             self._sqlite.close()
-            self.conn = self._sqlite = connect(self._settings)  # raises: tried again next time
+            # the file must be there: one moved or deleted meanwhile is not made anew, empty
+            self.conn = self._sqlite = connect(self._settings, must_exist=True)
             self._no_autocheckpoint()
             self._reopen = False
         self._sqlite.execute("BEGIN IMMEDIATE")

@@ -55,6 +55,7 @@ class Supervisor:
         self.workers: list[subprocess.Popen[bytes] | None] = [None] * count
         self.started: list[float] = [0.0] * count
         self.restarts: list[int] = [0] * count  # in a row, each within STARTUP_S of its start
+        self.restart_at: list[float] = [0.0] * count  # when a worker that died starts again
         self.stopping = False
 
     def _start(self, slot: int) -> None:
@@ -72,32 +73,32 @@ class Supervisor:
             self._start(slot)
         while not self.stopping:
             time.sleep(POLL_S)
+            now = time.monotonic()
             for slot, proc in enumerate(self.workers):
-                code = None if proc is None else proc.poll()
-                if code is None or self.stopping:
+                if self.stopping:
+                    break
+                if proc is None:  # waiting out its pause
+                    if now >= self.restart_at[slot]:
+                        self._start(slot)
                     continue
-                early = time.monotonic() - self.started[slot] < STARTUP_S
+                code = proc.poll()
+                if code is None:
+                    continue
+                early = now - self.started[slot] < STARTUP_S
                 if early and not self.restarts[slot]:  # its first start: a setting is wrong
                     log.error("worker %d exited with %d at start; stopping", slot + 1, code)
                     self._stop_all()
                     return 1
                 # A worker that ran, died and fails again at once (its database away, say)
-                # is tried again ever more slowly; the others go on serving meanwhile.
+                # is tried again ever more slowly; the others go on serving meanwhile (and are
+                # looked after: the pause is a time to start it at, not a sleep).
                 self.restarts[slot] = self.restarts[slot] + 1 if early else 1
                 wait = min(RESTART_BACKOFF_S * 2 ** (self.restarts[slot] - 1), MAX_BACKOFF_S)
                 log.warning(
                     "worker %d exited with %d; starting it again in %.0f s", slot + 1, code, wait
                 )
-                self._sleep(wait)
-                if not self.stopping:
-                    self._start(slot)
+                self.workers[slot], self.restart_at[slot] = None, now + wait
         return self._stop_all()
-
-    def _sleep(self, seconds: float) -> None:
-        """Sleep, but wake for a signal at once (a SIGTERM stops the waiting)."""
-        deadline = time.monotonic() + seconds
-        while not self.stopping and (left := deadline - time.monotonic()) > 0:
-            time.sleep(min(POLL_S, left))
 
     def _stop_all(self) -> int:
         """SIGTERM to every worker; SIGKILL to one that outlives its own shutdown watchdog."""

@@ -96,10 +96,12 @@ class Subscription {
   // ask first where "now" is (the newest id of the rooms it follows), and start from there.
   async _startFromNow() {
     this._setState('connecting');
-    let latest = null;
-    try { latest = await this._latestId(); } catch { /* unreachable: start live; it retries */ }
+    let latest = 0;
+    try { latest = await this._latestId(); } catch { /* a room not there, unreachable: start live */ }
     if (this._closed || this._source || this._timer) return; // closed, or setRooms meanwhile
-    if (this._last === null && latest !== null) this._last = latest;
+    // 0 (its rooms hold nothing yet): start live too; a cursor of 0 would replay the user's
+    // access events of every other room, and meet retention's reset.
+    if (this._last === null && latest > 0) this._last = latest;
     this._connect(this._last, 'connecting');
   }
 
@@ -107,8 +109,7 @@ class Subscription {
     const c = this._client;
     const newest = (rooms) => Math.max(0, ...rooms.map((r) => (isId(r.last_event_id) ? r.last_event_id : 0)));
     if (this._rooms !== '*') {
-      const found = await Promise.all(this._rooms.map((r) => c.request('GET', `/api/rooms/${enc(r)}`).catch(() => null)));
-      return newest(found.filter(Boolean));
+      return newest(await Promise.all(this._rooms.map((r) => c.request('GET', `/api/rooms/${enc(r)}`))));
     }
     let latest = 0;
     let after = null;
@@ -262,11 +263,12 @@ class Subscription {
     if (isId(ev.latest_id)) this._last = ev.latest_id;
     this._catchUp = null;
     this._outside.clear();
-    (this._onReset || this._onEvent)(ev);
     // A reset carries no id: the browser's next reconnection would ask again from the old
     // point (its Last-Event-ID, or the URL's last_event_id) and get the reset again, the events
-    // of the meantime inside its gap. So go on from the new cursor on a connection of its own.
+    // of the meantime inside its gap. So go on from the new cursor on a connection of its own
+    // (before the handler: a setRooms of its own then replaces that connection).
     if (!this._closed && this._last !== null && this._last !== before) this._connect(this._last, 'reconnecting');
+    (this._onReset || this._onEvent)(ev);
   }
 }
 

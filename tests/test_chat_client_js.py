@@ -256,6 +256,22 @@ async def test_a_subscription_from_now_loses_nothing_while_it_reconnects(
             watch.assert_clean()
 
 
+async def test_a_subscription_from_now_to_rooms_without_events_starts_live(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """Its rooms hold nothing yet (or one cannot be read): no cursor of 0, which would replay
+    the user's access events of every other room and meet retention's reset (a review)."""
+    await create_rooms(client, "empty")
+    async with watched(browser) as watch:
+        page = await same_origin_page(watch, browser, live)
+        await subscribe(page, ["empty"])
+        assert await page.evaluate("window.__sub.lastEventId") is None
+        first = await say(client, "empty", "bob", "the first")
+        await wait_for_messages(page, 1)
+        assert [m["text"] for m in await got(page)] == [first["text"]]
+        watch.assert_clean()
+
+
 async def test_a_cursor_kept_as_text_is_a_cursor(
     browser: Browser, live: LiveServer, client: httpx.AsyncClient
 ) -> None:

@@ -124,7 +124,9 @@ async def _tail(args: argparse.Namespace, url: str, token: str | None) -> None:
 # What a terminal would act on rather than show: controls (a line break would start a line
 # that looks like another event: "#999 general root: ..."), and bidirectional overrides
 # and isolates (which reorder what follows them on the line).
-_UNSHOWN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSHOWN = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)  # not \t, and not \n or \r: line breaks, shown as such
 
 
 def shown(text: object) -> str:

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import getpass
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -25,7 +26,7 @@ from chat.identity import Role
 from chat.rules import check_room
 from chat.rules import user_name as checked_name
 from chat.store import Store, accounts
-from chat.store.dialect import shown_database, without_secrets
+from chat.store.dialect import database_kind, shown_database, sqlite_path, without_secrets
 from chat.store.store import database_errors
 
 T = TypeVar("T")
@@ -69,6 +70,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    new_file = database_kind(settings.database) == "sqlite" and not os.path.exists(
+        sqlite_path(settings.database)
+    )
+
     async def go() -> T:
         store = Store(settings, on_commit=lambda events: None)
         try:
@@ -77,6 +82,12 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
             shown = shown_database(settings.database)
             reason = without_secrets(str(error), settings.database)
             raise Refused(f"cannot open CHAT_DATABASE {shown}: {reason}") from None
+        if new_file:  # a mistyped path would otherwise give an empty list, or a token kept apart
+            print(
+                f"note: CHAT_DATABASE {settings.database} did not exist: this made a new, "
+                "empty database",
+                file=sys.stderr,
+            )
         try:
             return await work(store)
         except database_errors(settings, opening=False) as error:  # read-only, damaged
@@ -130,7 +141,7 @@ def read_password(args: argparse.Namespace, name: str) -> str:
     except UnicodeDecodeError:  # a strict decoder (the locale, or the terminal's reader)
         raise Refused(NOT_UTF8, 2) from None
     if not password:
-        raise Refused("the password must not be empty; nothing changed")
+        raise Refused("the password must not be empty; nothing changed", 2)
     try:
         password.encode()
     except UnicodeEncodeError:  # bytes that are not UTF-8, kept as surrogates by the decoder

@@ -370,6 +370,16 @@ def test_a_database_made_through_a_symbolic_link_is_private(tmp_path: Path) -> N
     assert stat.S_IMODE((tmp_path / "target.db").stat().st_mode) == 0o600
 
 
+def test_a_command_that_makes_a_new_database_says_so(tmp_path: Path) -> None:
+    """A probe: ``tokens create`` with a mistyped CHAT_DATABASE made a new database and kept
+    the token there without a word (the service then refused it)."""
+    made = run_chat("tokens", "create", "bob", cwd=tmp_path, CHAT_DATABASE="typo.db")
+    assert made.returncode == 0, made
+    assert made.stderr.startswith("note: CHAT_DATABASE typo.db did not exist"), made.stderr
+    again = run_chat("tokens", "list", cwd=tmp_path, CHAT_DATABASE="typo.db")
+    assert again.returncode == 0 and "did not exist" not in again.stderr, again
+
+
 def test_several_workers_need_a_shared_broker(tmp_path: Path) -> None:
     result = run_chat("serve", "--workers", "2", cwd=tmp_path, CHAT_DATABASE="x.db")
     assert result.returncode == 2

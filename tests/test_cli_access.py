@@ -147,7 +147,7 @@ def test_users_refuses_bad_names_and_passwords(operator: Operator) -> None:
         assert bad.returncode == 2, name
         assert "invalid user name" in bad.stderr
     empty = operator("users", "add", "eve", "--password-stdin", stdin="\n")
-    assert empty.returncode == 1 and "empty" in empty.stderr
+    assert empty.returncode == 2 and "empty" in empty.stderr  # bad input, as a bad name
     both = operator("users", "add", "eve", "--admin", "--role", "bot", "--password-stdin")
     assert both.returncode == 2 and "not allowed with" in both.stderr
     assert json.loads(operator.ok("users", "list", "--json")) == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections import Counter
@@ -21,6 +20,7 @@ from quart_schema import Info, QuartSchema
 from chat import __version__, activitystreams, api
 from chat.api import routes
 from chat.api.auth import Authenticator, RoomAccessPolicy
+from chat.api.body import parse_json
 from chat.api.cors import Cors
 from chat.api.envelope import JSON
 from chat.api.limiting import Limits
@@ -59,20 +59,12 @@ def _shown_broker(broker: str) -> str:
     return f"{where.scheme}://{where.hostname}:{where.port or 6379}"
 
 
-def _not_a_number(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 class ChatJSONProvider(DefaultJSONProvider):
     """The app's JSON (``app.json``), installed after QuartSchema (which replaces ``app.json``
     with its own provider when it is set up).
 
-    Bodies are read by the json module, whose integers are exact (orjson reads one past 64
-    bits as a float, and the input rules refuse such numbers rather than change them), but
-    strictly: NaN and Infinity, which are not JSON, an escaped lone surrogate (``"\\ud800"``,
-    no character: orjson refuses it too) and nesting deeper than the interpreter's recursion
-    limit are a ValueError, which the request turns into 400 ``invalid_json`` (before, the
-    recursion was a 500). Answers: fields in their order, characters as they are,
+    Bodies are read by ``chat.api.body.parse_json`` (its rule is there), whose ValueError the
+    request turns into 400 ``invalid_json``. Answers: fields in their order, characters as they are,
     ``application/json; charset=utf-8`` (API.md), pydantic models converted as quart-schema's
     provider converts them."""
 
@@ -81,18 +73,7 @@ class ChatJSONProvider(DefaultJSONProvider):
     mimetype = JSON
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
-        try:
-            value = json.loads(s, parse_constant=_not_a_number)
-            escaped = b"\\u" in s if isinstance(s, bytes) else "\\u" in s
-            if escaped:  # only an escape makes a lone surrogate, and it fails here:
-                json.dumps(value, ensure_ascii=False).encode()
-            return value
-        except RecursionError:
-            raise ValueError("the body is nested too deeply") from None
-        except UnicodeEncodeError:
-            raise ValueError(
-                "the body escapes half a surrogate pair, which is no character"
-            ) from None
+        return parse_json(s)
 
     # pydantic's conversion, which quart-schema's provider applies too: RFC 3339 times
     default = staticmethod(to_jsonable_python)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -190,6 +191,45 @@ async def test_sign_in_attempts_are_limited_per_address_and_per_account(
         assert_rate_limited(await attempt("alice", "right-password", "10.0.1.4"), "signin")
         # bob, from an address of his own, signs in
         assert (await attempt("bob", "bobs-password", "10.0.2.1")).status_code == 201
+
+
+async def test_a_number_no_float_holds_slips_past_no_limit(make_server: MakeServer) -> None:
+    """A probe: ``"x": 1e400`` in a body made the limits step (orjson, which refuses it) skip a
+    batch's size and a sign-in's account name, while the route (the json module, which read
+    it as infinity) took the body: a batch cost 1 whatever its size, and one account could be
+    guessed at without its own limit. Now both read a body alike, and such a body is 400."""
+    live = make_server(
+        CHAT_WRITE_RATE_PER_S="0.01",
+        CHAT_WRITE_BURST="15",
+        CHAT_SIGNIN_RATE_PER_MIN="3",
+        CHAT_AUTH="open",
+        **PROXIED,
+    )
+    async with Seed(live.database) as seed:
+        await seed.user("victim", "the-right-one")
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+        batch = {"messages": [message(f"m{i}") for i in range(15)]}
+        body = json.dumps(batch)[:-1] + ', "x": 1e400}'
+        sent = await client.post(
+            "/api/rooms/flood/messages/batch",
+            content=body,
+            headers={**ABUSER, "Content-Type": "application/json"},
+        )
+        assert sent.status_code == 400, sent.text
+        assert sent.json()["error"]["code"] == "invalid_json"
+        assert (await client.get("/api/rooms/flood/messages")).status_code == 404  # nothing
+
+        async def attempt(password: str, ip: str, extra: str = "") -> httpx.Response:
+            content = f'{{"user": "victim", "password": "{password}"{extra}}}'
+            headers = {"X-Forwarded-For": ip, "Content-Type": "application/json"}
+            return await client.post("/api/session", content=content, headers=headers)
+
+        # such a body signs nobody in (it did, past the account's limit), and is not JSON
+        refused = await attempt("the-right-one", "10.0.3.1", ', "x": 1e400')
+        assert refused.status_code == 400 and "invalid_json" in refused.text, refused.text
+        for n in range(3):  # the account's own limit, from three addresses
+            assert (await attempt("guess", f"10.0.4.{n}")).status_code == 401
+        assert_rate_limited(await attempt("the-right-one", "10.0.4.9"), "signin")
 
 
 async def test_rooms_named_on_one_stream_are_bounded(make_server: MakeServer) -> None:

@@ -299,7 +299,6 @@ ACT = b'{"actor": "ci", "verb": "counted", "object": "ids", "data": '
         (b'{"n": 18446744073709551616}', "n"),  # 2**64
         (b'{"n": -9223372036854775809}', "n"),  # -(2**63) - 1
         (b'{"deep": [1, {"n": 1000000000000000000000000000000}]}', "deep.1.n"),
-        (b'{"n": 1e400}', "n"),  # JSON, but read as Infinity
     ],
 )
 async def test_numbers_that_cannot_come_back_exactly_are_refused(
@@ -324,12 +323,17 @@ async def test_numbers_that_cannot_come_back_exactly_are_refused(
     assert ok(await client.get(f"/api/rooms/{room}/activity"))["items"] == [after]
 
 
-@pytest.mark.parametrize("data", [b'{"x": 1, "n": NaN}', b'{"n": [Infinity]}', b'{"n": -Infinity}'])
+@pytest.mark.parametrize(
+    "data",
+    [b'{"x": 1, "n": NaN}', b'{"n": [Infinity]}', b'{"n": -Infinity}', b'{"n": [1e400]}'],
+)
 async def test_nan_and_infinity_are_not_json(
     client: httpx.AsyncClient, room: str, data: bytes
 ) -> None:
     """The json module would read them as floats; they are not JSON (RFC 8259), so the body
-    is refused as the plain message POST refuses it: 400 invalid_json, one item or a batch."""
+    is refused as the plain message POST refuses it: 400 invalid_json, one item or a batch.
+    So is a number no float holds (1e400, which the json module read as Infinity: it was
+    refused later, 422, and slipped past the limits meanwhile; test_abuse)."""
     json_body = {"content-type": "application/json"}
     async with open_stream(client, f"/api/rooms/{room}/events") as stream:
         response = await client.post(

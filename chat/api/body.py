@@ -5,11 +5,50 @@ type checked when a route takes it, and handed to Quart again as if unread."""
 from __future__ import annotations
 
 import asyncio
+import json
+import math
+from typing import Any
 
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent
 
 from chat.api.request import Request
 from chat.errors import BadRequest, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: a JSON number no float holds
+        raise ValueError(f"{text[:40]} is too large a number")
+    return value
+
+
+def parse_json(raw: str | bytes) -> Any:
+    """A request body's JSON, as the Quart routes (``ChatJSONProvider``) and the limits step
+    (a batch's items, a sign-in's name) read it: one rule, so that no body is one thing to a
+    limit and another to its route (a probe slipped ``"x": 1e400`` past the limits, which
+    orjson refused while the json module read it). The message POST reads with orjson, which
+    refuses what this refuses but for the integers (it reads one past 64 bits as a float).
+
+    The json module, whose integers are exact (orjson reads one past 64 bits as a float, and
+    the input rules refuse such numbers rather than change them), but strictly: NaN, Infinity
+    and a number past a float's range, an escaped lone surrogate (``"\\ud800"``, no character)
+    and nesting deeper than the interpreter's recursion limit are a ValueError (400
+    ``invalid_json``)."""
+    try:
+        value = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
+        escaped = b"\\u" in raw if isinstance(raw, bytes) else "\\u" in raw
+        if escaped:  # only an escape makes a lone surrogate, and it fails here:
+            json.dumps(value, ensure_ascii=False).encode()
+        return value
+    except RecursionError:
+        raise ValueError("the body is nested too deeply") from None
+    except UnicodeEncodeError:
+        raise ValueError("the body escapes half a surrogate pair, which is no character") from None
+
 
 # After a body passes the limit, what is left of it is still received (and dropped) for at
 # most this long: Hypercorn closes a connection whose request was not read to the end, and

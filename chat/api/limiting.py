@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 
-import orjson
-
+from chat.api.body import parse_json
 from chat.api.pipeline import BODY_METHODS
 from chat.api.request import Request
 from chat.config import Settings
@@ -74,8 +73,8 @@ class Limits:
         if field is None:
             return 1
         try:
-            items = orjson.loads(request.body).get(field)
-        except (orjson.JSONDecodeError, AttributeError):
+            items = parse_json(request.body).get(field)  # the route's own reading
+        except (ValueError, AttributeError):
             return 1  # the route refuses it
         return max(1, min(len(items), self.write.burst)) if isinstance(items, list) else 1
 
@@ -111,8 +110,8 @@ class Limits:
 def _signin_name(body: bytes) -> str | None:
     """The account a sign-in names (one with a password), if any."""
     try:
-        fields = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        fields = parse_json(body)  # the route's own reading
+    except ValueError:
         return None
     if not isinstance(fields, dict) or "password" not in fields:
         return None

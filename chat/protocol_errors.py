@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from itertools import chain
 from typing import Any
 
@@ -34,8 +35,13 @@ import h11
 from chat.api.envelope import answer_for
 from chat.api.request import ID_PREFIX, NOSNIFF
 from chat.errors import BadRequest, ChatError, HeadersTooLarge, TransferCodingNotImplemented
+from chat.logs import access_log
 
 log = logging.getLogger(__name__)
+
+# Told of each such answer's status, to count it (``install``): chat_errors_total and
+# chat_requests_total{endpoint="unparsable"}, as the pipeline counts the requests it answers.
+_counted: list[Callable[[int], None]] = []
 
 __all__ = [
     "error_for",
@@ -77,11 +83,34 @@ async def _send_error_response(self: Any, status_code: int) -> None:
     await self._send_h11_event(h11.Response(status_code=answer.status, headers=headers))
     await self._send_h11_event(h11.Data(data=answer.body))
     await self._send_h11_event(h11.EndOfMessage())
+    for count in _counted:
+        count(answer.status)
+    # Its line in the access log, as every request has (ACCESS.md, Logs): the id the body
+    # names, so that the operator finds it. Nothing of the request is known but its peer.
+    peer = getattr(self, "client", None)
+    access_log.info(
+        "%s ? ? -> %d (unparsable) %s",
+        request_id.decode(),
+        answer.status,
+        error.message,
+        extra={
+            "event": "request",
+            "request_id": request_id.decode(),
+            "method": None,
+            "path": None,
+            "status": answer.status,
+            "bytes": len(answer.body),
+            "client": peer[0] if isinstance(peer, tuple) and peer else None,
+            "endpoint": "unparsable",
+        },
+    )
 
 
-def install() -> bool:
-    """Replace Hypercorn's empty error answer with the envelope (idempotent). False, with a
-    warning, when Hypercorn no longer has the method."""
+def install(count: Callable[[int], None] | None = None) -> bool:
+    """Replace Hypercorn's empty error answer with the envelope (idempotent); ``count`` is
+    told of each answer's status (the process's metrics). False, with a warning, when
+    Hypercorn no longer has the method."""
+    _counted[:] = [count] if count is not None else []
     try:
         from hypercorn.protocol.h11 import H11Protocol
     except ImportError:

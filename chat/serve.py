@@ -76,7 +76,7 @@ def hypercorn_config(
 async def serve(app: Quart, config: Config, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set (SIGTERM/SIGINT set it when run from the command line)."""
     svc: Services = app.extensions["chat"]
-    protocol_errors.install()
+    protocol_errors.install(lambda status: svc.metrics.answered("unparsable", "", status))
 
     async def trigger() -> None:
         await stop.wait()

@@ -147,6 +147,35 @@ async def test_an_unsupported_transfer_coding_gets_501_in_the_envelope(
     assert_envelope(answer, 501, "not_implemented")
 
 
+async def test_each_answer_is_logged_and_counted_under_its_request_id(
+    tmp_path: Path,
+) -> None:
+    """A probe: these answers named a request id that no log line held, and chat_errors_total
+    did not count them. Each now has its access-log line (JSON here) and is counted."""
+    live = LiveServer(tmp_path, {"CHAT_LOG_FORMAT": "json", "CHAT_LOG_LEVEL": "INFO"})
+    live.start()
+    try:
+        (answer,) = await exchange(live.port, b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n")
+        (big,) = await exchange(
+            live.port, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"
+        )
+        async with asyncio.timeout(TIMEOUT_S):
+            reader, writer = await asyncio.open_connection("127.0.0.1", live.port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            metrics = (await reader.read()).decode()
+            writer.close()
+    finally:
+        live.terminate()
+    lines = [orjson.loads(line) for line in live.log().splitlines()]
+    for got, status in ((answer, 400), (big, 431)):
+        (line,) = [x for x in lines if x.get("request_id") == got.headers["x-request-id"]]
+        seen = (line["event"], line["status"], line["endpoint"])
+        assert seen == ("request", status, "unparsable"), line
+        assert line["client"] == "127.0.0.1"
+    assert 'chat_errors_total{status="400"} 1.0' in metrics, metrics
+    assert 'chat_errors_total{status="431"} 1.0' in metrics, metrics
+
+
 def test_error_for_maps_h11_hints_and_install_is_idempotent() -> None:
     assert protocol_errors.error_for(400, 16384).status == 400
     assert protocol_errors.error_for(431, 16384).code == "headers_too_large"

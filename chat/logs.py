@@ -54,11 +54,17 @@ def setup(settings: Settings) -> None:
     access_log.setLevel(access_level)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def redacted_target(path: str, query: bytes) -> str:
     """The request's path and query, with the value of every parameter whose name, decoded
     as a server would decode it (``access_toke%6E``, ``ACCESS_TOKEN``), is a credential's
     replaced. ``;`` counts as a separator too: redacting more than the service reads is
-    harmless, less would not be."""
+    harmless, less would not be. Control characters of the path (decoded by the server:
+    ``%0A`` is a line break there) are percent-encoded again, so that a request cannot write
+    a line of its own into a text log."""
+    path = _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", path)
     if not query:
         return path
     parts = QUERY_SEPARATOR.split(query)  # parameters at even places, separators between

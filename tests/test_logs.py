@@ -164,3 +164,11 @@ def test_a_credential_in_the_query_never_reaches_the_request_line(query: bytes) 
     assert logs.redacted_target("/api/events", b"rooms=a,b&user=alice") == (
         "/api/events?rooms=a,b&user=alice"
     )
+
+
+def test_a_path_cannot_write_a_line_of_its_own_into_a_text_log() -> None:
+    """A probe: ``GET /x%0A2026-12-05 ... INFO chat.access: forged ...`` made two lines of the
+    text log, the second as if another request had been answered (the server decodes the
+    path). Its control characters are percent-encoded again in the request line."""
+    shown = logs.redacted_target("/x\n2026-12-05 09:00:00,000 INFO chat.access: forged\r\x00", b"")
+    assert shown == "/x%0A2026-12-05 09:00:00,000 INFO chat.access: forged%0D%00"

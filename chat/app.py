@@ -27,6 +27,7 @@ from chat.api.limiting import Limits
 from chat.api.ops import PAGE_CSP, STATIC_DIR
 from chat.api.pipeline import Pipeline
 from chat.api.request import Identify, Policy
+from chat.api.session import SESSION_ENDPOINTS
 from chat.broker import Broker, LocalBroker
 from chat.config import Settings, origins
 from chat.delivery import Delivery
@@ -177,7 +178,15 @@ def create_app(
         ],
         forwarded=Forwarded(settings.forwarded_allow_ips),
         cors=Cors(origins(settings)),
-        endpoint_headers={"static": [(b"content-security-policy", PAGE_CSP.encode())]},
+        endpoint_headers={
+            # the page's files: its CSP and referrer policy, as / has (ACCESS.md)
+            "static": [
+                (b"content-security-policy", PAGE_CSP.encode()),
+                (b"referrer-policy", b"same-origin"),
+            ],
+            # every answer about a session, its errors too (ACCESS.md, Other headers)
+            **{name: [(b"cache-control", b"no-store")] for name in SESSION_ENDPOINTS},
+        },
         media_types={"activity.post_activity": activitystreams.AS2_MEDIA_TYPES},
     )
     background: list[asyncio.Task[None]] = []

@@ -12,6 +12,7 @@ import pytest
 from tests.live import LiveServer
 from tests.page_helpers import chromium
 
+JSON_TYPE = {"content-type": "application/json"}
 pytestmark = pytest.mark.sqlite_only  # headers: the pipeline, on SQLite alone: conftest.py
 
 
@@ -29,6 +30,11 @@ async def test_pages_and_static_files_carry_their_policies(server: LiveServer) -
             static = await client.get(path)
             assert static.status_code == 200
             assert "default-src 'self'" in static.headers["content-security-policy"]
+        # the page under its file name too (a probe: no Referrer-Policy there)
+        page = await client.get("/static/index.html")
+        assert page.status_code == 200
+        assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+        assert page.headers["referrer-policy"] == "same-origin"
         for path in ("/healthz", "/api/rooms", "/nope", "/docs/assets/swagger-ui.css"):
             answer = await client.get(path)
             assert answer.headers["x-content-type-options"] == "nosniff"
@@ -49,3 +55,21 @@ async def test_docs_render_under_their_csp(server: LiveServer) -> None:
         await operations.first.wait_for(timeout=15_000)
         assert await operations.count() > 10
         assert violations == []
+
+
+async def test_every_session_answer_is_never_stored(server: LiveServer) -> None:
+    """ACCESS.md: session answers carry ``Cache-Control: no-store``; a probe found it on the
+    successes alone (a 401, a 400, a wrong password's answer had none)."""
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+        answers = [
+            await client.get("/api/session"),  # 401: not signed in
+            await client.post(
+                "/api/session", content=b"{", headers={"content-type": "application/json"}
+            ),
+            await client.post("/api/session", json={"user": "nobody", "password": "x"}),
+            await client.post("/api/session", json={"user": "guest-h"}),  # 201: a guest
+            await client.delete("/api/session"),
+        ]
+        assert [a.status_code for a in answers][:2] == [401, 400], answers
+        for answer in answers:
+            assert answer.headers.get_list("cache-control") == ["no-store"], (answer, answer.text)

@@ -45,7 +45,9 @@ def _passwords() -> concurrent.futures.ThreadPoolExecutor:
 
 bp = Blueprint("session", __name__)
 
-NO_STORE = "no-store"
+# Its answers are never stored (ACCESS.md): the pipeline adds Cache-Control: no-store to
+# every answer of these, errors included (chat/app.py).
+SESSION_ENDPOINTS = ("session.create", "session.read", "session.end")
 
 
 @bp.post("/api/session")
@@ -96,7 +98,6 @@ async def create(data: SessionIn) -> Response:
     }
     response = jsonify(body)
     response.status_code = 201
-    response.headers["Cache-Control"] = NO_STORE
     response.set_cookie(
         COOKIE,
         token,
@@ -126,7 +127,6 @@ async def read() -> Response:
     if who is None:
         raise Unauthorized("not signed in")
     response = jsonify({"user": who.user, "role": who.role, "guest": who.guest})
-    response.headers["Cache-Control"] = NO_STORE
     return response
 
 
@@ -141,6 +141,5 @@ async def end() -> Response:
         await svc.store.write(accounts.revoke_token(token_hash=who.token_hash))
         svc.auth.revoked([who.token_hash])
     response = no_content()
-    response.headers["Cache-Control"] = NO_STORE
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="Lax")
     return response

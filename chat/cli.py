@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import logging
 import ssl
 import sys
 from collections.abc import Sequence
@@ -13,6 +14,8 @@ from pydantic import ValidationError
 from chat import cli_parser, logs
 from chat.config import Settings
 from chat.migrations import Migration
+
+log = logging.getLogger("chat.cli")
 
 JWT_SECRET_MIN_BYTES = 32  # HS256's key: at least the hash's 256 bits (RFC 7518, 3.2)
 
@@ -76,42 +79,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from chat import admin
 
         return admin.run(args, settings)
-    if not is_loopback(args.host) and "auth" not in settings.model_fields_set:
-        print(
-            f"refusing to serve on {args.host!r} (not loopback) while CHAT_AUTH is not set: "
-            "anyone who can reach it could read and post as anyone. Choose, in the "
-            "environment or .env: CHAT_AUTH=required (every request signs in) or "
-            "CHAT_AUTH=open (guests read public rooms and post under any name).",
-            file=sys.stderr,
-        )
-        return 2
-    if args.workers < 1:
-        print("--workers must be at least 1", file=sys.stderr)
-        return 2
-    if args.workers > 1 and settings.broker == "local":
-        print(
-            "--workers > 1 needs a broker shared by the workers: with the local broker each "
-            "worker would only see its own events. Set CHAT_BROKER=redis://host:port/0.",
-            file=sys.stderr,
-        )
-        return 2
-    tls_problem = _tls_problem(args)
-    if tls_problem is not None:
-        print(tls_problem, file=sys.stderr)
-        return 2
-    key_problem = _jwt_key_problem(settings)
-    if key_problem is not None:
-        print(key_problem, file=sys.stderr)
-        return 2
-    if args.worker_of == 1:  # the parent of workers, or the one process: once, in one line
-        listen_problem = _listen_problem(args.host, args.port)
-        if listen_problem is not None:
-            print(listen_problem, file=sys.stderr)
-            return 1
-        migrated = _migrated(settings, "open")  # a database it cannot use: not a traceback
-        if isinstance(migrated, str):
-            print(migrated, file=sys.stderr)
-            return 1
+    refusal = _serve_problem(args, settings)
+    if refusal is not None:
+        text, code = refusal
+        if settings.log_format == "json":  # one JSON object a line on stderr (ACCESS.md)
+            log.error(text)
+        else:
+            print(text, file=sys.stderr)
+        return code
     if args.workers > 1:
         from chat.workers import run_workers
 
@@ -127,6 +102,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         keyfile=args.keyfile,
     )
     return 0
+
+
+def _serve_problem(args: argparse.Namespace, settings: Settings) -> tuple[str, int] | None:
+    """Why ``serve`` cannot start, in one line, and its exit status (2: a setting or an
+    argument; 1: the port or the database); None when it can."""
+    if not is_loopback(args.host) and "auth" not in settings.model_fields_set:
+        return (
+            f"refusing to serve on {args.host!r} (not loopback) while CHAT_AUTH is not set: "
+            "anyone who can reach it could read and post as anyone. Choose, in the "
+            "environment or .env: CHAT_AUTH=required (every request signs in) or "
+            "CHAT_AUTH=open (guests read public rooms and post under any name).",
+            2,
+        )
+    if args.workers < 1:
+        return "--workers must be at least 1", 2
+    if args.workers > 1 and settings.broker == "local":
+        return (
+            "--workers > 1 needs a broker shared by the workers: with the local broker each "
+            "worker would only see its own events. Set CHAT_BROKER=redis://host:port/0.",
+            2,
+        )
+    for setting_problem in (_tls_problem(args), _jwt_key_problem(settings)):
+        if setting_problem is not None:
+            return setting_problem, 2
+    if args.worker_of == 1:  # the parent of workers, or the one process: once, in one line
+        listen_problem = _listen_problem(args.host, args.port)
+        if listen_problem is not None:
+            return listen_problem, 1
+        migrated = _migrated(settings, "open")  # a database it cannot use: not a traceback
+        if isinstance(migrated, str):
+            return migrated, 1
+    return None
 
 
 def _listen_problem(host: str, port: int) -> str | None:

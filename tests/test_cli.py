@@ -318,6 +318,23 @@ def test_a_duration_no_calendar_can_hold_is_refused(
     assert not (tmp_path / "x.db").exists()
 
 
+def test_in_json_mode_a_start_refused_is_a_json_line(tmp_path: Path) -> None:
+    """ACCESS.md: with CHAT_LOG_FORMAT=json, one JSON object a line on stderr. A probe: the
+    one-line refusals of ``serve`` (a port in use, a database it cannot open, a setting) were
+    plain text there."""
+    cases = [
+        ({"CHAT_DATABASE": str(tmp_path / "missing" / "x.db")}, ["--port", "0"], 1),
+        ({"CHAT_DATABASE": "x.db", "CHAT_JWT_SECRET": "short"}, ["--port", "0"], 2),
+        ({"CHAT_DATABASE": "x.db"}, ["--host", "0.0.0.0", "--port", "0"], 2),
+    ]
+    for env, args, code in cases:
+        result = run_chat("serve", *args, cwd=tmp_path, CHAT_LOG_FORMAT="json", **env)
+        assert result.returncode == code, result
+        (line,) = result.stderr.strip().splitlines()
+        said = json.loads(line)
+        assert said["level"] == "ERROR" and said["logger"] == "chat.cli", said
+
+
 @pytest.mark.parametrize(
     ("setting", "value"),
     [

@@ -83,6 +83,10 @@ async def test_json_logs_a_line_per_request_and_per_stream_and_no_secret(
     stream_request = next(line for line in requests if "/events" in line["path"])
     assert "access_token=[redacted]" in stream_request["path"]
     (ended,) = streams  # its events: the bot's presence, then the message
+    # the request line counts the whole body, written straight to the connection or not (a
+    # probe: 0 over HTTP/1.1, where the body does not go through ASGI send): its first
+    # bytes and the event frames at least
+    assert stream_request["bytes"] >= len(b"retry: 3000\n: connected\n\n") + ended["bytes"]
     assert ended["rooms"] == "logged" and ended["reason"] == "client_closed"
     assert ended["events"] == 2 and ended["bytes"] > 0 and ended["duration_s"] > 0
     assert ended["user"] == "bot-1" and ended["request_id"] == stream_request["request_id"]

@@ -183,6 +183,8 @@ class EventStreams:
             sub.close("dead_peer" if direct is not None and direct.vanished() else "client_closed")
         finally:
             watcher.cancel()
+            if direct is not None:  # what went past ``send``: the request line's bytes too
+                request.sent_bytes += direct.written
             if cap:
                 await svc.streams_per_client.release(key)
             reason = sub.ended_by or "client_closed"  # cancelled: the client went away

@@ -46,7 +46,7 @@ def _internals() -> tuple[type[Any], type[Any]] | None:
 class TransportWriter:
     """A stream's connection, written to directly: the subscriber's sink."""
 
-    __slots__ = ("high", "reader", "transport", "writer")
+    __slots__ = ("high", "reader", "transport", "writer", "written")
 
     def __init__(
         self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader | None = None
@@ -55,6 +55,7 @@ class TransportWriter:
         self.reader = reader
         self.transport = writer.transport
         self.high = self.transport.get_write_buffer_limits()[1]
+        self.written = 0  # the body's bytes written here (the access log's ``bytes``)
 
     def vanished(self) -> bool:
         """Whether the connection ended because the kernel gave up on the peer (keepalive
@@ -93,6 +94,7 @@ class TransportWriter:
         if not chunk:
             return True  # an empty chunk would be the chunked body's end
         self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        self.written += len(chunk)
         return True
 
     def full(self) -> bool:

@@ -26,7 +26,10 @@ import httpx
 import orjson
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
+from chat.errors import Unavailable
+from chat.store.postgres import PgReadDb
 from tests.conftest import postgres_cluster
 from tests.live import LiveServer, SSEStream
 from tests.postgres_server import PostgresServer
@@ -590,3 +593,22 @@ async def test_readyz_answers_503_while_the_database_hangs(
 # query's cancellation (5 s), with room for a loaded machine.
 DEADLINE_S = 3
 HUNG_S = 20.0
+
+
+async def test_a_read_that_cannot_get_a_connection_waits_for_one_once() -> None:
+    """While PostgreSQL is away, a read waited for a pooled connection twice (the pool's
+    PoolTimeout is an OperationalError, which the retry for a dead connection caught first):
+    /readyz took 10 s to answer 503 where README says CHAT_DATABASE_CONNECT_TIMEOUT_SECONDS
+    (5). A pool that times out is asked once."""
+    asked: list[int] = []
+
+    class TimingOut:
+        def connection(self) -> Any:
+            asked.append(1)
+            raise PoolTimeout("couldn't get a connection after 5.00 sec")
+
+    reads = PgReadDb(TimingOut(), timeout_s=10)  # type: ignore[arg-type]
+    with pytest.raises(Unavailable) as refused:
+        await asyncio.wait_for(reads.rows("SELECT 1"), 10)
+    assert asked == [1]
+    assert "couldn't get a connection" in refused.value.message

@@ -296,11 +296,11 @@ class PgReadDb:
                         return list(await cur.fetchall())
             except TimeoutError:
                 raise Unavailable(f"{UNREACHABLE}: no answer", retry_after_s=1) from None
+            except PoolTimeout as error:  # before its base class: waiting again would not help
+                raise Unavailable(f"{UNREACHABLE}: {error}", retry_after_s=1) from None
             except psycopg.OperationalError as error:
                 if attempt == 2:
                     raise Unavailable(f"{UNREACHABLE}: {error}".strip(), retry_after_s=1) from None
-            except PoolTimeout:
-                raise Unavailable(UNREACHABLE, retry_after_s=1) from None
         raise AssertionError("unreachable")
 
     async def close(self) -> None:

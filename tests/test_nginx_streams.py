@@ -214,7 +214,11 @@ class Room:
         for _ in range(count):
             text = f"message {len(self.posted) + 1}"
             key = uuid.uuid4().hex
-            async with asyncio.timeout(15):
+            # A guard against a hang, not a measure: after both apps were away, nginx holds
+            # each for fail_timeout (10 s) after its last failed attempt, and a POST on one of
+            # its kept-alive connections to the old process fails again (CI once ran out of
+            # 15 s here at caa9c70, in the Chromium run).
+            async with asyncio.timeout(40):
                 while True:
                     response = await self.client.post(
                         f"/api/rooms/{self.name}/messages",

@@ -262,7 +262,8 @@ def create_app(
                 database,
                 mode,
             )
-        log.info("chat ready: database %s, broker %s", database, broker_name)
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop, asyncio
+        log.info("chat ready: database %s, broker %s, loop %s", database, broker_name, loop)
 
     @app.after_serving
     async def stop() -> None:

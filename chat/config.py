@@ -144,7 +144,7 @@ class Settings(BaseSettings):
         "876000: a century).",
     )
     coalesce_ms: float = Field(
-        5.0,
+        0.0,
         ge=0,
         description="Under load a stream writes at most once per this many ms, and the frames "
         "that arrive meanwhile go out in one write; a stream that was quiet for this long "
@@ -258,7 +258,11 @@ class Settings(BaseSettings):
         description="Comma-separated addresses or networks of proxies whose X-Forwarded-For "
         "names the client (`*`: any peer).",
     )
-    loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="The event loop.")
+    loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        "auto",
+        description="The event loop: `auto` is uvloop where it is installed (it is a "
+        "dependency, except on Windows), asyncio's own otherwise.",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
         "INFO", description="Python logging level (any case)."
     )
@@ -267,6 +271,20 @@ class Settings(BaseSettings):
     @classmethod
     def _level_in_any_case(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("loop")
+    @classmethod
+    def _loop_installed(cls, value: str) -> str:
+        """``uvloop`` asked for by name must import: failing later was a traceback after
+        the port was bound."""
+        if value == "uvloop":
+            try:
+                import uvloop  # noqa: F401
+            except ImportError as error:
+                raise ValueError(
+                    f"uvloop cannot be imported ({error}); `auto` falls back to asyncio's loop"
+                ) from None
+        return value
 
     @field_validator("forwarded_allow_ips")
     @classmethod

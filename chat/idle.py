@@ -11,8 +11,10 @@ window stayed narrow: fewer deliveries at full load and a longer latency tail
 (docs/design/performance.md has the A/B). tests/test_idle.py
 fails if asyncio's loop no longer has the selector this wraps.
 
-A loop without one (uvloop) is measured by the CPU time of its thread instead: the idle
-share it gives also counts the kernel's time and other threads' as idle.
+A loop without one (uvloop, the default where it is installed) is measured by the CPU time
+of its thread instead: the idle share it gives also counts the kernel's time and other
+threads' as idle, so the window widens less at full load (docs/design/performance.md weighs
+that against uvloop's cheaper loop).
 """
 
 from __future__ import annotations

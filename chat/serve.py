@@ -87,10 +87,14 @@ async def serve(app: Quart, config: Config, stop: asyncio.Event) -> None:
 
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
-    if name == "uvloop":
-        import uvloop
-
-        return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+    """The event loop ``CHAT_LOOP`` names; ``auto``: uvloop if it can be imported."""
+    if name != "asyncio":
+        try:
+            import uvloop
+        except ImportError:  # ``auto``; a ``uvloop`` named is checked by the settings
+            pass
+        else:
+            return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
     return asyncio.new_event_loop
 
 

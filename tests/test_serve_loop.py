@@ -1,0 +1,90 @@
+"""The event loop `serve` runs on (``CHAT_LOOP``): uvloop by default where it imports, asyncio's
+own when asked or when uvloop cannot be imported, and a ``uvloop`` named that cannot be
+imported refused with one line. Each loop serves a message to a stream, written straight to
+the transport (``chat_stream_writers_total``). Every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.commands import run_chat
+from tests.live import LiveServer, open_stream, scrape
+
+pytestmark = pytest.mark.sqlite_only  # the loop, not the store: conftest.py
+
+TIMEOUT_S = 10.0
+
+
+def without_uvloop(tmp_path: Path) -> str:
+    """A PYTHONPATH under which ``import uvloop`` fails, as where it is not installed."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "uvloop.py").write_text('raise ImportError("hidden by the test")\n')
+    return str(hidden)
+
+
+async def round_trip(live: LiveServer) -> None:
+    """A message posted reaches an open stream, and the stream was written to the transport."""
+    async with httpx.AsyncClient(base_url=live.url, timeout=TIMEOUT_S) as client:
+        async with open_stream(client, "/api/rooms/loop/events") as stream:
+            posted = await asyncio.wait_for(
+                client.post("/api/rooms/loop/messages", json={"author": "ann", "text": "hi"}),
+                TIMEOUT_S,
+            )
+            assert posted.status_code == 201, posted.text
+            event = await stream.next(TIMEOUT_S)
+            assert (event.event, event.json()["text"]) == ("message", "hi")
+        metrics = await asyncio.wait_for(scrape(client), TIMEOUT_S)
+    assert metrics['chat_stream_writers_total{writer="transport"}'] == 1
+
+
+def ready_line(live: LiveServer) -> str:
+    lines = [line for line in live.log().splitlines() if "chat ready:" in line]
+    assert len(lines) == 1, live.log()
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("env", "loop"),
+    [
+        ({}, "uvloop"),
+        ({"CHAT_LOOP": "asyncio"}, "asyncio"),
+        ({"CHAT_LOOP": "uvloop"}, "uvloop"),
+        ({"CHAT_LOOP": "auto", "PYTHONPATH": "<hidden>"}, "asyncio"),
+    ],
+    ids=["default", "asyncio", "uvloop", "auto-without-uvloop"],
+)
+async def test_serve_runs_on_the_loop_chat_loop_names(
+    tmp_path: Path, env: dict[str, str], loop: str
+) -> None:
+    if env.get("PYTHONPATH") == "<hidden>":
+        env = {**env, "PYTHONPATH": without_uvloop(tmp_path)}
+    live = LiveServer(tmp_path, {"CHAT_LOG_LEVEL": "INFO", **env})
+    live.start()
+    try:
+        assert ready_line(live).endswith(f", loop {loop}")
+        await round_trip(live)
+    finally:
+        assert live.terminate() == 0
+
+
+def test_a_uvloop_named_that_cannot_be_imported_is_refused_in_one_line(tmp_path: Path) -> None:
+    result = run_chat(
+        "serve",
+        "--port",
+        "1",  # refused before any port is bound
+        cwd=tmp_path,
+        CHAT_LOOP="uvloop",
+        CHAT_DATABASE=str(tmp_path / "chat.db"),
+        PYTHONPATH=without_uvloop(tmp_path),
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.strip().splitlines() == [
+        "CHAT_LOOP: Value error, uvloop cannot be imported (hidden by the test); `auto` falls "
+        "back to asyncio's loop"
+    ]
+    assert not (tmp_path / "chat.db").exists()

@@ -24,6 +24,7 @@ from chat.api.deps import (
     services,
     write_as,
     write_in,
+    writes_as,
 )
 from chat.api.envelope import field_errors
 from chat.errors import NotFound, ValidationFailed
@@ -105,7 +106,8 @@ async def post_activity_batch(room: str, data: ActivityBatchIn) -> Response:
     consecutive ids in the given order, each broadcast as if posted alone."""
     check_room(room)
     create = services().settings.auto_create_rooms
-    items = [item.fields(write_as(item.actor, "actor")) for item in data.items]
+    actors = writes_as((item.actor for item in data.items), "actor")
+    items = [item.fields(actor) for item, actor in zip(data.items, actors, strict=True)]
     ops = [writes.post_activity(room, fields, create_room=create) for fields in items]
     return await commit_event(room, items, writes.batch("items", ops))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
@@ -82,6 +82,13 @@ def services() -> Services:
 def write_as(given: str | None, name: str = "author") -> str:
     """The name this request writes under (``chat.access.author``)."""
     return author(identity(), given, name, services().auth.reserved)
+
+
+def writes_as(given: Iterable[str | None], name: str = "author") -> list[str]:
+    """``write_as`` for each item of a batch: who asks and the reserved names are looked up
+    once (two context lookups an item were a sixth of a 500-item batch's time in the loop)."""
+    who, reserved = identity(), services().auth.reserved
+    return [author(who, one, name, reserved) for one in given]
 
 
 def identity() -> Identity | None:

@@ -280,7 +280,7 @@ class Settings(BaseSettings):
         if value == "uvloop":
             try:
                 import uvloop  # noqa: F401
-            except ImportError as error:
+            except Exception as error:  # not installed, or installed and broken
                 raise ValueError(
                     f"uvloop cannot be imported ({error}); `auto` falls back to asyncio's loop"
                 ) from None

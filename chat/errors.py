@@ -41,6 +41,19 @@ class ChatError(Exception):
         return [(b"retry-after", b"%d" % self.retry_after_s)]
 
 
+def in_batch(error: ChatError, kind: str, index: int) -> ChatError:
+    """The error of a batch's item, made to name it: each detail's ``loc`` starts with
+    ``[kind, index]`` and carries ``index``, and the message starts with ``kind[index]: ``."""
+    error.details = [
+        {**d, "loc": [kind, index, *d.get("loc", [])], "index": index}
+        if isinstance(d, dict)
+        else {"loc": [kind, index], "index": index, "msg": str(d)}
+        for d in error.details
+    ] or [{"loc": [kind, index], "index": index, "msg": error.message}]
+    error.message = f"{kind}[{index}]: {error.message}"
+    return error
+
+
 class InvalidJSON(ChatError):
     status, code = 400, "invalid_json"
 

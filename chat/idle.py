@@ -12,9 +12,10 @@ window stayed narrow: fewer deliveries at full load and a longer latency tail
 fails if asyncio's loop no longer has the selector this wraps.
 
 A loop without one (uvloop, the default where it is installed) is measured by the CPU time
-of its thread instead: the idle share it gives also counts the kernel's time and other
-threads' as idle, so the window widens less at full load (docs/design/performance.md weighs
-that against uvloop's cheaper loop).
+of its thread instead: what reads as idle then is also the kernel's work outside the thread,
+the other threads' work (the store's write thread) and the loop's waits for the GIL, so the
+window widens less at full load (docs/design/performance.md weighs that against uvloop's
+cheaper loop).
 """
 
 from __future__ import annotations

@@ -88,14 +88,17 @@ async def serve(app: Quart, config: Config, stop: asyncio.Event) -> None:
 
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     """The event loop ``CHAT_LOOP`` names; ``auto``: uvloop if it can be imported."""
-    if name != "asyncio":
-        try:
-            import uvloop
-        except ImportError:  # ``auto``; a ``uvloop`` named is checked by the settings
-            pass
-        else:
-            return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
-    return asyncio.new_event_loop
+    if name == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except Exception as error:  # not installed (ImportError), or installed and broken
+        if name == "uvloop":  # the settings refused it already, unless they were bypassed
+            raise
+        if not isinstance(error, ImportError):
+            log.warning("uvloop failed to import (%r): serving on asyncio's loop", error)
+        return asyncio.new_event_loop
+    return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
 
 
 async def _exit_if_stuck(stop: asyncio.Event, grace_s: float) -> None:

@@ -301,6 +301,44 @@ async def test_writes_are_made_under_the_signed_in_name(required: LiveServer) ->
         assert unread.status_code == 403
 
 
+async def test_a_batch_item_refused_for_its_author_is_named(
+    open_with_alice: LiveServer, required: LiveServer
+) -> None:
+    """A batch's authorship refusals name the failing item, as its other refusals do
+    (``messages[1]: ...``, ``loc`` ``["messages", 1, ...]``), and store nothing."""
+
+    def named(answer: httpx.Response, status: int, kind: str, index: int) -> list[Any]:
+        error = answer.json()["error"]
+        assert answer.status_code == status, answer.text
+        assert error["message"].startswith(f"{kind}[{index}]: "), error
+        assert all(d["loc"][:2] == [kind, index] and d["index"] == index for d in error["details"])
+        return [d["loc"] for d in error["details"]]
+
+    act = {"verb": "built", "object": "main"}
+    async with httpx.AsyncClient(base_url=open_with_alice.url, timeout=10) as guest:
+        nameless = [{"author": "carl", "text": "1"}, {"text": "2"}]
+        answer = await guest.post("/api/rooms/r/messages/batch", json={"messages": nameless})
+        assert named(answer, 422, "messages", 1) == [["messages", 1, "author"]]
+        held = [{"author": "carl", "text": "1"}, {"author": "alice", "text": "2"}]
+        answer = await guest.post("/api/rooms/r/messages/batch", json={"messages": held})
+        named(answer, 403, "messages", 1)
+        items = [{"actor": "carl", **act}, {"actor": "dan", **act}, act]
+        answer = await guest.post("/api/rooms/r/activity/batch", json={"items": items})
+        assert named(answer, 422, "items", 2) == [["items", 2, "actor"]]
+        assert (await guest.get("/api/rooms/r/messages")).status_code == 404  # nothing made
+    async with Seed(required.database) as seed:
+        token = await seed.token("alice")
+        bot = await seed.token("ci", role="bot")
+    async with httpx.AsyncClient(base_url=required.url, timeout=10) as client:
+        items = [act, {"actor": "deploy", **act}]
+        path = "/api/rooms/r/activity/batch"
+        answer = await client.post(path, json={"items": items}, headers=bearer(token))
+        named(answer, 403, "items", 1)
+        answer = await client.post(path, json={"items": items}, headers=bearer(bot))
+        assert answer.status_code == 201, answer.text
+        assert [e["actor"] for e in answer.json()["events"]] == ["ci", "deploy"]
+
+
 def _keys(kind: str, tmp_path: Path) -> tuple[Any, Path]:
     private: Any = (
         rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -106,7 +106,7 @@ async def post_activity_batch(room: str, data: ActivityBatchIn) -> Response:
     consecutive ids in the given order, each broadcast as if posted alone."""
     check_room(room)
     create = services().settings.auto_create_rooms
-    actors = writes_as((item.actor for item in data.items), "actor")
+    actors = writes_as((item.actor for item in data.items), "items", "actor")
     items = [item.fields(actor) for item, actor in zip(data.items, actors, strict=True)]
     ops = [writes.post_activity(room, fields, create_room=create) for fields in items]
     return await commit_event(room, items, writes.batch("items", ops))

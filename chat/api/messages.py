@@ -63,7 +63,7 @@ async def post_batch(room: str, data: MessageBatchIn) -> Response:
     posted alone. An `Idempotency-Key` covers the whole batch."""
     check_room(room)
     create = services().settings.auto_create_rooms
-    authors = writes_as(m.author for m in data.messages)
+    authors = writes_as((m.author for m in data.messages), "messages")
     ops = [
         writes.post_message(room, author, m.text, m.reply_to, create_room=create, index=False)
         for author, m in zip(authors, data.messages, strict=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from chat.errors import ChatError, Conflict, Forbidden, NotFound, ValidationFailed
+from chat.errors import ChatError, Conflict, Forbidden, NotFound, ValidationFailed, in_batch
 from chat.events import Event
 from chat.store.tx import Tx, WriteOp
 
@@ -189,14 +189,7 @@ def batch(
             try:
                 events.append(item(tx))
             except ChatError as error:
-                error.details = [
-                    {**d, "loc": [kind, index, *d.get("loc", [])], "index": index}
-                    if isinstance(d, dict)
-                    else {"loc": [kind, index], "index": index, "msg": str(d)}
-                    for d in error.details
-                ] or [{"loc": [kind, index], "index": index, "msg": error.message}]
-                error.message = f"{kind}[{index}]: {error.message}"
-                raise
+                raise in_batch(error, kind, index) from None
         if finish is not None:
             finish(tx, events)
         return b'{"events":[' + b",".join(e.json for e in events) + b"]}"

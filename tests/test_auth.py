@@ -316,6 +316,12 @@ async def test_a_batch_item_refused_for_its_author_is_named(
 
     act = {"verb": "built", "object": "main"}
     async with httpx.AsyncClient(base_url=open_with_alice.url, timeout=10) as guest:
+
+        async def typing_refused() -> bool:  # the service has learnt of alice's account
+            typing = await guest.post("/api/rooms/elsewhere/typing", json={"user": "alice"})
+            return typing.status_code == 403
+
+        await eventually(typing_refused, 10, "alice's name reserved")
         nameless = [{"author": "carl", "text": "1"}, {"text": "2"}]
         answer = await guest.post("/api/rooms/r/messages/batch", json={"messages": nameless})
         assert named(answer, 422, "messages", 1) == [["messages", 1, "author"]]

@@ -30,14 +30,13 @@ def parse_json(raw: str | bytes) -> Any:
     """A request body's JSON, as the Quart routes (``ChatJSONProvider``) and the limits step
     (a batch's items, a sign-in's name) read it: one rule, so that no body is one thing to a
     limit and another to its route (a probe slipped ``"x": 1e400`` past the limits, which
-    orjson refused while the json module read it). The message POST reads with orjson, which
-    refuses what this refuses but for the integers (it reads one past 64 bits as a float).
+    orjson refused while the json module read it).
 
-    The json module, whose integers are exact (orjson reads one past 64 bits as a float, and
-    the input rules refuse such numbers rather than change them), but strictly: NaN, Infinity
-    and a number past a float's range, an escaped lone surrogate (``"\\ud800"``, no character)
-    and nesting deeper than the interpreter's recursion limit are a ValueError (400
-    ``invalid_json``)."""
+    The json module, whose integers are exact (orjson, which the message POST reads with,
+    reads one past 64 bits as a float; the input rules refuse such numbers rather than change
+    them), but strictly: NaN, Infinity and a number past a float's range, an escaped lone
+    surrogate (``"\\ud800"``, no character) and nesting deeper than the interpreter's
+    recursion limit are a ValueError (400 ``invalid_json``)."""
     try:
         value = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
         escaped = b"\\u" in raw if isinstance(raw, bytes) else "\\u" in raw

@@ -259,6 +259,31 @@ async def test_free_text_is_nfc_and_keeps_newlines_and_tabs_where_multi_line(
     assert (item["verb"], item["summary"]) == ("r\u00e9sum\u00e9", "a\n\tb")
 
 
+async def test_lengths_count_characters_once_composed(client: httpx.AsyncClient, room: str) -> None:
+    """The length limits apply to the NFC text: 4,000 composed characters typed decomposed
+    (8,000 code points) are a text at the limit, on the single POST and in a batch; one more
+    is too long. Titles and activity verbs follow the same rule."""
+    at_limit, over = "e\u0301" * 4000, "e\u0301" * 4001
+    assert (await post(client, room, at_limit))["text"] == "\u00e9" * 4000
+    long_name = "e\u0301" * 64
+    batch = {"messages": [{"text": at_limit, "author": "a"}, {"text": "x", "author": long_name}]}
+    events = ok(await client.post(f"/api/rooms/{room}/messages/batch", json=batch), 201)["events"]
+    assert [(e["text"], e["author"]) for e in events] == [
+        ("\u00e9" * 4000, "a"),
+        ("x", "\u00e9" * 64),
+    ]
+    answer = await client.post(f"/api/rooms/{room}/messages", json={"author": "a", "text": over})
+    assert refused(answer, 422, "validation_error") == {"text"}
+    batch = {"messages": [{"text": "x", "author": "a"}, {"text": over, "author": "a"}]}
+    answer = await client.post(f"/api/rooms/{room}/messages/batch", json=batch)
+    assert refused(answer, 422, "validation_error") == {"messages.1.text"}
+    titled = ok(await client.put(f"/api/rooms/{room}", json={"title": "e\u0301" * 200}))
+    assert titled["title"] == "\u00e9" * 200
+    body = {"actor": "ci", "verb": "e\u0301" * 64, "object": "o"}
+    item = ok(await client.post(f"/api/rooms/{room}/activity", json=body), 201)
+    assert item["verb"] == "\u00e9" * 64
+
+
 # -- integers in an activity's data --------------------------------------------------------
 
 EXACT = {

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,6 +44,7 @@ from chat.store.dialect import shown_database
 from chat.store.sqlite import shared_mode
 
 log = logging.getLogger(__name__)
+TYPE_OF = attrgetter("type")
 
 PURGE_EVERY_S = 3600.0
 LOAD_PROBE_S = 0.01
@@ -114,8 +116,9 @@ def create_app(
     published = metrics.events_published
 
     def on_commit(events: Sequence[Event]) -> None:
-        # One count per type, not per event: labels() takes a lock each time (a batch is 500).
-        for event_type, count in Counter(event.type for event in events).items():
+        # One count per type, not per event: labels() takes a lock each time (a batch is 500);
+        # counted in C (map and attrgetter), not by a generator's step per event.
+        for event_type, count in Counter(map(TYPE_OF, events)).items():
             published.labels(event_type).inc(count)
         try:
             broker.publish(events)

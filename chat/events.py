@@ -77,7 +77,8 @@ def make_event(
     # orjson leaves its output in a buffer of 4 KiB or more. An event lives on in subscribers'
     # queues and in the answer, so it keeps an exact-size copy (docs/design/performance.md).
     data = b"".join((orjson.dumps(payload), b""))
-    return event_from_json(data, payload)
+    frame = sse.event_frame(event_id, event_type, data)
+    return Event(id=event_id, type=event_type, room=room, payload=payload, json=data, frame=frame)
 
 
 def event_from_json(data: bytes, payload: Mapping[str, Any] | None = None) -> Event:

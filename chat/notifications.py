@@ -84,6 +84,10 @@ def notices(event_type: str, room: str, payload: Mapping[str, Any]) -> list[Noti
     """Whom this persisted event notifies, and of what."""
     if event_type not in NOTIFYING_TYPES:
         return []
+    if event_type == "message" and "reply_to_author" not in payload:
+        text = payload.get("text")
+        if isinstance(text, str) and "@" not in text:
+            return []  # most messages: no reply, no mention (a batch asks 500 times)
     found: dict[str, Notice] = {}
     if event_type == "message":
         actor = str(payload.get("author"))

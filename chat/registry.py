@@ -21,12 +21,15 @@ costs one dictionary test."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook, hears
 from chat.events import Event, make_event
 from chat.hub import Hub
 from chat.notifications import NOTIFYING_TYPES, notices
 from chat.subscriber import Subscriber
+
+FRAME_OF = attrgetter("frame")
 
 
 class Registry:
@@ -202,7 +205,7 @@ class Registry:
         everywhere = self.everywhere.subscribers
         if hub is None and not everywhere:
             return
-        size = sum(len(event.frame) for event in run)
+        size = sum(map(len, map(FRAME_OF, run)))
         if hub is not None:
             hub.broadcast_many(run, size)
         if everywhere:

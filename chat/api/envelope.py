@@ -19,6 +19,7 @@ from quart_schema.validation import QuerystringValidationError
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 
+from chat.api.body import body_json
 from chat.api.request import SCOPE_KEY
 from chat.api.request import Request as Recorded
 from chat.errors import ChatError, InvalidJSON, InvalidQuery, MethodNotAllowed, ValidationFailed
@@ -105,6 +106,16 @@ class ChatRequest(Request):
     """Quart's request, with JSON that does not parse as the envelope's 400."""
 
     async def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        """The pipeline's reading of the body (``body_json``: the limits step's too), for a
+        JSON request or with ``force``; Quart's own outside the pipeline."""
+        recorded = self.scope.get(SCOPE_KEY)
+        if isinstance(recorded, Recorded):
+            if not (force or self.is_json):
+                return None
+            try:
+                return body_json(recorded)
+            except ValueError as error:
+                return None if silent else self.on_json_loading_failed(error)
         try:
             return await super().get_json(force, silent, cache)
         except UnicodeDecodeError as error:  # Quart decodes outside its JSON error handling

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from chat.api.body import parse_json
+from chat.api.body import body_json
 from chat.api.pipeline import BODY_METHODS
 from chat.api.request import Request
 from chat.config import Settings
@@ -73,7 +73,7 @@ class Limits:
         if field is None:
             return 1
         try:
-            items = parse_json(request.body).get(field)  # the route's own reading
+            items = body_json(request).get(field)  # the route's own reading
         except (ValueError, AttributeError):
             return 1  # the route refuses it
         return max(1, min(len(items), self.write.burst)) if isinstance(items, list) else 1
@@ -96,7 +96,7 @@ class Limits:
             return
         taken = await self.buckets.take(self.signin, "ip:" + request.client)
         if taken.ok:
-            name = _signin_name(request.body)
+            name = _signin_name(request)
             if name is None:
                 return
             taken = await self.buckets.take(self.signin, "name:" + name)
@@ -107,10 +107,10 @@ class Limits:
         raise refuse(self.signin, taken, "sign-in attempts")
 
 
-def _signin_name(body: bytes) -> str | None:
+def _signin_name(request: Request) -> str | None:
     """The account a sign-in names (one with a password), if any."""
     try:
-        fields = parse_json(body)  # the route's own reading
+        fields = body_json(request)  # the route's own reading
     except ValueError:
         return None
     if not isinstance(fields, dict) or "password" not in fields:

@@ -24,6 +24,7 @@ REQUEST_ID = re.compile(rb"[A-Za-z0-9._~:/+=@-]{1,128}")
 ID_PREFIX = secrets.token_hex(4).encode()
 _counter = itertools.count()
 NOSNIFF = (b"x-content-type-options", b"nosniff")  # on every answer (ACCESS.md)
+UNREAD: Any = object()  # ``Request.parsed`` until the body's JSON is read (chat.api.body)
 
 
 class Request:
@@ -39,6 +40,7 @@ class Request:
         "extra_headers",
         "id",
         "identity",
+        "parsed",
         "raw_send",
         "receive",
         "scope",
@@ -58,6 +60,7 @@ class Request:
         given = self.header(b"x-request-id")
         self.id = given if given is not None and REQUEST_ID.fullmatch(given) else None
         self.body = b""
+        self.parsed: Any = UNREAD  # the body's JSON, once read (``chat.api.body.body_json``)
         self.identity: Identity | None = None  # None: a guest (chat.api.auth)
         self.endpoint = ""  # the route table's name for it; "" if none matched
         self.args: Mapping[str, Any] = {}  # the path's arguments (``room``)

@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -275,11 +276,17 @@ class Delivery:
             found = await self.store.notifications_after(user, sub.last_id, page, hidden)
             if not found:
                 return
-            frames = [
-                sse.event_frame(latest, "notification", orjson.dumps(group))
-                for latest, group in found
-            ]
+            frames = [sse.event_frame(latest, FEED_TYPE, _feed_event(g)) for latest, g in found]
             sub.last_id = found[-1][0]
             yield self._replayed(sub, frames)
             if len(found) < page:
                 return
+
+
+FEED_TYPE = "notification"
+
+
+def _feed_event(group: dict[str, Any]) -> bytes:
+    """A group as its feed stream sends it: the group of the REST pages with the ``type`` and
+    ``created_at`` (its latest update) that every event has (API.md, "Events")."""
+    return orjson.dumps({"type": FEED_TYPE, **group, "created_at": group["latest_at"]})

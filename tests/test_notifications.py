@@ -214,6 +214,9 @@ async def test_the_feed_stream_sends_each_updated_group_live_and_on_resume(
         got = await stream.next()
         assert (got.event, got.id) == ("notification", str(one["id"]))
         assert got.json()["count"] == 1
+        # the group as the REST page has it, with the type and time every event carries
+        (page,) = ok(await client.get(f"/api/users/{bob}/notifications"))["groups"]
+        assert got.json() == {"type": "notification", **page, "created_at": page["latest_at"]}
         two = ok(await client.post(url, json={"author": "cy", "emoji": "👍"}), 201)
         got = await stream.next()
         assert (got.id, got.json()["count"], got.json()["actors"]) == (

@@ -68,7 +68,8 @@ def make_event(
     event_id: int | None = None,
     created_at: str | None = None,
 ) -> Event:
-    """Build an event: ``id`` (if persisted), ``type``, ``room``, ``created_at``, then fields."""
+    """Build an event: ``id`` (if persisted), ``type``, ``room``, ``created_at``, then fields
+    (which never name the first four: every caller passes its own type's fields)."""
     payload: dict[str, Any] = {} if event_id is None else {"id": event_id}
     payload["type"] = event_type
     payload["room"] = room

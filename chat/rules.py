@@ -202,9 +202,10 @@ def _emoji(value: str) -> str:
 
 # The order of each Annotated below matters. A BeforeValidator wraps what precedes it, so
 # NFC runs first and the lengths then count composed characters. The length constraints come
-# before it because pydantic-core checks them itself there: placed after a BeforeValidator,
-# they become two Python calls per field (a batch of 500 messages took 2.4 ms to validate
-# instead of 1.3 ms: docs/design/performance.md).
+# before it because pydantic-core checks them itself there, as a string's: `string_too_long`
+# and `string_too_short` (static/composer.js tells a text too long by the first). Placed after
+# a BeforeValidator they were a Python call per bound (a batch of 500 messages took 2.4 ms to
+# validate instead of 1.3 ms: docs/design/performance.md) and said `too_long`.
 Name = Annotated[
     str,
     Field(min_length=1, max_length=MAX_NAME_CHARS),

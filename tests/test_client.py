@@ -462,6 +462,7 @@ async def test_a_notification_feed_followed_live_and_resumed(server: LiveServer,
         )
         group = two.parse(NotificationGroup)
         assert (group.kind, group.count, group.actors) == ("reaction", 2, ["cy", "ann"])
+        assert (two.room, two.created_at) == (room, two["latest_at"])  # as every event has
         async with chat.notification_events(user, since=one.id) as again:
             (resumed,) = await take(again, 1)
         assert (resumed.id, resumed["count"]) == (two.id, 2)

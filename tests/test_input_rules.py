@@ -274,6 +274,8 @@ async def test_lengths_count_characters_once_composed(client: httpx.AsyncClient,
     ]
     answer = await client.post(f"/api/rooms/{room}/messages", json={"author": "a", "text": over})
     assert refused(answer, 422, "validation_error") == {"text"}
+    # the page tells "message is too long" by this type (static/composer.js)
+    assert [d["type"] for d in answer.json()["error"]["details"]] == ["string_too_long"]
     batch = {"messages": [{"text": "x", "author": "a"}, {"text": over, "author": "a"}]}
     answer = await client.post(f"/api/rooms/{room}/messages/batch", json=batch)
     assert refused(answer, 422, "validation_error") == {"messages.1.text"}

@@ -19,6 +19,7 @@ import orjson
 import pytest
 from quart import Quart
 
+from chat.api.body import body_json
 from chat.api.request import Identity, Request
 from chat.app import create_app
 from chat.config import Settings
@@ -301,3 +302,24 @@ async def test_the_access_record_is_logged(
     assert any(
         line.startswith("trace-7 GET /api/nope -> 404 (unmatched, pipeline)") for line in lines
     ), lines
+
+
+def test_a_body_is_parsed_once_for_every_reader() -> None:
+    """The limits step (a batch's items) and the route (``ChatRequest.get_json``) read one
+    parse of the body (``body_json``): a 500-item batch is not parsed twice, and the two cannot
+    see two different bodies. A body that is no UTF-8 JSON is refused each time it is read."""
+
+    async def nothing(*_: Any) -> Any:
+        raise AssertionError("not called")
+
+    scope: Any = {"type": "http", "headers": [], "client": ("127.0.0.1", 1)}
+    request = Request(scope, nothing, nothing)
+    request.body = orjson.dumps({"messages": [{"text": "hi"}] * 500})
+    first = body_json(request)
+    assert len(first["messages"]) == 500
+    assert body_json(request) is first
+    broken = Request(scope, nothing, nothing)
+    broken.body = '{"text": "é"}'.encode("latin-1")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="utf-8"):
+            body_json(broken)

@@ -41,9 +41,9 @@ async def events() -> NoReturn:
 
 
 async def notification_events(user: str) -> NoReturn:
-    """The user's notification feed as `text/event-stream`: a `notification` event (the group)
-    each time one of the user's groups changes, `id:` its `latest_event_id`; resume with
-    `Last-Event-ID`."""
+    """The user's notification feed as `text/event-stream`: a `notification` event (the group,
+    with `type` and `created_at`, its `latest_at`) each time one of the user's groups changes,
+    `id:` its `latest_event_id`; resume with `Last-Event-ID`."""
     _served_by_the_pipeline()
 
 

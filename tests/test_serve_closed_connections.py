@@ -1,0 +1,103 @@
+"""A connection the client closes is closed by the server at once, in every idle state: before
+its first request and after an answer (kept alive), which waited for the header timeout
+before ``chat.closed_connections``, and half way through its headers. A real server with the
+default header timeout of 10 s; raw sockets; the server's side of each connection read from the
+kernel's table (``/proc/net/tcp``: a socket the client closed and the server has not is in
+CLOSE-WAIT). Every wait is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.live import LiveServer
+
+CLOSE_WAIT = "08"  # the state's number in /proc/net/tcp
+GONE_WITHIN_S = 2.0  # the header timeout is 10 s: the connections must not wait for it
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    live = LiveServer(tmp_path_factory.mktemp("closed-connections"))
+    live.start()
+    yield live
+    live.terminate()
+
+
+def server_side(port: int) -> dict[int, str]:
+    """The server's sockets on ``port`` that are connected: the client's port -> the state."""
+    found: dict[int, str] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, remote, state = line.split()[1:4]
+        if int(local.split(":")[1], 16) == port and remote != "00000000:0000":
+            found[int(remote.split(":")[1], 16)] = state
+    return found
+
+
+def close_after(port: int, sent: bytes, read_answer: bool) -> int:
+    """Connect, send ``sent``, read the answer if asked, close; the client's port."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        client_port: int = conn.getsockname()[1]
+        if sent:
+            conn.sendall(sent)
+        if read_answer:  # all of it: a close with unread data would be a reset, not a close
+            answer = b""
+            while b"\r\n\r\n" not in answer:
+                chunk = conn.recv(4096)
+                assert chunk, "the server closed before it answered"
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            while len(body) < length:
+                chunk = conn.recv(4096)
+                assert chunk, "the server closed before the end of its answer"
+                body += chunk
+        else:
+            time.sleep(0.2)  # the server has accepted it and waits for a request
+    return client_port
+
+
+async def test_a_connection_the_client_closes_is_closed_at_once(server: LiveServer) -> None:
+    request = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n"
+    closed = [
+        close_after(server.port, b"", read_answer=False),  # nothing sent
+        close_after(server.port, request, read_answer=True),  # kept alive after an answer
+        close_after(server.port, b"GET /healthz HTTP/1.1\r\nHo", read_answer=False),  # half
+    ]
+    deadline = time.monotonic() + GONE_WITHIN_S
+    while True:
+        lingering = {p: s for p, s in server_side(server.port).items() if p in closed}
+        if not lingering or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert lingering == {}, f"still open on the server's side (state {CLOSE_WAIT}: CLOSE-WAIT)"
+
+
+async def test_a_connection_kept_open_by_its_client_stays_open(server: LiveServer) -> None:
+    """The other side of it: an idle kept-alive connection is not closed before the header
+    timeout, and it still serves a second request."""
+    request = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n"
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", server.port), timeout=5
+    )
+    try:
+        for _ in range(2):
+            writer.write(request)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            assert head.startswith(b"HTTP/1.1 200"), head[:80]
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            await asyncio.wait_for(reader.readexactly(length), timeout=5)
+            await asyncio.sleep(GONE_WITHIN_S)  # idle, longer than the other test allows
+    finally:
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), timeout=5)

@@ -16,6 +16,8 @@ told them of the disconnect), and the connection is closed.
 nothing (such connections wait for the timeout again), and tests/test_serve_closed_connections.py
 fails: it closes connections in each idle state and requires them gone within two seconds.
 A connection closed half way through its headers was closed at once before (h11 refuses it).
+Not covered: a client that half-closes right after its request gets its answer, and the
+connection then may still wait for the timer, which the answer's end restarts (as before).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def install() -> bool:
     @functools.wraps(read)
     async def _read_data(self: Any) -> None:
         await read(self)  # returns at the client's end of stream, or a read error
+        # Only the timer: a request in flight may still be answered to a client that
+        # half-closed after sending it (closing the writer here would cut that answer).
         idle = getattr(self, "idle_task", None)
         if idle is not None:
             await idle.stop()

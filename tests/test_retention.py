@@ -182,7 +182,9 @@ async def test_a_stream_resuming_from_before_what_is_kept_gets_reset_then_live(
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         async with asyncio.timeout(WAIT_S):
             while True:  # retention runs as the server starts
-                page = (await client.get("/api/rooms/town/messages")).json()["messages"]
+                answer = await client.get("/api/rooms/town/messages")
+                assert answer.status_code == 200, answer.text  # what went wrong, if anything
+                page = answer.json()["messages"]
                 if [m["text"] for m in page] == ["fresh one"]:
                     break
                 await asyncio.sleep(0.05)

@@ -41,15 +41,53 @@ async def loopback_server(
         await asyncio.wait_for(server.wait_closed(), 10)
 
 
+def _with_children(pid: int) -> set[int]:
+    """``pid`` and the processes it started (``serve --workers N``: the workers listen)."""
+    pids = {pid}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                after_name = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(after_name[1]) == pid:  # the parent's pid
+                    pids.add(int(entry.name))
+    return pids
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` (or a process it started) holds the listening TCP socket on
+    ``port``: a port that ``free_port`` gave out may be taken by another test's server
+    before this one binds it, and that server would answer this one's readiness check. True
+    where there is no /proc to ask (not Linux)."""
+    if not Path("/proc/net/tcp").exists():
+        return True
+    held = set()
+    for owner in _with_children(pid):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{owner}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    held.add(fd.readlink().name)  # socket:[inode]
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                listening = fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
+                if listening and f"socket:[{fields[9]}]" in held:
+                    return True
+    return False
+
+
 def spawn_and_wait(
     argv: list[str],
     log_path: Path,
     ready: Callable[[], bool],
     name: str,
     timeout_s: float,
+    *,
+    port: int | None = None,
     **popen: Any,
 ) -> subprocess.Popen[bytes]:
-    """Start a process with its output appended to ``log_path`` and wait until ``ready()``;
+    """Start a process with its output appended to ``log_path`` and wait until ``ready()``
+    (and, given its ``port``, until it is the process listening there: ``listens_on``);
     raise (killing it) if it exits first or is not ready within ``timeout_s``."""
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, **popen)
@@ -57,7 +95,7 @@ def spawn_and_wait(
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited at start:\n{log_path.read_text(errors='replace')}")
-        if ready():
+        if (port is None or listens_on(proc.pid, port)) and ready():
             return proc
         time.sleep(0.05)
     proc.kill()
@@ -142,6 +180,7 @@ class LiveServer:
             self.healthy,
             "server",
             timeout_s,
+            port=self.port,
             cwd=self.workdir,
             env=env,
         )

@@ -60,19 +60,20 @@ def listens_on(pid: int, port: int) -> bool:
     where there is no /proc to ask (not Linux)."""
     if not Path("/proc/net/tcp").exists():
         return True
-    held = set()
     for owner in _with_children(pid):
+        held = set()
         with contextlib.suppress(OSError):
             for fd in Path(f"/proc/{owner}/fd").iterdir():
                 with contextlib.suppress(OSError):
                     held.add(fd.readlink().name)  # socket:[inode]
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                fields = line.split()
-                listening = fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port
-                if listening and f"socket:[{fields[9]}]" in held:
-                    return True
+        # the process's own view: it may live in a network namespace of its own
+        for table in (f"/proc/{owner}/net/tcp", f"/proc/{owner}/net/tcp6"):
+            with contextlib.suppress(OSError):
+                for line in Path(table).read_text().splitlines()[1:]:
+                    fields = line.split()
+                    on_port = int(fields[1].rsplit(":", 1)[1], 16) == port
+                    if fields[3] == "0A" and on_port and f"socket:[{fields[9]}]" in held:
+                        return True
     return False
 
 

@@ -34,6 +34,14 @@ from chat.registry import Registry
 from chat.store import Store
 from chat.subscriber import ACTIVE, BEHIND, CLOSED, CONGESTED, Subscriber
 
+FEED_TYPE = "notification"
+
+
+def _feed_event(group: dict[str, Any]) -> bytes:
+    """A group as its feed stream sends it: the group of the REST pages with the ``type`` and
+    ``created_at`` (its latest update) that every event has (API.md, "Events")."""
+    return orjson.dumps({"type": FEED_TYPE, **group, "created_at": group["latest_at"]})
+
 
 @dataclass(frozen=True, slots=True)
 class StreamRequest:
@@ -281,12 +289,3 @@ class Delivery:
             yield self._replayed(sub, frames)
             if len(found) < page:
                 return
-
-
-FEED_TYPE = "notification"
-
-
-def _feed_event(group: dict[str, Any]) -> bytes:
-    """A group as its feed stream sends it: the group of the REST pages with the ``type`` and
-    ``created_at`` (its latest update) that every event has (API.md, "Events")."""
-    return orjson.dumps({"type": FEED_TYPE, **group, "created_at": group["latest_at"]})

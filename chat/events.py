@@ -82,17 +82,11 @@ def make_event(
     return Event(id=event_id, type=event_type, room=room, payload=payload, json=data, frame=frame)
 
 
-def event_from_json(data: bytes, payload: Mapping[str, Any] | None = None) -> Event:
+def event_from_json(data: bytes) -> Event:
     """Rebuild an event from its stored JSON (the store keeps exactly what was sent)."""
-    if payload is None:
-        payload = orjson.loads(data)
-    event_id = payload.get("id")
+    payload: Mapping[str, Any] = orjson.loads(data)
+    found_id = payload.get("id")
+    event_id = found_id if isinstance(found_id, int) else None
     event_type = str(payload["type"])
-    return Event(
-        id=event_id if isinstance(event_id, int) else None,
-        type=event_type,
-        room=str(payload["room"]),
-        payload=payload,
-        json=data,
-        frame=sse.event_frame(event_id if isinstance(event_id, int) else None, event_type, data),
-    )
+    frame = sse.event_frame(event_id, event_type, data)
+    return Event(event_id, event_type, str(payload["room"]), payload, data, frame)

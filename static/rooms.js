@@ -14,12 +14,16 @@ import { loadInitial, reachFirstUnread } from './history.js';
 
 /**
  * Join the room (a PUT that changes nothing: 200 for anyone who may see it), or create it,
- * private when asked (accounts only). A private room of others is a 404.
+ * private when asked (accounts only). A private room of others is a 404. The room is read up
+ * to now, at once: what comes after the join is unread even before the page's next counts (a
+ * room without a marker is left out of them, and a marker set from them would take in the
+ * messages that came meanwhile).
  */
 export async function ensureRoom(room, isPrivate = false) {
   try {
     const made = await api.joinRoom(room, isPrivate);
     state.private.set(room, !!made.private);
+    api.markRead(room, state.me, made.last_event_id || 0).catch(() => {});
     return made;
   } catch (e) {
     if (e.status === 404) throw new Error(`#${room} is private: ask one of its owners to invite you.`);

@@ -75,14 +75,15 @@ export async function refreshUnread() {
     const rooms = (res && res.rooms) || {};
     const last = (res && typeof res.last_id === 'number') ? res.last_id : 0;
     for (const room of state.rooms) {
-      const later = (state.unreadIds[room] || []).filter((id) => id > last);
+      const counted = state.unreadIds[room] || [];
+      const later = counted.filter((id) => id > last);
       state.unreadIds[room] = later;
       if (room === state.current) clearUnread(room);
       else if (room in rooms && last >= (state.countedTo[room] || 0)) {
         state.unread[room] = rooms[room] + later.length;
         state.countedTo[room] = last;
       }
-      if (!(room in rooms)) markJoined(room, last);
+      if (!(room in rooms)) markJoined(room, counted.length ? Math.min(last, counted[0] - 1) : last);
     }
     els.roomList.dataset.unreadAt = String(last); // when the counts were last taken (for tests)
     renderRooms();
@@ -90,8 +91,9 @@ export async function refreshUnread() {
 }
 
 /**
- * A joined room the server has no read marker for (joined now, or while it was empty) is read
- * up to `lastId`, the newest id when the counts were taken: without a marker the server leaves
+ * A joined room the server has no read marker for (joined in another tab, or before the page
+ * marked a room at its join) is read up to `lastId`: the newest id when the counts were taken,
+ * or less, short of the first message the stream counted. Without a marker the server leaves
  * the room out of the counts, and after a reload the messages that came meanwhile would count
  * nowhere. The server stores at most the room's newest id, so a message newer than the counts
  * stays unread; and a marker set meanwhile elsewhere (another tab) never moves backwards.

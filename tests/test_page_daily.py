@@ -404,6 +404,36 @@ async def test_the_new_messages_line_above_the_first_of_many_unread_and_after_a_
         watch.assert_clean()
 
 
+async def test_messages_in_a_room_joined_moments_ago_stay_unread_after_a_reload(
+    browser: Browser, live: LiveServer, client: httpx.AsyncClient
+) -> None:
+    """A defect CI found (the test above failed once): a room joined while empty had no read
+    marker until the page's next counts came back, and those counts then marked it read up to
+    their newest id, taking in the messages that came meanwhile: unseen, yet no longer unread
+    after a reload. Joining now sets the marker at once, at the room's newest event."""
+    async with watched(browser) as watch:
+        page = await open_as(await watch.new_page(browser, "ann"), live.url, "ann")
+        posted = asyncio.Event()
+
+        async def held(route: Route) -> None:  # the counts are asked for after the message
+            await asyncio.wait_for(posted.wait(), WAIT_S)
+            await route.continue_()
+
+        counts = "**/api/users/ann/unread"
+        await page.route(counts, held)
+        fresh = await join_room(page, "fresh")  # reopens the stream, which asks for the counts
+        await room_item(page, "general").click()
+        await say(client, "fresh", "bob", "while the counts were on their way")
+        posted.set()
+        one = re.compile(r"^\s*1\s*$")
+        await expect(fresh.get_by_test_id("room-unread")).to_have_text(one)
+        await page.unroute(counts)
+        await page.reload()
+        await expect(room_item(page, "general")).to_have_attribute("aria-current", "true")
+        await expect(room_item(page, "fresh").get_by_test_id("room-unread")).to_have_text(one)
+        watch.assert_clean()
+
+
 async def test_the_new_messages_line_looks_past_activity_and_ones_own_messages(
     browser: Browser, live: LiveServer, client: httpx.AsyncClient
 ) -> None:

@@ -98,6 +98,13 @@ class Metrics:
             ["writer"],
             registry=r,
         )
+        self.answer_writers = Counter(
+            "chat_answer_writers",
+            "Message POSTs answered, by how the answer is written: in one write straight to "
+            "the server's transport, or through ASGI send (HTTP/2, another server).",
+            ["writer"],
+            registry=r,
+        )
         self.rate_limited = Counter(
             "chat_rate_limited",
             "Requests refused with 429 by a per-client limit: write, signin, or streams (open "
@@ -129,6 +136,7 @@ class Metrics:
         # The same for requests, by (endpoint, served_by), and error answers, by status.
         self.unfolded_requests: dict[tuple[str, str], int] = {}
         self.unfolded_errors: dict[int, int] = {}
+        self.unfolded_answers: dict[str, int] = {}  # message POSTs' answers, by writer
 
     def wrote(self, frames: int) -> None:
         """One chunk of ``frames`` event frames written to a stream."""
@@ -141,6 +149,9 @@ class Metrics:
         self.unfolded_requests[key] = self.unfolded_requests.get(key, 0) + 1
         if status >= 400:
             self.unfolded_errors[status] = self.unfolded_errors.get(status, 0) + 1
+
+    def answer_written(self, writer: str) -> None:
+        self.unfolded_answers[writer] = self.unfolded_answers.get(writer, 0) + 1
 
     def limited(self, limit: str) -> None:
         self.rate_limited.labels(limit).inc()
@@ -158,4 +169,7 @@ class Metrics:
         errors, self.unfolded_errors = self.unfolded_errors, {}
         for status, count in errors.items():
             self.requests_rejected.labels(str(status)).inc(count)
+        answers, self.unfolded_answers = self.unfolded_answers, {}
+        for writer, count in answers.items():
+            self.answer_writers.labels(writer).inc(count)
         return generate_latest(self.registry)

@@ -19,6 +19,7 @@ import httpx
 import orjson
 import pytest
 
+from chat.api.request import Request
 from tests.live import LiveServer, scrape
 
 pytestmark = pytest.mark.sqlite_only  # stream writes: the transport, on SQLite alone: conftest.py
@@ -279,3 +280,148 @@ async def test_a_stream_whose_client_went_away_is_dropped_and_publishers_go_on(
                     break
                 await asyncio.sleep(0.05)
             assert answer["subscribers"] == 0
+
+
+ANSWERS = 'chat_answer_writers_total{{writer="{}"}}'
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """One answer off a raw connection: (status line, headers by lowercase name, body), its
+    body exactly as long as its Content-Length says."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S * 5)
+    status, *lines = head[:-4].split(b"\r\n")
+    headers: dict[bytes, bytes] = {}
+    for line in lines:
+        name, _, value = line.partition(b": ")
+        assert name.lower() not in headers, f"{name!r} twice in {head!r}"
+        headers[name.lower()] = value
+    body = await asyncio.wait_for(
+        reader.readexactly(int(headers[b"content-length"])), TIMEOUT_S * 5
+    )
+    return status, headers, body
+
+
+def message_post(room: str, text: str, *extra: str, version: str = "HTTP/1.1") -> bytes:
+    body = orjson.dumps({"author": "alice", "text": text})
+    head = [f"POST /api/rooms/{room}/messages {version}", "Host: 127.0.0.1"]
+    head += ["Content-Type: application/json", f"Content-Length: {len(body)}", *extra]
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def test_message_answers_are_written_whole_to_the_transport_and_keep_the_connection_right(
+    make_server: MakeServer,
+) -> None:
+    """A message POST's answer is written in one piece straight to the transport
+    (``answer_whole``), with h11 and Hypercorn told, so that the connection goes on exactly
+    as if Hypercorn had written it: answers one after another and pipelined on one
+    connection, an idempotent replay, ``Connection: close`` and HTTP/1.0 (the connection ends
+    after the answer), and Hypercorn's last answer on a connection (``keep_alive_max_requests``,
+    1,000: it says ``Connection: close`` and ends it). Each answer is checked whole, and
+    ``chat_answer_writers_total`` must show that the pinned Hypercorn took this path."""
+    live = make_server()
+    room = "answers"
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", live.port), TIMEOUT_S * 5
+    )
+    texts: dict[int, str] = {}
+
+    def created(answer: tuple[bytes, dict[bytes, bytes], bytes], text: str) -> None:
+        status, headers, body = answer
+        assert status == b"HTTP/1.1 201 ", (status, headers, body)
+        assert headers[b"content-type"] == b"application/json; charset=utf-8"
+        assert headers[b"x-content-type-options"] == b"nosniff"
+        assert re.fullmatch(rb"[0-9a-f]{16}", headers[b"x-request-id"]), headers
+        assert headers[b"date"].endswith(b" GMT"), headers
+        event = orjson.loads(body)
+        assert event["text"] == text and event["room"] == room, event
+        texts[event["id"]] = text
+
+    try:
+        for i in range(3):  # one after another
+            writer.write(message_post(room, f"one {i}"))
+            answer = await read_answer(reader)
+            created(answer, f"one {i}")
+            assert b"connection" not in answer[1], answer
+        key = "Idempotency-Key: k-1"
+        for expected in (b"HTTP/1.1 201 ", b"HTTP/1.1 200 "):  # the second is a replay
+            writer.write(message_post(room, "once", key))
+            status, headers, body = await read_answer(reader)
+            assert status == expected, (status, body)
+            assert (headers.get(b"idempotent-replayed") == b"true") == (expected.endswith(b"200 "))
+            texts[orjson.loads(body)["id"]] = "once"
+        writer.write(b"".join(message_post(room, f"piped {i}") for i in range(5)))
+        for i in range(5):  # pipelined: answered in order, each whole
+            created(await read_answer(reader), f"piped {i}")
+        writer.write(message_post(room, "last", "Connection: close"))
+        answer = await read_answer(reader)
+        created(answer, "last")
+        assert answer[1][b"connection"] == b"close", answer
+        assert await asyncio.wait_for(reader.read(), TIMEOUT_S * 5) == b"", "not closed"
+    finally:
+        writer.close()
+
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", live.port), TIMEOUT_S * 5
+    )
+    try:
+        writer.write(message_post(room, "old", version="HTTP/1.0"))
+        answer = await read_answer(reader)
+        created(answer, "old")
+        assert answer[1][b"connection"] == b"close", answer
+        assert await asyncio.wait_for(reader.read(), TIMEOUT_S * 5) == b"", "not closed"
+    finally:
+        writer.close()
+
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection("127.0.0.1", live.port), TIMEOUT_S * 5
+    )
+    try:  # Hypercorn's keep_alive_max_requests (1,000): its last answer ends the connection
+        writer.write(b"".join(message_post(room, f"many {i}") for i in range(1000)))
+        for i in range(1000):
+            answer = await read_answer(reader)
+            created(answer, f"many {i}")
+            assert (b"connection" in answer[1]) == (i == 999), (i, answer[1])
+        assert answer[1][b"connection"] == b"close", answer
+        assert await asyncio.wait_for(reader.read(), TIMEOUT_S * 5) == b"", "not closed"
+    finally:
+        writer.close()
+
+    async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+        history = await asyncio.wait_for(
+            client.get(f"/api/rooms/{room}/messages", params={"limit": 100}), 10
+        )
+        values = await asyncio.wait_for(scrape(client), 10)
+    assert history.status_code == 200, history.text
+    newest = {m["id"]: m["text"] for m in history.json()["messages"]}
+    assert newest == {i: t for i, t in texts.items() if i in newest} and len(newest) == 100
+    assert len(texts) == 3 + 1 + 5 + 1 + 1 + 1000  # the replay is the first "once"
+    assert values.get(ANSWERS.format("transport")) == 1012, values
+    assert values.get(ANSWERS.format("asgi_send"), 0) == 0, values
+
+
+async def test_an_answer_goes_through_send_where_the_server_is_not_hypercorn() -> None:
+    """``Request.answer`` under another server's ``send`` (or a middleware wrapping it) finds
+    no connection and answers through ``send``, with the same headers."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        raise AssertionError("not called")
+
+    scope: Any = {"type": "http", "method": "POST", "headers": [], "client": ("127.0.0.1", 1)}
+    request = Request(scope, receive, send)
+    body = b'{"id":1}'
+    writer = await asyncio.wait_for(
+        request.answer(201, [(b"content-type", b"application/json")], body), TIMEOUT_S
+    )
+    assert writer == "asgi_send"
+    start, whole = sent
+    assert start["status"] == 201 and request.status == 201
+    names = [name for name, _ in start["headers"]]
+    assert sorted(names) == sorted(
+        [b"content-type", b"content-length", b"x-request-id", b"x-content-type-options"]
+    )
+    assert dict(start["headers"])[b"content-length"] == b"8"
+    assert whole == {"type": "http.response.body", "body": body, "more_body": False}

@@ -63,9 +63,8 @@ class PostMessage:
             writes.event_json(op),
             request.identity,
         )
-        headers = [(b"content-type", JSON_BYTES), (b"content-length", b"%d" % len(answer))]
+        headers = [(b"content-type", JSON_BYTES)]
         if replayed:
             headers.append(REPLAYED)
-        status = 200 if replayed else 201
-        await request.send({"type": "http.response.start", "status": status, "headers": headers})
-        await request.send({"type": "http.response.body", "body": answer, "more_body": False})
+        writer = await request.answer(200 if replayed else 201, headers, answer)
+        svc.metrics.answer_written(writer)

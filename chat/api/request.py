@@ -7,11 +7,12 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, HTTPScope
 
+from chat.api.transport import answer_whole
 from chat.identity import Identity
 
 __all__ = ["SCOPE_KEY", "Identify", "Identity", "Policy", "Request", "anonymous"]
@@ -92,19 +93,33 @@ class Request:
             self.id = b"%s%08x" % (ID_PREFIX, next(_counter) & 0xFFFFFFFF)
         return self.id
 
+    def _with_ours(self, headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """An answer's headers and the ones every answer carries: the request id, ``nosniff``
+        and the pipeline's (CORS, CSP)."""
+        return [*headers, (b"x-request-id", self.request_id()), NOSNIFF, *self.extra_headers]
+
+    async def answer(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> str:
+        """Answer whole (``headers`` without Content-Length): straight to the connection where
+        the server allows it (``chat.api.transport.answer_whole``), else through ``send``.
+        Returns which: "transport" or "asgi_send"."""
+        self.status = status
+        if await answer_whole(self.raw_send, status, self._with_ours(headers), body):
+            self.sent_bytes += len(body)
+            return "transport"
+        length = (b"content-length", b"%d" % len(body))
+        await self.send(
+            {"type": "http.response.start", "status": status, "headers": [*headers, length]}
+        )
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
+        return "asgi_send"
+
     async def send(self, message: ASGISendEvent) -> None:
         """ASGI ``send`` that notes the answer's status in the access record and echoes the
         request id. (A method, not a closure over the request: a closure stored on the
         request would make a reference cycle of every request.)"""
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            headers = [
-                *message.get("headers", ()),
-                (b"x-request-id", self.request_id()),
-                NOSNIFF,
-                *self.extra_headers,
-            ]
-            message = {**message, "headers": headers}
+            message = {**message, "headers": self._with_ours(message.get("headers", ()))}
         elif message["type"] == "http.response.body":
             self.sent_bytes += len(message.get("body", b""))
         await self.raw_send(message)

@@ -1,5 +1,6 @@
-"""Writing a stream's body straight to Hypercorn's HTTP/1.1 transport: the one module that
-touches library internals (docs/design/private-access.md lists them, and their tests).
+"""Writing straight to Hypercorn's HTTP/1.1 transport: a stream's body, and a message POST's
+whole answer. The one module that touches these library internals
+(docs/design/private-access.md lists them, and their tests).
 
 Through ASGI ``send``, each chunk passes the ASGI message checks, h11's state machine, two
 event objects, Hypercorn's lock and a drain: several times the CPU of the write itself
@@ -15,6 +16,18 @@ moved, a middleware wrapping ``send``) gives None, and the stream is written thr
 ``send``: slower, never wrong. ``chat_stream_writers_total{writer}`` counts which way each
 stream went, and tests/test_transport.py fails when the pinned Hypercorn stops taking this
 path. The imports are lazy so that a missing or renamed module degrades the same way.
+
+``answer_whole`` writes a complete answer (status, headers, a Content-Length body) in one
+write. Through ``send`` it is three ASGI messages, each checked and turned into an event by
+Hypercorn, then into an h11 event whose headers h11 validates again, then three writes, each
+with Hypercorn's lock and a drain: for the message POST, the request publishers send in a
+loop, that was about a seventh of the instructions of a whole publish in the rooms scenario
+(a POST and ten deliveries; docs/design/performance.md). Here h11 is told of an answer
+through its public API (``Connection.send`` of a Response with an empty body, then of its
+end), so that its state, keep-alive included, stays exactly right; the bytes it makes are
+only read for the ``Connection: close`` it adds when the client asked for it; and the answer
+written is built here. Hypercorn is then told the stream has closed, as its own end of a
+response does. ``chat_answer_writers_total{writer}`` counts which way each answer went.
 """
 
 from __future__ import annotations
@@ -29,6 +42,8 @@ from typing import Any
 from hypercorn.typing import ASGISendCallable
 
 log = logging.getLogger(__name__)
+
+Headers = list[tuple[bytes, bytes]]
 
 
 @functools.cache
@@ -104,3 +119,87 @@ class TransportWriter:
         """Wait while the client reads slowly (its subscriber queues, then catches up)."""
         with contextlib.suppress(OSError):  # gone: the next write says so and ends the stream
             await self.writer.drain()
+
+
+class _Answering:
+    """What ``answer_whole`` needs of h11 and Hypercorn, imported once."""
+
+    def __init__(self) -> None:
+        import h11
+        from hypercorn.protocol.events import StreamClosed
+        from hypercorn.protocol.h11 import H11Protocol
+        from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+
+        self.h11 = h11
+        self.stream_closed = StreamClosed
+        self.protocol_type = H11Protocol
+        self.stream_type = HTTPStream
+        self.request_state = ASGIHTTPState.REQUEST
+        self.closed_state = ASGIHTTPState.CLOSED
+        # h11 validates these once: the answer's own headers are written here
+        self.empty = h11.Response(status_code=200, headers=[(b"content-length", b"0")])
+        self.empty_closing = h11.Response(
+            status_code=200, headers=[(b"content-length", b"0"), (b"connection", b"close")]
+        )
+        self.end = h11.EndOfMessage()
+        # the request read whole: DONE, or MUST_CLOSE when the connection ends after it
+        self.request_read = (h11.DONE, h11.MUST_CLOSE)
+
+
+@functools.cache
+def _answering() -> _Answering | None:
+    try:
+        return _Answering()
+    except (ImportError, AttributeError):
+        log.warning("h11 or Hypercorn internals have moved: answers are written through send")
+        return None
+
+
+async def answer_whole(send: ASGISendCallable, status: int, headers: Headers, body: bytes) -> bool:
+    """Write a whole answer (``headers`` without Content-Length, which is added) straight to
+    the connection under the server's own ``send``; False, with nothing written, when that
+    cannot be done (the caller then answers through ``send``). Only before the answer has
+    started, once the request's body has been read whole, and for an answer with a body
+    (not to HEAD, nor a 1xx, 204 or 304)."""
+    known = _answering()
+    if known is None or status < 200 or status in (204, 304):
+        return False
+    stream = getattr(send, "__self__", None)  # HTTPStream.app_send
+    if (
+        not isinstance(stream, known.stream_type)
+        or stream.state is not known.request_state
+        or stream.scope["method"] == "HEAD"
+    ):
+        return False
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)  # H11Protocol
+    if not isinstance(protocol, known.protocol_type):
+        return False
+    connection = getattr(protocol, "connection", None)
+    writer = getattr(getattr(getattr(protocol, "send", None), "__self__", None), "writer", None)
+    config = getattr(protocol, "config", None)
+    requests = getattr(protocol, "keep_alive_requests", None)
+    if (
+        not isinstance(connection, known.h11.Connection)
+        or not isinstance(writer, asyncio.StreamWriter)
+        or not isinstance(requests, int)
+        or config is None
+        or connection.our_state is not known.h11.SEND_RESPONSE
+        or connection.their_state not in known.request_read
+    ):
+        return False
+    # Hypercorn ends a connection after keep_alive_max_requests answers (with Connection: close)
+    last = requests >= config.keep_alive_max_requests
+    head = connection.send(known.empty_closing if last else known.empty)
+    connection.send(known.end)
+    closing = b"connection: close" in head.lower()  # the client's wish, or the last answer
+    lines = [b"HTTP/1.1 %d \r\n" % status]
+    lines += [b"%s: %s\r\n" % pair for pair in headers]
+    lines.append(b"content-length: %d\r\n" % len(body))
+    lines += [b"%s: %s\r\n" % pair for pair in config.response_headers("h11")]  # date, server
+    if closing:
+        lines.append(b"connection: close\r\n")
+    lines += (b"\r\n", body)
+    writer.write(b"".join(lines))
+    stream.state = known.closed_state
+    await stream.send(known.stream_closed(stream_id=stream.stream_id))  # recycle or close
+    return True

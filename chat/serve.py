@@ -30,7 +30,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from quart import Quart
 
-from chat import closed_connections, protocol_errors
+from chat import idle_timer, protocol_errors
 from chat.api import Services
 from chat.app import create_app
 from chat.config import Settings
@@ -77,7 +77,7 @@ async def serve(app: Quart, config: Config, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set (SIGTERM/SIGINT set it when run from the command line)."""
     svc: Services = app.extensions["chat"]
     protocol_errors.install(lambda status: svc.metrics.answered("unparsable", "", status))
-    closed_connections.install()
+    idle_timer.install()
 
     async def trigger() -> None:
         await stop.wait()

@@ -1,21 +1,24 @@
-"""A connection the client closes is closed by the server at once, in every idle state: before
-its first request and after an answer (kept alive), which waited for the header timeout
-before ``chat.closed_connections``, and half way through its headers. A real server with the
-default header timeout of 10 s; raw sockets; the server's side of each connection read from the
+"""Hypercorn's idle timer as ``chat.idle_timer`` runs it. A connection the client closes is closed
+by the server at once, in every idle state: before its first request and after an answer (kept
+alive), which waited for the header timeout before, and half way through its headers. An idle
+connection holds no task (Hypercorn's own timer held two, and made and cancelled two per
+request), and is closed at once when the server shuts down. A real server with the default
+header timeout of 10 s; raw sockets; the server's side of each connection read from the
 kernel's table (``/proc/net/tcp``: a socket the client closed and the server has not is in
-CLOSE-WAIT). Every wait is bounded."""
+CLOSE-WAIT). The timeout itself: tests/test_serve_header_timeout.py. Every wait is bounded."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.live import LiveServer
+from tests.live import LiveServer, scrape
 
 CLOSE_WAIT = "08"  # the state's number in /proc/net/tcp
 GONE_WITHIN_S = 2.0  # the header timeout is 10 s: the connections must not wait for it
@@ -101,3 +104,59 @@ async def test_a_connection_kept_open_by_its_client_stays_open(server: LiveServe
     finally:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), timeout=5)
+
+
+REQUEST = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n"
+
+
+async def kept_alive(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A connection that has had one answer and now sits idle, kept alive."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    writer.write(REQUEST)
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert head.startswith(b"HTTP/1.1 200"), head[:80]
+    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+    await asyncio.wait_for(reader.readexactly(length), 5)
+    return reader, writer
+
+
+async def tasks(url: str) -> float:
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        return (await asyncio.wait_for(scrape(client), 10))["chat_asyncio_tasks"]
+
+
+async def test_an_idle_connection_holds_no_task_of_its_own(server: LiveServer) -> None:
+    """Each connection is one task (Hypercorn's); its idle timer is a timer handle, not the
+    two tasks Hypercorn's ``AsyncioSingleTask`` and ``asyncio.wait_for`` made for it (and made
+    again after every answer). Fails if ``chat.idle_timer`` is not installed."""
+    before = await tasks(server.url)
+    connections = [await kept_alive(server.port) for _ in range(40)]
+    try:
+        await asyncio.sleep(0.2)  # the answers' ends have been handled
+        held = await tasks(server.url) - before
+        assert 40 <= held <= 45, f"{held} tasks for 40 idle connections (Hypercorn's timer: 120)"
+    finally:
+        for _, writer in connections:
+            writer.close()
+
+
+async def test_idle_connections_are_closed_at_once_at_shutdown(
+    make_server: Callable[..., LiveServer],
+) -> None:
+    """SIGTERM: idle connections (kept alive after an answer, or that never sent anything) are
+    closed at once, not when the header timeout (10 s) or the shutdown grace (20 s here) ends."""
+    live = make_server(CHAT_SHUTDOWN_GRACE_SECONDS="20")
+    idle = [await kept_alive(live.port) for _ in range(3)]
+    silent = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", live.port), 5)
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    code = asyncio.create_task(asyncio.to_thread(live.terminate, 30))
+    try:
+        for reader, _ in [*idle, silent]:
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+        closed_s = time.monotonic() - started
+    finally:
+        assert await asyncio.wait_for(code, 35) == 0
+        for _, writer in [*idle, silent]:
+            writer.close()
+    assert closed_s < 3.0, f"idle connections closed {closed_s:.1f} s after SIGTERM"

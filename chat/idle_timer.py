@@ -1,0 +1,143 @@
+"""Hypercorn's idle timer on each connection (the header timeout, ``CHAT_HEADER_TIMEOUT_SECONDS``)
+as one timer handle, and stopped when the client closes the connection.
+
+Hypercorn's ``TCPServer`` runs the timer as a task (``idle_task``, an ``AsyncioSingleTask``
+running ``_idle_timeout``, which waits for the worker's end with ``asyncio.wait_for``: a second
+task). It stops the timer when a request's headers are complete and starts it again after the
+answer, so every request cancelled two tasks and created two, behind a lock: about an eleventh
+of the instructions of a whole publish in the rooms scenario (a POST and ten deliveries;
+docs/design/performance.md). ``IdleTimer`` keeps the contract with a ``call_later`` handle:
+when it runs out the connection is closed as Hypercorn's own timer closes it
+(``TCPServer._initiate_server_close``, in the connection's group of tasks), and when the worker
+is told to end (Hypercorn's ``context.terminated``, at shutdown) every idle connection is
+closed at once, as before.
+
+And a connection its client has closed is closed here at once, not when the timer runs out.
+Hypercorn's ``TCPServer`` reads a connection until the client's end of the stream, then leaves
+its group of tasks, which waited for every task in it, the timer's included. So a connection
+the client closed while it was idle (before its first request, or after an answer) stayed open
+on this side, in CLOSE-WAIT, holding a file for up to the timeout (Hypercorn 0.16 to 0.18).
+A client that opens a connection per request and closes it after the answer, a few thousand
+times a second, would hold every file the process may open. ``TCPServer._read_data`` is
+wrapped so that once the client's end has been read the timer stops.
+
+**This relies on Hypercorn's private ``TCPServer.idle_task``, ``_read_data``,
+``_initiate_server_close``, ``context`` and ``config``** (docs/design/private-access.md). If
+one has moved, ``install()`` logs a warning and changes nothing, or the part it cannot do
+(Hypercorn's own timer stays, or closed connections wait for it again), and tests fail:
+tests/test_serve_closed_connections.py (no task per idle connection; closed connections gone
+within two seconds; idle ones closed at shutdown at once) and tests/test_serve_header_timeout.py
+(the timeout itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_WRAPPED = "_chat_idle_timer"
+_idle: weakref.WeakSet[IdleTimer] = weakref.WeakSet()  # timers running: closed at shutdown
+_watchers: set[asyncio.Task[None]] = set()  # one per worker context, waiting for its end
+
+
+class IdleTimer:
+    """One connection's idle timer, in place of Hypercorn's ``AsyncioSingleTask``: the same
+    two calls, ``restart(task_group, action)`` and ``stop()``."""
+
+    __slots__ = ("__weakref__", "group", "handle", "server")
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.handle: asyncio.TimerHandle | None = None
+        self.group: Any = None  # the connection's group of tasks, where the close runs
+
+    async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
+        """Start the timer again (``action``, Hypercorn's timer body, is not needed: what it
+        ends with, the connection's close, is done by ``expire``)."""
+        self.cancel()
+        self.group = task_group
+        context = self.server.context
+        if context.terminated.is_set():  # the worker is ending: idle now means closed now
+            self.expire()
+            return
+        self.handle = self.server.loop.call_later(
+            self.server.config.keep_alive_timeout, self.expire
+        )
+        _idle.add(self)
+        _watch(context)
+
+    async def stop(self) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        _idle.discard(self)
+
+    def expire(self) -> None:
+        """The connection sat idle for the timeout, or the worker is ending: close it."""
+        self.cancel()
+        # RuntimeError: its group of tasks has ended, so the connection is closed already
+        with contextlib.suppress(RuntimeError):
+            self.group.spawn(self.server._initiate_server_close)
+
+
+def _watch(context: Any) -> None:
+    """Close every idle connection when the worker is told to end (once per context)."""
+    if getattr(context, _WRAPPED, False):
+        return
+    setattr(context, _WRAPPED, True)
+
+    async def watch() -> None:
+        await context.terminated.wait()
+        for timer in list(_idle):
+            timer.expire()
+
+    task = asyncio.get_running_loop().create_task(watch())
+    _watchers.add(task)
+    task.add_done_callback(_watchers.discard)
+
+
+def install() -> bool:
+    """Install both on Hypercorn's ``TCPServer`` once per process; False (and a warning) if
+    what they rely on has moved."""
+    try:
+        from hypercorn.asyncio.tcp_server import TCPServer
+    except ImportError:
+        log.warning("Hypercorn's TCPServer has moved: its own idle timer stays")
+        return False
+    read: Callable[[Any], Awaitable[None]] | None = getattr(TCPServer, "_read_data", None)
+    init: Callable[..., None] = TCPServer.__init__
+    if getattr(read, _WRAPPED, False):
+        return True
+    if read is None or not hasattr(TCPServer, "_initiate_server_close"):
+        log.warning("Hypercorn's TCPServer has moved: its own idle timer stays")
+        return False
+
+    @functools.wraps(init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        if all(hasattr(self, name) for name in ("idle_task", "context", "config", "loop")):
+            self.idle_task = IdleTimer(self)
+
+    @functools.wraps(read)
+    async def _read_data(self: Any) -> None:
+        await read(self)  # returns at the client's end of stream, or a read error
+        # Only the timer: a request in flight may still be answered to a client that
+        # half-closed after sending it (closing the writer here would cut that answer).
+        idle = getattr(self, "idle_task", None)
+        if idle is not None:
+            await idle.stop()
+
+    setattr(_read_data, _WRAPPED, True)
+    TCPServer.__init__ = __init__  # type: ignore[method-assign]
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
+    return True

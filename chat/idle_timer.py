@@ -1,5 +1,5 @@
 """Hypercorn's idle timer on each connection (the header timeout, ``CHAT_HEADER_TIMEOUT_SECONDS``)
-as one timer handle, and stopped when the client closes the connection.
+as one timer handle, which also lets a connection its client closed be closed at once.
 
 Hypercorn's ``TCPServer`` runs the timer as a task (``idle_task``, an ``AsyncioSingleTask``
 running ``_idle_timeout``, which waits for the worker's end with ``asyncio.wait_for``: a second
@@ -9,31 +9,28 @@ of the instructions of a whole publish in the rooms scenario (a POST and ten del
 docs/design/performance.md). ``IdleTimer`` keeps the contract with a ``call_later`` handle:
 when it runs out the connection is closed as Hypercorn's own timer closes it
 (``TCPServer._initiate_server_close``, in the connection's group of tasks), and when the worker
-is told to end (Hypercorn's ``context.terminated``, at shutdown) every idle connection is
-closed at once, as before.
+is told to end (Hypercorn's ``context.terminated``, at shutdown) every idle connection of that
+worker is closed at once, as before.
 
-And a connection its client has closed is closed here at once, not when the timer runs out.
-Hypercorn's ``TCPServer`` reads a connection until the client's end of the stream, then leaves
-its group of tasks, which waited for every task in it, the timer's included. So a connection
-the client closed while it was idle (before its first request, or after an answer) stayed open
-on this side, in CLOSE-WAIT, holding a file for up to the timeout (Hypercorn 0.16 to 0.18).
-A client that opens a connection per request and closes it after the answer, a few thousand
-times a second, would hold every file the process may open. ``TCPServer._read_data`` is
-wrapped so that once the client's end has been read the timer stops.
+Closed connections: Hypercorn's ``TCPServer`` reads a connection until the client's end of
+the stream, then leaves its group of tasks, which waits for every task in it. With Hypercorn's
+timer, a task, a connection the client closed while it was idle (before its first request, or
+after an answer) stayed open on this side, in CLOSE-WAIT, holding a file until the timer ran
+out (Hypercorn 0.16 to 0.18): a client that opens a connection per request and closes it after
+the answer, a few thousand times a second, would hold every file the process may open. A timer
+handle is no task, so such a connection is closed as soon as its requests have ended.
 
-**This relies on Hypercorn's private ``TCPServer.idle_task``, ``_read_data``,
-``_initiate_server_close``, ``context`` and ``config``** (docs/design/private-access.md). If
-one has moved, ``install()`` logs a warning and changes nothing, or the part it cannot do
-(Hypercorn's own timer stays, or closed connections wait for it again), and tests fail:
-tests/test_serve_closed_connections.py (no task per idle connection; closed connections gone
-within two seconds; idle ones closed at shutdown at once) and tests/test_serve_header_timeout.py
-(the timeout itself).
+**This relies on Hypercorn's private ``TCPServer.idle_task``, ``_initiate_server_close``,
+``context``, ``config`` and ``loop``** (docs/design/private-access.md). If one has moved,
+``install()`` logs a warning and leaves Hypercorn's own timer (and closed connections wait for
+it again), and tests fail: tests/test_serve_closed_connections.py (no task per idle
+connection; closed connections gone within two seconds; idle ones closed at shutdown at once)
+and tests/test_serve_header_timeout.py (the timeout itself).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import weakref
@@ -42,8 +39,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-_WRAPPED = "_chat_idle_timer"
-_idle: weakref.WeakSet[IdleTimer] = weakref.WeakSet()  # timers running: closed at shutdown
+_IDLE = "_chat_idle_timers"  # on a worker's context: its running timers, closed at its end
 _watchers: set[asyncio.Task[None]] = set()  # one per worker context, waiting for its end
 
 
@@ -70,8 +66,7 @@ class IdleTimer:
         self.handle = self.server.loop.call_later(
             self.server.config.keep_alive_timeout, self.expire
         )
-        _idle.add(self)
-        _watch(context)
+        _running(context).add(self)
 
     async def stop(self) -> None:
         self.cancel()
@@ -80,45 +75,49 @@ class IdleTimer:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
-        _idle.discard(self)
+            _running(self.server.context).discard(self)
 
     def expire(self) -> None:
         """The connection sat idle for the timeout, or the worker is ending: close it."""
         self.cancel()
-        # RuntimeError: its group of tasks has ended, so the connection is closed already
-        with contextlib.suppress(RuntimeError):
-            self.group.spawn(self.server._initiate_server_close)
+        close = self.server._initiate_server_close()
+        try:
+            self.group.spawn(lambda: close)
+        except RuntimeError:  # its group of tasks has ended: the connection is closed already
+            close.close()
 
 
-def _watch(context: Any) -> None:
-    """Close every idle connection when the worker is told to end (once per context)."""
-    if getattr(context, _WRAPPED, False):
-        return
-    setattr(context, _WRAPPED, True)
+def _running(context: Any) -> weakref.WeakSet[IdleTimer]:
+    """The worker's running timers; the first call also starts the watcher that closes their
+    connections when the worker is told to end."""
+    timers: weakref.WeakSet[IdleTimer] | None = getattr(context, _IDLE, None)
+    if timers is None:
+        timers = weakref.WeakSet()
+        setattr(context, _IDLE, timers)
 
-    async def watch() -> None:
-        await context.terminated.wait()
-        for timer in list(_idle):
-            timer.expire()
+        async def watch() -> None:
+            await context.terminated.wait()
+            for timer in list(timers):
+                timer.expire()
 
-    task = asyncio.get_running_loop().create_task(watch())
-    _watchers.add(task)
-    task.add_done_callback(_watchers.discard)
+        task = asyncio.get_running_loop().create_task(watch())
+        _watchers.add(task)
+        task.add_done_callback(_watchers.discard)
+    return timers
 
 
 def install() -> bool:
-    """Install both on Hypercorn's ``TCPServer`` once per process; False (and a warning) if
-    what they rely on has moved."""
+    """Put an ``IdleTimer`` in every new ``TCPServer`` of Hypercorn's, once per process;
+    False (and a warning) if what it relies on has moved."""
     try:
         from hypercorn.asyncio.tcp_server import TCPServer
     except ImportError:
         log.warning("Hypercorn's TCPServer has moved: its own idle timer stays")
         return False
-    read: Callable[[Any], Awaitable[None]] | None = getattr(TCPServer, "_read_data", None)
     init: Callable[..., None] = TCPServer.__init__
-    if getattr(read, _WRAPPED, False):
+    if getattr(init, _IDLE, False):
         return True
-    if read is None or not hasattr(TCPServer, "_initiate_server_close"):
+    if not hasattr(TCPServer, "_initiate_server_close"):
         log.warning("Hypercorn's TCPServer has moved: its own idle timer stays")
         return False
 
@@ -128,16 +127,6 @@ def install() -> bool:
         if all(hasattr(self, name) for name in ("idle_task", "context", "config", "loop")):
             self.idle_task = IdleTimer(self)
 
-    @functools.wraps(read)
-    async def _read_data(self: Any) -> None:
-        await read(self)  # returns at the client's end of stream, or a read error
-        # Only the timer: a request in flight may still be answered to a client that
-        # half-closed after sending it (closing the writer here would cut that answer).
-        idle = getattr(self, "idle_task", None)
-        if idle is not None:
-            await idle.stop()
-
-    setattr(_read_data, _WRAPPED, True)
+    setattr(__init__, _IDLE, True)
     TCPServer.__init__ = __init__  # type: ignore[method-assign]
-    TCPServer._read_data = _read_data  # type: ignore[method-assign]
     return True

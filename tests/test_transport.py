@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -425,3 +426,33 @@ async def test_an_answer_goes_through_send_where_the_server_is_not_hypercorn() -
     )
     assert dict(start["headers"])[b"content-length"] == b"8"
     assert whole == {"type": "http.response.body", "body": body, "more_body": False}
+
+
+async def test_posts_whose_clients_reset_at_once_leave_no_error(make_server: MakeServer) -> None:
+    """A client that sends its POST and resets the connection (``SO_LINGER`` 0) while the
+    message waits for its commit (behind batches of 500 that hold the write thread): the
+    answer finds the connection gone, and that is no error of the server's (uvloop's write
+    raises on a closed transport; no traceback, no second answer), and it serves on."""
+    live = make_server(CHAT_MAX_BODY_BYTES="1000000")
+    batch = {"messages": [{"author": "bob", "text": "b" * 200}] * 500}
+    async with httpx.AsyncClient(base_url=live.url, timeout=30) as client:
+        for i in range(5):
+            busy = [
+                asyncio.create_task(client.post("/api/rooms/resets/messages/batch", json=batch))
+                for _ in range(4)
+            ]
+            await asyncio.sleep(0.005)  # the batches are in the write thread's queue
+            conn = socket.create_connection(("127.0.0.1", live.port), timeout=5)
+            conn.sendall(message_post("resets", f"gone {i}"))
+            await asyncio.sleep(0.005)  # read by the server, waiting behind the batches
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+            for done in await asyncio.wait_for(asyncio.gather(*busy), 30):
+                assert done.status_code == 201, done.text
+        posted = await asyncio.wait_for(
+            client.post("/api/rooms/resets/messages", json={"author": "a", "text": "still"}), 10
+        )
+    assert posted.status_code == 201, posted.text
+    await asyncio.sleep(0.5)  # what the resets left to log has been logged
+    log = live.log()
+    assert "Traceback" not in log and " ERROR " not in log, log

@@ -181,6 +181,7 @@ async def answer_whole(send: ASGISendCallable, status: int, headers: Headers, bo
     if (
         not isinstance(connection, known.h11.Connection)
         or not isinstance(writer, asyncio.StreamWriter)
+        or writer.transport.is_closing()  # gone: Hypercorn's own path ends it quietly
         or not isinstance(requests, int)
         or config is None
         or connection.our_state is not known.h11.SEND_RESPONSE
@@ -199,7 +200,11 @@ async def answer_whole(send: ASGISendCallable, status: int, headers: Headers, bo
     if closing:
         lines.append(b"connection: close\r\n")
     lines += (b"\r\n", body)
-    writer.write(b"".join(lines))
+    try:  # as Hypercorn writes: a client that reads slowly holds the next request back
+        writer.write(b"".join(lines))
+        await writer.drain()
+    except (ConnectionError, RuntimeError):  # it went away meanwhile (uvloop: RuntimeError)
+        pass  # h11 is done all the same; Hypercorn closes the connection
     stream.state = known.closed_state
     await stream.send(known.stream_closed(stream_id=stream.stream_id))  # recycle or close
     return True

@@ -302,6 +302,17 @@ async def read_answer(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, 
     return status, headers, body
 
 
+@contextlib.asynccontextmanager
+async def raw_connection(
+    port: int,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+
+
 def message_post(room: str, text: str, *extra: str, version: str = "HTTP/1.1") -> bytes:
     body = orjson.dumps({"author": "alice", "text": text})
     head = [f"POST /api/rooms/{room}/messages {version}", "Host: 127.0.0.1"]
@@ -321,10 +332,17 @@ async def test_message_answers_are_written_whole_to_the_transport_and_keep_the_c
     ``chat_answer_writers_total`` must show that the pinned Hypercorn took this path."""
     live = make_server()
     room = "answers"
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", live.port), TIMEOUT_S * 5
-    )
     texts: dict[int, str] = {}
+
+    async def closes_after(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, text: str
+    ) -> None:
+        """``request`` is answered whole, with ``Connection: close``, and the connection ends."""
+        writer.write(request)
+        answer = await read_answer(reader)
+        created(answer, text)
+        assert answer[1][b"connection"] == b"close", answer
+        assert await asyncio.wait_for(reader.read(), TIMEOUT_S * 5) == b"", "not closed"
 
     def created(answer: tuple[bytes, dict[bytes, bytes], bytes], text: str) -> None:
         status, headers, body = answer
@@ -337,7 +355,7 @@ async def test_message_answers_are_written_whole_to_the_transport_and_keep_the_c
         assert event["text"] == text and event["room"] == room, event
         texts[event["id"]] = text
 
-    try:
+    async with raw_connection(live.port) as (reader, writer):
         for i in range(3):  # one after another
             writer.write(message_post(room, f"one {i}"))
             answer = await read_answer(reader)
@@ -353,39 +371,20 @@ async def test_message_answers_are_written_whole_to_the_transport_and_keep_the_c
         writer.write(b"".join(message_post(room, f"piped {i}") for i in range(5)))
         for i in range(5):  # pipelined: answered in order, each whole
             created(await read_answer(reader), f"piped {i}")
-        writer.write(message_post(room, "last", "Connection: close"))
-        answer = await read_answer(reader)
-        created(answer, "last")
-        assert answer[1][b"connection"] == b"close", answer
-        assert await asyncio.wait_for(reader.read(), TIMEOUT_S * 5) == b"", "not closed"
-    finally:
-        writer.close()
+        await closes_after(reader, writer, message_post(room, "last", "Connection: close"), "last")
 
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", live.port), TIMEOUT_S * 5
-    )
-    try:
-        writer.write(message_post(room, "old", version="HTTP/1.0"))
-        answer = await read_answer(reader)
-        created(answer, "old")
-        assert answer[1][b"connection"] == b"close", answer
-        assert await asyncio.wait_for(reader.read(), TIMEOUT_S * 5) == b"", "not closed"
-    finally:
-        writer.close()
+    async with raw_connection(live.port) as (reader, writer):
+        await closes_after(reader, writer, message_post(room, "old", version="HTTP/1.0"), "old")
 
-    reader, writer = await asyncio.wait_for(
-        asyncio.open_connection("127.0.0.1", live.port), TIMEOUT_S * 5
-    )
-    try:  # Hypercorn's keep_alive_max_requests (1,000): its last answer ends the connection
-        writer.write(b"".join(message_post(room, f"many {i}") for i in range(1000)))
-        for i in range(1000):
+    async with raw_connection(live.port) as (reader, writer):
+        # Hypercorn's keep_alive_max_requests (1,000): its last answer ends the connection
+        many = b"".join(message_post(room, f"many {i}") for i in range(999))
+        writer.write(many)
+        for i in range(999):
             answer = await read_answer(reader)
             created(answer, f"many {i}")
-            assert (b"connection" in answer[1]) == (i == 999), (i, answer[1])
-        assert answer[1][b"connection"] == b"close", answer
-        assert await asyncio.wait_for(reader.read(), TIMEOUT_S * 5) == b"", "not closed"
-    finally:
-        writer.close()
+            assert b"connection" not in answer[1], (i, answer[1])
+        await closes_after(reader, writer, message_post(room, "many 999"), "many 999")
 
     async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
         history = await asyncio.wait_for(

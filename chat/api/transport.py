@@ -200,11 +200,13 @@ async def answer_whole(send: ASGISendCallable, status: int, headers: Headers, bo
     if closing:
         lines.append(b"connection: close\r\n")
     lines += (b"\r\n", body)
+    # Answered, before the first await: if the task is cancelled in the drain, Hypercorn's
+    # end of the app sends no 500 after this answer, only the stream's close.
+    stream.state = known.closed_state
     try:  # as Hypercorn writes: a client that reads slowly holds the next request back
         writer.write(b"".join(lines))
         await writer.drain()
     except (ConnectionError, RuntimeError):  # it went away meanwhile (uvloop: RuntimeError)
         pass  # h11 is done all the same; Hypercorn closes the connection
-    stream.state = known.closed_state
     await stream.send(known.stream_closed(stream_id=stream.stream_id))  # recycle or close
     return True

@@ -47,26 +47,26 @@ class IdleTimer:
     """One connection's idle timer, in place of Hypercorn's ``AsyncioSingleTask``: the same
     two calls, ``restart(task_group, action)`` and ``stop()``."""
 
-    __slots__ = ("__weakref__", "group", "handle", "server")
+    __slots__ = ("__weakref__", "group", "handle", "running", "server")
 
     def __init__(self, server: Any) -> None:
         self.server = server
         self.handle: asyncio.TimerHandle | None = None
         self.group: Any = None  # the connection's group of tasks, where the close runs
+        self.running = _running(server.context)  # its worker's running timers
 
     async def restart(self, task_group: Any, action: Callable[[], Awaitable[None]]) -> None:
         """Start the timer again (``action``, Hypercorn's timer body, is not needed: what it
         ends with, the connection's close, is done by ``expire``)."""
         self.cancel()
         self.group = task_group
-        context = self.server.context
-        if context.terminated.is_set():  # the worker is ending: idle now means closed now
+        if self.server.context.terminated.is_set():  # the worker is ending: close now
             self.expire()
             return
         self.handle = self.server.loop.call_later(
             self.server.config.keep_alive_timeout, self.expire
         )
-        _running(context).add(self)
+        self.running.add(self)
 
     async def stop(self) -> None:
         self.cancel()
@@ -75,7 +75,7 @@ class IdleTimer:
         if self.handle is not None:
             self.handle.cancel()
             self.handle = None
-            _running(self.server.context).discard(self)
+            self.running.discard(self)
 
     def expire(self) -> None:
         """The connection sat idle for the timeout, or the worker is ending: close it."""

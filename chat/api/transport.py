@@ -46,16 +46,61 @@ log = logging.getLogger(__name__)
 Headers = list[tuple[bytes, bytes]]
 
 
-@functools.cache
-def _internals() -> tuple[type[Any], type[Any]] | None:
-    """(Hypercorn's H11Protocol, h11's ChunkedWriter), or None if either has moved."""
-    try:
+class _Internals:
+    """What this module needs of h11 and Hypercorn, imported once (lazily: a missing or
+    renamed one makes ``_internals()`` None, and everything goes through ``send``)."""
+
+    def __init__(self) -> None:
+        import h11
         from h11._writers import ChunkedWriter
+        from hypercorn.protocol.events import StreamClosed
         from hypercorn.protocol.h11 import H11Protocol
-    except ImportError:
-        log.warning("h11 or Hypercorn internals have moved: streams are written through send")
+        from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
+
+        self.h11 = h11
+        self.chunked_type = ChunkedWriter
+        self.stream_closed = StreamClosed
+        self.protocol_type = H11Protocol
+        self.stream_type = HTTPStream
+        self.request_state = ASGIHTTPState.REQUEST
+        self.closed_state = ASGIHTTPState.CLOSED
+        # h11 validates these once: the answer's own headers are written here
+        self.empty = h11.Response(status_code=200, headers=[(b"content-length", b"0")])
+        self.empty_closing = h11.Response(
+            status_code=200, headers=[(b"content-length", b"0"), (b"connection", b"close")]
+        )
+        self.end = h11.EndOfMessage()
+        # the request read whole: DONE, or MUST_CLOSE when the connection ends after it
+        self.request_read = (h11.DONE, h11.MUST_CLOSE)
+
+
+@functools.cache
+def _internals() -> _Internals | None:
+    try:
+        return _Internals()
+    except (ImportError, AttributeError):
+        log.warning("h11 or Hypercorn internals have moved: streams and answers go through send")
         return None
-    return H11Protocol, ChunkedWriter
+
+
+def _connection(
+    send: ASGISendCallable, known: _Internals
+) -> tuple[Any, Any, asyncio.StreamWriter, asyncio.StreamReader | None] | None:
+    """Hypercorn's HTTP/1.1 stream, protocol, and the connection's writer and reader under
+    the server's own ``send``, or None. ``send`` is ``HTTPStream.app_send``; the stream's
+    ``send`` is ``H11Protocol.stream_send``; the protocol's ``send`` is
+    ``TCPServer.protocol_send``, whose server holds the StreamWriter (and the StreamReader,
+    which keeps the error the connection ended with)."""
+    stream = getattr(send, "__self__", None)
+    protocol = getattr(getattr(stream, "send", None), "__self__", None)
+    if not isinstance(stream, known.stream_type) or not isinstance(protocol, known.protocol_type):
+        return None
+    server = getattr(getattr(protocol, "send", None), "__self__", None)
+    writer = getattr(server, "writer", None)
+    if not isinstance(writer, asyncio.StreamWriter):
+        return None
+    reader = getattr(server, "reader", None)
+    return stream, protocol, writer, reader if isinstance(reader, asyncio.StreamReader) else None
 
 
 class TransportWriter:
@@ -82,25 +127,15 @@ class TransportWriter:
     def under(cls, send: ASGISendCallable) -> TransportWriter | None:
         """The writer for the connection under the server's own ``send``, once the response
         has started with a chunked body; None when it cannot be found."""
-        internals = _internals()
-        if internals is None:
+        known = _internals()
+        found = None if known is None else _connection(send, known)
+        if known is None or found is None:
             return None
-        protocol_type, chunked_type = internals
-        # send is HTTPStream.app_send; its .send is H11Protocol.stream_send.
-        protocol = getattr(getattr(getattr(send, "__self__", None), "send", None), "__self__", None)
-        if not isinstance(protocol, protocol_type):
-            return None
+        _, protocol, writer, reader = found
         body_writer = getattr(getattr(protocol, "connection", None), "_writer", None)
-        if not isinstance(body_writer, chunked_type):
+        if not isinstance(body_writer, known.chunked_type):
             return None  # HTTP/1.0 (close-delimited) or a body h11 frames another way
-        # H11Protocol.send is TCPServer.protocol_send, whose server holds the StreamWriter
-        # (and the StreamReader, which keeps the error the connection ended with).
-        server = getattr(getattr(protocol, "send", None), "__self__", None)
-        writer = getattr(server, "writer", None)
-        if not isinstance(writer, asyncio.StreamWriter):
-            return None
-        reader = getattr(server, "reader", None)
-        return cls(writer, reader if isinstance(reader, asyncio.StreamReader) else None)
+        return cls(writer, reader)
 
     def write(self, chunk: bytes) -> bool:
         """Queue one chunk; False once the connection is closing."""
@@ -121,66 +156,26 @@ class TransportWriter:
             await self.writer.drain()
 
 
-class _Answering:
-    """What ``answer_whole`` needs of h11 and Hypercorn, imported once."""
-
-    def __init__(self) -> None:
-        import h11
-        from hypercorn.protocol.events import StreamClosed
-        from hypercorn.protocol.h11 import H11Protocol
-        from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
-
-        self.h11 = h11
-        self.stream_closed = StreamClosed
-        self.protocol_type = H11Protocol
-        self.stream_type = HTTPStream
-        self.request_state = ASGIHTTPState.REQUEST
-        self.closed_state = ASGIHTTPState.CLOSED
-        # h11 validates these once: the answer's own headers are written here
-        self.empty = h11.Response(status_code=200, headers=[(b"content-length", b"0")])
-        self.empty_closing = h11.Response(
-            status_code=200, headers=[(b"content-length", b"0"), (b"connection", b"close")]
-        )
-        self.end = h11.EndOfMessage()
-        # the request read whole: DONE, or MUST_CLOSE when the connection ends after it
-        self.request_read = (h11.DONE, h11.MUST_CLOSE)
-
-
-@functools.cache
-def _answering() -> _Answering | None:
-    try:
-        return _Answering()
-    except (ImportError, AttributeError):
-        log.warning("h11 or Hypercorn internals have moved: answers are written through send")
-        return None
-
-
 async def answer_whole(send: ASGISendCallable, status: int, headers: Headers, body: bytes) -> bool:
     """Write a whole answer (``headers`` without Content-Length, which is added) straight to
     the connection under the server's own ``send``; False, with nothing written, when that
     cannot be done (the caller then answers through ``send``). Only before the answer has
     started, once the request's body has been read whole, and for an answer with a body
     (not to HEAD, nor a 1xx, 204 or 304)."""
-    known = _answering()
+    known = _internals()
     if known is None or status < 200 or status in (204, 304):
         return False
-    stream = getattr(send, "__self__", None)  # HTTPStream.app_send
-    if (
-        not isinstance(stream, known.stream_type)
-        or stream.state is not known.request_state
-        or stream.scope["method"] == "HEAD"
-    ):
+    found = _connection(send, known)
+    if found is None:
         return False
-    protocol = getattr(getattr(stream, "send", None), "__self__", None)  # H11Protocol
-    if not isinstance(protocol, known.protocol_type):
-        return False
+    stream, protocol, writer, _ = found
     connection = getattr(protocol, "connection", None)
-    writer = getattr(getattr(getattr(protocol, "send", None), "__self__", None), "writer", None)
     config = getattr(protocol, "config", None)
     requests = getattr(protocol, "keep_alive_requests", None)
     if (
-        not isinstance(connection, known.h11.Connection)
-        or not isinstance(writer, asyncio.StreamWriter)
+        stream.state is not known.request_state
+        or stream.scope["method"] == "HEAD"
+        or not isinstance(connection, known.h11.Connection)
         or writer.transport.is_closing()  # gone: Hypercorn's own path ends it quietly
         or not isinstance(requests, int)
         or config is None

@@ -23,6 +23,11 @@ from tests.live import LiveServer, scrape
 
 CLOSE_WAIT = "08"  # the state's number in /proc/net/tcp
 GONE_WITHIN_S = 2.0  # the header timeout is 10 s: the connections must not wait for it
+REQUEST = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n"
+
+
+def content_length(head: bytes) -> int:
+    return int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +62,7 @@ def close_after(port: int, sent: bytes, read_answer: bool) -> int:
                 answer += chunk
             assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
             head, _, body = answer.partition(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            length = content_length(head)
             while len(body) < length:
                 chunk = conn.recv(4096)
                 assert chunk, "the server closed before the end of its answer"
@@ -68,10 +73,9 @@ def close_after(port: int, sent: bytes, read_answer: bool) -> int:
 
 
 async def test_a_connection_the_client_closes_is_closed_at_once(server: LiveServer) -> None:
-    request = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n"
     closed = [
         close_after(server.port, b"", read_answer=False),  # nothing sent
-        close_after(server.port, request, read_answer=True),  # kept alive after an answer
+        close_after(server.port, REQUEST, read_answer=True),  # kept alive after an answer
         close_after(server.port, b"GET /healthz HTTP/1.1\r\nHo", read_answer=False),  # half
     ]
     deadline = time.monotonic() + GONE_WITHIN_S
@@ -86,28 +90,19 @@ async def test_a_connection_the_client_closes_is_closed_at_once(server: LiveServ
 async def test_a_connection_kept_open_by_its_client_stays_open(server: LiveServer) -> None:
     """The other side of it: an idle kept-alive connection is not closed before the header
     timeout, and it still serves a second request."""
-    request = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n"
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection("127.0.0.1", server.port), timeout=5
     )
     try:
         for _ in range(2):
-            writer.write(request)
+            writer.write(REQUEST)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
             assert head.startswith(b"HTTP/1.1 200"), head[:80]
-            length = next(
-                int(line.split(b":", 1)[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            )
-            await asyncio.wait_for(reader.readexactly(length), timeout=5)
+            await asyncio.wait_for(reader.readexactly(content_length(head)), timeout=5)
             await asyncio.sleep(GONE_WITHIN_S)  # idle, longer than the other test allows
     finally:
         writer.close()
         await asyncio.wait_for(writer.wait_closed(), timeout=5)
-
-
-REQUEST = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n"
 
 
 async def kept_alive(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -116,8 +111,7 @@ async def kept_alive(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWri
     writer.write(REQUEST)
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 200"), head[:80]
-    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
-    await asyncio.wait_for(reader.readexactly(length), 5)
+    await asyncio.wait_for(reader.readexactly(content_length(head)), 5)
     return reader, writer
 
 
@@ -181,5 +175,5 @@ async def test_a_request_sent_with_the_close_is_answered_and_its_connection_clos
         closed_s = time.monotonic() - started
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), received[:80]
-    assert len(body) == int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]), received
+    assert len(body) == content_length(head), received
     assert closed_s < GONE_WITHIN_S, f"closed {closed_s:.1f} s after the answer was asked for"

@@ -10,11 +10,14 @@ make the rest.
 
 The load: --streams SSE streams over --rooms rooms, then POSTs to random rooms (a fixed
 seed) from --publishers keep-alive connections, each waiting for its answer; it ends once
-every stream has every message of its room.
+every stream has every message of its room. With --batch N each POST is a batch of N messages
+(``POST .../messages/batch``), and the cost of one message is printed too.
 
     .venv/bin/python bench/instructions.py                    # rooms-like: 200 streams, 20 rooms
     .venv/bin/python bench/instructions.py --rooms 1 --streams 1 --publishers 16   # bare POSTs
     PYTHONPATH=/path/to/other/checkout .venv/bin/python bench/instructions.py  # another version
+    .venv/bin/python bench/instructions.py --rooms 1 --streams 10 --publishers 4 \
+        --batch 500 --base 10 --posts 40                      # batch.py-like: 500 a POST
 
 Needs valgrind (Debian's package). The server runs under valgrind ~50 times slower, so a run
 takes a minute or two. Talks to 127.0.0.1 only; every wait has a timeout. Prints one JSON line.
@@ -81,13 +84,15 @@ async def stream(port: int, room: str, tally: Tally) -> None:
         tally.changed.set()
 
 
-async def publish(port: int, targets: list[str]) -> None:
+async def publish(port: int, targets: list[str], batch: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    body = json.dumps({"author": "bench", "text": "x" * 64}).encode()
+    message = {"author": "bench", "text": "x" * 64}
+    body = json.dumps({"messages": [message] * batch} if batch else message).encode()
+    path = "messages/batch" if batch else "messages"
     while targets:
         room = targets.pop()
         writer.write(
-            f"POST /api/rooms/{room}/messages HTTP/1.1\r\nHost: bench\r\n"
+            f"POST /api/rooms/{room}/{path} HTTP/1.1\r\nHost: bench\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
             + body
         )
@@ -108,8 +113,10 @@ async def load(port: int, args: argparse.Namespace, posts: int) -> None:
         async with asyncio.timeout(args.timeout):
             await tally.until(lambda: tally.opened == args.streams)
             targets = random.Random(7).choices(rooms, k=posts)
-            due = {r: targets.count(r) * followed.count(r) for r in rooms}
-            await asyncio.gather(*(publish(port, targets) for _ in range(args.publishers)))
+            each = args.batch or 1  # messages a POST
+            due = {r: targets.count(r) * followed.count(r) * each for r in rooms}
+            publishers = (publish(port, targets, args.batch) for _ in range(args.publishers))
+            await asyncio.gather(*publishers)
             await tally.until(lambda: all(tally.counts[r] >= due[r] for r in rooms))
     finally:
         for task in readers:
@@ -166,6 +173,7 @@ def main() -> None:
     parser.add_argument("--publishers", type=int, default=8)
     parser.add_argument("--base", type=int, default=300, help="POSTs of the first run")
     parser.add_argument("--posts", type=int, default=1300, help="POSTs of the second run")
+    parser.add_argument("--batch", type=int, default=0, help="messages a POST (0: single)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds, for each run")
     args = parser.parse_args()
     if shutil.which("valgrind") is None:
@@ -173,6 +181,8 @@ def main() -> None:
     low, high = count(args, args.base), count(args, args.posts)
     per = (high - low) / (args.posts - args.base)
     result = {"instructions_per_publish": round(per), "low": low, "high": high, **vars(args)}
+    if args.batch:
+        result["instructions_per_message"] = round(per / args.batch)
     print(json.dumps(result))
 
 

@@ -32,7 +32,7 @@ from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.registry import Registry
 from chat.store import Store
-from chat.subscriber import ACTIVE, BEHIND, CLOSED, CONGESTED, Subscriber
+from chat.subscriber import ACTIVE, BEHIND, CLOSED, CONGESTED, Run, Subscriber
 
 FEED_TYPE = "notification"
 
@@ -179,7 +179,7 @@ class Delivery:
         )
         return sse.event_frame(position, "position", data)
 
-    def _live(self, sub: Subscriber, events: list[Event]) -> bytes:
+    def _live(self, sub: Subscriber, events: list[Event | Run]) -> bytes:
         chunk, count = sub.render(events)
         if count:
             self.metrics.wrote(count)

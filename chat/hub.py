@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from chat.access import RoomAccess, reads
 from chat.events import Event
-from chat.subscriber import Subscriber
+from chat.subscriber import Run, Subscriber
 
 
 class Hub:
@@ -19,16 +19,16 @@ class Hub:
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
 
-    def broadcast_many(self, events: list[Event], size: int) -> None:
+    def broadcast_many(self, run: Run) -> None:
         """``broadcast`` for a run of events (a batch's, all of this hub's room, in id order):
-        one decision per subscriber instead of one per subscriber and event. ``size``: the
-        frames' bytes."""
+        one decision per subscriber instead of one per subscriber and event; a subscriber
+        without a filter gets the run itself, its frames joined once for all of them."""
         for sub in self.subscribers:
             flt = sub.filter
             if flt is None:
-                sub.push_many(events, size)
+                sub.push_many(run, run.size)
             else:
-                wanted = [event for event in events if flt.matches(event)]
+                wanted = [event for event in run.events if flt.matches(event)]
                 if wanted:
                     sub.push_many(wanted, sum(len(event.frame) for event in wanted))
 

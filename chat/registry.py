@@ -28,9 +28,10 @@ from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook, hears
 from chat.events import Event, make_event
 from chat.hub import Hub
 from chat.notifications import NOTIFYING_TYPES, notices
-from chat.subscriber import Subscriber
+from chat.subscriber import Run, Subscriber
 
 FRAME_OF = attrgetter("frame")
+ID_OF = attrgetter("id")
 ROOM_OF = attrgetter("room")
 
 
@@ -187,26 +188,27 @@ class Registry:
                 self._dispatch_run(run)
 
     def _dispatch_run(self, run: list[Event]) -> None:
-        if run[0].room in self.access.rooms:
-            for event in run:  # rare: a batch into a room with members
+        if run[0].room in self.access.rooms or None in map(ID_OF, run):
+            for event in run:  # rare: a batch into a room with members, or ephemeral events
                 self.dispatch(event)
             return
         if self.notified:
             for event in run:
                 if event.type in NOTIFYING_TYPES and event.id is not None:
                     self._notify(event)
-        last = next((event.id for event in reversed(run) if event.id is not None), None)
-        if last is not None and last > self.position:
+        first, last = run[0].id, run[-1].id
+        assert first is not None and last is not None  # persisted events, in id order
+        if last > self.position:
             self.position = last
         hub = self.hubs.get(run[0].room)
         everywhere = self.everywhere.subscribers
         if hub is None and not everywhere:
             return
-        size = sum(map(len, map(FRAME_OF, run)))
+        shared = Run(run, first, last, sum(map(len, map(FRAME_OF, run))))
         if hub is not None:
-            hub.broadcast_many(run, size)
+            hub.broadcast_many(shared)
         if everywhere:
-            self.everywhere.broadcast_many(run, size)
+            self.everywhere.broadcast_many(shared)
 
     def count(self, room: str) -> int:
         hub = self.hubs.get(room)

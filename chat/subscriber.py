@@ -68,6 +68,29 @@ BEHIND = State.BEHIND
 CLOSED = State.CLOSED
 
 
+class Run:
+    """A run of persisted events of one room in id order (a batch's), pushed to many
+    subscribers as one pending item: its frames are joined once, for all of them, not once per
+    subscriber (a batch of 500 into a room read by ten streams)."""
+
+    __slots__ = ("_chunk", "events", "first_id", "last_id", "size")
+
+    def __init__(self, events: list[Event], first_id: int, last_id: int, size: int) -> None:
+        self.events = events
+        self.first_id = first_id
+        self.last_id = last_id
+        self.size = size  # the frames' bytes
+        self._chunk: bytes | None = None
+
+    @property
+    def chunk(self) -> bytes:
+        """Every frame of the run, joined (the first time it is asked for)."""
+        chunk = self._chunk
+        if chunk is None:
+            chunk = self._chunk = b"".join([event.frame for event in self.events])
+        return chunk
+
+
 class Subscriber:
     __slots__ = (
         "bytes_sent",
@@ -114,7 +137,7 @@ class Subscriber:
         self.notify = notify
         self.feed = feed
         self.limit_bytes = limit_bytes
-        self.pending: list[Event] = []
+        self.pending: list[Event | Run] = []
         self.pending_bytes = 0
         self.waiter: asyncio.Future[None] | None = None
         self.state = ACTIVE
@@ -145,12 +168,16 @@ class Subscriber:
         elif state is ACTIVE and self.waiter is not None:
             self.wake()  # parked by a caller of ``park`` that did not hold it first
 
-    def push_many(self, events: list[Event], size: int) -> None:
-        """``push`` for a run of events at once (a batch's): ``size``, their frames' bytes."""
+    def push_many(self, events: list[Event] | Run, size: int) -> None:
+        """``push`` for several events at once (a batch's, or those of it a filter wants), or
+        for a ``Run``: ``size``, their frames' bytes."""
         state = self.state
         if state is BEHIND or state is CLOSED:
             return
-        self.pending.extend(events)
+        if isinstance(events, Run):
+            self.pending.append(events)
+        else:
+            self.pending.extend(events)
         self.pending_bytes += size
         if self.pending_bytes > self.limit_bytes:
             self.fall_behind()
@@ -209,28 +236,43 @@ class Subscriber:
         if self.state is CONGESTED:  # else it fell behind or closed meanwhile: that stays
             self.state = ACTIVE
 
-    def render(self, events: list[Event]) -> tuple[bytes, int]:
-        """The frames of these events this stream should write, as one chunk, and how many:
-        ids already sent are skipped (replay and live overlap), and so is one's own typing."""
+    def render(self, events: list[Event | Run]) -> tuple[bytes, int]:
+        """The frames of these events this stream should write, as one chunk, and how many
+        events: ids already sent are skipped (replay and live overlap), and so is one's own
+        typing. A run wholly past the last id sent goes as its joined frames."""
         frames = []
+        count = 0
         last_id = self.last_id
-        for event in events:
-            if event.id is None:
-                if event.type == "typing" and event.author == self.user:
+        for item in events:
+            if isinstance(item, Run):
+                if item.first_id > last_id:
+                    frames.append(item.chunk)
+                    count += len(item.events)
+                    last_id = item.last_id
+                    continue
+                for event in item.events:  # partly sent already (a replay overlapped it)
+                    if event.id is not None and event.id > last_id:
+                        frames.append(event.frame)
+                        count += 1
+                        last_id = event.id
+            elif item.id is None:
+                if item.type == "typing" and item.author == self.user:
                     continue  # one's own typing is for the others
-                frames.append(event.frame)
-            elif event.id > last_id:
-                frames.append(event.frame)
-                last_id = event.id
+                frames.append(item.frame)
+                count += 1
+            elif item.id > last_id:
+                frames.append(item.frame)
+                count += 1
+                last_id = item.id
         self.last_id = last_id
         if not frames:
             return b"", 0
         chunk = frames[0] if len(frames) == 1 else b"".join(frames)
-        self.events_sent += len(frames)
+        self.events_sent += count
         self.bytes_sent += len(chunk)
-        return chunk, len(frames)
+        return chunk, count
 
-    def take(self) -> list[Event]:
+    def take(self) -> list[Event | Run]:
         """Everything pending, in arrival order; the list is the caller's now."""
         events = self.pending
         if events:

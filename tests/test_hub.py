@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from chat.events import Event
 from chat.hub import Hub
-from chat.subscriber import State
+from chat.subscriber import Run, State
 from tests.fakes import msg, settle, sub
 
 TIMEOUT_S = 1.0
@@ -35,10 +36,16 @@ def test_every_subscriber_gets_the_same_frame_object() -> None:
 
 def test_broadcast_to_an_empty_hub() -> None:
     assert Hub().broadcast(msg(1)) == 0
-    Hub().broadcast_many([msg(1)], len(msg(1).frame))
+    Hub().broadcast_many(run_of([msg(1)]))
 
 
-def test_broadcast_many_queues_what_broadcasting_one_by_one_queues() -> None:
+def run_of(events: list[Event]) -> Run:
+    first, last = events[0].id, events[-1].id
+    assert first is not None and last is not None
+    return Run(events, first, last, sum(len(e.frame) for e in events))
+
+
+def test_broadcast_many_sends_what_broadcasting_one_by_one_sends() -> None:
     events = [msg(1, "alice"), msg(2, "bob"), msg(3, "alice")]
     one_by_one, at_once = Hub(), Hub()
     singles = [sub(), sub(authors="bob"), sub(authors="carol")]
@@ -47,10 +54,36 @@ def test_broadcast_many_queues_what_broadcasting_one_by_one_queues() -> None:
     at_once.subscribers.update(runs)
     for event in events:
         one_by_one.broadcast(event)
-    at_once.broadcast_many(events, sum(len(e.frame) for e in events))
+    at_once.broadcast_many(run_of(events))
     for single, run in zip(singles, runs, strict=True):
-        assert run.pending == single.pending and run.pending_bytes == single.pending_bytes
-    assert [e.id for e in runs[1].pending] == [2] and runs[2].pending == []
+        assert run.pending_bytes == single.pending_bytes
+        assert run.collect() == single.collect()
+        assert run.last_id == single.last_id and run.events_sent == single.events_sent
+    assert runs[0].events_sent == 3 and runs[1].events_sent == 1 and runs[2].events_sent == 0
+
+
+def test_a_run_is_joined_once_for_every_subscriber() -> None:
+    hub = Hub()
+    subs = [sub() for _ in range(3)]
+    hub.subscribers.update(subs)
+    events = [msg(1), msg(2)]
+    hub.broadcast_many(run_of(events))
+    chunks = [s.collect()[0] for s in subs]
+    assert chunks[0] == events[0].frame + events[1].frame
+    assert chunks[1] is chunks[0] and chunks[2] is chunks[0]
+
+
+def test_a_run_partly_sent_already_sends_only_the_rest() -> None:
+    """A replay overlapped the run: its ids up to the last sent are skipped, not doubled."""
+    hub = Hub()
+    s = sub()
+    hub.subscribers.add(s)
+    s.last_id = 2
+    events = [msg(i) for i in range(1, 6)]
+    hub.broadcast_many(run_of(events[:4]))
+    hub.broadcast(events[4])
+    assert s.collect() == (b"".join(e.frame for e in events[2:]), 3)
+    assert s.last_id == 5 and s.events_sent == 3
 
 
 def test_slow_subscriber_does_not_affect_others() -> None:

@@ -141,8 +141,9 @@ class Flusher:
             self.handle = asyncio.get_running_loop().call_later(self.window_s, self.flush)
 
     def soon(self, sub: Subscriber) -> None:
-        """Write ``sub`` in the next slices, once the call that made it due has returned."""
-        sub.hand_over()
+        """Write ``sub`` (parked idle, with a sink) in the next slices, once the call that
+        made it due has returned."""
+        sub.state = DIRECT  # its ``hand_over``, inlined: this runs once per stream and event
         self.due.append(sub)
         if self.due_handle is None:
             self.due_handle = asyncio.get_running_loop().call_soon(self.write_due)
@@ -167,34 +168,34 @@ class Flusher:
         else:
             self.due = []
         now = time.monotonic()
+        frames = writes = 0
         for sub in due:
-            if sub.state is DIRECT and sub.sink is not None:
-                self._write(sub, now)
-            else:
+            sink = sub.sink
+            if sub.state is not DIRECT or sink is None:
                 sub.release()
+                continue
+            # Written straight to the sink; the stream's task stays parked. A full connection
+            # wakes the task to drain it (what arrives meanwhile queues, up to the byte
+            # bound); a connection that is gone, or whose write fails, ends the stream (the
+            # client resumes). Inlined, as is the metric (once a slice): this loop runs once
+            # per stream and event.
+            chunk, count = sub.collect()
+            if not count:
+                continue
+            try:
+                written = sink.write(chunk)
+                full = written and sink.full()
+            except Exception:  # the publisher and the other subscribers go on regardless
+                log.exception("writing to a stream failed; ending it")
+                written = full = False
+            if not written:
+                sub.close("client_closed")
+                continue
+            sub.last_write = now
+            frames += count
+            writes += 1
+            if full:
+                sub.congest()
+        if writes and self.metrics is not None:
+            self.metrics.wrote(frames, writes)
         self.writing_s += time.perf_counter() - start
-
-    def _write(self, sub: Subscriber, now: float) -> None:
-        """Write what is pending straight to the sink; the stream's task stays parked. A full
-        connection wakes the task to drain it (what arrives meanwhile queues, up to the byte
-        bound); a connection that is gone, or whose write fails, ends the stream (the client
-        resumes)."""
-        sink = sub.sink
-        assert sink is not None
-        chunk, count = sub.collect()
-        if not count:
-            return
-        try:
-            written = sink.write(chunk)
-            full = written and sink.full()
-        except Exception:  # the publisher and the other subscribers go on regardless
-            log.exception("writing to a stream failed; ending it")
-            written = full = False
-        if not written:
-            sub.close("client_closed")
-            return
-        sub.last_write = now
-        if self.metrics is not None:
-            self.metrics.wrote(count)
-        if full:
-            sub.congest()

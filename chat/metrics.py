@@ -138,10 +138,10 @@ class Metrics:
         self.unfolded_errors: dict[int, int] = {}
         self.unfolded_answers: dict[str, int] = {}  # message POSTs' answers, by writer
 
-    def wrote(self, frames: int) -> None:
-        """One chunk of ``frames`` event frames written to a stream."""
+    def wrote(self, frames: int, writes: int = 1) -> None:
+        """``writes`` chunks holding ``frames`` event frames in all written to streams."""
         self.unfolded_frames += frames
-        self.unfolded_writes += 1
+        self.unfolded_writes += writes
 
     def answered(self, endpoint: str, served_by: str, status: int) -> None:
         """A request's access record is complete (``status`` 0: it was never answered)."""

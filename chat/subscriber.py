@@ -164,7 +164,11 @@ class Subscriber:
         if self.pending_bytes > self.limit_bytes:
             self.fall_behind()
         elif state is IDLE:
-            self._schedule()
+            flusher = self.flusher
+            if flusher is not None and not flusher.window_s and self.sink is not None:
+                flusher.soon(self)  # ``_schedule`` of a quiet stream, inlined (once per stream)
+            else:
+                self._schedule()
         elif state is ACTIVE and self.waiter is not None:
             self.wake()  # parked by a caller of ``park`` that did not hold it first
 
@@ -191,7 +195,9 @@ class Subscriber:
         flusher = self.flusher
         if self.sink is None or flusher is None:
             self.wake()
-        elif time.monotonic() - self.last_write < flusher.window_s:
+            return
+        window_s = flusher.window_s  # 0 unless set or widened: no clock read per push then
+        if window_s and time.monotonic() - self.last_write < window_s:
             flusher.hold(self)  # busy: more frames join this write, at the tick
         else:
             flusher.soon(self)  # quiet: written in the next slice
@@ -225,6 +231,17 @@ class Subscriber:
     def collect(self) -> tuple[bytes, int]:
         """For the flusher's write: DIRECT -> IDLE, and everything pending as one chunk."""
         self.state = IDLE
+        pending = self.pending
+        if len(pending) == 1:  # the common case, ``render`` of one new event inlined
+            event = pending[0]
+            if isinstance(event, Event) and event.id is not None and event.id > self.last_id:
+                self.pending = []
+                self.pending_bytes = 0
+                self.last_id = event.id
+                frame = event.frame
+                self.events_sent += 1
+                self.bytes_sent += len(frame)
+                return frame, 1
         return self.render(self.take())
 
     def congest(self) -> None:

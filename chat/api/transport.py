@@ -103,6 +103,11 @@ def _connection(
     return stream, protocol, writer, reader if isinstance(reader, asyncio.StreamReader) else None
 
 
+# The last chunk written and its chunked framing: a fan-out writes the same chunk object (an
+# event's frame, or a batch's joined frames) to every stream of the room in turn.
+_last_framed: tuple[bytes, bytes] = (b"", b"")
+
+
 class TransportWriter:
     """A stream's connection, written to directly: the subscriber's sink."""
 
@@ -143,7 +148,12 @@ class TransportWriter:
             return False
         if not chunk:
             return True  # an empty chunk would be the chunked body's end
-        self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        global _last_framed
+        chunk_in, framed = _last_framed
+        if chunk_in is not chunk:  # one event's frame goes to every stream of a room: framed once
+            framed = b"%x\r\n%b\r\n" % (len(chunk), chunk)
+            _last_framed = (chunk, framed)
+        self.transport.write(framed)
         self.written += len(chunk)
         return True
 

@@ -11,13 +11,18 @@ make the rest.
 The load: --streams SSE streams over --rooms rooms, then POSTs to random rooms (a fixed
 seed) from --publishers keep-alive connections, each waiting for its answer; it ends once
 every stream has every message of its room. With --batch N each POST is a batch of N messages
-(``POST .../messages/batch``), and the cost of one message is printed too.
+(``POST .../messages/batch``), and the cost of one message is printed too. With --paced each
+publisher sends its next POST only once every stream has had what was posted: fan-outs then
+never overlap, so no two events share a write and the count repeats (a room of hundreds of
+streams, whose fan-outs otherwise overlap as the timing happens to fall).
 
     .venv/bin/python bench/instructions.py                    # rooms-like: 200 streams, 20 rooms
     .venv/bin/python bench/instructions.py --rooms 1 --streams 1 --publishers 16   # bare POSTs
     PYTHONPATH=/path/to/other/checkout .venv/bin/python bench/instructions.py  # another version
     .venv/bin/python bench/instructions.py --rooms 1 --streams 10 --publishers 4 \
         --batch 500 --base 10 --posts 40                      # batch.py-like: 500 a POST
+    .venv/bin/python bench/instructions.py --rooms 1 --streams 500 --publishers 1 --paced \
+        --base 20 --posts 100                                 # one fan-out to 500 at a time
 
 Needs valgrind (Debian's package). The server runs under valgrind ~50 times slower, so a run
 takes a minute or two. Talks to 127.0.0.1 only; every wait has a timeout. Prints one JSON line.
@@ -39,7 +44,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 PATTERN = b'"type":"message"'
@@ -84,7 +89,9 @@ async def stream(port: int, room: str, tally: Tally) -> None:
         tally.changed.set()
 
 
-async def publish(port: int, targets: list[str], batch: int) -> None:
+async def publish(
+    port: int, targets: list[str], batch: int, delivered: Callable[[], Awaitable[None]] | None
+) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     message = {"author": "bench", "text": "x" * 64}
     body = json.dumps({"messages": [message] * batch} if batch else message).encode()
@@ -101,6 +108,8 @@ async def publish(port: int, targets: list[str], batch: int) -> None:
             raise SystemExit(f"a POST was answered {head[:40]!r}")
         length = re.search(rb"(?i)content-length: *(\d+)", head)
         await reader.readexactly(int(length.group(1)) if length else 0)
+        if delivered is not None:
+            await delivered()  # --paced: the next POST once every stream has this one
     writer.close()
 
 
@@ -115,7 +124,18 @@ async def load(port: int, args: argparse.Namespace, posts: int) -> None:
             targets = random.Random(7).choices(rooms, k=posts)
             each = args.batch or 1  # messages a POST
             due = {r: targets.count(r) * followed.count(r) * each for r in rooms}
-            publishers = (publish(port, targets, args.batch) for _ in range(args.publishers))
+            posts_to = {r: targets.count(r) for r in rooms}
+
+            def expected(r: str) -> int:  # the messages of the POSTs answered so far
+                return (posts_to[r] - targets.count(r)) * followed.count(r) * each
+
+            async def delivered() -> None:
+                await tally.until(lambda: all(tally.counts[r] >= expected(r) for r in rooms))
+
+            pacing = delivered if args.paced else None
+            publishers = (
+                publish(port, targets, args.batch, pacing) for _ in range(args.publishers)
+            )
             await asyncio.gather(*publishers)
             await tally.until(lambda: all(tally.counts[r] >= due[r] for r in rooms))
     finally:
@@ -173,6 +193,9 @@ def main() -> None:
     parser.add_argument("--publishers", type=int, default=8)
     parser.add_argument("--base", type=int, default=300, help="POSTs of the first run")
     parser.add_argument("--posts", type=int, default=1300, help="POSTs of the second run")
+    parser.add_argument(
+        "--paced", action="store_true", help="each POST once every stream has the last one"
+    )
     parser.add_argument("--batch", type=int, default=0, help="messages a POST (0: single)")
     parser.add_argument("--timeout", type=float, default=900, help="seconds, for each run")
     args = parser.parse_args()

@@ -32,6 +32,7 @@ from chat.subscriber import Run, Subscriber
 
 FRAME_OF = attrgetter("frame")
 ID_OF = attrgetter("id")
+TYPE_OF = attrgetter("type")
 ROOM_OF = attrgetter("room")
 
 
@@ -188,8 +189,14 @@ class Registry:
                 self._dispatch_run(run)
 
     def _dispatch_run(self, run: list[Event]) -> None:
-        if run[0].room in self.access.rooms or None in map(ID_OF, run):
-            for event in run:  # rare: a batch into a room with members, or ephemeral events
+        if (
+            run[0].room in self.access.rooms
+            or not ACCESS_EVENTS.isdisjoint(map(TYPE_OF, run))
+            or None in map(ID_OF, run)
+        ):
+            # Rare: a room with members, the run creating one or changing its members (the
+            # book follows each event in turn, as ``dispatch`` does), or ephemeral events.
+            for event in run:
                 self.dispatch(event)
             return
         if self.notified:

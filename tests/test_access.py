@@ -216,6 +216,28 @@ def test_registry_guards_typing_and_batches_of_a_private_room() -> None:
     assert len(alice.take()) == 3
 
 
+def test_a_run_that_creates_a_private_room_or_adds_a_member_follows_the_book() -> None:
+    """Concurrent writes share a commit, so a room's creation, a member's addition and the
+    room's next events can reach the registry as one run of one room: the book follows them
+    in order, as when they come one by one (a stream of every room sees only what it may)."""
+    reg = Registry()
+    bob, alice, carl = (Subscriber(None, identity=who) for who in (BOB, ALICE, Identity("carl")))
+    for sub in (bob, alice, carl):
+        reg.subscribe(sub)
+    events = [created("secret", "alice"), message("secret"), added("secret", "bob")]
+    events.append(message("secret"))
+    reg.dispatch_all(events)
+
+    def sent(sub: Subscriber) -> bytes:
+        return sub.collect()[0]
+
+    assert sent(carl) == b""
+    assert sent(bob) == b"".join(e.frame for e in events[2:])
+    assert sent(alice) == b"".join(e.frame for e in events)
+    secret = reg.access.get("secret")
+    assert secret is not None and secret.private and set(secret.members) == {"alice", "bob"}
+
+
 def test_events_the_loaded_book_already_holds_are_not_applied_twice() -> None:
     """At start-up the book is loaded from the store as of an id; an older ``member.removed``
     that the broker delivers late must not undo a newer addition."""

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from chat.events import Event, make_event
 from chat.flusher import SLICE, Flusher
+from chat.metrics import Metrics
 from chat.subscriber import State, Subscriber
 from tests.fakes import FakeSink, msg, parked, parked_task, settle, stop, until
 from tests.live import LiveServer
@@ -94,6 +95,32 @@ async def test_due_streams_are_written_a_slice_per_loop_cycle() -> None:
         assert all(s.sink.chunks == [event.frame] for s in subs)  # type: ignore[union-attr]
         assert flusher.due == [] and flusher.due_handle is None
         assert not any(task.done() for task in tasks)  # written without waking one task
+    finally:
+        for task in tasks:
+            await stop(task, may_have_ended=True)
+
+
+async def test_the_metrics_count_every_frame_and_every_write_of_a_pass_of_slices() -> None:
+    """What /metrics shows after streams are written in several slices: one write per
+    stream, and every frame, two of them for the streams that had two events pending."""
+    metrics = Metrics(lambda: 0, lambda: 0)
+    flusher = Flusher(0.0, metrics=metrics)
+    subs = [Subscriber(("r",), flusher=flusher) for _ in range(2 * SLICE + 5)]
+    for s in subs:
+        s.sink = FakeSink()
+    tasks = [asyncio.ensure_future(s.wait()) for s in subs]
+    await settle()
+    try:
+        first, second = msg(1), msg(2)
+        for s in subs:
+            s.push(first)
+        for s in subs[:7]:  # queued already: the second event joins the same write
+            s.push(second)
+        await until(lambda: flusher.due_handle is None and not flusher.due)
+        page = metrics.render().decode()
+        assert f"chat_stream_writes_total {float(len(subs))}" in page
+        assert f"chat_frames_sent_total {float(len(subs) + 7)}" in page
+        assert subs[0].sink.chunks == [first.frame + second.frame]  # type: ignore[union-attr]
     finally:
         for task in tasks:
             await stop(task, may_have_ended=True)

@@ -217,3 +217,18 @@ async def test_resync_all_sends_everyone_back_to_the_store_and_wakes_them() -> N
     assert all(s.pending == [] and s.pending_bytes == 0 for s in (parked, queued, closed))
     waiting = asyncio.create_task(queued.wait())  # catching up is work: no parking
     await asyncio.wait_for(waiting, TIMEOUT_S)
+
+
+def test_a_run_reaches_the_room_s_streams_and_every_room_s_as_one_chunk_joined_once() -> None:
+    reg = Registry()
+    in_room, everywhere, bobs = Subscriber(("a",)), Subscriber(None), Subscriber(("a",))
+    bobs.filter = parse_filter({"authors": "bob"})
+    for sub in (in_room, everywhere, bobs):
+        reg.subscribe(sub)
+    events = [msg("a", 1), msg("a", 2, "bob"), msg("a", 3)]
+    reg.dispatch_all(events)
+    chunk, count = in_room.collect()
+    assert (chunk, count) == (b"".join(e.frame for e in events), 3)
+    assert everywhere.collect()[0] is chunk  # one join for both
+    assert bobs.collect() == (events[1].frame, 1)
+    assert reg.position == 3

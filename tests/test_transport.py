@@ -455,3 +455,43 @@ async def test_posts_whose_clients_reset_at_once_leave_no_error(make_server: Mak
     await asyncio.sleep(0.5)  # what the resets left to log has been logged
     log = live.log()
     assert "Traceback" not in log and " ERROR " not in log, log
+
+
+class RecordingTransport:
+    """What ``TransportWriter`` needs of a transport: records the bytes written."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return (16384, 65536)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+
+class FakeWriter:
+    def __init__(self, transport: RecordingTransport) -> None:
+        self.transport = transport
+
+
+def test_each_stream_gets_every_chunk_framed_as_its_own_whatever_was_written_before() -> None:
+    """A fan-out writes one chunk object to every stream in turn, framed once; chunks of
+    other lengths, and the first again, written in between are each framed as themselves."""
+    from chat.api.transport import TransportWriter
+
+    first, other = b"id: 1\nevent: message\ndata: {}\n\n", b"id: 2\nevent: x\ndata: {}\n\n"
+    transports = [RecordingTransport() for _ in range(3)]
+    writers = [TransportWriter(FakeWriter(t)) for t in transports]  # type: ignore[arg-type]
+    for chunk in (first, first, other, first, bytes(first)):
+        for writer in writers:
+            assert writer.write(chunk)
+    framed = [b"%x\r\n%b\r\n" % (len(c), c) for c in (first, first, other, first, first)]
+    assert all(bytes(t.data) == b"".join(framed) for t in transports)
+    assert all(w.written == 4 * len(first) + len(other) for w in writers)

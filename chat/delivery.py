@@ -24,7 +24,7 @@ import orjson
 from chat import access, sse
 from chat.access import ReplayGate
 from chat.config import Settings
-from chat.events import Event, make_event, now_rfc3339
+from chat.events import Event, Run, make_event, now_rfc3339
 from chat.filters import Filter
 from chat.flusher import Flusher
 from chat.identity import Identity
@@ -32,7 +32,7 @@ from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.registry import Registry
 from chat.store import Store
-from chat.subscriber import ACTIVE, BEHIND, CLOSED, CONGESTED, Run, Subscriber
+from chat.subscriber import ACTIVE, BEHIND, CLOSED, CONGESTED, Subscriber
 
 FEED_TYPE = "notification"
 

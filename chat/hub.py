@@ -9,8 +9,8 @@ subscriber's state whether to queue it, hand it to the flusher or drop it
 from __future__ import annotations
 
 from chat.access import RoomAccess, reads
-from chat.events import Event
-from chat.subscriber import Run, Subscriber
+from chat.events import Event, Run
+from chat.subscriber import Subscriber
 
 
 class Hub:

@@ -25,10 +25,10 @@ from itertools import groupby
 from operator import attrgetter
 
 from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook, hears
-from chat.events import Event, make_event
+from chat.events import Event, Run, make_event
 from chat.hub import Hub
 from chat.notifications import NOTIFYING_TYPES, notices
-from chat.subscriber import Run, Subscriber
+from chat.subscriber import Subscriber
 
 FRAME_OF = attrgetter("frame")
 ID_OF = attrgetter("id")

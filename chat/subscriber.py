@@ -39,7 +39,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from chat.events import Event
+from chat.events import Event, Run
 from chat.filters import Filter
 from chat.identity import Identity
 
@@ -66,29 +66,6 @@ HELD = State.HELD
 CONGESTED = State.CONGESTED
 BEHIND = State.BEHIND
 CLOSED = State.CLOSED
-
-
-class Run:
-    """A run of persisted events of one room in id order (a batch's), pushed to many
-    subscribers as one pending item: its frames are joined once, for all of them, not once per
-    subscriber (a batch of 500 into a room read by ten streams)."""
-
-    __slots__ = ("_chunk", "events", "first_id", "last_id", "size")
-
-    def __init__(self, events: list[Event], first_id: int, last_id: int, size: int) -> None:
-        self.events = events
-        self.first_id = first_id
-        self.last_id = last_id
-        self.size = size  # the frames' bytes
-        self._chunk: bytes | None = None
-
-    @property
-    def chunk(self) -> bytes:
-        """Every frame of the run, joined (the first time it is asked for)."""
-        chunk = self._chunk
-        if chunk is None:
-            chunk = self._chunk = b"".join([event.frame for event in self.events])
-        return chunk
 
 
 class Subscriber:

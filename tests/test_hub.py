@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from chat.events import Event
+from chat.events import Event, Run
 from chat.hub import Hub
-from chat.subscriber import Run, State
+from chat.subscriber import State
 from tests.fakes import msg, settle, sub
 
 TIMEOUT_S = 1.0

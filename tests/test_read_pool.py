@@ -20,7 +20,8 @@ import pytest
 from chat.config import Settings
 from chat.errors import Unavailable
 from chat.store import Store, writes
-from chat.store.sqlite import SqliteReadDb, connect_async
+from chat.store.sqlite import connect_async
+from chat.store.sqlite_reads import SqliteReadDb
 from tests.live import LiveServer, open_stream
 
 WAIT_S = 30.0

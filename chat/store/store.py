@@ -22,7 +22,7 @@ from chat import migrations
 from chat.config import Settings
 from chat.events import Event
 from chat.migrations import Migration, MigrationsError
-from chat.store import sqlite
+from chat.store import sqlite, sqlite_reads
 from chat.store.dialect import ReadDb, WriteDb, database_kind
 from chat.store.maintenance import Checkpointer
 from chat.store.reads import Reads
@@ -110,7 +110,7 @@ class Store(Reads):
             from chat.store import postgres
 
             return await postgres.PgReadDb.open(self.settings)
-        return await sqlite.SqliteReadDb.open(self.settings)
+        return await sqlite_reads.SqliteReadDb.open(self.settings)
 
     async def write(self, op: WriteOp[T]) -> T:
         """Queue a write; returns its result once committed (and its events published)."""

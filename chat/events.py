@@ -76,6 +76,21 @@ class Run:
             chunk = self._chunk = b"".join([event.frame for event in self.events])
         return chunk
 
+    def frames_after(self, last_id: int, frames: list[bytes]) -> tuple[int, int]:
+        """Add to ``frames`` what a stream sent every id up to ``last_id`` gets of the run:
+        the joined chunk when the whole run is new, else the frame of each newer event (a
+        replay overlapped the run). Returns how many events, and the new last id."""
+        if self.first_id > last_id:
+            frames.append(self.chunk)
+            return len(self.events), self.last_id
+        count = 0
+        for event in self.events:
+            if event.id is not None and event.id > last_id:
+                frames.append(event.frame)
+                count += 1
+                last_id = event.id
+        return count, last_id
+
 
 def now_rfc3339(when: datetime | None = None) -> str:
     """UTC with milliseconds: ``2026-11-21T20:52:49.123Z`` (now, or ``when``)."""

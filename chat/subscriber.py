@@ -234,21 +234,13 @@ class Subscriber:
         """The frames of these events this stream should write, as one chunk, and how many
         events: ids already sent are skipped (replay and live overlap), and so is one's own
         typing. A run wholly past the last id sent goes as its joined frames."""
-        frames = []
+        frames: list[bytes] = []
         count = 0
         last_id = self.last_id
         for item in events:
             if isinstance(item, Run):
-                if item.first_id > last_id:
-                    frames.append(item.chunk)
-                    count += len(item.events)
-                    last_id = item.last_id
-                    continue
-                for event in item.events:  # partly sent already (a replay overlapped it)
-                    if event.id is not None and event.id > last_id:
-                        frames.append(event.frame)
-                        count += 1
-                        last_id = event.id
+                sent, last_id = item.frames_after(last_id, frames)
+                count += sent
             elif item.id is None:
                 if item.type == "typing" and item.author == self.user:
                     continue  # one's own typing is for the others

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import re
 import socket
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -350,7 +352,8 @@ async def test_message_answers_are_written_whole_to_the_transport_and_keep_the_c
         assert headers[b"content-type"] == b"application/json; charset=utf-8"
         assert headers[b"x-content-type-options"] == b"nosniff"
         assert re.fullmatch(rb"[0-9a-f]{16}", headers[b"x-request-id"]), headers
-        assert headers[b"date"].endswith(b" GMT"), headers
+        sent_at = email.utils.parsedate_to_datetime(headers[b"date"].decode())
+        assert abs(time.time() - sent_at.timestamp()) < 2.5, headers  # now, to the second
         event = orjson.loads(body)
         assert event["text"] == text and event["room"] == room, event
         texts[event["id"]] = text
@@ -495,3 +498,29 @@ def test_each_stream_gets_every_chunk_framed_as_its_own_whatever_was_written_bef
     framed = [b"%x\r\n%b\r\n" % (len(c), c) for c in (first, first, other, first, first)]
     assert all(bytes(t.data) == b"".join(framed) for t in transports)
     assert all(w.written == 4 * len(first) + len(other) for w in writers)
+
+
+def test_the_server_s_own_headers_are_made_again_each_second(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A whole answer carries Hypercorn's ``date`` and ``server`` as its config makes them,
+    made once a second (the date has a second's precision) and for each config."""
+    from chat.api import transport
+
+    made: list[str] = []
+
+    class Config:
+        def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+            made.append(protocol)
+            return [(b"date", b"D%d" % len(made)), (b"server", b"hypercorn-h11")]
+
+    now = [1_000.2]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    config = Config()
+    assert transport._server_headers(config) == b"date: D1\r\nserver: hypercorn-h11\r\n"
+    now[0] = 1_000.9
+    assert transport._server_headers(config) == b"date: D1\r\nserver: hypercorn-h11\r\n"
+    now[0] = 1_001.0
+    assert transport._server_headers(config) == b"date: D2\r\nserver: hypercorn-h11\r\n"
+    assert transport._server_headers(Config()) == b"date: D3\r\nserver: hypercorn-h11\r\n"
+    assert made == ["h11"] * 3

@@ -26,6 +26,7 @@ from chat.identity import Role
 from chat.rules import check_room
 from chat.rules import user_name as checked_name
 from chat.store import Store, accounts
+from chat.store.account_reads import TokenRow
 from chat.store.dialect import database_kind, shown_database, sqlite_path, without_secrets
 from chat.store.store import database_errors
 
@@ -241,7 +242,7 @@ def tokens_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def token_json(row: accounts.TokenRow) -> dict[str, Any]:
+def token_json(row: TokenRow) -> dict[str, Any]:
     return {
         "id": row.id,
         "user": row.user,
@@ -281,7 +282,7 @@ def tokens_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def tokens_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    async def work(store: Store) -> accounts.TokenRow:
+    async def work(store: Store) -> TokenRow:
         found = [row for row in await store.tokens() if row.id == args.id]
         if not found:
             raise Refused(f"no token {args.id!r} (`python -m chat tokens list` shows them)")

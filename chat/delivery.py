@@ -31,8 +31,9 @@ from chat.identity import Identity
 from chat.metrics import Metrics
 from chat.presence import Presence
 from chat.registry import Registry
+from chat.states import ACTIVE, BEHIND, CLOSED, CONGESTED
 from chat.store import Store
-from chat.subscriber import ACTIVE, BEHIND, CLOSED, CONGESTED, Subscriber
+from chat.subscriber import Subscriber
 
 FEED_TYPE = "notification"
 

@@ -18,7 +18,8 @@ import logging
 import time
 from typing import TYPE_CHECKING, Protocol
 
-from chat.subscriber import DIRECT, Subscriber
+from chat.states import DIRECT
+from chat.subscriber import Subscriber
 
 if TYPE_CHECKING:
     from chat.metrics import Metrics

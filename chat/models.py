@@ -24,11 +24,13 @@ from chat.rules import (
 )
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
+    """A request body: strict types, unknown fields ignored."""
+
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class RoomIn(_Body):
+class RoomIn(Body):
     title: Title | None = None
     private: bool | None = Field(
         None, description="Only members see a private room (chosen when it is created)."
@@ -38,27 +40,27 @@ class RoomIn(_Body):
 MAYBE_YOU = "May be left out: the signed-in user is filled in; when given it must be that user."
 
 
-class MessageIn(_Body):
+class MessageIn(Body):
     author: Name | None = Field(None, description=MAYBE_YOU)
     text: Text
     reply_to: EventId | None = None
 
 
-class EditIn(_Body):
+class EditIn(Body):
     author: Name | None = Field(None, description=MAYBE_YOU)
     text: Text
 
 
-class AuthorIn(_Body):
+class AuthorIn(Body):
     author: Name | None = Field(None, description=MAYBE_YOU)
 
 
-class ReactionIn(_Body):
+class ReactionIn(Body):
     author: Name | None = Field(None, description=MAYBE_YOU)
     emoji: Emoji
 
 
-class ActivityIn(_Body):
+class ActivityIn(Body):
     actor: Name | None = Field(
         None, description=MAYBE_YOU + " Bots and admins may name another actor."
     )
@@ -73,11 +75,11 @@ class ActivityIn(_Body):
         return {"actor": actor, **self.model_dump(exclude_none=True, exclude={"actor"})}
 
 
-class TypingIn(_Body):
+class TypingIn(Body):
     user: Name | None = Field(None, description=MAYBE_YOU)
 
 
-class ReadIn(_Body):
+class ReadIn(Body):
     user: Name | None = Field(None, description=MAYBE_YOU)
     last_read_id: Cursor = Field(
         description="The newest id read; a larger id than the room's newest event's stores "
@@ -215,11 +217,11 @@ class ActivityPage(BaseModel):
 BATCH_MAX = 500
 
 
-class MessageBatchIn(_Body):
+class MessageBatchIn(Body):
     messages: Annotated[list[MessageIn], Field(min_length=1, max_length=BATCH_MAX)]
 
 
-class ActivityBatchIn(_Body):
+class ActivityBatchIn(Body):
     items: Annotated[list[ActivityIn], Field(min_length=1, max_length=BATCH_MAX)]
 
 
@@ -227,7 +229,7 @@ class EventBatch(BaseModel):
     events: list[EventOut]
 
 
-class MemberIn(_Body):
+class MemberIn(Body):
     role: Literal["member", "owner"] = "member"
 
 
@@ -240,7 +242,7 @@ class MemberList(BaseModel):
     members: list[Member]
 
 
-class SessionIn(_Body):
+class SessionIn(Body):
     user: Name
     password: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
         None, description="The account's password; left out in `open` mode: a guest name."
@@ -270,52 +272,3 @@ class SessionOptions(BaseModel):
         description="The most rooms one stream's `rooms=` may name (CHAT_MAX_ROOMS_PER_STREAM, "
         "0: no limit); a client that follows more asks for `rooms=*`."
     )
-
-
-# -- notifications (API.md, "Notifications") -------------------------------------------------
-
-
-class NotificationGroup(BaseModel):
-    id: int = Field(description="the id of the group's first event: stable, unique in the feed")
-    kind: Literal["mention", "reply", "reaction", "activity", "membership"]
-    room: str
-    message_id: int | None = Field(
-        None, description="mention: the mentioning message; reply, reaction: the user's message"
-    )
-    emoji: str | None = Field(None, description="reaction: the emoji")
-    verb: str | None = Field(None, description="activity: its verb")
-    object: str | None = Field(None, description="activity: its object")
-    actors: list[str] = Field(description="the three newest distinct actors, newest first")
-    actor_count: int = Field(description="distinct actors")
-    count: int = Field(description="events in the group")
-    first_at: str
-    latest_at: str
-    latest_event_id: int = Field(description="the group's newest event: its place in the feed")
-    unread: bool = Field(description="latest_event_id is above the user's read mark")
-    summary: str = Field(description='"alice, bob and 3 others reacted 👍 to your message"')
-
-
-class NotificationPage(BaseModel):
-    groups: list[NotificationGroup]
-    has_more: bool
-
-
-class NotificationQuery(BaseModel):
-    before: EventId | None = Field(None, description="Only groups whose latest_event_id is below.")
-    limit: Annotated[int, Field(ge=1, le=200)] = 50
-
-
-class NotificationsUnread(BaseModel):
-    unread: int = Field(description="unread groups")
-
-
-class NotificationsReadIn(_Body):
-    until: Cursor = Field(
-        description="Groups whose latest_event_id is at most this are read; the mark never "
-        "moves backwards, nor past the newest event."
-    )
-
-
-class NotificationsRead(BaseModel):
-    read_until: int
-    unread: int

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator, Callable
 
 from chat.events import Event, make_event
 from chat.filters import parse_filter
-from chat.subscriber import State, Subscriber
+from chat.states import State
+from chat.subscriber import Subscriber
 
 TIMEOUT_S = 2.0
 

@@ -32,7 +32,8 @@ from chat.client import (
     Unauthorized,
     Unreachable,
 )
-from chat.models import MessageEvent, NotificationGroup
+from chat.models import MessageEvent
+from chat.notification_models import NotificationGroup
 from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer, free_port, loopback_server
 

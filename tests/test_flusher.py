@@ -9,7 +9,8 @@ import time
 import pytest
 
 from chat.flusher import SLICE, Flusher
-from chat.subscriber import State, Subscriber
+from chat.states import State
+from chat.subscriber import Subscriber
 from tests.fakes import FakeSink, msg, parked, parked_task, settle, stop
 
 TIMEOUT_S = 1.0

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from chat.events import Event, make_event
 from chat.flusher import SLICE, Flusher
 from chat.metrics import Metrics
-from chat.subscriber import State, Subscriber
+from chat.states import State
+from chat.subscriber import Subscriber
 from tests.fakes import FakeSink, msg, parked, parked_task, settle, stop, until
 from tests.live import LiveServer
 

@@ -6,7 +6,7 @@ import asyncio
 
 from chat.events import Event, Run
 from chat.hub import Hub
-from chat.subscriber import State
+from chat.states import State
 from tests.fakes import msg, settle, sub
 
 TIMEOUT_S = 1.0

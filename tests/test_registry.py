@@ -7,7 +7,8 @@ import asyncio
 from chat.events import Event, make_event
 from chat.filters import parse_filter
 from chat.registry import Registry
-from chat.subscriber import State, Subscriber
+from chat.states import State
+from chat.subscriber import Subscriber
 
 TIMEOUT_S = 1.0
 

@@ -11,7 +11,8 @@ import pytest
 
 from chat.events import make_event
 from chat.flusher import Flusher
-from chat.subscriber import State, Subscriber
+from chat.states import State
+from chat.subscriber import Subscriber
 from tests.fakes import FakeSink, msg, parked_task, settle, stop, sub
 
 TIMEOUT_S = 1.0

@@ -13,7 +13,7 @@ from chat import access, activitystreams
 from chat.api.activity import as2_answer, base_url
 from chat.api.deps import identity, services
 from chat.filters import user_name
-from chat.models import (
+from chat.notification_models import (
     NotificationPage,
     NotificationQuery,
     NotificationsRead,

@@ -82,7 +82,8 @@ from chat.client.errors import (
 from chat.client.sse import SSEComment, SSEFrame, SSEParser
 from chat.client.stream import EventStream
 from chat.client.types import Event, Filters, HistoryEntry, HistoryPage, Message, Reconnect, Reset
-from chat.models import NotificationGroup, NotificationPage, NotificationsRead, Room
+from chat.models import Room
+from chat.notification_models import NotificationGroup, NotificationPage, NotificationsRead
 
 __all__ = [
     "ChatClient",

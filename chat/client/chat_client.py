@@ -19,15 +19,8 @@ from chat.client.errors import (
 )
 from chat.client.stream import EventStream
 from chat.client.types import AsyncClosing, Filters, HistoryPage, Message, OnReconnect, OnReset
-from chat.models import (
-    ROOM_PAGE_MAX,
-    MessageIn,
-    NotificationPage,
-    NotificationsRead,
-    NotificationsUnread,
-    Room,
-    RoomList,
-)
+from chat.models import ROOM_PAGE_MAX, MessageIn, Room, RoomList
+from chat.notification_models import NotificationPage, NotificationsRead, NotificationsUnread
 
 DEFAULT_TIMEOUT_S = 10.0
 STREAM_IDLE_TIMEOUT_S = 60.0  # four heartbeats (CHAT_HEARTBEAT_SECONDS, 15 s) of silence

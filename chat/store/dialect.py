@@ -1,11 +1,11 @@
 """What differs between the two stores, SQLite and PostgreSQL, seen from a write operation.
 
-The write operations (``writes.py``, ``accounts.py``) and the reads (``reads.py``) are
-written once, in SQL both databases run: ``?`` placeholders (the PostgreSQL connection turns
-them into its own), ``"user"`` quoted (a reserved word in PostgreSQL), ``ON CONFLICT`` rather
-than ``INSERT OR IGNORE``, ``CASE`` rather than two-argument ``min``/``max``. What cannot be
-written once is here: how a batch takes the next event id under the write lock, and how a
-new message reaches the full-text index.
+The write operations (``writes.py``, ``accounts.py``) and the reads (``reads.py``,
+``account_reads.py``) are written once, in SQL both databases run: ``?`` placeholders (the
+PostgreSQL connection turns them into its own), ``"user"`` quoted (a reserved word in
+PostgreSQL), ``ON CONFLICT`` rather than ``INSERT OR IGNORE``, ``CASE`` rather than
+two-argument ``min``/``max``. What cannot be written once is here: how a batch takes the next
+event id under the write lock, and how a new message reaches the full-text index.
 
 ``database_kind`` reads ``CHAT_DATABASE``: a ``postgresql://`` (or ``postgres://``) URL is
 PostgreSQL; a path, or ``sqlite:///path``, is SQLite.

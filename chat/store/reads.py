@@ -13,7 +13,7 @@ import orjson
 
 from chat.errors import Unavailable
 from chat.events import Event, event_from_json
-from chat.store.accounts import AccountReads
+from chat.store.account_reads import AccountReads
 from chat.store.dialect import ReadDb
 from chat.store.notify import NotificationReads
 

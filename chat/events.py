@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import Any
 
 import orjson
 
 from chat import sse
+
+FRAME_OF = attrgetter("frame")  # an event's SSE frame: ``map(FRAME_OF, events)`` runs in C
 
 PERSISTED_TYPES = frozenset(
     {

@@ -16,18 +16,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from chat.states import DIRECT
+from chat.states import DIRECT, GROUPED
 from chat.subscriber import Subscriber
 
 if TYPE_CHECKING:
+    from chat.hub import Hub
     from chat.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
-# Streams written per loop cycle: a request's read, commit and answer wait behind one slice of
-# writes, never behind a pass of hundreds (docs/design/performance.md).
+# Streams written per loop cycle, and as many members of rooms' groups (chat.hub): a request's
+# read, commit and answer wait behind one slice of writes, never behind a pass of hundreds; and
+# under load, what arrives while a pass goes on is written in the next as one chunk
+# (docs/design/performance.md).
 SLICE = 64
 # The load signal, smoothed over the 10 ms probes with this weight for the newest.
 SMOOTHING = 0.3
@@ -85,8 +89,10 @@ class Flusher:
         "base_s",
         "due",
         "due_handle",
+        "groups",
         "handle",
         "held",
+        "held_groups",
         "idle",
         "max_s",
         "metrics",
@@ -115,6 +121,8 @@ class Flusher:
         self.handle: asyncio.TimerHandle | None = None  # the next tick
         self.due: list[Subscriber] = []  # written now, a slice per loop cycle
         self.due_handle: asyncio.Handle | None = None  # the next slice
+        self.groups: deque[Hub] = deque()  # rooms' groups, written from the next slice on
+        self.held_groups: list[Hub] = []  # and at the next tick
 
     def observe(self, idle: float, elapsed_s: float) -> None:
         """Once per load probe: the loop was idle for the fraction ``idle`` of the last
@@ -149,27 +157,106 @@ class Flusher:
         if self.due_handle is None:
             self.due_handle = asyncio.get_running_loop().call_soon(self.write_due)
 
+    def group_due(self, hub: Hub) -> None:
+        """A room's group has its first unwritten event: written in the next slice, or at
+        the tick if its last round ended less than a window ago or one is under way (as
+        ``Subscriber._schedule`` holds a stream)."""
+        window_s = self.window_s
+        if window_s and (hub.round or time.monotonic() - hub.last_write < window_s):
+            self.held_groups.append(hub)  # a round under way, or just written: the next tick
+            if self.handle is None:
+                self.handle = asyncio.get_running_loop().call_later(window_s, self.flush)
+        else:
+            self.groups.append(hub)
+            if self.due_handle is None:
+                self.due_handle = asyncio.get_running_loop().call_soon(self.write_due)
+
     def flush(self) -> None:
-        """The tick: every held stream is due."""
+        """The tick: every held stream and group is due."""
         self.handle = None
         self.due.extend(self.held)
         self.held = []
+        if self.held_groups:
+            self.groups.extend(self.held_groups)
+            self.held_groups = []
         if self.due_handle is None:
             self.write_due()
+
+    def write_groups(self, now: float) -> tuple[int, int]:
+        """Write the due groups (``chat.hub``), ``SLICE`` members per slice; returns (frames,
+        writes). A group's unwritten events become a round: one chunk, written to each stream
+        the group had when the round began.
+
+        A stream that left the group meanwhile has the round's events it lacks pending, and
+        is skipped, as is one that has the whole round already. One that has part of it (a
+        replay read events from the store before they were dispatched) leaves with the rest
+        pending. One whose connection is full leaves and drains; one whose connection is gone
+        is closed."""
+        frames = writes = 0
+        budget = SLICE
+        groups = self.groups
+        while groups and budget:
+            hub = groups[0]
+            current = hub.round or hub.begin_round()
+            if current is None:  # nothing unwritten: dissolved meanwhile, or queued twice
+                groups.popleft()
+                continue
+            first = current.done
+            current.done = end = min(len(current.members), first + budget)
+            budget -= end - first
+            chunk, count, last_id = current.chunk, len(current.events), current.last_id
+            for sub in current.members[first:end]:
+                if sub.state is not GROUPED:
+                    continue
+                if sub.last_id >= current.first_id:
+                    if sub.last_id < last_id:
+                        sub.ungroup()
+                    continue
+                sink = sub.sink
+                if sink is None:  # never: a stream joins with its sink, which stays
+                    sub.ungroup()
+                    continue
+                try:
+                    written = sink.write(chunk)
+                    full = written and sink.full()
+                except Exception:  # the others go on regardless
+                    log.exception("writing to a stream failed; ending it")
+                    written = full = False
+                if not written:
+                    sub.close("client_closed")
+                    continue
+                sub.last_id = last_id
+                sub.events_sent += count
+                sub.bytes_sent += len(chunk)
+                sub.last_write = now
+                frames += count
+                writes += 1
+                if full:
+                    sub.ungroup()  # with what came meanwhile (past its bound: BEHIND)
+                    sub.congest()
+            if end == len(current.members):
+                hub.round = None
+                hub.last_write = now
+                groups.popleft()
+        return frames, writes
 
     def write_due(self) -> None:
         """Write one slice of the due streams; the next slice goes in the next loop cycle,
         after whatever I/O arrived meanwhile."""
         start = time.perf_counter()
         self.due_handle = None
+        now = time.monotonic()
+        frames = writes = 0
+        if self.groups:
+            frames, writes = self.write_groups(now)
         due = self.due
         if len(due) > SLICE:
             due, self.due = due[:SLICE], due[SLICE:]
-            self.due_handle = asyncio.get_running_loop().call_soon(self.write_due)
         else:
             self.due = []
-        now = time.monotonic()
-        frames = writes = 0
+        # (a stream that left its group in this slice may have scheduled the next already)
+        if (self.due or self.groups) and self.due_handle is None:
+            self.due_handle = asyncio.get_running_loop().call_soon(self.write_due)
         for sub in due:
             sink = sub.sink
             if sub.state is not DIRECT or sink is None:
@@ -197,6 +284,8 @@ class Flusher:
             writes += 1
             if full:
                 sub.congest()
+            elif sub.hub is not None:
+                sub.hub.join(sub)  # written and idle: from now on written with its room's
         if writes and self.metrics is not None:
             self.metrics.wrote(frames, writes)
         self.writing_s += time.perf_counter() - start

@@ -25,12 +25,11 @@ from itertools import groupby
 from operator import attrgetter
 
 from chat.access import ACCESS_EVENTS, MEMBER_REMOVED, AccessBook, hears
-from chat.events import Event, Run, make_event
+from chat.events import FRAME_OF, Event, Run, make_event
 from chat.hub import Hub
 from chat.notifications import NOTIFYING_TYPES, notices
 from chat.subscriber import Subscriber
 
-FRAME_OF = attrgetter("frame")
 ID_OF = attrgetter("id")
 TYPE_OF = attrgetter("type")
 ROOM_OF = attrgetter("room")
@@ -71,7 +70,11 @@ class Registry:
             hub = self.hubs.get(room)
             if hub is None:
                 hub = self.hubs[room] = Hub()
+                access = self.access.rooms.get(room)
+                hub.private = access is not None and access.private
             hub.subscribers.add(sub)
+        if len(sub.rooms) == 1 and sub.filter is None and sub.notify is None:
+            sub.hub = hub  # it may join its room's group while idle (chat.hub)
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
@@ -93,10 +96,11 @@ class Registry:
                 own.discard(sub)
                 if not own:
                     del self.personal[identity.user]
+        sub.hub = None
         for room in sub.rooms:
             hub = self.hubs.get(room)
             if hub is not None:
-                hub.subscribers.discard(sub)
+                hub.remove(sub)
                 if not hub.subscribers:
                     del self.hubs[room]
 

@@ -10,13 +10,14 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from chat.events import Event, Run
+from chat.events import FRAME_OF, Event, Run
 from chat.filters import Filter
 from chat.identity import Identity
-from chat.states import ACTIVE, BEHIND, CLOSED, CONGESTED, DIRECT, HELD, IDLE
+from chat.states import ACTIVE, BEHIND, CLOSED, CONGESTED, DIRECT, GROUPED, HELD, IDLE
 
 if TYPE_CHECKING:
     from chat.flusher import Flusher, Sink
+    from chat.hub import Hub
 
 
 class Subscriber:
@@ -28,6 +29,7 @@ class Subscriber:
         "feed",
         "filter",
         "flusher",
+        "hub",
         "identity",
         "last_id",
         "last_write",
@@ -75,6 +77,9 @@ class Subscriber:
         # With both, live frames can be written by the flusher while the task stays parked.
         self.sink: Sink | None = None
         self.flusher = flusher
+        # The hub of its one room, whose group it joins while idle (``chat.hub``): set by the
+        # registry for an unfiltered stream of one room, else None.
+        self.hub: Hub | None = None
         self.ended_by = ""  # why it was closed, by the first closer (ACCESS.md, Logs)
         self.ends_at = math.inf  # its lifetime's end (monotonic s; CHAT_STREAM_MAX_SECONDS)
         self.events_sent = 0  # event frames, and their bytes, sent to the client
@@ -85,6 +90,9 @@ class Subscriber:
 
     def push(self, event: Event) -> None:
         state = self.state
+        if state is GROUPED:  # pushed to from another path than its room's group
+            self.ungroup()
+            state = self.state
         if state is BEHIND or state is CLOSED:
             return
         self.pending.append(event)
@@ -104,6 +112,9 @@ class Subscriber:
         """``push`` for several events at once (a batch's, or those of it a filter wants), or
         for a ``Run``: ``size``, their frames' bytes."""
         state = self.state
+        if state is GROUPED:
+            self.ungroup()
+            state = self.state
         if state is BEHIND or state is CLOSED:
             return
         if isinstance(events, Run):
@@ -130,9 +141,24 @@ class Subscriber:
         else:
             flusher.soon(self)  # quiet: written in the next slice
 
+    def ungroup(self) -> None:
+        """GROUPED -> IDLE: out of its room's group, with the group's events not written to it
+        yet pending (so handed to the flusher, or past its bound: BEHIND)."""
+        missed = self._leave_group()
+        self.state = IDLE
+        if missed:
+            self.push_many(missed, sum(map(len, map(FRAME_OF, missed))))
+
+    def _leave_group(self) -> list[Event]:
+        hub = self.hub
+        assert hub is not None  # a grouped subscriber is in its room's hub
+        return hub.leave(self)
+
     def fall_behind(self) -> None:
         """Drop what is pending: the task catches up from the store, even while queued in the
         flusher (``Registry.resync_all`` too, when a dispatch failed half way)."""
+        if self.state is GROUPED:
+            self._leave_group()  # what it missed is dropped too: the store has it
         self.pending = []
         self.pending_bytes = 0
         if self.state is not CLOSED:
@@ -153,7 +179,7 @@ class Subscriber:
         state = self.state
         if state is HELD or state is DIRECT:
             self.state = ACTIVE
-        if state is not IDLE:  # an idle task has nothing to do (it left DIRECT meanwhile)
+        if state is not IDLE and state is not GROUPED:  # a parked task with nothing to do
             self.wake()
 
     def collect(self) -> tuple[bytes, int]:
@@ -173,7 +199,10 @@ class Subscriber:
         return self.render(self.take())
 
     def congest(self) -> None:
-        """A write left the connection's buffer past its mark: the task drains it first."""
+        """A write left the connection's buffer past its mark: the task drains it first (a
+        stream behind drains before it replays; a closed one ends)."""
+        if self.state is BEHIND or self.state is CLOSED:
+            return
         self.state = CONGESTED
         self.wake()
 
@@ -220,6 +249,9 @@ class Subscriber:
     def wake(self) -> None:
         """Resolve the parked task's waiter; a parked state becomes its awake counterpart."""
         state = self.state
+        if state is GROUPED:
+            self.ungroup()
+            state = self.state
         if state is IDLE:
             self.state = ACTIVE
         elif state is DIRECT:
@@ -250,6 +282,8 @@ class Subscriber:
         state = self.state
         if state is ACTIVE:
             self.state = IDLE
+            if self.hub is not None:
+                self.hub.join(self)
         elif state is HELD and self.sink is not None:
             self.state = DIRECT  # still queued in the flusher, which now writes for it
         await self.park(loop)
@@ -262,6 +296,9 @@ class Subscriber:
             await waiter
         finally:
             state = self.state
+            if state is GROUPED:  # cancelled while parked in its group
+                self.ungroup()
+                state = self.state
             if state is IDLE:  # cancelled while parked: nobody woke it
                 self.state = ACTIVE
             elif state is DIRECT:
@@ -283,5 +320,7 @@ class Subscriber:
         closer's: client_closed, dead_peer, lifetime, shutdown, credential_expired, ...)."""
         if not self.ended_by:
             self.ended_by = reason
+        if self.state is GROUPED:
+            self._leave_group()  # what it missed is not for a closed stream
         self.state = CLOSED
         self.wake()

@@ -28,7 +28,9 @@ def _event_line(event_type: str) -> bytes:
 def event_frame(event_id: int | None, event_type: str, data: bytes) -> bytes:
     """``id: <id>\\nevent: <type>\\ndata: <data>\\n\\n``; no ``id`` line for ephemeral events."""
     event_line = _event_line(event_type)
-    if b"\n" in data or b"\r" in data:
+    # find, not ``in``: bytes.__contains__ first tries its argument as an int, and makes and
+    # drops a TypeError (~2,000 instructions) before it searches
+    if data.find(b"\n") >= 0 or data.find(b"\r") >= 0:
         lines = _LINE_BREAK.split(data.decode())
         body = b"".join(b"data: " + line.encode() + b"\n" for line in lines)
     else:  # JSON from orjson never has a raw line break: one format, one allocation

@@ -39,7 +39,7 @@ def parse_json(raw: str | bytes) -> Any:
     recursion limit are a ValueError (400 ``invalid_json``)."""
     try:
         value = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
-        escaped = b"\\u" in raw if isinstance(raw, bytes) else "\\u" in raw
+        escaped = (raw.find(b"\\u") if isinstance(raw, bytes) else raw.find("\\u")) >= 0
         if escaped:  # only an escape makes a lone surrogate, and it fails here:
             json.dumps(value, ensure_ascii=False).encode()
         return value

@@ -215,7 +215,8 @@ async def answer_whole(send: ASGISendCallable, status: int, headers: Headers, bo
     last = requests >= config.keep_alive_max_requests
     head = connection.send(known.empty_closing if last else known.empty)
     connection.send(known.end)
-    closing = b"connection: close" in head.lower()  # the client's wish, or the last answer
+    # the client's wish, or the last answer (find: ``in`` on bytes costs a TypeError, sse.py)
+    closing = head.lower().find(b"connection: close") >= 0
     lines = [b"HTTP/1.1 %d \r\n" % status]
     lines += [b"%s: %s\r\n" % pair for pair in headers]
     lines.append(b"content-length: %d\r\n" % len(body))

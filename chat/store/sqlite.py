@@ -20,6 +20,13 @@ from chat import migrations
 from chat.config import Settings
 from chat.store.dialect import Kind, database_kind, sqlite_path
 
+# The sqlite3 module binds an int, float, str or bytearray as it is, and first offers any
+# other value to the adapters registered for its type; with none there, it looks for
+# ``__adapt__`` and ``__conform__`` and makes and drops an AttributeError for each (about
+# 1,600 instructions a value, in CPython 3.11). Every event's JSON is bytes: adapted to itself
+# (``bytes(b)`` is ``b``), it is bound as a BLOB as before, for a dictionary lookup.
+sqlite3.register_adapter(bytes, bytes)
+
 BUSY_TIMEOUT_MS = 10_000  # another process's batch holds the write lock: wait, do not fail
 READ_WAIT_S = BUSY_TIMEOUT_MS / 1000  # a read waits this long for a free connection, then 503
 

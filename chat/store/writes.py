@@ -19,9 +19,12 @@ def _field_error(field: str, msg: str, kind: str) -> ValidationFailed:
     return ValidationFailed(msg, [{"loc": [field], "field": field, "msg": msg, "type": kind}])
 
 
-MESSAGE_ROW = (
+MESSAGE_ROW = "INSERT INTO messages (id, room, author, text, created_at) VALUES (?,?,?,?,?)"
+REPLY_ROW = (
     "INSERT INTO messages (id, room, author, text, reply_to, created_at) VALUES (?,?,?,?,?,?)"
 )
+"""A message that is no reply leaves ``reply_to`` out rather than binding None: the sqlite3
+module binds None only after looking for an adapter (chat/store/sqlite.py)."""
 
 
 def post_message(
@@ -54,7 +57,10 @@ def post_message(
             fields["reply_to"] = reply_to
             fields["reply_to_author"] = found[0]  # whom it notifies (chat/notifications.py)
         event = tx.append(room, "message", fields)
-        tx.insert(MESSAGE_ROW, (event.id, room, author, text, reply_to, tx.now))
+        if reply_to is None:
+            tx.insert(MESSAGE_ROW, (event.id, room, author, text, tx.now))
+        else:
+            tx.insert(REPLY_ROW, (event.id, room, author, text, reply_to, tx.now))
         if index and tx.db.index_row is not None:
             tx.insert(tx.db.index_row, (event.id, text, room))
         return event

@@ -52,7 +52,7 @@ def test_migrate_creates_the_schema_once(tmp_path: Path) -> None:
         "schema_migrations",
     } <= tables
     shipped = sorted(int(p.name.split("_")[0]) for p in (ROOT / "migrations").glob("*.sql"))
-    assert versions == shipped == [1, 2, 3, 4, 5, 6, 7]
+    assert versions == shipped == [1, 2, 3, 4, 5, 6, 7, 10]
     assert "messages_fts_insert" not in tables  # 0003: the writer indexes new messages
     second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=str(database))
     assert second.returncode == 0

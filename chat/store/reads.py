@@ -13,7 +13,7 @@ import orjson
 
 from chat.errors import Unavailable
 from chat.events import Event, event_from_json
-from chat.store.account_reads import AccountReads
+from chat.store.account_reads import ACCESS_TYPES, AccountReads
 from chat.store.dialect import ReadDb
 from chat.store.notify import NotificationReads
 
@@ -277,7 +277,7 @@ def _message(row: Sequence[Any]) -> dict[str, Any]:
     return message
 
 
-ACCESS_OF_USER = "author = ? AND type IN ('room.created', 'member.added', 'member.removed')"
+ACCESS_OF_USER = f"author = ? AND {ACCESS_TYPES}"
 
 
 def _rooms_clause(rooms: tuple[str, ...] | None) -> tuple[str, tuple[str, ...]]:

@@ -191,3 +191,43 @@ def test_a_batch_whose_operations_succeed_runs_no_savepoint_and_writes_rows_toge
         assert sum(s.startswith("SAVEPOINT") for s in statements) == 2  # the second pass
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(("count", "replies"), [(2, True), (5, True), (21, True), (500, False)])
+def test_sqlite_writes_many_rows_a_statement_and_every_row_as_given(
+    tmp_path: Path, count: int, replies: bool
+) -> None:
+    """Each run of an INSERT costs SQLite its own work (AUTOINCREMENT's counter read and
+    written, the GIL let go and taken back): a batch's rows go as a few statements of many
+    rows each (chat/store/sqlite.py, CHUNKS), not one a row. Every row arrives as it was
+    given, in its order, replies' and plain messages' alike (a reply writes what is queued
+    first: it may answer a message of its own batch)."""
+    reply = [1 if replies and i % 7 == 3 else None for i in range(count)]
+    db = open_write_db(Settings(database=str(tmp_path / "rows.db")))
+    statements: list[str] = []
+    try:
+        db.conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        ops = [writes.post_message("t", "ann", "first", None, create_room=True)]
+        ops += [
+            writes.post_message("t", f"u{i}", f"m{i} 𝄞 'q'", reply[i], create_room=True)
+            for i in range(1, count)
+        ]
+        results, events = commit_batch(db, [writes.batch("messages", ops, writes.index_messages)])
+        assert results[0][0] and [e.id for e in events] == list(range(1, count + 1))
+        inserts = [s for s in statements if s.startswith("INSERT INTO events")]
+        rows = db.conn.execute("SELECT id, author, text, reply_to FROM messages ORDER BY id")
+        assert [tuple(r) for r in rows] == [(1, "ann", "first", None)] + [
+            (i + 1, f"u{i}", f"m{i} 𝄞 'q'", reply[i]) for i in range(1, count)
+        ]
+        stored = db.conn.execute("SELECT id, type, author, data FROM events ORDER BY id")
+        assert [(r[0], r[1], r[2], bytes(r[3])) for r in stored] == [
+            (e.id, "message", e.author, e.json) for e in events
+        ]
+        found = db.conn.execute(
+            "SELECT rowid FROM messages_fts WHERE messages_fts MATCH 'text : m5'"
+        ).fetchall()
+        assert [r[0] for r in found] == ([6] if count > 5 else [])
+    finally:
+        db.close()
+    if not replies:  # 256 + 3 x 64 + 3 x 16 + 4 rows
+        assert len(inserts) == 8

@@ -7,6 +7,8 @@ SQLite in WAL mode: readers never block the writer, and the writer never blocks 
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import os
 import sqlite3
 import stat
@@ -128,6 +130,18 @@ INDEX_ROW = "INSERT INTO messages_fts (rowid, text, room_key) VALUES (?, ?, 'r' 
 """A message's (id, text, room) into the index (migrations/0006: the room as one token)."""
 
 
+CHUNKS = (256, 64, 16, 4, 1)
+"""The row counts of one multi-row INSERT, largest first: 500 rows go as 256, 64, 64, 64, 16,
+16, 16 and 4."""
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_of(statement: str, count: int) -> str:
+    """``INSERT ... VALUES (?, ...)`` for ``count`` rows: its row of values ``count`` times."""
+    head, row = statement.rsplit(" VALUES ", 1)
+    return f"{head} VALUES {', '.join([row] * count)}"
+
+
 class SqliteWriteDb:
     """The write connection (``chat.store.dialect.WriteDb``), made on the write thread."""
 
@@ -183,8 +197,21 @@ class SqliteWriteDb:
                 self._sqlite.execute("ROLLBACK")
 
     def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
-        for statement, rows in queued.items():  # one prepared statement, run per row, in C
-            self._sqlite.executemany(statement, rows)
+        # Many rows a statement (``INSERT ... VALUES (...), (...), ...``), not a statement run
+        # per row (executemany): each run of an INSERT into events also reads and rewrites
+        # AUTOINCREMENT's counter, and each releases and takes back the GIL. Half the cost of
+        # a batch's rows (docs/design/performance.md). Row counts in CHUNKS only, so that a
+        # handful of statements is ever prepared (and cached) per table.
+        for statement, rows in queued.items():
+            if len(rows) == 1:
+                self._sqlite.execute(statement, rows[0])
+                continue
+            start = 0
+            for size in CHUNKS:
+                while len(rows) - start >= size:
+                    values = list(itertools.chain.from_iterable(rows[start : start + size]))
+                    self._sqlite.execute(_rows_of(statement, size), values)
+                    start += size
 
     def index_range(self, first_id: int, last_id: int) -> None:
         # FTS5 indexes the rows of one INSERT ... SELECT far faster than as a statement each

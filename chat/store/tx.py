@@ -67,10 +67,10 @@ class Tx:
     """What a write operation sees: the write connection inside the open transaction, and
     ``append`` to add an event with the next id.
 
-    New rows are queued (``insert``) and written together (``WriteDb.insert_rows``: one
-    statement per table on SQLite, one round trip on PostgreSQL) before the next statement an
-    operation runs (``conn``) and at the end of the batch: a batch of 500 messages is two
-    statements, not 1,000, which pays (docs/design/performance.md)."""
+    New rows are queued (``insert``) and written together (``WriteDb.insert_rows``: a few
+    INSERTs of many rows each on SQLite, one round trip on PostgreSQL) before the next
+    statement an operation runs (``conn``) and at the end of the batch: a batch of 500
+    messages is 16 statements, not 1,000, which pays (docs/design/performance.md)."""
 
     def __init__(self, db: WriteDb, next_id: int) -> None:
         self.db = db

@@ -180,9 +180,9 @@ def test_two_statements_on_one_line(tmp_path: Path, conn: sqlite3.Connection) ->
 
 
 def test_the_rows_written_per_event_build_no_temporary_table(conn: sqlite3.Connection) -> None:
-    """The writer inserts each event and message as a row of its own (executemany): a
-    statement that builds a temporary b-tree (``OpenEphemeral``: a partial index's ``IN``
-    list of three types did, migrations/0010) builds it once per row, ~2 µs an event."""
+    """A statement that builds a temporary b-tree (``OpenEphemeral``: a partial index's
+    ``IN`` list of three types did, migrations/0010) built it for every event the writer
+    inserted, ~2 µs an event."""
     apply_pending(conn, REAL)
     rows = {
         EVENT_ROW: (1, "r", "message", "ann", "t", b"{}"),
@@ -197,7 +197,8 @@ def test_the_rows_written_per_event_build_no_temporary_table(conn: sqlite3.Conne
 
 def test_the_access_queries_read_the_partial_index(conn: sqlite3.Connection) -> None:
     """A user's access events are read through ``events_access``, which SQLite uses only
-    when the query's condition implies the index's: the queries spell the types as it does."""
+    when the query's condition implies the index's: the queries spell the types as it does
+    (an ``IN`` list would not use the index of migrations/0010)."""
     apply_pending(conn, REAL)
     queries = {  # chat/store/account_reads.py membership_at, reads.py events_after
         f"SELECT room, type FROM events WHERE author = ? AND id <= ? AND {ACCESS_TYPES} "

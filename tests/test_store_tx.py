@@ -207,11 +207,13 @@ def test_sqlite_writes_many_rows_a_statement_and_every_row_as_given(
     statements: list[str] = []
     try:
         db.conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
-        ops = [writes.post_message("t", "ann", "first", None, create_room=True)]
+        ops = [writes.post_message("t", "ann", "first", None, create_room=True, index=False)]
         ops += [
-            writes.post_message("t", f"u{i}", f"m{i} 𝄞 'q'", reply[i], create_room=True)
+            writes.post_message(
+                "t", f"u{i}", f"m{i} 𝄞 'q'", reply[i], create_room=True, index=False
+            )
             for i in range(1, count)
-        ]
+        ]  # as POST .../messages/batch builds them: indexed at the end (index_messages)
         results, events = commit_batch(db, [writes.batch("messages", ops, writes.index_messages)])
         assert results[0][0] and [e.id for e in events] == list(range(1, count + 1))
         inserts = [s for s in statements if s.startswith("INSERT INTO events")]
@@ -231,3 +233,42 @@ def test_sqlite_writes_many_rows_a_statement_and_every_row_as_given(
         db.close()
     if not replies:  # 256 + 3 x 64 + 3 x 16 + 4 rows
         assert len(inserts) == 8
+
+
+def test_sqlite_rows_a_statement_stay_within_the_builds_parameter_limit(tmp_path: Path) -> None:
+    """SQLite before 3.32 binds at most 999 parameters a statement (a build may set any
+    limit): 300 messages (6 and 5 columns a row) are still written, in chunks that fit."""
+    db = open_write_db(Settings(database=str(tmp_path / "limit.db")))
+    statements: list[str] = []
+    try:
+        db.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)  # type: ignore[attr-defined]
+        db.conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        ops = [
+            writes.post_message("t", "ann", f"m{i}", None, create_room=True, index=False)
+            for i in range(300)
+        ]
+        results, events = commit_batch(db, [writes.batch("messages", ops, writes.index_messages)])
+        assert results[0][0] and [e.id for e in events] == list(range(1, 301))
+        count = db.conn.execute("SELECT count(*), max(id) FROM messages").fetchone()
+        assert tuple(count) == (300, 300)
+        inserts = [s for s in statements if s.startswith("INSERT INTO events")]
+        assert len(inserts) == 9  # 4 x 64 + 2 x 16 + 3 x 4 rows: 256 rows are 1,536 parameters
+    finally:
+        db.close()
+
+
+def test_sqlite_writes_a_statement_with_more_after_its_row_once_a_row(tmp_path: Path) -> None:
+    """Only an INSERT that ends with its row of values is repeated into a multi-row one;
+    anything after the row (``ON CONFLICT ...``) would land after each copy of it."""
+    db = open_write_db(Settings(database=str(tmp_path / "conflict.db")))
+    try:
+        db.conn.execute("BEGIN IMMEDIATE")
+        statement = (
+            "INSERT INTO rooms (name, title, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
+        )
+        db.insert_rows({statement: [("a", "A", "t"), ("b", "B", "t"), ("a", "again", "t")]})
+        db.conn.execute("COMMIT")
+        rows = db.conn.execute("SELECT name, title FROM rooms ORDER BY name").fetchall()
+        assert [tuple(r) for r in rows] == [("a", "A"), ("b", "B")]
+    finally:
+        db.close()

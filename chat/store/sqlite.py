@@ -10,6 +10,7 @@ import contextlib
 import functools
 import itertools
 import os
+import re
 import sqlite3
 import stat
 import time
@@ -135,11 +136,15 @@ CHUNKS = (256, 64, 16, 4, 1)
 16, 16 and 4."""
 
 
+_ROWS = re.compile(r"(INSERT INTO .+ VALUES )(\((?:[^()']|'[^']*'|\([^()]*\))*\))", re.S)
+"""An INSERT that ends with its one row of values (which may call a function: INDEX_ROW);
+anything after the row (``ON CONFLICT ...``) and it is run row by row."""
+
+
 @functools.lru_cache(maxsize=64)
-def _rows_of(statement: str, count: int) -> str:
-    """``INSERT ... VALUES (?, ...)`` for ``count`` rows: its row of values ``count`` times."""
-    head, row = statement.rsplit(" VALUES ", 1)
-    return f"{head} VALUES {', '.join([row] * count)}"
+def _rows_of(head: str, row: str, count: int) -> str:
+    """``head`` (``INSERT ... VALUES ``) and ``row`` (``(?, ...)``) ``count`` times."""
+    return head + ", ".join([row] * count)
 
 
 class SqliteWriteDb:
@@ -201,16 +206,24 @@ class SqliteWriteDb:
         # per row (executemany): each run of an INSERT into events also reads and rewrites
         # AUTOINCREMENT's counter, and each releases and takes back the GIL. Half the cost of
         # a batch's rows (docs/design/performance.md). Row counts in CHUNKS only, so that a
-        # handful of statements is ever prepared (and cached) per table.
+        # handful of statements is ever prepared (and cached) per table, and no more rows
+        # than the build's limit of parameters allows (999 before SQLite 3.32).
         for statement, rows in queued.items():
             if len(rows) == 1:
                 self._sqlite.execute(statement, rows[0])
                 continue
+            many = _ROWS.fullmatch(statement)
+            if many is None:  # not one row of values at its end: as it is, once a row
+                self._sqlite.executemany(statement, rows)
+                continue
+            fits = self._sqlite.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])
             start = 0
             for size in CHUNKS:
+                if size > fits and size > 1:
+                    continue
                 while len(rows) - start >= size:
                     values = list(itertools.chain.from_iterable(rows[start : start + size]))
-                    self._sqlite.execute(_rows_of(statement, size), values)
+                    self._sqlite.execute(_rows_of(many[1], many[2], size), values)
                     start += size
 
     def index_range(self, first_id: int, last_id: int) -> None:

@@ -12,6 +12,7 @@ import pytest
 from chat.migrations import apply_pending, discover, statements
 from chat.store.account_reads import ACCESS_TYPES
 from chat.store.reads import ACCESS_OF_USER
+from chat.store.sqlite import rows_of
 from chat.store.tx import EVENT_ROW
 from chat.store.writes import MESSAGE_ROW, REPLY_ROW
 
@@ -189,10 +190,13 @@ def test_the_rows_written_per_event_build_no_temporary_table(conn: sqlite3.Conne
         MESSAGE_ROW: (1, "r", "ann", "hi", "t"),
         REPLY_ROW: (2, "r", "ann", "hi", 1, "t"),
     }
-    for statement, row in rows.items():
-        program = [op for _, op, *_ in conn.execute("EXPLAIN " + statement, row)]
-        assert "Insert" in program or "IdxInsert" in program  # it is the program of an insert
-        assert "OpenEphemeral" not in program, statement
+    for statement, row in rows.items():  # as one row, and as the writer sends several
+        for count in (1, 4):
+            many = rows_of(statement, count)
+            assert many is not None
+            program = [op for _, op, *_ in conn.execute("EXPLAIN " + many, row * count)]
+            assert "Insert" in program or "IdxInsert" in program  # the program of an insert
+            assert "OpenEphemeral" not in program, many
 
 
 def test_the_access_queries_read_the_partial_index(conn: sqlite3.Connection) -> None:

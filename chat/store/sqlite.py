@@ -137,14 +137,15 @@ CHUNKS = (256, 64, 16, 4, 1)
 
 
 _ROWS = re.compile(r"(INSERT INTO .+ VALUES )(\((?:[^()']|'[^']*'|\([^()]*\))*\))", re.S)
-"""An INSERT that ends with its one row of values (which may call a function: INDEX_ROW);
-anything after the row (``ON CONFLICT ...``) and it is run row by row."""
+"""An INSERT that ends with its one row of values (which may call a function: INDEX_ROW)."""
 
 
 @functools.lru_cache(maxsize=64)
-def _rows_of(head: str, row: str, count: int) -> str:
-    """``head`` (``INSERT ... VALUES ``) and ``row`` (``(?, ...)``) ``count`` times."""
-    return head + ", ".join([row] * count)
+def rows_of(statement: str, count: int) -> str | None:
+    """``statement`` (``INSERT ... VALUES (?, ...)``) with its row of values ``count`` times;
+    None when anything follows the row (``ON CONFLICT ...``): such a one runs row by row."""
+    found = _ROWS.fullmatch(statement)
+    return None if found is None else found[1] + ", ".join([found[2]] * count)
 
 
 class SqliteWriteDb:
@@ -208,22 +209,22 @@ class SqliteWriteDb:
         # a batch's rows (docs/design/performance.md). Row counts in CHUNKS only, so that a
         # handful of statements is ever prepared (and cached) per table, and no more rows
         # than the build's limit of parameters allows (999 before SQLite 3.32).
+        limit = self._sqlite.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         for statement, rows in queued.items():
             if len(rows) == 1:
                 self._sqlite.execute(statement, rows[0])
                 continue
-            many = _ROWS.fullmatch(statement)
-            if many is None:  # not one row of values at its end: as it is, once a row
+            if rows_of(statement, 1) is None:
                 self._sqlite.executemany(statement, rows)
                 continue
-            fits = self._sqlite.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0])
-            start = 0
+            start, width = 0, len(rows[0])
             for size in CHUNKS:
-                if size > fits and size > 1:
-                    continue
+                many = rows_of(statement, size)
+                if many is None or (size > 1 and size * width > limit):
+                    continue  # past the build's limit of parameters (None: never, see above)
                 while len(rows) - start >= size:
                     values = list(itertools.chain.from_iterable(rows[start : start + size]))
-                    self._sqlite.execute(_rows_of(many[1], many[2], size), values)
+                    self._sqlite.execute(many, values)
                     start += size
 
     def index_range(self, first_id: int, last_id: int) -> None:

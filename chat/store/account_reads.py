@@ -10,13 +10,15 @@ from typing import Any, cast
 
 import orjson
 
-from chat.access import MEMBER_REMOVED, MemberRole
+from chat.access import MEMBER_ADDED, MEMBER_REMOVED, ROOM_CREATED, MemberRole
 from chat.identity import Role
 
-ACCESS_TYPES = "(type = 'room.created' OR type = 'member.added' OR type = 'member.removed')"
-"""The access events' types, spelt as the partial index ``events_access`` says them: SQLite
-uses that index only for a query whose condition implies the index's, and as comparisons (not
-an IN list) the index costs nothing to keep (migrations/0010)."""
+ACCESS_TYPES = (
+    "(" + " OR ".join(f"type = '{t}'" for t in (ROOM_CREATED, MEMBER_ADDED, MEMBER_REMOVED)) + ")"
+)
+"""The access events' types, spelt as the partial index ``events_access`` says them, in its
+order: SQLite uses that index only for a query whose condition implies the index's, and as
+comparisons (not an IN list) the index costs nothing to keep (migrations/0010)."""
 
 # Whether an account or a live non-guest token holds a name (the name, twice).
 HOLDS_NAME = (

@@ -20,18 +20,18 @@ events after its resume point are no longer all there.
 
 from __future__ import annotations
 
+from chat.store.account_reads import ACCESS_TYPES
 from chat.store.tx import Tx, WriteOp
 
 PRUNE_CHUNK = 5_000
 """Event ids a chunk covers at most."""
 
-KEPT_TYPES = "('room.created', 'member.added', 'member.removed')"
 
 _DELETE = (
     "DELETE FROM reactions WHERE message_id BETWEEN ? AND ?",
     "DELETE FROM message_edits WHERE message_id BETWEEN ? AND ?",
     "DELETE FROM messages WHERE id BETWEEN ? AND ?",
-    f"DELETE FROM events WHERE id BETWEEN ? AND ? AND type NOT IN {KEPT_TYPES}",
+    f"DELETE FROM events WHERE id BETWEEN ? AND ? AND NOT {ACCESS_TYPES}",  # access kept
 )
 
 

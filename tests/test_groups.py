@@ -17,7 +17,7 @@ from chat.identity import Identity
 from chat.registry import Registry
 from chat.states import State
 from chat.subscriber import Subscriber
-from tests.fakes import TIMEOUT_S, FakeSink, msg, settle, stop
+from tests.fakes import TIMEOUT_S, FakeSink, msg, settle, stop, until
 
 
 def stream(
@@ -116,8 +116,8 @@ async def test_a_stream_joins_once_it_has_had_what_the_group_has_not_written() -
             assert late.pending == [third]
             await cycles()
             assert received(late) == third.frame and late.state is State.IDLE  # still unwritten
-            await asyncio.sleep(2 * window_s)  # the tick: the group's round
-            assert received(member) == frames([first, second, third])
+            await until(lambda: len(received(member)) >= len(frames([first, second, third])))
+            assert received(member) == frames([first, second, third])  # the tick's round
             late.last_write -= window_s  # quiet since: its next frame goes out at once,
             reg.hubs["r"].last_write -= window_s  # and the group's (not held for a tick)
             fourth = msg(4)
@@ -127,7 +127,7 @@ async def test_a_stream_joins_once_it_has_had_what_the_group_has_not_written() -
             fifth = msg(5)
             reg.dispatch(fifth)
             assert late.pending == []
-            await asyncio.sleep(2 * window_s)
+            await until(lambda: len(received(late)) >= len(frames([third, fourth, fifth])))
             assert received(late) == frames([third, fourth, fifth])
             assert received(member) == frames([first, second, third, fourth, fifth])
 
@@ -362,7 +362,7 @@ async def test_a_group_written_less_than_a_window_ago_waits_for_the_tick() -> No
         leaver.heartbeat_tick(time.monotonic() + 100, 15.0)  # leaves while its group is held
         await asyncio.wait_for(tasks[0], TIMEOUT_S)
         assert leaver.pending == [second, third]  # its task writes them, with its comment
-        await asyncio.sleep(2 * window_s)
+        await until(lambda: len(stays.sink.chunks) >= 2)  # type: ignore[union-attr]  # the tick
         assert stays.sink.chunks == [first.frame, frames([second, third])]  # type: ignore[union-attr]
 
 

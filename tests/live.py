@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import signal
 import socket
 import sqlite3
@@ -132,10 +134,46 @@ def read_store(database: str | Path, sql: str, params: Sequence[Any] = ()) -> li
         db.close()
 
 
+def _ports_for_this_worker() -> range:
+    """The ports ``free_port`` hands out in this process: below the kernel's ephemeral range
+    (``ip_local_port_range``), where no outgoing connection of any process is given a local
+    port, and a slice of its own for each pytest-xdist worker, so that two workers never
+    hand out the same port."""
+    try:
+        first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first_ephemeral = 32768
+    low, high = 10000, max(first_ephemeral, 20000)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(worker) if worker.isdigit() else 0
+    size = (high - low) // max(workers, index + 1)
+    return range(low + index * size, low + (index + 1) * size)
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port on 127.0.0.1 that nothing listens on, for a process the test starts later.
+
+    Not the kernel's ``bind(0)``: that picks from the ephemeral range, from which any
+    process's next outgoing connection may take the port before the server binds it
+    (seen in CI: "Address already in use" at a server's start), or between a stop and a
+    restart on the same port. See ``_ports_for_this_worker``; a port is handed out once."""
+    ports = _ports_for_this_worker()
+    for _ in range(1000):
+        port = random.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {ports}")
 
 
 # The per-client limits (ACCESS.md), off: the tests are one client on loopback, and a limit

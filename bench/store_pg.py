@@ -464,6 +464,12 @@ async def resume(
     }
 
 
+def py_spy() -> str | None:
+    """The py-spy program on PATH or beside this Python, if installed."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 @contextlib.asynccontextmanager
 async def profiled(dep: Deployment, name: str, a: argparse.Namespace) -> AsyncIterator[None]:
     """With --profile: py-spy samples both service processes while the body runs (collapsed
@@ -471,7 +477,8 @@ async def profiled(dep: Deployment, name: str, a: argparse.Namespace) -> AsyncIt
     if not a.profile:
         yield
         return
-    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    spy = py_spy()
+    assert spy is not None, "main() checks for py-spy before the run"
     procs = []
     for n, live in enumerate(dep.servers):
         target = Path(a.profile) / f"{dep.store}-{name}-host{n}.txt"
@@ -711,6 +718,8 @@ def main() -> int:
     if a.gap % BATCH:
         ap.error(f"--gap must be a multiple of {BATCH}")
     if a.profile:
+        if py_spy() is None:
+            ap.error("--profile needs py-spy (not a dependency): .venv/bin/pip install py-spy")
         Path(a.profile).mkdir(parents=True, exist_ok=True)
     t_begin = time.monotonic()
     out: dict[str, Any] = dict(

@@ -32,3 +32,34 @@ def test_each_xdist_worker_has_ports_of_its_own(monkeypatch: pytest.MonkeyPatch)
         slices.append(set(live._ports_for_this_worker()))
     assert slices[0] and slices[1]
     assert not slices[0] & slices[1]
+
+
+def test_a_benchmark_server_whose_port_was_taken_starts_on_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/support.py (growth.py runs in CI) takes its port from ``bind(0)``; when something
+    listens there before the server binds it, the server is started again elsewhere."""
+    monkeypatch.syspath_prepend(str(live.ROOT / "bench"))
+    import support  # bench/support.py
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        real_socket = socket.socket
+        handed = []
+
+        class FirstPortTaken(socket.socket):
+            def getsockname(self) -> tuple[str, int]:
+                if not handed:
+                    handed.append(taken.getsockname()[1])
+                    return ("127.0.0.1", handed[0])
+                return real_socket.getsockname(self)  # type: ignore[no-any-return]
+
+        with monkeypatch.context() as patched:
+            patched.setattr(support.socket, "socket", FirstPortTaken)
+            proc, port = support.start_server(str(tmp_path), pin=False)
+    try:
+        assert handed and port != handed[0]
+        assert b"Address already in use" in (tmp_path / "server.log").read_bytes()
+    finally:
+        support.stop_server(proc)

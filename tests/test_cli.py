@@ -73,7 +73,7 @@ def test_migrate_on_postgresql_creates_the_schema_once_and_hides_the_url(
     shipped = sorted(
         int(p.name.split("_")[0]) for p in (ROOT / "migrations" / "postgresql").glob("*.sql")
     )
-    assert sorted(versions) == shipped == [1, 2, 4, 5, 7, 8, 9]
+    assert sorted(versions) == shipped == [1, 2, 4, 5, 7, 8, 9, 11]
     assert {"rooms", "events", "messages", "reactions", "event_ids", "members"} <= tables
     second = run_chat("migrate", cwd=tmp_path, CHAT_DATABASE=url)
     assert second.returncode == 0, second.stderr

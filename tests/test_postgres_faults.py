@@ -29,7 +29,7 @@ import pytest
 from psycopg_pool import PoolTimeout
 
 from chat.errors import Unavailable
-from chat.store.postgres import PgReadDb
+from chat.store.postgres_reads import PgReadDb
 from tests.conftest import postgres_cluster
 from tests.live import LiveServer, SSEStream
 from tests.postgres_server import PostgresServer

@@ -185,6 +185,21 @@ async def test_ids_follow_commit_order_across_three_processes(
     for _, events, _ in acked:
         for event in events:
             assert data[int(event["id"])] == event  # the JSON the client got is what is stored
+
+    # Each message is found by a search (written after each batch's commit, outside the lock:
+    # migrations/postgresql/0011) through another process than the one that answered it.
+    async with httpx.AsyncClient(timeout=15) as client, asyncio.timeout(60):
+        for process, events, _ in acked[:: max(1, len(acked) // 40)]:
+            other = next(live for live in servers if live.url != process)
+            event = events[-1]
+            response = await client.get(
+                f"{other.url}/api/rooms/{event['room']}/messages", params={"q": event["text"]}
+            )
+            assert [m["id"] for m in response.json()["messages"]] == [event["id"]], event
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        assert conn.execute("SELECT count(*) FROM search_backlog").fetchone() == (0,)
+        words = conn.execute("SELECT count(*) FROM message_words").fetchone()
+    assert words == (len(stored_ids),)  # every event here is a message
     print(f"{len(stored_ids)} events, {watcher.polls} polls, {switches} switches")
 
 

@@ -40,8 +40,9 @@ async def found(store: Store, room: str, q: str, **cursor: int) -> list[int]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
-    s = Store(Settings(database=str(tmp_path / "chat.db")), lambda events: None)
+async def store(database: str) -> Store:
+    """A new store, on each store in turn."""
+    s = Store(Settings(database=database), lambda events: None)
     async with asyncio.timeout(WAIT_S):
         await s.open()
     yield s  # type: ignore[misc]
@@ -137,24 +138,12 @@ def test_a_database_made_before_migration_0006_keeps_every_message_findable(
     asyncio.run(check())
 
 
-@pytest.fixture
-async def any_store(database: str) -> Store:
-    """A new store, on each store in turn."""
-    s = Store(Settings(database=database), lambda events: None)
-    async with asyncio.timeout(WAIT_S):
-        await s.open()
-    yield s  # type: ignore[misc]
-    async with asyncio.timeout(WAIT_S):
-        await s.close()
-
-
-async def test_synthetic_history_reads_back_as_the_service_stores_it(any_store: Store) -> None:
+async def test_synthetic_history_reads_back_as_the_service_stores_it(store: Store) -> None:
     """Two fills, one after another: ids go on, each room's history holds what the mix says
     (replies with their parent's author, edits applied, deletions left out, reactions), each
     event's JSON is byte for byte what the service writes (compact, in its key order), a
     stream's replay gives the same events, and a search finds the rare word. On both stores:
     the same SQL, in each one's dialect (chat/store/fill.py)."""
-    store = any_store
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     async with asyncio.timeout(WAIT_S):
         a = await store.write(fill.fill(400, rooms=30, users=50, start=start, step_s=1.0))

@@ -39,7 +39,7 @@ T = TypeVar("T")
 # -- the differences there on purpose ------------------------------------------------------
 
 SQLITE_ONLY_TABLES = {
-    "messages_fts": "the FTS5 full-text index (PostgreSQL: the GIN index messages_search)",
+    "messages_fts": "the FTS5 full-text index (PostgreSQL: the table message_words)",
     "messages_fts_data": "a shadow table FTS5 keeps for messages_fts",
     "messages_fts_idx": "a shadow table FTS5 keeps for messages_fts",
     "messages_fts_docsize": "a shadow table FTS5 keeps for messages_fts",
@@ -49,16 +49,23 @@ SQLITE_ONLY_TABLES = {
 PG_ONLY_TABLES = {
     "event_ids": "the id counter every batch locks, so ids follow commit order "
     "(chat/store/postgres.py); SQLite's counterpart is sqlite_sequence",
+    "message_words": "the messages' words under a GIN index, written after a batch's commit "
+    "(migrations/postgresql/0011; SQLite: the messages_fts table)",
+    "search_backlog": "the batches committed whose words are not written yet (0011)",
 }
 SQLITE_ONLY_INDEXES: dict[str, str] = {}
 PG_ONLY_INDEXES = {
-    "messages_search": "the GIN full-text index over messages (SQLite: the messages_fts table)",
+    "message_words_search": "the GIN full-text index over message_words (SQLite: messages_fts)",
     "rooms_name_bytes": "the rooms' names in byte order, which the room list pages by "
     '(COLLATE "C"; SQLite\'s primary key is in byte order already)',
 }
 SQLITE_ONLY_TRIGGERS = {
-    "messages_fts_update": "takes an edited or deleted message's text out of messages_fts; "
-    "PostgreSQL's GIN index follows the table by itself",
+    "messages_fts_update": "takes an edited or deleted message's text out of messages_fts "
+    "(PostgreSQL: message_words_follow)",
+}
+PG_ONLY_TRIGGERS = {
+    "message_words_follow": "writes an edited message's words into message_words and takes a "
+    "deleted one's out (migrations/postgresql/0011)",
 }
 SQLITE_ONLY_FOREIGN_KEYS = {
     # (table, the key as the report prints it): why
@@ -442,7 +449,7 @@ def differences(lite: Schema, pg: Schema) -> list[str]:
     ):
         if lite.indexes[name] != pg.indexes[name]:
             found.append(f"index {name}: {lite.indexes[name]} / {pg.indexes[name]}")
-    one_side("trigger ", lite.triggers, pg.triggers, SQLITE_ONLY_TRIGGERS, {})
+    one_side("trigger ", lite.triggers, pg.triggers, SQLITE_ONLY_TRIGGERS, PG_ONLY_TRIGGERS)
     return found
 
 
@@ -489,7 +496,7 @@ def test_both_dialects_end_with_one_schema(
     columns, keys, constraints and named indexes, but for the differences listed at the top,
     each of which is really there (a stale entry would hide nothing, but mislead)."""
     assert applied(migrations.apply_pending(lite, SQLITE_MIGRATIONS)) == [1, 2, 3, 4, 5, 6, 7, 10]
-    assert applied(postgres.apply_pending(pg, PG_MIGRATIONS)) == [1, 2, 4, 5, 7, 8, 9]
+    assert applied(postgres.apply_pending(pg, PG_MIGRATIONS)) == [1, 2, 4, 5, 7, 8, 9, 11]
     a, b = sqlite_schema(lite), pg_schema(pg)
 
     assert differences(a, b) == []
@@ -497,8 +504,8 @@ def test_both_dialects_end_with_one_schema(
     assert set(SQLITE_ONLY_TABLES) <= set(a.tables) - set(b.tables)
     assert set(PG_ONLY_TABLES) <= set(b.tables) - set(a.tables)
     assert set(PG_ONLY_INDEXES) <= set(b.indexes) - set(a.indexes)
-    assert b.indexes["messages_search"].method == "gin"
-    assert set(SQLITE_ONLY_TRIGGERS) == a.triggers and b.triggers == set()
+    assert b.indexes["message_words_search"].method == "gin"
+    assert set(SQLITE_ONLY_TRIGGERS) == a.triggers and set(PG_ONLY_TRIGGERS) == b.triggers
     for (table, col), (lite_type, pg_type, _) in TYPE_DIFFERENCES.items():
         assert (a.tables[table].columns[col].type, b.tables[table].columns[col].type) == (
             lite_type,
@@ -554,8 +561,8 @@ def test_applied_versions_are_recorded_and_a_second_run_applies_nothing(
     lite: sqlite3.Connection, pg: psycopg.Connection[Any]
 ) -> None:
     """schema_migrations records each version applied, with its name (SQLite 1, 2, 3, 4;
-    PostgreSQL 1, 2, 4: its index follows the messages by itself, so SQLite's 0003 has no
-    counterpart). Applying again applies nothing and changes neither the records nor the
+    PostgreSQL 1, 2, 4: its first index followed the messages by itself, so SQLite's 0003
+    has no counterpart). Applying again applies nothing and changes neither the records nor the
     schema."""
     migrations.apply_pending(lite, SQLITE_MIGRATIONS)
     postgres.apply_pending(pg, PG_MIGRATIONS)
@@ -579,6 +586,7 @@ def test_applied_versions_are_recorded_and_a_second_run_applies_nothing(
         (7, "retention"),
         (8, "byte_order"),  # SQLite sorts text in byte order by itself
         (9, "messages_without_event_check"),  # SQLite never checked it
+        (11, "search_after_the_lock"),  # SQLite's index has always been the writer's
     ]
     before = sqlite_schema(lite), pg_schema(pg)
 
@@ -627,7 +635,7 @@ def test_postgresql_migrations_started_together_apply_each_file_once(pg_url: str
 
     results, errors = run_together(start, 4)
     assert errors == []
-    assert sorted(v for result in results for v in result) == [1, 2, 4, 5, 7, 8, 9]
+    assert sorted(v for result in results for v in result) == [1, 2, 4, 5, 7, 8, 9, 11]
     with psycopg.connect(pg_url, autocommit=True) as conn:
         assert recorded(conn.execute(MIGRATIONS_SQL).fetchall()) == [
             (1, "initial"),
@@ -637,6 +645,7 @@ def test_postgresql_migrations_started_together_apply_each_file_once(pg_url: str
             (7, "retention"),
             (8, "byte_order"),
             (9, "messages_without_event_check"),
+            (11, "search_after_the_lock"),
         ]
         assert conn.execute("SELECT count(*) FROM event_ids").fetchone() == (1,)
 

@@ -51,8 +51,8 @@ class WriteDb(Protocol):
     kind: Kind
     """Which database it is (what a benchmark's bulk fill, chat/store/fill.py, needs to know)."""
     index_row: str | None
-    """The INSERT that adds an (id, text) row to the full-text index; None: the index follows
-    the messages table by itself."""
+    """The INSERT that adds an (id, text) row to the full-text index; None: the store indexes
+    each batch's messages itself (PostgreSQL: chat/store/postgres_words.py)."""
 
     rooms: set[str]
     """Rooms known to exist, from committed batches (a room is never deleted)."""

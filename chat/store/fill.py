@@ -194,7 +194,7 @@ def _statements(kind: Kind) -> tuple[str, ...]:
         "INSERT INTO messages (id, room, author, text, reply_to, created_at) "
         f"SELECT e.id, e.room, e.author, {field}'text', {number('reply_to')}, e.created_at "
         f"FROM events e WHERE {in_range} AND e.type = 'message'",
-        *(index if kind == "sqlite" else ()),  # PostgreSQL's GIN index follows by itself
+        *(index if kind == "sqlite" else ()),  # PostgreSQL's: postgres_words.py
         "INSERT INTO message_edits (event_id, message_id, author, old_text, text, edited_at) "
         f"SELECT e.id, m.id, e.author, m.text, {field}'text', e.created_at "
         f"FROM events e JOIN messages m ON m.id = {number('message_id')} "

@@ -1,5 +1,5 @@
-"""The PostgreSQL store: the write connection (a one-row counter as the write lock) and a pool
-of read connections, with psycopg 3.
+"""The PostgreSQL store's write connection (a one-row counter as the write lock), with
+psycopg 3; its reads are ``chat.store.postgres_reads``.
 
 Ids in commit order across every process: a batch's transaction first locks the one row of
 ``event_ids`` (``SELECT ... FOR UPDATE``), takes its ids from there and writes the last one
@@ -10,6 +10,8 @@ that: two transactions can take 7 and 8 and commit 8 first. The lock is held fro
 first statement to its COMMIT, which is what serialises writers, as ``BEGIN IMMEDIATE`` does
 on SQLite (docs/design/store.md, with what it costs).
 
+Search words are written after the lock's COMMIT (``chat.store.postgres_words``).
+
 A connection lost between batches (PostgreSQL restarted, a network cut) is found at the next
 batch's first statement, before anything of it was sent: the batch goes on a new connection.
 A connection lost during a batch fails that batch with 503 (rolled back, nothing half
@@ -18,23 +20,21 @@ written); the next connects again. Reads retry once on a fresh connection, then 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from chat.config import Settings
 from chat.errors import Unavailable
 from chat.events import now_rfc3339
 from chat.migrations import Migration, discover, warn_unknown
-from chat.store import search
+from chat.store import postgres_words
 from chat.store.dialect import Kind
 
 log = logging.getLogger(__name__)
@@ -148,13 +148,14 @@ class PgWriteDb:
     thread; a lost connection is replaced at the next batch."""
 
     kind: Kind = "postgresql"
-    index_row: str | None = None  # the GIN index over the messages follows them by itself
+    index_row: str | None = None  # every batch's messages are indexed after its commit
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._reopen = False  # set by ``storage_problem``
         self.rooms: set[str] = set()
         self.public_rooms: set[str] = set()
+        self._words = postgres_words.Words()
         raw = connect(settings)
         try:
             apply_pending(raw, migrations_folder(settings))
@@ -162,6 +163,7 @@ class PgWriteDb:
             raw.close()
             raise
         self.conn = PgConn(raw)
+        self._words.catch_up(raw, everything=True)  # what a process killed before left behind
 
     def storage_problem(self, error: BaseException) -> str | None:
         if not isinstance(error, psycopg.Error) or not _refuses_writes(error.sqlstate):
@@ -174,6 +176,7 @@ class PgWriteDb:
         if raw.closed or raw.broken or self._reopen:
             self._reopen = False
             raw = self._reconnect()
+        self._words.catch_up(raw)  # before the lock, as every write of search words
         # The write lock: held until COMMIT, so ids follow commit order (the module's doc).
         # Two statements, one round trip (no parameters: psycopg sends them as they are).
         try:
@@ -202,8 +205,8 @@ class PgWriteDb:
         return raw
 
     def commit(self, first_id: int, next_id: int) -> None:
-        if next_id > first_id:  # the id is an int: written into the text, one round trip
-            self.conn.raw.execute(f"UPDATE event_ids SET last_id = {int(next_id) - 1}; COMMIT")
+        if next_id > first_id:  # with the search words (chat/store/postgres_words.py)
+            self._words.commit(self.conn.raw, first_id, next_id - 1)
         else:
             self.conn.raw.execute("COMMIT")
 
@@ -236,72 +239,10 @@ class PgWriteDb:
                         stream.write_row(row)
 
     def index_range(self, first_id: int, last_id: int) -> None:
-        pass  # the GIN index over the messages follows them by itself
+        pass  # ``commit`` indexes every batch's messages
 
     def unindex_range(self, first_id: int, last_id: int) -> None:
-        pass  # likewise
+        self.conn.execute("DELETE FROM message_words WHERE id BETWEEN ? AND ?", (first_id, last_id))
 
     def close(self) -> None:
         self.conn.raw.close()
-
-
-class PgReadDb:
-    """Reads on a pool of connections (``CHAT_DATABASE_POOL_SIZE``), each statement in
-    autocommit: it sees what was committed when it began, and waits for no writer."""
-
-    matches = search.PG_MATCHES
-    match = search.PG_MATCH
-    match_id = search.PG_ID
-    latest_id = "SELECT last_id FROM event_ids"
-
-    def __init__(
-        self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]], timeout_s: float
-    ) -> None:
-        self._pool = pool
-        self._timeout_s = timeout_s
-
-    @classmethod
-    async def open(cls, settings: Settings) -> PgReadDb:
-        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
-            settings.database,
-            min_size=1,
-            max_size=settings.database_pool_size,
-            kwargs={"autocommit": True, **connection_options(settings)},
-            timeout=settings.database_connect_timeout_seconds,
-            # A lost connection is retried with a growing backoff for 5 minutes by default,
-            # and no other attempt starts meanwhile: reads stayed 503 long after an outage.
-            # Give up soon instead; the next read that needs a connection starts a new one.
-            reconnect_timeout=max(2 * settings.database_connect_timeout_seconds, 5.0),
-            open=False,
-            name="chat-reads",
-        )
-        await pool.open(wait=True, timeout=settings.database_connect_timeout_seconds)
-        return cls(pool, settings.database_timeout_seconds)
-
-    def search_query(self, text: str, room: str) -> str:
-        return search.tsquery(text)  # the room is the query's own condition (reads.py)
-
-    async def read(
-        self, sql: str, params: Sequence[Any], convert: Callable[[Sequence[Sequence[Any]]], T]
-    ) -> T:
-        return convert(await self.rows(sql, params))
-
-    async def rows(self, sql: str, params: Sequence[Any] = ()) -> list[Sequence[Any]]:
-        statement = placeholders(sql)
-        for attempt in (1, 2):  # a connection the pool held may have died since: once more
-            try:
-                async with asyncio.timeout(self._timeout_s):  # a hung database hangs no read
-                    async with self._pool.connection() as conn:
-                        cur = await conn.execute(statement, params)
-                        return list(await cur.fetchall())
-            except TimeoutError:
-                raise Unavailable(f"{UNREACHABLE}: no answer", retry_after_s=1) from None
-            except PoolTimeout as error:  # before its base class: waiting again would not help
-                raise Unavailable(f"{UNREACHABLE}: {error}", retry_after_s=1) from None
-            except psycopg.OperationalError as error:
-                if attempt == 2:
-                    raise Unavailable(f"{UNREACHABLE}: {error}".strip(), retry_after_s=1) from None
-        raise AssertionError("unreachable")
-
-    async def close(self) -> None:
-        await self._pool.close()

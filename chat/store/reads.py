@@ -1,7 +1,7 @@
 """What the store answers without writing: rooms, history, activity, unread counts, replay.
 
 Every read is one statement, through the store's ``ReadDb`` (chat/store/sqlite_reads.py,
-chat/store/postgres.py); it sees the last committed state and waits for no writer.
+chat/store/postgres_reads.py); it sees the last committed state and waits for no writer.
 """
 
 from __future__ import annotations

@@ -16,10 +16,13 @@ the longer one, so the cost follows the page, not the room's history nor the wor
 across every room (issue 17: at 10 million events, bench/growth.py). The join to ``messages``
 then checks the room exactly and leaves deleted messages out.
 
-PostgreSQL: a GIN index over ``to_tsvector('simple', text)`` of the messages not deleted
-(migrations/postgresql/0002) follows the table by itself. The ``simple`` configuration
-lower-cases and does not stem, as FTS5's default tokenizer; unlike it, it keeps diacritics
-(``café`` does not find ``cafe``).
+PostgreSQL: ``message_words`` holds ``to_tsvector('simple', text)`` of each message not
+deleted, under a GIN index (migrations/postgresql/0011). The writer fills it right after a
+batch's commit, outside the write lock, and before the batch's callers are answered (a small
+batch: with its commit); a trigger follows edits and deletions (chat/store/postgres_words.py).
+A search reads the index and joins the messages, which decide the room and deletion. The
+``simple`` configuration lower-cases and does not stem, as FTS5's default tokenizer; unlike it,
+it keeps diacritics (``café`` does not find ``cafe``).
 
 ``Reads.history`` with a query reads the store's ``matches`` under its ``match``.
 """
@@ -57,11 +60,8 @@ def fts5_query(text: str, room: str) -> str:
     return f'room_key : "{room_key(room)}" AND text : ({" ".join(words)})'
 
 
-TSVECTOR = "to_tsvector('simple', m.text)"
-"""The indexed expression (the index's own is the same over the column ``text``)."""
-
-PG_MATCHES = "messages m"
-PG_MATCH = f"{TSVECTOR} @@ to_tsquery('simple', ?)"
+PG_MATCHES = "message_words w JOIN messages m ON m.id = w.id"
+PG_MATCH = "w.words @@ to_tsquery('simple', ?)"
 PG_ID = "m.id"
 
 

@@ -107,9 +107,9 @@ class Store(Reads):
 
     async def _open_reads(self) -> ReadDb:
         if self.kind == "postgresql":
-            from chat.store import postgres
+            from chat.store import postgres_reads
 
-            return await postgres.PgReadDb.open(self.settings)
+            return await postgres_reads.PgReadDb.open(self.settings)
         return await sqlite_reads.SqliteReadDb.open(self.settings)
 
     async def write(self, op: WriteOp[T]) -> T:

@@ -1,0 +1,118 @@
+"""PostgreSQL's search words, written after the write lock (migrations/postgresql/0011).
+
+A message's words (``to_tsvector('simple', text)``) go into ``message_words``, under a GIN
+index. Written inside a batch, they made PostgreSQL tokenize every message and insert its
+words while the batch held the ``event_ids`` lock that every process's writes wait on: about a
+third of a batch's time under it (bench/README.md, "The PostgreSQL store"). So a batch of
+INDEX_AFTER_FROM ids or more records its range in ``search_backlog`` with its COMMIT; right
+after, outside the lock and before the batch's callers are answered, the writer writes the
+words of the range's messages and deletes the range. A smaller batch (a group of POSTs) writes
+its words with its COMMIT, in the same round trip: another transaction and round trip would
+cost more than the lock saves.
+
+A range left behind (a process killed in between, a statement that failed) is indexed again:
+the writer's own at its next batch, any other by a process that starts, and by a running one
+that sees it at two sweeps a minute apart (a writer still on its range holds it for
+milliseconds). Indexing a range twice is harmless (``ON CONFLICT DO NOTHING``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import Any
+
+import psycopg
+from psycopg import pq
+
+log = logging.getLogger(__name__)
+
+INDEX_AFTER_FROM = 16  # a batch of this many ids has its words written after its commit
+INDEX_CHUNK = 10_000  # ids per transaction of those writes (a fill takes millions)
+SWEEP_EVERY_S = 60.0  # how often a writer looks for ranges that others left on the backlog
+# A range's words: from the messages as they are, so an edit since the commit wins (its trigger,
+# migrations/postgresql/0011, wrote the same words first; where the two race, the statement
+# that read the text before the edit finds the trigger's row and keeps it).
+INDEX_RANGE = (
+    "INSERT INTO message_words (id, words) "
+    "SELECT id, to_tsvector('simple', text) FROM messages "
+    "WHERE id BETWEEN %s AND %s AND deleted_at IS NULL ON CONFLICT (id) DO NOTHING"
+)
+COUNTER = "UPDATE event_ids SET last_id = %s"
+Statement = tuple[str, tuple[int, ...]]
+
+
+def send(raw: psycopg.Connection[Any], *statements: Statement) -> None:
+    """The statements in one round trip (a pipeline); psycopg prepares each statement once it
+    has seen it a few times, so PostgreSQL no longer parses and plans it."""
+    with raw.pipeline():
+        for sql, params in statements:
+            raw.execute(sql, params)
+
+
+class Words:
+    """The write connection's search words: ``commit`` ends a batch's transaction and writes
+    its words; ``catch_up`` (before a batch's lock) indexes what was left behind."""
+
+    def __init__(self) -> None:
+        self._unindexed: list[tuple[int, int]] = []  # own committed ranges still to index
+        self._seen: set[tuple[int, int]] = set()  # others' ranges at the last sweep
+        self._next_sweep = 0.0
+
+    def commit(self, raw: psycopg.Connection[Any], first: int, last: int) -> None:
+        """Commit the open transaction, which took the ids ``first`` .. ``last``."""
+        if last - first + 1 < INDEX_AFTER_FROM:
+            send(raw, (INDEX_RANGE, (first, last)), (COUNTER, (last,)), ("COMMIT", ()))
+            return
+        backlog = "INSERT INTO search_backlog (first_id, last_id) VALUES (%s, %s)"
+        send(raw, (backlog, (first, last)), (COUNTER, (last,)), ("COMMIT", ()))
+        self._index(raw, (first, last))  # committed: a failure here fails no caller
+
+    def catch_up(self, raw: psycopg.Connection[Any], *, everything: bool = False) -> None:
+        """Index one range of its own that failed, and sweep when a sweep is due: every range
+        of the backlog with ``everything`` (at start-up), else those seen at the last sweep."""
+        if self._unindexed:
+            self._index(raw, self._unindexed.pop(0))
+        if not everything and time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + SWEEP_EVERY_S
+        try:
+            rows = raw.execute("SELECT first_id, last_id FROM search_backlog").fetchall()
+        except psycopg.Error as error:
+            log.warning("the search backlog could not be read: %s", error)
+            return
+        found = {(int(first), int(last)) for first, last in rows}
+        stale = found if everything else found & self._seen
+        self._seen = found - stale
+        for ids in sorted(stale):
+            self._index(raw, ids)
+
+    def _index(self, raw: psycopg.Connection[Any], ids: tuple[int, int]) -> None:
+        """Write the words of the range's messages and take the range off the backlog, each
+        chunk in a transaction of its own (one round trip), outside the lock. A failure leaves
+        the range to ``catch_up``: it has been committed, so nobody is told.
+        These transactions do not wait for their commit to reach the disk: a crash loses the
+        latest of them, never one without those after it, and the range's DELETE comes last,
+        so a range whose words were lost stays on the backlog and is indexed again."""
+        first, last = ids
+        try:
+            for low in range(first, last + 1, INDEX_CHUNK):
+                high = min(low + INDEX_CHUNK - 1, last)
+                done: list[Statement] = []
+                if high == last:
+                    done.append(("DELETE FROM search_backlog WHERE first_id = %s", (first,)))
+                send(
+                    raw,
+                    ("BEGIN", ()),
+                    ("SET LOCAL synchronous_commit = off", ()),
+                    (INDEX_RANGE, (low, high)),
+                    *done,
+                    ("COMMIT", ()),
+                )
+        except psycopg.Error as error:
+            log.warning("the search words of events %d-%d wait for the next write: %s", *ids, error)
+            self._unindexed.append(ids)
+            if not raw.broken and raw.info.transaction_status != pq.TransactionStatus.IDLE:
+                with contextlib.suppress(psycopg.Error):
+                    raw.execute("ROLLBACK")  # the failed chunk's transaction

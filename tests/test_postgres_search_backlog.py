@@ -1,0 +1,145 @@
+"""PostgreSQL writes the search words of a batch of messages (from INDEX_AFTER_FROM ids on)
+after its commit, outside the write lock (migrations/postgresql/0011, chat/store/postgres.py),
+and keeps the ranges still to index in ``search_backlog``. What a user sees: a batch whose
+index failed is still answered, and its messages become findable with the next write;
+messages that a process committed and never indexed (it ended first) are found as soon as
+another process starts, or by a running one a sweep later; and an edit made in between is
+what a search finds, not the text before it.
+
+"A process that ends before its index" is made real here by a lock: another connection holds
+``message_words`` in SHARE mode, so the store's index write waits until its statement times
+out (``CHAT_DATABASE_TIMEOUT_SECONDS``, 1 s) while its COMMIT, which does not touch the table,
+goes through."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import orjson
+import psycopg
+import pytest
+
+from chat.config import Settings
+from chat.store import Store, postgres_words, writes
+from tests.postgres_server import PostgresServer
+
+WAIT_S = 30.0
+TIMEOUT_S = 1.0  # the store's statement timeout: how long a blocked index write waits
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Store]:
+    store = Store(Settings(database=url, database_timeout_seconds=TIMEOUT_S), lambda e: None)
+    async with asyncio.timeout(WAIT_S):
+        await store.open()
+    try:
+        yield store
+    finally:
+        async with asyncio.timeout(WAIT_S):
+            await store.close()
+
+
+@contextmanager
+def index_blocked(url: str) -> Iterator[None]:
+    """Every write into ``message_words`` waits (and times out) while this is open; reads go on."""
+    with psycopg.connect(url) as conn:
+        conn.execute("LOCK TABLE message_words IN SHARE MODE")
+        yield
+        conn.rollback()
+
+
+async def post(store: Store, text: str, room: str = "r") -> int:
+    """One message (its words written in its own transaction)."""
+    async with asyncio.timeout(WAIT_S):
+        event = await store.write(writes.post_message(room, "ann", text, None, create_room=True))
+    assert event.id is not None
+    return event.id
+
+
+async def post_batch(store: Store, word: str, room: str = "r") -> list[int]:
+    """A batch of messages as ``POST .../messages/batch`` writes it, just large enough for its
+    words to be written after its commit; each message's text is ``word`` and its number."""
+    texts = [f"{word} n{n}" for n in range(postgres_words.INDEX_AFTER_FROM)]
+    ops = [writes.post_message(room, "ann", t, None, create_room=True, index=False) for t in texts]
+    async with asyncio.timeout(WAIT_S):
+        answer = await store.write(writes.batch("messages", ops, writes.index_messages))
+    ids = [int(e["id"]) for e in orjson.loads(answer)["events"]]
+    assert len(ids) == len(texts)
+    return ids
+
+
+async def found(store: Store, q: str, room: str = "r") -> list[int]:
+    async with asyncio.timeout(WAIT_S):
+        page, _ = await store.history(room, before=None, after=None, limit=50, q=q)
+    return [m["id"] for m in page]
+
+
+def backlog(url: str) -> list[tuple[int, int]]:
+    with psycopg.connect(url) as conn:
+        return [(int(a), int(b)) for a, b in conn.execute("SELECT * FROM search_backlog")]
+
+
+async def test_a_write_whose_index_failed_is_answered_and_found_after_the_next(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.new_database()
+    async with opened(url) as store:
+        with index_blocked(url):
+            batch = await post_batch(store, "zebra")  # answered: it was committed
+        assert await found(store, "zebra") == []  # its words wait for the next write
+        assert backlog(url) == [(batch[0], batch[-1])]
+        single = await post(store, "zebra again")
+        assert await found(store, "zebra") == [*batch, single]
+        assert backlog(url) == []
+
+
+async def test_what_a_process_left_unindexed_is_found_once_another_starts(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.new_database()
+    async with opened(url) as ended:
+        kept = await post(ended, "okapi seen")
+        with index_blocked(url):
+            lost = await post_batch(ended, "okapi") + await post_batch(ended, "okapi")
+    half = len(lost) // 2  # the process ended before indexing them
+    assert backlog(url) == [(lost[0], lost[half - 1]), (lost[half], lost[-1])]
+    async with opened(url) as started:
+        assert await found(started, "okapi") == [kept, *lost]
+        assert backlog(url) == []
+
+
+async def test_a_running_process_indexes_what_another_left_a_sweep_later(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range is indexed by another writer once it has seen it at two sweeps (the writer that
+    committed it may still be on it at the first); sweeps here at every batch, not a minute
+    apart."""
+    monkeypatch.setattr(postgres_words, "SWEEP_EVERY_S", 0.0)
+    url = postgres.new_database()
+    async with opened(url) as running:
+        async with opened(url) as ended:
+            with index_blocked(url):
+                lost = await post_batch(ended, "gnu", room="s")
+        await post(running, "elsewhere")  # the first sweep that sees the range
+        assert await found(running, "gnu", room="s") == []
+        await post(running, "elsewhere again")  # the second: it is indexed
+        assert await found(running, "gnu", room="s") == lost
+        assert backlog(url) == []
+
+
+async def test_an_edit_made_before_the_index_is_what_a_search_finds(
+    postgres: PostgresServer,
+) -> None:
+    url = postgres.new_database()
+    async with opened(url) as other:
+        async with opened(url) as ended:
+            with index_blocked(url):
+                batch = await post_batch(ended, "quagga")
+        async with asyncio.timeout(WAIT_S):
+            await other.write(writes.edit_message("r", batch[0], "ann", "plain horse"))
+        assert backlog(url) == [(batch[0], batch[-1])]
+    async with opened(url) as started:  # indexes the range: the edited words stay
+        assert await found(started, "quagga") == batch[1:]
+        assert await found(started, "horse") == [batch[0]]

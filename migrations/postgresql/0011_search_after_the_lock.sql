@@ -26,6 +26,7 @@ CREATE TABLE search_backlog (
 INSERT INTO message_words (id, words)
     SELECT id, to_tsvector('simple', text) FROM messages WHERE deleted_at IS NULL;
 DROP INDEX messages_search;
+ANALYZE message_words;  -- the planner's view of the words from the first search on
 
 CREATE FUNCTION message_words_follow() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN

@@ -1,4 +1,6 @@
-"""PostgreSQL writes the search words of a batch of messages (from INDEX_AFTER_FROM ids on)
+"""Search on PostgreSQL: its words written after the write lock, and its plans.
+
+PostgreSQL writes the search words of a batch of messages (from INDEX_AFTER_FROM ids on)
 after its commit, outside the write lock (migrations/postgresql/0011, chat/store/postgres.py),
 and keeps the ranges still to index in ``search_backlog``. What a user sees: a batch whose
 index failed is still answered, and its messages become findable with the next write;
@@ -9,7 +11,10 @@ what a search finds, not the text before it.
 "A process that ends before its index" is made real here by a lock: another connection holds
 ``message_words`` in SHARE mode, so the store's index write waits until its statement times
 out (``CHAT_DATABASE_TIMEOUT_SECONDS``, 1 s) while its COMMIT, which does not touch the table,
-goes through."""
+goes through.
+
+A search is planned for its words every time it runs, never from a plan cached for any
+words (chat/store/postgres_reads.py)."""
 
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import psycopg
 import pytest
 
 from chat.config import Settings
-from chat.store import Store, postgres_words, writes
+from chat.store import Store, postgres_words, search, writes
+from chat.store.postgres_reads import PgReadDb
 from tests.postgres_server import PostgresServer
 
 WAIT_S = 30.0
@@ -143,3 +149,26 @@ async def test_an_edit_made_before_the_index_is_what_a_search_finds(
     async with opened(url) as started:  # indexes the range: the edited words stay
         assert await found(started, "quagga") == batch[1:]
         assert await found(started, "horse") == [batch[0]]
+
+
+async def test_a_search_is_never_run_from_a_prepared_plan(postgres: PostgresServer) -> None:
+    """psycopg prepares a statement it has run a few times, and PostgreSQL then soon plans it
+    for any parameters: for a search, one plan for rare and common words alike, which walked a
+    room's messages one by one for a word none of them holds (bench/README.md). Other reads
+    are prepared as before: the check below sees them, so it can see a search's too."""
+    url = postgres.new_database()
+    async with opened(url) as store:
+        await post(store, "okapi")
+    reads = await PgReadDb.open(Settings(database=url, database_pool_size=1))
+    try:
+        find = f"SELECT m.id FROM {PgReadDb.matches} WHERE m.room = ? AND {PgReadDb.match}"
+        async with asyncio.timeout(WAIT_S):
+            for _ in range(10):
+                assert await reads.rows(find, ("r", search.tsquery("okapi"))) == [(1,)]
+                assert await reads.rows("SELECT count(*) FROM messages WHERE room = ?", ("r",))
+            prepared = await reads.rows("SELECT statement FROM pg_prepared_statements")
+    finally:
+        await reads.close()
+    statements = [str(row[0]) for row in prepared]
+    assert any("FROM messages WHERE room" in s for s in statements), statements
+    assert not any("@@" in s for s in statements), statements

@@ -1,5 +1,6 @@
 """The growth benchmark and its data generator as a smoke test (issue 17): CI runs
-bench/growth.py at 10^4 and 10^5 events; the 10^7 run lives in bench/ (bench/README.md).
+bench/growth.py at 10^4 and 10^5 events; the 10^7 run lives in bench/ (bench/README.md). And
+bench/search_pg.py, searches on PostgreSQL, at 20,000 events.
 
 What is asserted is what a person running it sees: it exits 0, fills the store at the sizes
 asked, and reports every path at each size with the generator's rate. Its figures are not
@@ -12,6 +13,9 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.conftest import need
+from tests.postgres_server import bindir
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 PATHS = {
@@ -56,3 +60,26 @@ def test_growth_runs_at_ten_thousand_and_a_hundred_thousand_events() -> None:
     assert all(m["events_per_s"] > 0 for m in made)
     assert set(out["ratios"]) == PATHS
     assert "| search_rare |" in done.stderr  # the table a person reads
+
+
+def test_the_postgresql_search_benchmark_runs() -> None:
+    """bench/search_pg.py on a small store: it exits 0 (its checks: the rare word found in its
+    room alone, the absent word nowhere, the common word's page all matches) and reports each
+    search in both rooms."""
+    need(bindir() is not None, "PostgreSQL is not installed (Debian's postgresql package)")
+    done = subprocess.run(
+        [sys.executable, "search_pg.py", "--events", "20000", "--reps", "2", "--timeout", "200"],
+        cwd=BENCH,
+        capture_output=True,
+        text=True,
+        timeout=260,
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["failures"] == [] and "error" not in out
+    assert out["fill"]["last_id"] == 20_000
+    found = {(s["q"], s["room"]): s["found"] for s in out["searches"]}
+    assert len(found) == 12
+    assert sorted(n for (q, _), n in found.items() if q == "quokka") == [0, 1]
+    assert all(s["median_ms"] > 0 for s in out["searches"])
+    assert "| the rare word (`quokka`) |" in done.stderr  # the table a person reads

@@ -1,17 +1,18 @@
 """Search on PostgreSQL: its words written after the write lock, and its plans.
 
 PostgreSQL writes the search words of a batch of messages (from INDEX_AFTER_FROM ids on)
-after its commit, outside the write lock (migrations/postgresql/0011, chat/store/postgres.py),
-and keeps the ranges still to index in ``search_backlog``. What a user sees: a batch whose
-index failed is still answered, and its messages become findable with the next write;
-messages that a process committed and never indexed (it ended first) are found as soon as
-another process starts, or by a running one a sweep later; and an edit made in between is
-what a search finds, not the text before it.
+after its commit, outside the write lock (migrations/postgresql/0011,
+chat/store/postgres_words.py), and keeps the ranges still to index in ``search_backlog``. What
+a user sees: a batch whose index failed is still answered, and its messages become findable
+with the next write; messages that a process committed and never indexed (it ended first) are
+found as soon as another process starts, or by a running one a sweep later; an edit made in
+between is what a search finds, not the text before it, even when the two race; and an edit
+whose trigger holds a row the words' insert needs does not hold up the writes.
 
 "A process that ends before its index" is made real here by a lock: another connection holds
-``message_words`` in SHARE mode, so the store's index write waits until its statement times
-out (``CHAT_DATABASE_TIMEOUT_SECONDS``, 1 s) while its COMMIT, which does not touch the table,
-goes through.
+``message_words`` in SHARE mode, so the store's words' insert after a batch's COMMIT (which
+does not touch the table, and goes through) waits for the lock until it gives way
+(``postgres_words.LOCK_WAIT``) and fails.
 
 A search is planned for its words every time it runs, never from a plan cached for any
 words (chat/store/postgres_reads.py)."""
@@ -19,6 +20,8 @@ words (chat/store/postgres_reads.py)."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -32,12 +35,12 @@ from chat.store.postgres_reads import PgReadDb
 from tests.postgres_server import PostgresServer
 
 WAIT_S = 30.0
-TIMEOUT_S = 1.0  # the store's statement timeout: how long a blocked index write waits
+TIMEOUT_S = 1.0  # the store's statement timeout (CHAT_DATABASE_TIMEOUT_SECONDS)
 
 
 @asynccontextmanager
-async def opened(url: str) -> AsyncIterator[Store]:
-    store = Store(Settings(database=url, database_timeout_seconds=TIMEOUT_S), lambda e: None)
+async def opened(url: str, timeout_s: float = TIMEOUT_S) -> AsyncIterator[Store]:
+    store = Store(Settings(database=url, database_timeout_seconds=timeout_s), lambda e: None)
     async with asyncio.timeout(WAIT_S):
         await store.open()
     try:
@@ -138,6 +141,7 @@ async def test_a_running_process_indexes_what_another_left_a_sweep_later(
 async def test_an_edit_made_before_the_index_is_what_a_search_finds(
     postgres: PostgresServer,
 ) -> None:
+    """The words of an edited message come from its text as it is when they are written."""
     url = postgres.new_database()
     async with opened(url) as other:
         async with opened(url) as ended:
@@ -149,6 +153,71 @@ async def test_an_edit_made_before_the_index_is_what_a_search_finds(
     async with opened(url) as started:  # indexes the range: the edited words stay
         assert await found(started, "quagga") == batch[1:]
         assert await found(started, "horse") == [batch[0]]
+
+
+def blocked_on_a_lock(url: str, pid: int) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return row is not None and row[0] == "Lock"
+
+
+async def test_words_that_race_an_edit_are_the_edited_ones(postgres: PostgresServer) -> None:
+    """The race itself: the words' insert reads the text before an edit commits, meets the
+    row the edit's trigger wrote and has not committed, waits for it, and then keeps it
+    (``ON CONFLICT DO NOTHING``): the edited words, not the old ones it had read."""
+    url = postgres.new_database()
+    async with opened(url) as ended:
+        with index_blocked(url):
+            batch = await post_batch(ended, "quagga")
+    message = batch[0]
+    with psycopg.connect(url) as editor, psycopg.connect(url, autocommit=True) as indexer:
+        editor.execute("UPDATE messages SET text = 'plain horse' WHERE id = %s", (message,))
+        errors: list[BaseException] = []
+
+        def index() -> None:
+            try:
+                indexer.execute(postgres_words.INDEX_RANGE, (message, message))
+            except BaseException as error:  # reported below
+                errors.append(error)
+
+        thread = threading.Thread(target=index)
+        thread.start()
+        deadline = time.monotonic() + WAIT_S
+        while not blocked_on_a_lock(url, indexer.info.backend_pid):
+            assert time.monotonic() < deadline and thread.is_alive(), errors
+            await asyncio.sleep(0.02)
+        editor.commit()
+        thread.join(WAIT_S)
+        assert not thread.is_alive() and errors == []
+        words = indexer.execute(
+            "SELECT words = to_tsvector('simple', 'plain horse') FROM message_words WHERE id = %s",
+            (message,),
+        ).fetchone()
+    assert words == (True,)
+
+
+async def test_an_edit_holding_a_row_the_words_need_holds_up_no_write(
+    postgres: PostgresServer,
+) -> None:
+    """Another process's edit of a message whose words are still to be written holds the row
+    its trigger wrote until it commits. The words' insert gives way after a short wait for it
+    (``lock_timeout``) instead of holding up this process's writes until the edit ends (here
+    never, within the test: a statement timeout of 30 s), and is written with a later batch."""
+    url = postgres.new_database()
+    async with opened(url, timeout_s=WAIT_S) as store:
+        with index_blocked(url):
+            batch = await post_batch(store, "quagga")  # its words wait for the next write
+        with psycopg.connect(url) as editor:
+            editor.execute("UPDATE messages SET text = 'plain horse' WHERE id = %s", (batch[0],))
+            async with asyncio.timeout(10):  # answered while the edit is open
+                single = await post(store, "quagga single")
+            editor.commit()
+        await post(store, "elsewhere")  # writes the batch's words
+        assert await found(store, "quagga") == [*batch[1:], single]
+        assert await found(store, "horse") == [batch[0]]
+        assert backlog(url) == []
 
 
 async def test_a_search_is_never_run_from_a_prepared_plan(postgres: PostgresServer) -> None:

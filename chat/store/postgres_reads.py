@@ -64,8 +64,8 @@ class PgReadDb:
         # A search is planned for its words each time: psycopg prepares a statement after a
         # few runs, and PostgreSQL then soon plans it once for any parameters. A plan that
         # cannot tell a rare word from a common one walked a room's messages newest first,
-        # checking each one's words, for a word none of them holds: 130 ms at a million
-        # events, against under 1 ms from the words' index (bench/README.md).
+        # checking each one's words, for a word none of them holds: 125-210 ms at a million
+        # events, against 4-6 ms planned for the word (bench/README.md).
         prepare = False if self.match in sql else None
         for attempt in (1, 2):  # a connection the pool held may have died since: once more
             try:

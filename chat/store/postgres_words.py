@@ -12,8 +12,15 @@ cost more than the lock saves.
 
 A range left behind (a process killed in between, a statement that failed) is indexed again:
 the writer's own at its next batch, any other by a process that starts, and by a running one
-that sees it at two sweeps a minute apart (a writer still on its range holds it for
-milliseconds). Indexing a range twice is harmless (``ON CONFLICT DO NOTHING``).
+that sees it at the starts of two batches a minute apart (a writer is on a batch's range for
+milliseconds, on a bulk fill's longer). Indexing a range twice is harmless (``ON CONFLICT DO
+NOTHING``).
+
+The words' writes give way to edits: an edit's trigger (under the write lock) and the words'
+insert can each wait for a row the other wrote and has not committed, so the insert waits for
+a lock at most LOCK_WAIT, then fails, and its range is written again with the next batch. A
+deadlock or a long wait would otherwise hold the write lock, and every process's writes, for
+up to PostgreSQL's ``deadlock_timeout`` (1 s).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from psycopg import pq
 log = logging.getLogger(__name__)
 
 INDEX_AFTER_FROM = 16  # a batch of this many ids has its words written after its commit
+LOCK_WAIT = "20ms"  # the longest the words' insert waits for a row lock (above)
 INDEX_CHUNK = 10_000  # ids per transaction of those writes (a fill takes millions)
 SWEEP_EVERY_S = 60.0  # how often a writer looks for ranges that others left on the backlog
 # A range's words: from the messages as they are, so an edit since the commit wins (its trigger,
@@ -106,13 +114,15 @@ class Words:
                     raw,
                     ("BEGIN", ()),
                     ("SET LOCAL synchronous_commit = off", ()),
+                    (f"SET LOCAL lock_timeout = '{LOCK_WAIT}'", ()),
                     (INDEX_RANGE, (low, high)),
                     *done,
                     ("COMMIT", ()),
                 )
         except psycopg.Error as error:
             log.warning("the search words of events %d-%d wait for the next write: %s", *ids, error)
-            self._unindexed.append(ids)
+            if ids not in self._unindexed:  # a sweep may find it again meanwhile
+                self._unindexed.append(ids)
             if not raw.broken and raw.info.transaction_status != pq.TransactionStatus.IDLE:
                 with contextlib.suppress(psycopg.Error):
                     raw.execute("ROLLBACK")  # the failed chunk's transaction

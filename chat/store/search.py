@@ -16,8 +16,8 @@ the longer one, so the cost follows the page, not the room's history nor the wor
 across every room (issue 17: at 10 million events, bench/growth.py). The join to ``messages``
 then checks the room exactly and leaves deleted messages out.
 
-PostgreSQL: ``message_words`` holds ``to_tsvector('simple', text)`` of each message not
-deleted, under a GIN index (migrations/postgresql/0011). The writer fills it right after a
+PostgreSQL: ``message_words`` holds ``to_tsvector('simple', text)`` of each message, under a
+GIN index (migrations/postgresql/0011). The writer fills it right after a
 batch's commit, outside the write lock, and before the batch's callers are answered (a small
 batch: with its commit); a trigger follows edits and deletions (chat/store/postgres_words.py).
 A search reads the index and joins the messages, which decide the room and deletion. The

@@ -70,7 +70,8 @@ def post_message(
 
 def index_messages(tx: Tx, events: list[Event]) -> None:
     """Add these new messages (consecutive ids) to the full-text index in one statement
-    (chat/store/sqlite.py; PostgreSQL's index follows the table by itself)."""
+    (chat/store/sqlite.py; PostgreSQL writes every batch's words itself:
+    chat/store/postgres_words.py)."""
     if events and tx.db.index_row is not None:
         tx.flush()  # the messages' rows, read here
         first, last = events[0].id, events[-1].id

@@ -1,13 +1,14 @@
 -- Full-text search moves out of the messages table into one of its own, which the writer fills
--- right after a batch's COMMIT, outside the event_ids lock (chat/store/postgres.py). The GIN
+-- right after a batch's COMMIT, outside the event_ids lock (chat/store/postgres_words.py). The GIN
 -- index over to_tsvector(text) (0002) made PostgreSQL tokenize every message and insert its
 -- words while the lock was held, about a third of a batch's time under it, and both
 -- processes' writes wait on that lock (bench/README.md, "The PostgreSQL store").
 --
--- message_words: a message's words, for the messages not deleted. Its rows are written after
--- the commit of the message's batch (from messages.text, so an edit made in between wins), and
--- follow later edits and deletions through the trigger below (SQLite: the trigger of 0002 and
--- 0006 on messages_fts). A search joins it to messages, which decide room and deletion.
+-- message_words: a message's words. Its rows are written after the commit of the message's
+-- batch (from messages.text, so an edit made in between wins), and follow later edits and
+-- deletions through the trigger below (SQLite: the trigger of 0002 and 0006 on messages_fts).
+-- A search joins it to messages, which decide room and deletion: a deletion that races the
+-- words' insert can leave the deleted message's words here, never found.
 CREATE TABLE message_words (
     id    BIGINT PRIMARY KEY,
     words TSVECTOR NOT NULL

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import need
 from tests.postgres_server import bindir
@@ -38,16 +39,23 @@ PATHS = {
 }
 
 
-def test_growth_runs_at_ten_thousand_and_a_hundred_thousand_events() -> None:
+def run_bench(script: str, *args: str, timeout_s: float) -> tuple[dict[str, Any], str]:
+    """Run a benchmark of bench/ with ``--timeout timeout_s``; its JSON line and its report
+    (stderr), once it has exited 0 (its own checks passed)."""
     done = subprocess.run(
-        [sys.executable, "growth.py", "--sizes", "10000,100000", "--reps", "2", "--timeout", "400"],
+        [sys.executable, script, *args, "--timeout", str(timeout_s)],
         cwd=BENCH,
         capture_output=True,
         text=True,
-        timeout=480,
+        timeout=timeout_s + 60,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
+    out: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out, done.stderr
+
+
+def test_growth_runs_at_ten_thousand_and_a_hundred_thousand_events() -> None:
+    out, report = run_bench("growth.py", "--sizes", "10000,100000", "--reps", "2", timeout_s=420)
     assert out["failures"] == [] and "error" not in out
     assert list(out["sizes"]) == ["10000", "100000"]
     for size, figures in out["sizes"].items():
@@ -59,7 +67,7 @@ def test_growth_runs_at_ten_thousand_and_a_hundred_thousand_events() -> None:
     assert 100_000 <= made[-1]["last_id"] < 100_020
     assert all(m["events_per_s"] > 0 for m in made)
     assert set(out["ratios"]) == PATHS
-    assert "| search_rare |" in done.stderr  # the table a person reads
+    assert "| search_rare |" in report  # the table a person reads
 
 
 def test_the_postgresql_search_benchmark_runs() -> None:
@@ -67,19 +75,11 @@ def test_the_postgresql_search_benchmark_runs() -> None:
     room alone, the absent word nowhere, the common word's page all matches) and reports each
     search in both rooms."""
     need(bindir() is not None, "PostgreSQL is not installed (Debian's postgresql package)")
-    done = subprocess.run(
-        [sys.executable, "search_pg.py", "--events", "20000", "--reps", "2", "--timeout", "200"],
-        cwd=BENCH,
-        capture_output=True,
-        text=True,
-        timeout=260,
-    )
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-2000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out, report = run_bench("search_pg.py", "--events", "20000", "--reps", "2", timeout_s=200)
     assert out["failures"] == [] and "error" not in out
     assert out["fill"]["last_id"] == 20_000
     found = {(s["q"], s["room"]): s["found"] for s in out["searches"]}
     assert len(found) == 12
     assert sorted(n for (q, _), n in found.items() if q == "quokka") == [0, 1]
     assert all(s["median_ms"] > 0 for s in out["searches"])
-    assert "| the rare word (`quokka`) |" in done.stderr  # the table a person reads
+    assert "| the rare word (`quokka`) |" in report  # the table a person reads

@@ -85,6 +85,13 @@ async def found(store: Store, q: str, room: str = "r") -> list[int]:
     return [m["id"] for m in page]
 
 
+async def left_unindexed(url: str, word: str, room: str = "r") -> list[int]:
+    """A batch posted by a process that ended before writing its words: its ids."""
+    async with opened(url) as ended:
+        with index_blocked(url):
+            return await post_batch(ended, word, room)
+
+
 def backlog(url: str) -> list[tuple[int, int]]:
     with psycopg.connect(url) as conn:
         return [(int(a), int(b)) for a, b in conn.execute("SELECT * FROM search_backlog")]
@@ -128,9 +135,7 @@ async def test_a_running_process_indexes_what_another_left_a_sweep_later(
     monkeypatch.setattr(postgres_words, "SWEEP_EVERY_S", 0.0)
     url = postgres.new_database()
     async with opened(url) as running:
-        async with opened(url) as ended:
-            with index_blocked(url):
-                lost = await post_batch(ended, "gnu", room="s")
+        lost = await left_unindexed(url, "gnu", room="s")
         await post(running, "elsewhere")  # the first sweep that sees the range
         assert await found(running, "gnu", room="s") == []
         await post(running, "elsewhere again")  # the second: it is indexed
@@ -144,9 +149,7 @@ async def test_an_edit_made_before_the_index_is_what_a_search_finds(
     """The words of an edited message come from its text as it is when they are written."""
     url = postgres.new_database()
     async with opened(url) as other:
-        async with opened(url) as ended:
-            with index_blocked(url):
-                batch = await post_batch(ended, "quagga")
+        batch = await left_unindexed(url, "quagga")
         async with asyncio.timeout(WAIT_S):
             await other.write(writes.edit_message("r", batch[0], "ann", "plain horse"))
         assert backlog(url) == [(batch[0], batch[-1])]
@@ -168,10 +171,7 @@ async def test_words_that_race_an_edit_are_the_edited_ones(postgres: PostgresSer
     row the edit's trigger wrote and has not committed, waits for it, and then keeps it
     (``ON CONFLICT DO NOTHING``): the edited words, not the old ones it had read."""
     url = postgres.new_database()
-    async with opened(url) as ended:
-        with index_blocked(url):
-            batch = await post_batch(ended, "quagga")
-    message = batch[0]
+    message = (await left_unindexed(url, "quagga"))[0]
     with psycopg.connect(url) as editor, psycopg.connect(url, autocommit=True) as indexer:
         editor.execute("UPDATE messages SET text = 'plain horse' WHERE id = %s", (message,))
         errors: list[BaseException] = []

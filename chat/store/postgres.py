@@ -155,7 +155,7 @@ class PgWriteDb:
         self._reopen = False  # set by ``storage_problem``
         self.rooms: set[str] = set()
         self.public_rooms: set[str] = set()
-        self._words = postgres_words.Words()
+        self._words = postgres_words.Words(self.rollback)
         raw = connect(settings)
         try:
             apply_pending(raw, migrations_folder(settings))

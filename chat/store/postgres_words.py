@@ -28,10 +28,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg import pq
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,11 @@ def send(raw: psycopg.Connection[Any], *statements: Statement) -> None:
 
 class Words:
     """The write connection's search words: ``commit`` ends a batch's transaction and writes
-    its words; ``catch_up`` (before a batch's lock) indexes what was left behind."""
+    its words; ``catch_up`` (before a batch's lock) indexes what was left behind. ``rollback``
+    is the write connection's own (``PgWriteDb.rollback``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, rollback: Callable[[], None]) -> None:
+        self._rollback = rollback
         self._unindexed: list[tuple[int, int]] = []  # own committed ranges still to index
         self._seen: set[tuple[int, int]] = set()  # others' ranges at the last sweep
         self._next_sweep = 0.0
@@ -123,6 +125,5 @@ class Words:
             log.warning("the search words of events %d-%d wait for the next write: %s", *ids, error)
             if ids not in self._unindexed:  # a sweep may find it again meanwhile
                 self._unindexed.append(ids)
-            if not raw.broken and raw.info.transaction_status != pq.TransactionStatus.IDLE:
-                with contextlib.suppress(psycopg.Error):
-                    raw.execute("ROLLBACK")  # the failed chunk's transaction
+            with contextlib.suppress(psycopg.Error):
+                self._rollback()  # the failed chunk's transaction, if the connection lives

@@ -17,9 +17,9 @@ across every room (issue 17: at 10 million events, bench/growth.py). The join to
 then checks the room exactly and leaves deleted messages out.
 
 PostgreSQL: ``message_words`` holds ``to_tsvector('simple', text)`` of each message, under a
-GIN index (migrations/postgresql/0011). The writer fills it right after a
-batch's commit, outside the write lock, and before the batch's callers are answered (a small
-batch: with its commit); a trigger follows edits and deletions (chat/store/postgres_words.py).
+GIN index (migrations/postgresql/0011). The writer fills it right after a batch's commit,
+outside the write lock, and before the batch's callers are answered (a small batch: with its
+commit); a trigger follows edits and deletions (chat/store/postgres_words.py).
 A search reads the index and joins the messages, which decide the room and deletion. The
 ``simple`` configuration lower-cases and does not stem, as FTS5's default tokenizer; unlike it,
 it keeps diacritics (``café`` does not find ``cafe``).

@@ -13,8 +13,8 @@ cost more than the lock saves.
 A range left behind (a process killed in between, a statement that failed) is indexed again:
 the writer's own at its next batch, any other by a process that starts, and by a running one
 that sees it at the starts of two batches a minute apart (a writer is on a batch's range for
-milliseconds, on a bulk fill's longer). Indexing a range twice is harmless (``ON CONFLICT DO
-NOTHING``).
+milliseconds, on a bulk fill's longer; an idle store makes an empty batch every SWEEP_EVERY_S,
+chat/store/store.py). Indexing a range twice is harmless (``ON CONFLICT DO NOTHING``).
 
 The words' writes give way to edits: an edit's trigger (under the write lock) and the words'
 insert can each wait for a row the other wrote and has not committed, so the insert waits for

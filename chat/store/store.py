@@ -5,7 +5,9 @@ embedded default; a ``postgresql://`` URL is PostgreSQL (chat/store/dialect.py).
 
 - writes: ``writer.Writer``, the store's own write thread (one transaction per batch);
 - reads: ``reads.Reads``, on a connection of their own (SQLite) or a pool (PostgreSQL);
-- checkpoints (SQLite): ``maintenance.Checkpointer``, on a third connection.
+- checkpoints (SQLite): ``maintenance.Checkpointer``, on a third connection;
+- the search backlog (PostgreSQL): a writer looks at it when it begins a batch, an idle one
+  with an empty write every ``postgres_words.SWEEP_EVERY_S`` (``Store._tend_backlog``).
 
 PostgreSQL's module (and psycopg with it) is imported only for a PostgreSQL store: SQLite's
 start-up does not pay for it.
@@ -14,12 +16,14 @@ start-up does not pay for it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
 from chat import migrations
 from chat.config import Settings
+from chat.errors import Unavailable
 from chat.events import Event
 from chat.migrations import Migration, MigrationsError
 from chat.store import sqlite, sqlite_reads
@@ -30,6 +34,8 @@ from chat.store.tx import WriteOp
 from chat.store.writer import CLOSE_WAIT_S, Writer
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 def database_errors(settings: Settings, opening: bool = True) -> tuple[type[Exception], ...]:
@@ -83,6 +89,7 @@ class Store(Reads):
         self.kind = database_kind(settings.database)
         self._writer = Writer(settings, on_commit, open_write_db)
         self._checkpointer = Checkpointer(settings) if self.kind == "sqlite" else None
+        self._tending: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         await self._writer.open()  # first: it applies the migrations the others read
@@ -93,10 +100,31 @@ class Store(Reads):
         except BaseException:
             await self.close()
             raise
+        if self.kind == "postgresql":
+            self._tending = asyncio.create_task(self._tend_backlog(), name="chat-search-backlog")
+
+    async def _tend_backlog(self) -> None:
+        """An empty write every sweep interval: a writer sweeps the search backlog when it
+        begins a batch (chat/store/postgres_words.py), so what another process left is indexed
+        here too while nobody writes. A busy writer puts it in its next batch of POSTs."""
+        from chat.store import postgres_words
+
+        while True:
+            await asyncio.sleep(postgres_words.SWEEP_EVERY_S)
+            try:
+                await self._writer.write(_nothing)
+            except Unavailable:
+                pass  # the database is away or the store closing: the next interval tries
+            except Exception:
+                log.exception("looking at the search backlog failed; trying again later")
 
     async def close(self) -> None:
         """Finish the writes already queued (up to 10 s), then close the connections: the
         write connection last, so that closing it checkpoints what is left."""
+        tending, self._tending = self._tending, None
+        if tending is not None:
+            tending.cancel()
+            await asyncio.wait([tending])
         await self._writer.drain(asyncio.get_running_loop().time() + CLOSE_WAIT_S)
         if self._checkpointer is not None:
             await self._checkpointer.stop()
@@ -126,3 +154,7 @@ class Store(Reads):
     def accepting_writes(self) -> bool:
         """True from ``open`` until ``close`` begins, unless the write thread has stopped."""
         return self._writer.accepting
+
+
+def _nothing(tx: object) -> None:
+    """A write of nothing (``Store._tend_backlog``)."""

@@ -31,6 +31,7 @@ import psycopg
 import pytest
 
 from chat.config import Settings
+from chat.errors import Unavailable
 from chat.store import Store, postgres_words, search, writes
 from chat.store.postgres_reads import PgReadDb
 from tests.postgres_server import PostgresServer
@@ -160,9 +161,9 @@ async def test_an_idle_process_indexes_what_another_left(
     postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Nobody writes through the running process: its empty write every sweep interval
-    (chat/store/store.py) makes its writer sweep all the same; here every 0.2 s, not every
-    minute."""
-    monkeypatch.setattr(postgres_words, "SWEEP_EVERY_S", 0.2)
+    (chat/store/store.py) makes its writer sweep all the same; here every second, not every
+    minute (two sweeps, a second apart, index the range: the first look comes well after)."""
+    monkeypatch.setattr(postgres_words, "SWEEP_EVERY_S", 1.0)
     url = postgres.new_database()
     async with opened(url) as idle:
         lost = await left_unindexed(url, "gnu", room="s")
@@ -173,6 +174,32 @@ async def test_an_idle_process_indexes_what_another_left(
 
         await eventually(indexed_by_now, WAIT_S, "the left batch found by the idle process")
         assert backlog(url) == []
+
+
+async def test_the_idle_sweep_does_not_pass_a_database_that_takes_no_writes(
+    postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the database refuses writes (a full disk, here a trigger that answers as one),
+    the store says so (``/readyz`` answers 503 until a real write succeeds): the idle sweep's
+    empty write, which a full disk would let through, must not say otherwise."""
+    monkeypatch.setattr(postgres_words, "SWEEP_EVERY_S", 0.1)
+    url = postgres.new_database()
+    async with opened(url) as store:
+        await post(store, "before")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION 'could not extend file' USING ERRCODE = '53100'; END $$"
+            )
+            conn.execute(
+                "CREATE TRIGGER disk_full BEFORE INSERT ON events "
+                "FOR EACH ROW EXECUTE FUNCTION disk_full()"
+            )
+        with pytest.raises(Unavailable, match="cannot be written"):
+            await post(store, "refused")
+        assert store.unwritable is not None
+        await asyncio.sleep(1.0)  # ten sweep intervals
+        assert store.unwritable is not None
 
 
 async def test_an_edit_made_before_the_index_is_what_a_search_finds(

@@ -111,6 +111,8 @@ class Store(Reads):
 
         while True:
             await asyncio.sleep(postgres_words.SWEEP_EVERY_S)
+            if self._writer.unwritable is not None:
+                continue  # an empty write would pass on a full disk and clear it (``readyz``)
             try:
                 await self._writer.write(_nothing)
             except Unavailable:

@@ -214,7 +214,7 @@ def create_app(
         while True:
             cutoff = now_rfc3339(datetime.now(UTC) - ttl)
             try:
-                await store.write(writes.purge_idempotency_keys(cutoff))
+                await store.maintain(writes.purge_idempotency_keys(cutoff))
             except Unavailable:
                 log.warning("could not purge old idempotency keys; will try again")
             await asyncio.sleep(PURGE_EVERY_S)
@@ -225,7 +225,7 @@ def create_app(
         while True:
             cutoff, deleted = now_rfc3339(datetime.now(UTC) - age), 0
             try:
-                while covered := await store.write(retention.prune(cutoff)):
+                while covered := await store.maintain(retention.prune(cutoff)):
                     deleted += covered
             except Unavailable:
                 log.warning("could not delete old events; will try again")

@@ -176,12 +176,13 @@ async def test_an_idle_process_indexes_what_another_left(
         assert backlog(url) == []
 
 
-async def test_the_idle_sweep_does_not_pass_a_database_that_takes_no_writes(
+async def test_the_store_s_upkeep_does_not_pass_a_database_that_takes_no_writes(
     postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While the database refuses writes (a full disk, here a trigger that answers as one),
-    the store says so (``/readyz`` answers 503 until a real write succeeds): the idle sweep's
-    empty write, which a full disk would let through, must not say otherwise."""
+    the store says so (``/readyz`` answers 503 until a real write succeeds). A write that
+    changes nothing passes on a full disk and would end that state: the idle sweep's empty
+    write and the purge of old idempotency keys (``Store.maintain``) wait instead."""
     monkeypatch.setattr(postgres_words, "SWEEP_EVERY_S", 0.1)
     url = postgres.new_database()
     async with opened(url) as store:
@@ -200,6 +201,13 @@ async def test_the_idle_sweep_does_not_pass_a_database_that_takes_no_writes(
         assert store.unwritable is not None
         await asyncio.sleep(1.0)  # ten sweep intervals
         assert store.unwritable is not None
+        purge = writes.purge_idempotency_keys("2000-01-01T00:00:00.000Z")  # deletes nothing
+        async with asyncio.timeout(WAIT_S):
+            assert await store.maintain(purge) is None
+        assert store.unwritable is not None
+        async with asyncio.timeout(WAIT_S):
+            assert await store.write(purge) == 0  # what the upkeep must not do: it passes
+        assert store.unwritable is None
 
 
 async def test_an_edit_made_before_the_index_is_what_a_search_finds(

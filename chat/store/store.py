@@ -111,10 +111,8 @@ class Store(Reads):
 
         while True:
             await asyncio.sleep(postgres_words.SWEEP_EVERY_S)
-            if self._writer.unwritable is not None:
-                continue  # an empty write would pass on a full disk and clear it (``readyz``)
             try:
-                await self._writer.write(_nothing)
+                await self.maintain(_nothing)
             except Unavailable:
                 pass  # the database is away or the store closing: the next interval tries
             except Exception:
@@ -144,6 +142,15 @@ class Store(Reads):
 
     async def write(self, op: WriteOp[T]) -> T:
         """Queue a write; returns its result once committed (and its events published)."""
+        return await self._writer.write(op)
+
+    async def maintain(self, op: WriteOp[T]) -> T | None:
+        """A write of the store's upkeep (a purge, a sweep), or None without it while the
+        database takes no writes: one that changes nothing would pass on a full disk, and any
+        write that passes ends that state (``unwritable``, which ``/readyz`` reports) until
+        the next real write fails again."""
+        if self.unwritable is not None:
+            return None
         return await self._writer.write(op)
 
     @property

@@ -124,8 +124,9 @@ class Store(Reads):
         tending, self._tending = self._tending, None
         if tending is not None:
             tending.cancel()
-            await asyncio.wait([tending])
         await self._writer.drain(asyncio.get_running_loop().time() + CLOSE_WAIT_S)
+        if tending is not None:  # after drain: the store refuses writes from close's first step
+            await asyncio.wait([tending])
         if self._checkpointer is not None:
             await self._checkpointer.stop()
         read, self._read = self._read, None

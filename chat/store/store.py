@@ -16,7 +16,7 @@ start-up does not pay for it.
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
@@ -34,8 +34,6 @@ from chat.store.tx import WriteOp
 from chat.store.writer import CLOSE_WAIT_S, Writer
 
 T = TypeVar("T")
-
-log = logging.getLogger(__name__)
 
 
 def database_errors(settings: Settings, opening: bool = True) -> tuple[type[Exception], ...]:
@@ -111,12 +109,10 @@ class Store(Reads):
 
         while True:
             await asyncio.sleep(postgres_words.SWEEP_EVERY_S)
-            try:
+            # The database away, the store closing: the next interval tries. (The writer
+            # turns every failure of a batch into Unavailable; ``_nothing`` never fails.)
+            with contextlib.suppress(Unavailable):
                 await self.maintain(_nothing)
-            except Unavailable:
-                pass  # the database is away or the store closing: the next interval tries
-            except Exception:
-                log.exception("looking at the search backlog failed; trying again later")
 
     async def close(self) -> None:
         """Finish the writes already queued (up to 10 s), then close the connections: the

@@ -136,13 +136,20 @@ async def drain(receive: ASGIReceiveCallable) -> None:
 
 
 def replay(request: Request) -> ASGIReceiveCallable:
-    """``receive`` for Quart: the body already read, then the rest (a disconnect)."""
+    """``receive`` for Quart: the body already read, and then nothing more. Quart cancels a
+    route's handler as soon as its ``receive`` gives ``http.disconnect``; but a client that
+    sends its request and then its end of stream (a half-close, as ``nc -N`` or an HTTP/1.0
+    client does) still reads the answer, which it would never get. Every Quart route ends by
+    itself (the endless ones, the streams, are not Quart's), so the handler runs to its end
+    and Quart cancels this wait once it has."""
     first: list[ASGIReceiveEvent] = [
         {"type": "http.request", "body": request.body, "more_body": False}
     ]
-    receive = request.receive
 
     async def replayed() -> ASGIReceiveEvent:
-        return first.pop() if first else await receive()
+        if first:
+            return first.pop()
+        await asyncio.get_running_loop().create_future()  # never done: Quart cancels it
+        raise AssertionError("unreachable")
 
     return replayed

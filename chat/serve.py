@@ -30,7 +30,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
 from quart import Quart
 
-from chat import idle_timer, protocol_errors
+from chat import h2_streams, idle_timer, protocol_errors
 from chat.api import Services
 from chat.app import create_app
 from chat.config import Settings
@@ -78,6 +78,7 @@ async def serve(app: Quart, config: Config, stop: asyncio.Event) -> None:
     svc: Services = app.extensions["chat"]
     protocol_errors.install(lambda status: svc.metrics.answered("unparsable", "", status))
     idle_timer.install()
+    h2_streams.install()
 
     async def trigger() -> None:
         await stop.wait()

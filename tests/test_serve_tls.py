@@ -239,8 +239,17 @@ async def test_alpn_offers_h2_and_http11(server: TLSServer, cert: Cert) -> None:
 class H2Client:
     """An HTTP/2 client on the ``h2`` library, for what httpx does not do: reset a stream."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        acknowledge: bool = True,
+    ) -> None:
+        """``acknowledge=False``: a client that stopped reading, which never opens the
+        server's flow-control window (64 KiB) again."""
         self.reader, self.writer = reader, writer
+        self.acknowledge = acknowledge
         self.conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
         )
@@ -265,9 +274,10 @@ class H2Client:
                         self.data[event.stream_id] = (
                             self.data.get(event.stream_id, b"") + event.data
                         )
-                        self.conn.acknowledge_received_data(
-                            event.flow_controlled_length, event.stream_id
-                        )
+                        if self.acknowledge:
+                            self.conn.acknowledge_received_data(
+                                event.flow_controlled_length, event.stream_id
+                            )
                     elif isinstance(event, h2.events.PingAckReceived):
                         self.pongs += 1
                 await self.flush()
@@ -303,6 +313,71 @@ async def test_an_http2_stream_reset_by_the_client_is_released(
         client.conn.ping(b"still on")
         await client.flush()
         await client.read_until(lambda: client.pongs == 1)
+
+
+async def ask(client: H2Client, stream_id: int, path: str, port: int) -> None:
+    """GET ``path`` on a new stream, and take its answer's headers."""
+    headers = [(":method", "GET"), (":path", path), (":scheme", "https")]
+    client.conn.send_headers(stream_id, [*headers, (":authority", f"127.0.0.1:{port}")], True)
+    await client.flush()
+    await client.read_until(lambda: stream_id in client.status)
+    assert client.status[stream_id] == "200", client.status
+
+
+async def ping(client: H2Client) -> None:
+    """A PING and its answer: the server has read everything sent before it."""
+    pongs = client.pongs
+    client.conn.ping(b"12345678")
+    await client.flush()
+    await client.read_until(lambda: client.pongs > pongs)
+
+
+async def tasks_settle_at(observer: httpx.AsyncClient, count: float) -> float:
+    """The server's tasks (``chat_asyncio_tasks``) once they are down to ``count``, or after
+    5 s: the count then."""
+    async with asyncio.timeout(TIMEOUT_S):
+        for _ in range(50):
+            now = (await scrape(observer))["chat_asyncio_tasks"]
+            if now <= count:
+                break
+            await asyncio.sleep(0.1)
+    return now
+
+
+async def test_http2_answers_a_client_stopped_reading_leave_nothing_behind(
+    server: TLSServer, cert: Cert, room: str
+) -> None:
+    """Over HTTP/2 an answer goes out through Hypercorn's buffer per stream, as the client's
+    flow-control window allows. A client that stops reading an answer larger than its window
+    (a history page, a stream's replay) and then resets the stream, or closes its connection,
+    leaves nothing behind in the server: Hypercorn 0.18 kept each such request's task, and its
+    connection's, until shutdown (``chat.h2_streams``)."""
+    async with tls_client(server, "HTTP/1.1") as observer:
+        batch = {"messages": [{"author": "ann", "text": "x" * 3000} for _ in range(14)]}
+        for _ in range(3):  # 126 KB of history, in bodies under the limit (64 KiB)
+            posted = await asyncio.wait_for(
+                observer.post(f"/api/rooms/{room}/messages/batch", json=batch), TIMEOUT_S
+            )
+            assert posted.status_code == 201, posted.text
+        before = (await scrape(observer))["chat_asyncio_tasks"]
+        paths = [
+            f"/api/rooms/{room}/messages?limit=42",
+            f"/api/rooms/{room}/events?last_event_id=0",
+        ]
+        for path in paths:
+            async with tls_connection(cert, server.port, ["h2"]) as (reader, writer):
+                client = H2Client(reader, writer, acknowledge=False)
+                await ping(client)
+                idle = await tasks_settle_at(observer, before + 2)  # the connection's own
+                for stream_id in (1, 3):  # reset, the connection still open
+                    await ask(client, stream_id, path, server.port)
+                    client.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+                    await client.flush()
+                await ping(client)
+                assert await tasks_settle_at(observer, idle) == idle, f"{path}: after resets"
+                await ask(client, 5, path, server.port)  # and then the connection closed
+            assert await tasks_settle_at(observer, before) == before, f"{path}: after the close"
+            assert all(len(data) < 70_000 for data in client.data.values())  # never read on
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,12 @@ it; what the application sends after that is dropped, as Hypercorn drops what is
 stream it knows is closed; and the sending task, if it still runs, finds the buffer complete
 and removes it. An answer that ends normally is not touched.
 
+A third way ends the whole connection: a stream answered before its request's body was
+all read (a 413 for a body over the limit) is gone from Hypercorn's streams, and the body's
+next DATA frame raised a ``KeyError`` in ``H2Protocol._handle_events`` that closed the
+connection with every other stream on it (a page's event stream among them, in a browser
+that sends everything over one connection). Such data is acknowledged and dropped.
+
 **This relies on Hypercorn's private ``H2Protocol.handle``'s ``Closed`` event,
 ``H2Protocol._handle_events``, ``H2Protocol.stream_buffers`` and ``StreamBuffer.close``**
 (docs/design/private-access.md). If they have moved, ``install()`` logs a warning and
@@ -40,6 +46,8 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from h2.events import DataReceived, RequestReceived, StreamReset
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +64,34 @@ async def _close_buffers(protocol: Any, stream_ids: Iterable[int]) -> None:
             await buffer.close()
 
 
+def _without_late_data(protocol: Any, events: list[Any]) -> list[Any]:
+    """The events, less the body data of streams already answered and gone: acknowledged
+    (the connection's window must not shrink for good) and dropped."""
+    streams = getattr(protocol, "streams", None)
+    if not isinstance(streams, dict):
+        return events
+    kept: list[Any] = []
+    opened: set[int] = set()  # a request and its first data come in one batch of events
+    for event in events:
+        if isinstance(event, RequestReceived):
+            opened.add(event.stream_id)
+        elif (
+            isinstance(event, DataReceived)
+            and event.stream_id not in streams
+            and event.stream_id not in opened
+        ):
+            protocol.connection.acknowledge_received_data(
+                event.flow_controlled_length, event.stream_id
+            )
+            continue
+        kept.append(event)
+    return kept
+
+
 def install() -> bool:
     """Wrap Hypercorn's ``H2Protocol.handle`` and ``H2Protocol._handle_events`` on the class,
     once per process; False (and a warning) if what it relies on has moved."""
     try:
-        import h2.events
         from hypercorn.events import Closed
         from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
     except ImportError:
@@ -87,10 +118,10 @@ def install() -> bool:
 
     @functools.wraps(handle_events)
     async def _handle_events(self: Any, events: list[Any]) -> None:
-        reset = [e.stream_id for e in events if isinstance(e, h2.events.StreamReset)]
+        reset = [e.stream_id for e in events if isinstance(e, StreamReset)]
         if reset:
             await _close_buffers(self, reset)
-        await handle_events(self, events)
+        await handle_events(self, _without_late_data(self, events))
 
     setattr(_handle, _MARK, True)
     H2Protocol.handle = _handle  # type: ignore[method-assign]

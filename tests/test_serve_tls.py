@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import h2.config
@@ -262,6 +263,18 @@ class H2Client:
         self.writer.write(self.conn.data_to_send())
         await asyncio.wait_for(self.writer.drain(), TIMEOUT_S)
 
+    async def send_body(self, stream_id: int, data: bytes) -> None:
+        """Body DATA, as the stream's flow-control window lets it go (the stream goes on)."""
+        size = self.conn.max_outbound_frame_size
+        for start in range(0, len(data), size):
+            chunk = data[start : start + size]
+            await self.read_until(partial(self.window_holds, stream_id, len(chunk)))
+            self.conn.send_data(stream_id, chunk)
+            await self.flush()
+
+    def window_holds(self, stream_id: int, size: int) -> bool:
+        return self.conn.local_flow_control_window(stream_id) >= size
+
     async def read_until(self, done: Callable[[], bool]) -> None:
         async with asyncio.timeout(TIMEOUT_S):
             while not done():
@@ -378,6 +391,46 @@ async def test_http2_answers_a_client_stopped_reading_leave_nothing_behind(
                 await ask(client, 5, path, server.port)  # and then the connection closed
             assert await tasks_settle_at(observer, before) == before, f"{path}: after the close"
             assert all(len(data) < 70_000 for data in client.data.values())  # never read on
+
+
+async def test_http2_body_data_after_an_early_answer_keeps_the_connection(
+    server: TLSServer, cert: Cert, room: str
+) -> None:
+    """A body over the limit is answered 413 before the client has sent all of it, and over
+    HTTP/2 the rest of its DATA then comes for a stream the server has finished. The
+    connection goes on, and the event stream on it (Hypercorn 0.18 ended the whole
+    connection: ``chat.h2_streams``). A browser sends everything over one connection."""
+    async with (
+        tls_client(server, "HTTP/1.1") as observer,
+        tls_connection(cert, server.port, ["h2"]) as (reader, writer),
+    ):
+        created = await asyncio.wait_for(observer.put(f"/api/rooms/{room}", json={}), TIMEOUT_S)
+        assert created.status_code == 201, created.text
+        client = H2Client(reader, writer)
+        await ask(client, 1, f"/api/rooms/{room}/events", server.port)
+        await client.read_until(lambda: b": connected" in client.data.get(1, b""))
+        post = [
+            (":method", "POST"),
+            (":path", f"/api/rooms/{room}/messages"),
+            (":scheme", "https"),
+            (":authority", f"127.0.0.1:{server.port}"),
+            ("content-type", "application/json"),
+            ("content-length", "400000"),
+        ]
+        client.conn.send_headers(3, post)
+        await client.send_body(3, b" " * 70_000)  # over the limit (64 KiB)
+        await client.read_until(lambda: 3 in client.status)
+        assert client.status[3] == "413"
+        await client.send_body(3, b" " * 20_000)  # the rest comes all the same
+        await ping(client)
+        said = await asyncio.wait_for(
+            observer.post(
+                f"/api/rooms/{room}/messages", json={"author": "ann", "text": "still here"}
+            ),
+            TIMEOUT_S,
+        )
+        assert said.status_code == 201, said.text
+        await client.read_until(lambda: b"still here" in client.data.get(1, b""))
 
 
 @pytest.fixture(scope="module")

@@ -122,6 +122,8 @@ def install() -> bool:
         if reset:
             await _close_buffers(self, reset)
         await handle_events(self, _without_late_data(self, events))
+        if reset:  # and a stream that opened in this same batch, whose buffer is new
+            await _close_buffers(self, reset)
 
     setattr(_handle, _MARK, True)
     H2Protocol.handle = _handle  # type: ignore[method-assign]

@@ -136,19 +136,26 @@ async def drain(receive: ASGIReceiveCallable) -> None:
 
 
 def replay(request: Request) -> ASGIReceiveCallable:
-    """``receive`` for Quart: the body already read, and then nothing more. Quart cancels a
-    route's handler as soon as its ``receive`` gives ``http.disconnect``; but a client that
-    sends its request and then its end of stream (a half-close, as ``nc -N`` or an HTTP/1.0
-    client does) still reads the answer, which it would never get. Every Quart route ends by
-    itself (the endless ones, the streams, are not Quart's), so the handler runs to its end
-    and Quart cancels this wait once it has."""
+    """``receive`` for Quart: the body already read, then the rest. Quart cancels a route's
+    handler as soon as its ``receive`` gives ``http.disconnect``; but over HTTP/1.x a client
+    that sends its request and then its end of stream (a half-close, as ``nc -N`` or an
+    HTTP/1.0 client does) still reads the answer, which it would never get. There, nothing
+    follows the body: every Quart route ends by itself (the endless ones, the streams, are
+    not Quart's), so the handler runs to its end and Quart cancels this wait once it has.
+    Over HTTP/2 a disconnect is a reset stream or a lost connection, whose answer nobody can
+    read: it goes to Quart, which stops the handler (a client resetting streams as fast as
+    it opens them keeps no handler running)."""
     first: list[ASGIReceiveEvent] = [
         {"type": "http.request", "body": request.body, "more_body": False}
     ]
+    receive = request.receive
+    multiplexed = request.scope.get("http_version") not in ("1.0", "1.1")
 
     async def replayed() -> ASGIReceiveEvent:
         if first:
             return first.pop()
+        if multiplexed:
+            return await receive()
         await asyncio.get_running_loop().create_future()  # never done: Quart cancels it
         raise AssertionError("unreachable")
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ import httpx
 import orjson
 import pytest
 
+from chat.api.session import WAITING_CHECKS_MAX
 from tests.access_helpers import Seed, bearer
 from tests.live import LiveServer, open_stream, scrape
 from tests.redis_server import RedisServer
@@ -197,6 +199,32 @@ async def test_sign_in_attempts_are_limited_per_address_and_per_account(
         assert_rate_limited(await attempt("alice", "right-password", "10.0.1.4"), "signin")
         # bob, from an address of his own, signs in
         assert (await attempt("bob", "bobs-password", "10.0.2.1")).status_code == 201
+
+
+async def test_a_flood_of_sign_ins_queues_a_bounded_number_of_password_checks(
+    make_server: MakeServer,
+) -> None:
+    """Sign-ins from everywhere at once (the per-client limits off, as many addresses would
+    get past them): the password checks queued for the one thread that runs them stop at
+    WAITING_CHECKS_MAX, and the sign-ins past it are answered 503 with Retry-After at once,
+    not queued behind the others; once the flood is over, a sign-in is checked again."""
+    live = make_server(CHAT_SIGNIN_RATE_PER_MIN="0")
+    tries = 3 * WAITING_CHECKS_MAX
+    limits = httpx.Limits(max_connections=tries)
+    async with httpx.AsyncClient(base_url=live.url, timeout=60, limits=limits) as client:
+
+        async def attempt(n: int) -> httpx.Response:
+            return await client.post("/api/session", json={"user": f"x{n}", "password": "guess"})
+
+        answers = await asyncio.wait_for(asyncio.gather(*map(attempt, range(tries))), 60)
+        statuses = Counter(answer.status_code for answer in answers)
+        assert set(statuses) == {401, 503}, statuses
+        assert statuses[401] >= WAITING_CHECKS_MAX, statuses
+        for answer in answers:
+            if answer.status_code == 503:
+                assert answer.json()["error"]["code"] == "unavailable"
+                assert answer.headers["retry-after"] == "1"
+        assert (await asyncio.wait_for(attempt(-1), 30)).status_code == 401
 
 
 async def test_a_number_no_float_holds_slips_past_no_limit(make_server: MakeServer) -> None:

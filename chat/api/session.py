@@ -19,7 +19,7 @@ from quart_schema import document_response, validate_request
 from chat import credentials
 from chat.api.auth import COOKIE
 from chat.api.deps import identity, no_content, services
-from chat.errors import Conflict, Unauthorized
+from chat.errors import Conflict, Unauthorized, Unavailable
 from chat.events import now_rfc3339
 from chat.identity import Role
 from chat.models import Session, SessionIn, SessionOptions, SessionOut
@@ -43,6 +43,29 @@ def _passwords() -> concurrent.futures.ThreadPoolExecutor:
     return concurrent.futures.ThreadPoolExecutor(1, "chat-passwords", initializer=_yield_cpu)
 
 
+# Password checks queued for that thread, at most: past it a sign-in is answered 503 with
+# Retry-After at once. The limits per address and per name (CHAT_SIGNIN_RATE_PER_MIN) hold
+# one client back; many addresses guessing many names could otherwise queue checks (tens of
+# ms of CPU each) without bound ahead of the next person's sign-in, and over HTTP/1.1 the
+# check of a client that has gone runs all the same (chat.api.body.replay).
+WAITING_CHECKS_MAX = 32
+
+
+class _Queue:
+    waiting = 0  # password checks queued or running (one process, one thread)
+
+
+async def _check_password(encoded: str | None, password: str) -> bool:
+    if _Queue.waiting >= WAITING_CHECKS_MAX:
+        raise Unavailable("too many sign-ins are being checked now: try again in a moment")
+    _Queue.waiting += 1
+    try:
+        check = functools.partial(credentials.verify_password, encoded, password)
+        return await asyncio.get_running_loop().run_in_executor(_passwords(), check)
+    finally:
+        _Queue.waiting -= 1
+
+
 bp = Blueprint("session", __name__)
 
 # Its answers are never stored (ACCESS.md): the pipeline adds Cache-Control: no-store to
@@ -56,7 +79,8 @@ SESSION_ENDPOINTS = ("session.create", "session.read", "session.end")
 async def create(data: SessionIn) -> Response:
     """Sign in with a name and password; in `open` mode, a name alone signs in a guest
     (409 if an account holds the name). 201 with the token, also set as the `chat_session`
-    cookie (HttpOnly, SameSite=Lax). A wrong password and an unknown name are the same 401."""
+    cookie (HttpOnly, SameSite=Lax). A wrong password and an unknown name are the same 401;
+    503 with `Retry-After` while 32 password checks wait already."""
     svc = services()
     settings = svc.settings
     found = await svc.store.password_hash(data.user)
@@ -67,9 +91,7 @@ async def create(data: SessionIn) -> Response:
         # Argon2 takes tens of ms of CPU: off the event loop, on the one thread that yields
         # the CPU to it (_passwords). An unknown name (None) is checked against a dummy
         # hash, so both failures take the same time.
-        loop = asyncio.get_running_loop()
-        check = functools.partial(credentials.verify_password, encoded, data.password)
-        ok = await loop.run_in_executor(_passwords(), check)
+        ok = await _check_password(encoded, data.password)
         if found is None or not ok:
             raise Unauthorized("wrong user name or password")
         role = found[1]

@@ -296,12 +296,24 @@ class H2Client:
                 await self.flush()
 
 
+def request_headers(
+    method: str, path: str, port: int, *more: tuple[str, str]
+) -> list[tuple[str, str]]:
+    """An HTTP/2 request's pseudo-headers for this server, then ``more``."""
+    return [
+        (":method", method),
+        (":path", path),
+        (":scheme", "https"),
+        (":authority", f"127.0.0.1:{port}"),
+        *more,
+    ]
+
+
 async def test_an_http2_stream_reset_by_the_client_is_released(
     server: TLSServer, cert: Cert, room: str
 ) -> None:
     """A browser's EventSource.close() over HTTP/2 resets the stream (RST_STREAM) and keeps
     the connection: the server releases the subscriber, and the connection still answers."""
-    authority = f"127.0.0.1:{server.port}"
     async with (
         tls_connection(cert, server.port, ["h2"]) as (reader, writer),
         tls_client(server, "HTTP/2") as observer,
@@ -309,12 +321,7 @@ async def test_an_http2_stream_reset_by_the_client_is_released(
         created = await asyncio.wait_for(observer.put(f"/api/rooms/{room}", json={}), TIMEOUT_S)
         assert created.status_code == 201, created.text
         client = H2Client(reader, writer)
-        headers = [
-            (":method", "GET"),
-            (":path", f"/api/rooms/{room}/events"),
-            (":scheme", "https"),
-            (":authority", authority),
-        ]
+        headers = request_headers("GET", f"/api/rooms/{room}/events", server.port)
         client.conn.send_headers(1, headers, end_stream=True)
         await client.flush()
         await client.read_until(lambda: b": connected" in client.data.get(1, b""))
@@ -330,8 +337,7 @@ async def test_an_http2_stream_reset_by_the_client_is_released(
 
 async def ask(client: H2Client, stream_id: int, path: str, port: int) -> None:
     """GET ``path`` on a new stream, and take its answer's headers."""
-    headers = [(":method", "GET"), (":path", path), (":scheme", "https")]
-    client.conn.send_headers(stream_id, [*headers, (":authority", f"127.0.0.1:{port}")], True)
+    client.conn.send_headers(stream_id, request_headers("GET", path, port), end_stream=True)
     await client.flush()
     await client.read_until(lambda: stream_id in client.status)
     assert client.status[stream_id] == "200", client.status
@@ -409,14 +415,13 @@ async def test_http2_body_data_after_an_early_answer_keeps_the_connection(
         client = H2Client(reader, writer)
         await ask(client, 1, f"/api/rooms/{room}/events", server.port)
         await client.read_until(lambda: b": connected" in client.data.get(1, b""))
-        post = [
-            (":method", "POST"),
-            (":path", f"/api/rooms/{room}/messages"),
-            (":scheme", "https"),
-            (":authority", f"127.0.0.1:{server.port}"),
+        post = request_headers(
+            "POST",
+            f"/api/rooms/{room}/messages",
+            server.port,
             ("content-type", "application/json"),
             ("content-length", "400000"),
-        ]
+        )
         client.conn.send_headers(3, post)
         await client.send_body(3, b" " * 70_000)  # over the limit (64 KiB)
         await client.read_until(lambda: 3 in client.status)

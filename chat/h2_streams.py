@@ -54,11 +54,12 @@ log = logging.getLogger(__name__)
 _MARK = "_chat_closes_buffers"
 
 
-async def _close_buffers(protocol: Any, stream_ids: Iterable[int]) -> None:
+async def _close_buffers(protocol: Any, stream_ids: Iterable[int] | None = None) -> None:
+    """Close the send buffers of ``stream_ids``' streams (None: of every stream)."""
     buffers = getattr(protocol, "stream_buffers", None)
     if not isinstance(buffers, dict):
         return
-    for stream_id in stream_ids:
+    for stream_id in list(buffers) if stream_ids is None else stream_ids:
         buffer = buffers.get(stream_id)
         if buffer is not None:
             await buffer.close()
@@ -113,7 +114,7 @@ def install() -> bool:
     @functools.wraps(handle)
     async def _handle(self: Any, event: Any) -> None:
         if isinstance(event, Closed):  # the connection is gone: nothing more can be sent
-            await _close_buffers(self, list(getattr(self, "stream_buffers", {})))
+            await _close_buffers(self)
         await handle(self, event)
 
     @functools.wraps(handle_events)

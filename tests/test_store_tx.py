@@ -7,11 +7,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from psycopg import pq
 
 from chat.config import Settings
 from chat.errors import NotFound
@@ -21,6 +23,7 @@ from chat.store.dialect import WriteDb
 from chat.store.store import open_write_db
 from chat.store.tx import Tx, WriteOp, commit_batch
 from tests.live import LiveServer
+from tests.postgres_server import PostgresServer
 
 
 @pytest.fixture
@@ -168,6 +171,66 @@ def test_a_failing_operation_alone_in_its_batch_leaves_nothing(conn: WriteDb) ->
     results, events = commit_batch(conn, [post])
     assert results[0][0] is True and [e.id for e in events] == [1]
     assert "solo" in rooms(conn)
+
+
+def queues_a_bad_row(value: object) -> WriteOp[object]:
+    """An operation whose only fault is a row it queues, which fails when written (with
+    the batch's COMMIT): a room named ``value`` where one named ``t`` exists already, or a
+    value no database takes."""
+
+    def run(tx: Tx) -> object:
+        tx.insert("INSERT INTO rooms (name, title, created_at) VALUES (?, ?, ?)", (value, "x", "y"))
+        return None
+
+    return run
+
+
+@pytest.mark.parametrize("value", ["t", object()], ids=["taken", "unwritable"])
+def test_a_row_that_fails_with_the_commit_fails_its_operation_alone(
+    conn: WriteDb, value: object
+) -> None:
+    """The rows an operation queued are written with the batch's COMMIT (on PostgreSQL in
+    its round trip): one that fails there fails its operation, alone, as any failure of an
+    operation does; the others are committed, and the store goes on."""
+    post = writes.post_message("t", "ann", "kept", None, create_room=True)
+    assert commit_batch(conn, [post])[0][0][0] is True
+    results, events = commit_batch(conn, [post, queues_a_bad_row(value), post])
+    assert [ok for ok, _ in results] == [True, False, True]
+    assert [e.id for e in events] == [2, 3]
+    results, events = commit_batch(conn, [queues_a_bad_row(value)])
+    assert [ok for ok, _ in results] == [False] and events == []
+    results, events = commit_batch(conn, [post])
+    assert [e.id for e in events] == [4]
+    texts = conn.conn.execute("SELECT id, text FROM messages ORDER BY id").fetchall()
+    assert [tuple(row) for row in texts] == [(1, "kept"), (2, "kept"), (3, "kept"), (4, "kept")]
+    assert rooms(conn) == {"t"}
+
+
+def test_postgresql_commits_a_group_of_posts_in_two_round_trips(postgres: PostgresServer) -> None:
+    """The write lock is held from a batch's first round trip to its COMMIT, and every
+    process's writes wait for it: a group of POSTs takes two round trips, the lock (with its
+    ids) and then its rows, search words, ids and COMMIT together. Seen in libpq's trace of
+    the messages the connection sends: each round trip ends in a Query or a pipeline's Sync."""
+    db = open_write_db(Settings(database=postgres.new_database()))
+    try:
+        ops = [writes.post_message("t", "ann", f"m{i}", None, create_room=True) for i in range(3)]
+        commit_batch(db, ops)  # the room exists from here on: no statement of its own
+        raw = db.conn.raw  # type: ignore[attr-defined]
+        with tempfile.TemporaryFile("w+") as trace:
+            raw.pgconn.trace(trace.fileno())
+            raw.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+            try:
+                results, events = commit_batch(db, ops)
+            finally:
+                raw.pgconn.untrace()
+            trace.seek(0)
+            sent = [line.split()[2] for line in trace if line.startswith("F\t")]
+        assert all(ok for ok, _ in results) and [e.id for e in events] == [4, 5, 6]
+        ends = [kind for kind in sent if kind in ("Query", "Sync")]
+        assert ends == ["Query", "Sync"], " ".join(sent)
+        assert sent.count("Execute") >= 5  # events, messages, words, counter, COMMIT
+    finally:
+        db.close()
 
 
 def test_a_batch_whose_operations_succeed_runs_no_savepoint_and_writes_rows_together(

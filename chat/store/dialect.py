@@ -20,6 +20,18 @@ from urllib.parse import unquote
 T = TypeVar("T")
 
 Kind = Literal["sqlite", "postgresql"]
+Rows = dict[str, list[tuple[Any, ...]]]
+"""Queued rows: an ``INSERT ... VALUES (?, ...)`` statement -> its rows, in the order first
+queued."""
+
+
+class RowsFailed(Exception):
+    """Writing the rows a batch's ``WriteDb.commit`` was given failed (the cause) before its
+    COMMIT ran: nothing of the batch was committed."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Cursor(Protocol):
@@ -60,7 +72,7 @@ class WriteDb(Protocol):
     public_rooms: set[str]
     """Rooms known to be public, from committed batches (a room's privacy never changes)."""
 
-    def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
+    def insert_rows(self, queued: Rows) -> None:
         """Write the rows of each ``INSERT ... VALUES (?, ...)`` statement, in order."""
         ...
 
@@ -68,8 +80,11 @@ class WriteDb(Protocol):
         """Open the batch's transaction holding the write lock; returns the next event id."""
         ...
 
-    def commit(self, first_id: int, next_id: int) -> None:
-        """Commit, recording the ids the batch took (``first_id`` .. ``next_id - 1``)."""
+    def commit(self, first_id: int, next_id: int, rows: Rows) -> None:
+        """Write ``rows`` (the batch's rows still queued, as for ``insert_rows``) and commit,
+        recording the ids the batch took (``first_id`` .. ``next_id - 1``). A failure to write
+        ``rows`` raises ``RowsFailed`` from it: nothing was committed, and the caller rolls back
+        and may run the batch again. Any other failure may have come after the COMMIT ran."""
         ...
 
     def rollback(self) -> None:

@@ -35,7 +35,7 @@ from chat.errors import Unavailable
 from chat.events import now_rfc3339
 from chat.migrations import Migration, discover, warn_unknown
 from chat.store import postgres_words
-from chat.store.dialect import Kind
+from chat.store.dialect import Kind, Rows, RowsFailed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -214,11 +214,22 @@ class PgWriteDb:
         log.warning("connected to the database again")
         return raw
 
-    def commit(self, first_id: int, next_id: int) -> None:
-        if next_id > first_id:  # with the search words (chat/store/postgres_words.py)
-            self._words.commit(self.conn.raw, first_id, next_id - 1)
+    def commit(self, first_id: int, next_id: int, rows: Rows) -> None:
+        """A few rows (a group of POSTs) go in the COMMIT's round trip, one fewer under the
+        write lock; many (a batch) are copied first (``insert_rows``)."""
+        raw = self.conn.raw
+        few: list[tuple[str, list[tuple[Any, ...]]]] = []
+        if all(len(many) < COPY_FROM_ROWS for many in rows.values()):
+            few = [(placeholders(statement), many) for statement, many in rows.items()]
         else:
-            self.conn.raw.execute("COMMIT")
+            try:
+                self.insert_rows(rows)
+            except Exception as error:  # before the COMMIT was sent
+                raise RowsFailed(error) from error
+        if next_id > first_id:  # with the search words (chat/store/postgres_words.py)
+            self._words.commit(raw, first_id, next_id - 1, few)
+        else:
+            postgres_words.commit(raw, few)
 
     def rollback(self) -> None:
         raw = self.conn.raw
@@ -227,7 +238,7 @@ class PgWriteDb:
         if raw.info.transaction_status != pq.TransactionStatus.IDLE:
             raw.execute("ROLLBACK")
 
-    def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
+    def insert_rows(self, queued: Rows) -> None:
         """A few rows (the writes of a batch of POSTs): every statement in one pipeline, one
         round trip. Many (a batch of 500 messages): a binary ``COPY`` per table, which takes the
         rows as a stream, where an INSERT with a row of parameters per row costs psycopg and

@@ -28,10 +28,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
+from psycopg import pq
+
+from chat.store.dialect import RowsFailed
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +52,35 @@ INDEX_RANGE = (
 )
 COUNTER = "UPDATE event_ids SET last_id = %s"
 Statement = tuple[str, tuple[int, ...]]
+Many = Sequence[tuple[str, list[tuple[Any, ...]]]]
+"""Statements (psycopg's placeholders) and their rows, written before a COMMIT."""
 
 
-def send(raw: psycopg.Connection[Any], *statements: Statement) -> None:
-    """The statements in one round trip (a pipeline); psycopg prepares each statement once it
-    has seen it a few times, so PostgreSQL no longer parses and plans it."""
-    with raw.pipeline():
+def send(raw: psycopg.Connection[Any], *statements: Statement, rows: Many = ()) -> None:
+    """``rows``, then the statements, in one round trip (a pipeline); psycopg prepares each
+    statement once it has seen it a few times, so PostgreSQL no longer parses and plans it.
+    After a failed statement PostgreSQL runs none of the rest."""
+    with raw.pipeline(), raw.cursor() as cur:
+        for sql, many in rows:
+            cur.executemany(sql, many)
         for sql, params in statements:
-            raw.execute(sql, params)
+            cur.execute(sql, params)
+
+
+def commit(raw: psycopg.Connection[Any], rows: Many, *statements: Statement) -> None:
+    """Write ``rows``, run the statements and COMMIT, in one round trip. ``RowsFailed`` when
+    the transaction is still open after a failure (a statement failed, so the COMMIT did not
+    run: ``chat.store.dialect.WriteDb.commit``); any other failure (a lost connection, the
+    COMMIT's own) as it is: the COMMIT may have run."""
+    try:
+        send(raw, *statements, ("COMMIT", ()), rows=rows)
+    except Exception as error:
+        if raw.broken or raw.info.transaction_status not in _OPEN:
+            raise
+        raise RowsFailed(error) from error
+
+
+_OPEN = (pq.TransactionStatus.INTRANS, pq.TransactionStatus.INERROR)
 
 
 class Words:
@@ -70,13 +94,14 @@ class Words:
         self._seen: set[tuple[int, int]] = set()  # others' ranges at the last sweep
         self._next_sweep = 0.0
 
-    def commit(self, raw: psycopg.Connection[Any], first: int, last: int) -> None:
-        """Commit the open transaction, which took the ids ``first`` .. ``last``."""
+    def commit(self, raw: psycopg.Connection[Any], first: int, last: int, rows: Many) -> None:
+        """Write ``rows`` and commit the open transaction, which took the ids ``first`` ..
+        ``last`` (``commit`` above)."""
         if last - first + 1 < INDEX_AFTER_FROM:
-            send(raw, (INDEX_RANGE, (first, last)), (COUNTER, (last,)), ("COMMIT", ()))
+            commit(raw, rows, (INDEX_RANGE, (first, last)), (COUNTER, (last,)))
             return
         backlog = "INSERT INTO search_backlog (first_id, last_id) VALUES (%s, %s)"
-        send(raw, (backlog, (first, last)), (COUNTER, (last,)), ("COMMIT", ()))
+        commit(raw, rows, (backlog, (first, last)), (COUNTER, (last,)))
         self._index(raw, (first, last))  # committed: a failure here fails no caller
 
     def catch_up(self, raw: psycopg.Connection[Any], *, everything: bool = False) -> None:

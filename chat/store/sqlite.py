@@ -15,13 +15,12 @@ import sqlite3
 import stat
 import time
 import urllib.parse
-from typing import Any
 
 import aiosqlite
 
 from chat import migrations
 from chat.config import Settings
-from chat.store.dialect import Kind, database_kind, sqlite_path
+from chat.store.dialect import Kind, Rows, RowsFailed, database_kind, sqlite_path
 
 # The sqlite3 module binds an int, float, str or bytearray as it is, and first offers any
 # other value to the adapters registered for its type; with none there, it looks for
@@ -194,7 +193,12 @@ class SqliteWriteDb:
         ).fetchone()
         return (row[0] if row else 0) + 1
 
-    def commit(self, first_id: int, next_id: int) -> None:
+    def commit(self, first_id: int, next_id: int, rows: Rows) -> None:
+        if rows:
+            try:
+                self.insert_rows(rows)
+            except Exception as error:
+                raise RowsFailed(error) from error
         self._sqlite.execute("COMMIT")  # AUTOINCREMENT has recorded the ids in sqlite_sequence
 
     def rollback(self) -> None:
@@ -202,7 +206,7 @@ class SqliteWriteDb:
             if self._sqlite.in_transaction:
                 self._sqlite.execute("ROLLBACK")
 
-    def insert_rows(self, queued: dict[str, list[tuple[Any, ...]]]) -> None:
+    def insert_rows(self, queued: Rows) -> None:
         # Many rows a statement (``INSERT ... VALUES (...), (...), ...``), not a statement run
         # per row (executemany): each run of an INSERT into events also reads and rewrites
         # AUTOINCREMENT's counter, and each releases and takes back the GIL. Half the cost of

@@ -22,7 +22,7 @@ from chat.errors import ChatError, NotFound, Unwritable
 from chat.events import Event, make_event, now_rfc3339
 from chat.notifications import NOTIFYING_TYPES, Notice, notices
 from chat.store import notify
-from chat.store.dialect import Conn, Cursor, WriteDb
+from chat.store.dialect import Conn, Cursor, Rows, RowsFailed, WriteDb
 
 T = TypeVar("T")
 
@@ -51,16 +51,17 @@ class _Flushing:
         return self._conn.executemany(sql, rows)
 
 
-Rows = dict[str, list[tuple[Any, ...]]]
-"""Queued rows: statement -> rows, in the order first queued."""
-
-
 def _write(db: WriteDb, rows: Rows) -> None:
     """Write the queued rows, statement by statement in the order first queued (events
     before the rows that refer to them), and empty the queue."""
+    db.insert_rows(_take(rows))
+
+
+def _take(rows: Rows) -> Rows:
+    """The queued rows, the queue emptied in place (``_Flushing`` holds it too)."""
     queued = dict(rows)
     rows.clear()
-    db.insert_rows(queued)
+    return queued
 
 
 class Tx:
@@ -69,8 +70,9 @@ class Tx:
 
     New rows are queued (``insert``) and written together (``WriteDb.insert_rows``: a few
     INSERTs of many rows each on SQLite, one round trip on PostgreSQL) before the next
-    statement an operation runs (``conn``) and at the end of the batch: a batch of 500
-    messages is 16 statements, not 1,000, which pays (docs/design/performance.md)."""
+    statement an operation runs (``conn``) and with the batch's COMMIT (``WriteDb.commit``:
+    on PostgreSQL in its round trip): a batch of 500 messages is 16 statements, not 1,000,
+    which pays (docs/design/performance.md)."""
 
     def __init__(self, db: WriteDb, next_id: int) -> None:
         self.db = db
@@ -182,21 +184,29 @@ def _commit_batch(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
             for op in ops:
                 results.append((True, op(tx)))
             notify.record(tx)
-            tx.flush()
         except Exception as exc:
-            db.rollback()
-            if len(ops) == 1 and isinstance(exc, ChatError):  # the operation's own refusal
-                return [(False, exc)], []
-            if db.storage_problem(exc) is not None:
-                raise  # the database's refusal, not an operation's: every one would meet it
-            # Anything else may be the connection (lost mid-batch), not an operation: the
-            # batch again, with savepoints (and a new connection, if the old one is gone).
-            return _with_savepoints(db, ops)
-        _commit(db, tx, first_id)
+            return _failed(db, ops, exc)
+        try:
+            _commit(db, tx, first_id)  # with the rows still queued
+        except RowsFailed as failed:  # a row of an operation, before the COMMIT ran
+            return _failed(db, ops, failed.error)
     except BaseException:
         db.rollback()
         raise
     return results, tx.events
+
+
+def _failed(db: WriteDb, ops: Sequence[WriteOp[Any]], exc: Exception) -> Outcome:
+    """The batch after ``exc``, which an operation or its rows raised: rolled back, then
+    whatever may still succeed run again."""
+    db.rollback()
+    if len(ops) == 1 and isinstance(exc, ChatError):  # the operation's own refusal
+        return [(False, exc)], []
+    if db.storage_problem(exc) is not None:
+        raise exc  # the database's refusal, not an operation's: every one would meet it
+    # Anything else may be the connection (lost mid-batch), not an operation: the batch
+    # again, with savepoints (and a new connection, if the old one is gone).
+    return _with_savepoints(db, ops)
 
 
 def _with_savepoints(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
@@ -224,12 +234,12 @@ def _with_savepoints(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
             results.append((False, exc))
         conn.execute("RELEASE op")
     notify.record(tx)
-    tx.flush()
+    tx.flush()  # here, not with the COMMIT: a failure is the whole batch's now
     _commit(db, tx, first_id)
     return results, tx.events
 
 
 def _commit(db: WriteDb, tx: Tx, first_id: int) -> None:
-    db.commit(first_id, tx.next_id)
+    db.commit(first_id, tx.next_id, _take(tx.rows))
     db.rooms |= tx.rooms  # committed: they exist for every later batch (rooms are never deleted)
     db.public_rooms |= tx.public

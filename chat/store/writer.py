@@ -211,7 +211,8 @@ class Writer:
             if outcome is None:
                 if isinstance(error, Unavailable):
                     _fail(batch, error.message, error.retry_after_s or 1)
-                else:  # the whole transaction failed: none of it is committed
+                else:  # the whole transaction failed: nothing committed, unless the
+                    # connection was lost in its COMMIT's round trip (nobody can tell then)
                     log.error("write batch of %d failed", len(batch), exc_info=error)
                     _fail(batch, f"the store failed: {error}")
             else:

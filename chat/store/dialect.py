@@ -26,8 +26,9 @@ queued."""
 
 
 class RowsFailed(Exception):
-    """Writing the rows a batch's ``WriteDb.commit`` was given failed (the cause) before its
-    COMMIT ran: nothing of the batch was committed."""
+    """``WriteDb.commit`` failed (the cause) before its COMMIT ran, in writing the rows it was
+    given or in a statement sent with them (on PostgreSQL: the search words, the ids'
+    counter): nothing of the batch was committed."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(str(error))
@@ -82,9 +83,9 @@ class WriteDb(Protocol):
 
     def commit(self, first_id: int, next_id: int, rows: Rows) -> None:
         """Write ``rows`` (the batch's rows still queued, as for ``insert_rows``) and commit,
-        recording the ids the batch took (``first_id`` .. ``next_id - 1``). A failure to write
-        ``rows`` raises ``RowsFailed`` from it: nothing was committed, and the caller rolls back
-        and may run the batch again. Any other failure may have come after the COMMIT ran."""
+        recording the ids the batch took (``first_id`` .. ``next_id - 1``). A failure before
+        the COMMIT ran raises ``RowsFailed`` from it: nothing was committed, and the caller
+        rolls back and may run the batch again. Any other failure may have come after it."""
         ...
 
     def rollback(self) -> None:

@@ -15,7 +15,9 @@ Search words are written after the lock's COMMIT (``chat.store.postgres_words``)
 A connection lost between batches (PostgreSQL restarted, a network cut) is found at the next
 batch's first statement, before anything of it was sent: the batch goes on a new connection.
 A connection lost during a batch fails that batch with 503 (rolled back, nothing half
-written); the next connects again. Reads retry once on a fresh connection, then answer 503.
+written; lost in the COMMIT's own round trip, the batch may have been committed whole, which
+nobody can tell then: a retry with its idempotency key finds it); the next connects again.
+Reads retry once on a fresh connection, then answer 503.
 """
 
 from __future__ import annotations
@@ -235,8 +237,15 @@ class PgWriteDb:
         raw = self.conn.raw
         if raw.closed or raw.broken:
             return  # nothing to roll back on a lost connection: the server has done it
-        if raw.info.transaction_status != pq.TransactionStatus.IDLE:
-            raw.execute("ROLLBACK")
+        status = raw.info.transaction_status
+        if status == pq.TransactionStatus.INERROR:
+            # A statement failed: psycopg's rollback, which also forgets (and deallocates) the
+            # statements psycopg prepared. psycopg counts a statement prepared as it queues it
+            # in a pipeline, on its n-th run, and after a failed statement the server skipped
+            # the rest: later batches could name a statement the server never made.
+            raw.rollback()
+        elif status != pq.TransactionStatus.IDLE:
+            raw.execute("ROLLBACK")  # an operation's refusal: the prepared statements stay
 
     def insert_rows(self, queued: Rows) -> None:
         """A few rows (the writes of a batch of POSTs): every statement in one pipeline, one

@@ -235,7 +235,10 @@ def _with_savepoints(db: WriteDb, ops: Sequence[WriteOp[Any]]) -> Outcome:
         conn.execute("RELEASE op")
     notify.record(tx)
     tx.flush()  # here, not with the COMMIT: a failure is the whole batch's now
-    _commit(db, tx, first_id)
+    try:
+        _commit(db, tx, first_id)
+    except RowsFailed as failed:  # a statement before the COMMIT: the batch's failure too
+        raise failed.error from None
     return results, tx.events
 
 

@@ -206,6 +206,42 @@ def test_a_row_that_fails_with_the_commit_fails_its_operation_alone(
     assert rooms(conn) == {"t"}
 
 
+def refuses(tx: Tx) -> object:
+    """An operation that refuses before any statement (a ChatError, as a 404 is)."""
+    raise NotFound("no such thing")
+
+
+def test_postgresql_a_failed_round_trip_leaves_no_statement_named_in_vain(
+    postgres: PostgresServer,
+) -> None:
+    """psycopg prepares a statement on its n-th run and counts it prepared as it queues it in
+    a pipeline; when a row fails earlier in that round trip, the server skips it. psycopg
+    forgets its count on a ROLLBACK only while it has not prepared the ROLLBACK itself (a few
+    refused operations do that), so the store's rollback after a failed statement must make
+    psycopg forget, or every later batch names a statement the server never made ("prepared
+    statement does not exist") until the process restarts. (Found by a review; the
+    ``prepare_threshold`` changes make psycopg prepare the ROLLBACKs and the commit's
+    statements at their second run, in that order.)"""
+    db = open_write_db(Settings(database=postgres.new_database()))
+    try:
+        raw = db.conn.raw  # type: ignore[attr-defined]
+        raw.prepare_threshold = 100  # nothing prepared while every statement runs once
+        assert [ok for ok, _ in commit_batch(db, [refuses])[0]] == [False]  # a ROLLBACK
+        post = writes.post_message("t", "ann", "kept", None, create_room=True)
+        results, events = commit_batch(db, [fails_after(post), post])  # a ROLLBACK TO
+        assert [ok for ok, _ in results] == [False, True] and [e.id for e in events] == [1]
+        raw.prepare_threshold = 1  # from here each statement is prepared at its next run
+        results, events = commit_batch(db, [post, queues_a_bad_row("t"), post])
+        assert [ok for ok, _ in results] == [True, False, True], results
+        assert [e.id for e in events] == [2, 3]
+        for expected in (4, 5):
+            results, events = commit_batch(db, [post])
+            assert results[0][0] is True, results
+            assert [e.id for e in events] == [expected]
+    finally:
+        db.close()
+
+
 def test_postgresql_commits_a_group_of_posts_in_two_round_trips(postgres: PostgresServer) -> None:
     """The write lock is held from a batch's first round trip to its COMMIT, and every
     process's writes wait for it: a group of POSTs takes two round trips, the lock (with its

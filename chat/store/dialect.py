@@ -35,6 +35,15 @@ class RowsFailed(Exception):
         self.error = error
 
 
+def write_before_commit(db: WriteDb, rows: Rows) -> None:
+    """``db.insert_rows(rows)`` for a ``commit``, before its COMMIT is sent: any failure is
+    ``RowsFailed``."""
+    try:
+        db.insert_rows(rows)
+    except Exception as error:
+        raise RowsFailed(error) from error
+
+
 class Cursor(Protocol):
     """The part of a DB-API cursor the write operations use (``sqlite3`` and psycopg)."""
 

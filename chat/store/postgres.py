@@ -37,7 +37,7 @@ from chat.errors import Unavailable
 from chat.events import now_rfc3339
 from chat.migrations import Migration, discover, warn_unknown
 from chat.store import postgres_words
-from chat.store.dialect import Kind, Rows, RowsFailed
+from chat.store.dialect import Kind, Rows, write_before_commit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -87,6 +87,14 @@ def copy_statement(sql: str) -> tuple[str, str] | None:
     table, columns = match[1], match[2]
     copy = f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)"
     return copy, f"SELECT {columns} FROM {table} WHERE false"
+
+
+def _few(queued: Rows) -> postgres_words.Many | None:
+    """The statements, in psycopg's placeholders, with their rows, when each has fewer than
+    COPY_FROM_ROWS rows (one pipeline); None when some statement has more (``COPY``)."""
+    if any(len(rows) >= COPY_FROM_ROWS for rows in queued.values()):
+        return None
+    return [(placeholders(statement), rows) for statement, rows in queued.items()]
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:
@@ -220,14 +228,10 @@ class PgWriteDb:
         """A few rows (a group of POSTs) go in the COMMIT's round trip, one fewer under the
         write lock; many (a batch) are copied first (``insert_rows``)."""
         raw = self.conn.raw
-        few: list[tuple[str, list[tuple[Any, ...]]]] = []
-        if all(len(many) < COPY_FROM_ROWS for many in rows.values()):
-            few = [(placeholders(statement), many) for statement, many in rows.items()]
-        else:
-            try:
-                self.insert_rows(rows)
-            except Exception as error:  # before the COMMIT was sent
-                raise RowsFailed(error) from error
+        few = _few(rows)
+        if few is None:
+            write_before_commit(self, rows)
+            few = []
         if next_id > first_id:  # with the search words (chat/store/postgres_words.py)
             self._words.commit(raw, first_id, next_id - 1, few)
         else:
@@ -253,10 +257,9 @@ class PgWriteDb:
         rows as a stream, where an INSERT with a row of parameters per row costs psycopg and
         the server a parse of thousands of placeholders (docs/design/store.md)."""
         raw = self.conn.raw
-        if all(len(rows) < COPY_FROM_ROWS for rows in queued.values()):
-            with raw.pipeline(), raw.cursor() as cur:
-                for statement, rows in queued.items():
-                    cur.executemany(placeholders(statement), rows)
+        few = _few(queued)
+        if few is not None:
+            postgres_words.send(raw, rows=few)
             return
         with raw.cursor() as cur:
             for statement, rows in queued.items():

@@ -20,7 +20,7 @@ import aiosqlite
 
 from chat import migrations
 from chat.config import Settings
-from chat.store.dialect import Kind, Rows, RowsFailed, database_kind, sqlite_path
+from chat.store.dialect import Kind, Rows, database_kind, sqlite_path, write_before_commit
 
 # The sqlite3 module binds an int, float, str or bytearray as it is, and first offers any
 # other value to the adapters registered for its type; with none there, it looks for
@@ -195,10 +195,7 @@ class SqliteWriteDb:
 
     def commit(self, first_id: int, next_id: int, rows: Rows) -> None:
         if rows:
-            try:
-                self.insert_rows(rows)
-            except Exception as error:
-                raise RowsFailed(error) from error
+            write_before_commit(self, rows)
         self._sqlite.execute("COMMIT")  # AUTOINCREMENT has recorded the ids in sqlite_sequence
 
     def rollback(self) -> None:

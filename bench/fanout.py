@@ -3,6 +3,7 @@
     .venv/bin/python bench/fanout.py                  # starts the service itself, defaults
     .venv/bin/python bench/fanout.py -S 200           # a quicker point
     .venv/bin/python bench/fanout.py --url http://127.0.0.1:8000 --server-pid PID
+    .venv/bin/python bench/fanout.py --http2 -S 20000 -M 10   # streams over HTTP/2 (TLS)
 
 Prints one JSON line on stdout and a short summary on stderr (fields: bench/README.md).
 Talks to 127.0.0.1 only; every phase is bounded by --timeout, with a SIGALRM backstop.
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 from support import (
     Dechunker,
     Server,
+    client_tls,
     dumps,
     loads,
     log_problems,
@@ -82,6 +84,134 @@ class Subscriber(asyncio.Protocol):
         self.lost = not self.closing  # the server ended the stream
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed before ': connected': {exc}"))
+
+
+class H2Stream:
+    """One SSE stream of an `H2Connection`, with the fields `analyse()` reads of a
+    `Subscriber` (an HTTP/2 DATA frame's payload is the body itself: nothing is chunked)."""
+
+    chunked = False
+
+    def __init__(self, conn: H2Connection, ready: asyncio.Future[None]) -> None:
+        self.conn, self.ready, self.streaming, self.lost, self.status = conn, ready, False, False, 0
+        self.frames = 0
+        self.pieces: list[bytes] = []
+        self.times: list[int] = []
+
+    def data(self, data: bytes, t: int) -> None:
+        self.pieces.append(data)
+        self.times.append(t)
+        if self.streaming:
+            self.frames += data.count(b"data:")
+        elif b": connected" in b"".join(self.pieces) and not self.ready.done():
+            self.streaming = True
+            self.ready.set_result(None)
+
+    def ended(self, why: str) -> None:
+        self.lost = not self.conn.closing
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"{why} before ': connected'"))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class H2Connection(asyncio.Protocol):
+    """One TLS connection speaking HTTP/2 (the `h2` package, which Hypercorn brings) that
+    opens `n` streams on `path` at once, as a browser's page multiplexes its EventSources.
+    Its flow-control windows are opened wide at the start, so no WINDOW_UPDATE is needed in
+    the measured window."""
+
+    def __init__(self, path: str, n: int) -> None:
+        import h2.config
+        import h2.connection
+
+        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        self.path, self.closing, self.transport = path, False, None
+        loop = asyncio.get_running_loop()
+        self.streams = [H2Stream(self, loop.create_future()) for _ in range(n)]
+        self.by_id: dict[int, H2Stream] = {}
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        from h2.settings import SettingCodes
+
+        self.transport = transport  # type: ignore[assignment]
+        h2c, wide = self.h2, 2**31 - 1
+        h2c.local_settings = type(h2c.local_settings)(  # before the preface sends them
+            client=True, initial_values={SettingCodes.INITIAL_WINDOW_SIZE: wide}
+        )
+        h2c.initiate_connection()
+        h2c.increment_flow_control_window(wide - 65535)
+        for st in self.streams:
+            sid = h2c.get_next_available_stream_id()
+            self.by_id[sid] = st
+            headers = [(":method", "GET"), (":scheme", "https"), (":authority", "127.0.0.1"),
+                       (":path", self.path), ("accept", "text/event-stream")]  # fmt: skip
+            h2c.send_headers(sid, headers, end_stream=True)
+        transport.write(h2c.data_to_send())  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        import h2.events as ev
+
+        t = now_ns()
+        for e in self.h2.receive_data(data):
+            st = self.by_id.get(getattr(e, "stream_id", 0) or 0)
+            if isinstance(e, ev.DataReceived) and st is not None:
+                st.data(e.data, t)
+            elif isinstance(e, ev.ResponseReceived) and st is not None:
+                st.status = int(dict(e.headers)[b":status"])
+                if st.status != 200:
+                    st.ended(f"status {st.status}")
+            elif isinstance(e, ev.StreamEnded | ev.StreamReset) and st is not None:
+                st.ended(type(e).__name__)
+        out = self.h2.data_to_send()
+        if out and self.transport is not None:
+            self.transport.write(out)
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for st in self.streams:
+            st.ended(f"connection lost: {exc}")
+
+
+async def subscribe_h2(a: argparse.Namespace, port: int, room: str, out: dict) -> list[H2Stream]:
+    """S streams over HTTP/2, `--h2-streams` on each connection (Hypercorn's limit: 100)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(a.timeout * 0.4, 60.0)
+    sizes = [a.h2_streams] * (a.subscribers // a.h2_streams)
+    sizes += [a.subscribers % a.h2_streams] if a.subscribers % a.h2_streams else []
+    sem, subs, errors = asyncio.Semaphore(16), [], []
+
+    async def one(n: int) -> None:
+        async with sem:
+            conn = H2Connection(f"/api/rooms/{room}/events", n)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await loop.create_connection(
+                        lambda: conn, "127.0.0.1", port, ssl=client_tls("h2")
+                    )
+                    results = await asyncio.gather(
+                        *(st.ready for st in conn.streams), return_exceptions=True
+                    )
+            except (OSError, TimeoutError) as e:
+                errors.append(f"{type(e).__name__}: {e}"[:160])
+                conn.close()
+                return
+            for st, r in zip(conn.streams, results, strict=True):
+                if isinstance(r, BaseException):
+                    errors.append(f"{type(r).__name__}: {r}"[:160])
+                else:
+                    subs.append(st)
+
+    t = time.monotonic()
+    await asyncio.gather(*(one(n) for n in sizes))
+    out.update(connected=len(subs), connect_errors=len(errors), connect_error_samples=errors[:3])
+    out.update(connect_s=round(time.monotonic() - t, 3), h2_connections=len(sizes))
+    return subs
 
 
 async def subscribe(a: argparse.Namespace, port: int, room: str, out: dict) -> list[Subscriber]:
@@ -146,7 +276,8 @@ async def publish(a: argparse.Namespace, port: int, room: str, deadline: float, 
             for attempt in (0, 1):  # a keep-alive connection found closed: retry once
                 try:
                     if conn is None:
-                        conn = await asyncio.open_connection("127.0.0.1", port)
+                        tls = client_tls() if a.http2 else None
+                        conn = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
                         count["connections"] += 1
                     if not await post(w, conn):
                         conn[1].close()
@@ -188,7 +319,7 @@ async def measure(a: argparse.Namespace, port: int, srv: Server, out: dict, left
             await asyncio.sleep(0.2)
 
     sampler = asyncio.create_task(sample_rss())
-    subs = await subscribe(a, port, room, out)
+    subs = await (subscribe_h2 if a.http2 else subscribe)(a, port, room, out)
     if not subs:
         raise RuntimeError(f"no subscriber connected: {out['connect_error_samples']}")
     await asyncio.sleep(0.3)  # let the server settle after the last accept
@@ -286,10 +417,17 @@ def main() -> int:
     ap.add_argument("--url", help="measure this running server (http://127.0.0.1:PORT)")
     ap.add_argument("--server-pid", type=int, help="with --url: pid for RSS and CPU")
     ap.add_argument("--keep", action="store_true", help="keep the temporary dir (db, log)")
+    ap.add_argument(
+        "--http2",
+        action="store_true",
+        help="serve TLS and subscribe over HTTP/2, --h2-streams streams a connection",
+    )
+    ap.add_argument("--h2-streams", type=int, default=100, help="with --http2: streams each")
     a = ap.parse_args()
     u = urlsplit(a.url or "")
-    if a.url and (u.scheme != "http" or u.hostname not in ("127.0.0.1", "localhost") or not u.port):
-        print(json.dumps({"error": f"refusing {a.url}: only http://127.0.0.1:PORT"}))
+    scheme = "https" if a.http2 else "http"
+    if a.url and (u.scheme != scheme or u.hostname not in ("127.0.0.1", "localhost") or not u.port):
+        print(json.dumps({"error": f"refusing {a.url}: only {scheme}://127.0.0.1:PORT"}))
         return 2
     t_begin = time.monotonic()
     out: dict = dict(date=time.strftime("%Y-%m-%dT%H:%M:%S%z"), subscribers=a.subscribers)
@@ -316,10 +454,10 @@ def main() -> int:
             port, srv = u.port, Server(a.server_pid)
         else:
             tmp = tempfile.mkdtemp(prefix="chat-fanout-")
-            proc, port = start_server(tmp)
+            proc, port = start_server(tmp, tls=a.http2)
             srv = Server(proc.pid)
             time.sleep(0.5)
-        out.update(url=f"http://127.0.0.1:{port}", uvloop=uvloop is not None)
+        out.update(url=f"{scheme}://127.0.0.1:{port}", uvloop=uvloop is not None, http2=a.http2)
         left = a.timeout - (time.monotonic() - t_begin)
         subs, ids, t0, marks = (uvloop.run if uvloop else asyncio.run)(
             measure(a, port, srv, out, left)

@@ -1,6 +1,6 @@
 """What bench/fanout.py needs besides the measurement itself: the server under test as a
-process (start it pinned, read its memory and CPU from /proc, stop it) and HTTP/1.1 response
-parsing (head, chunked body)."""
+process (start it pinned, over HTTP or HTTPS, read its memory and CPU from /proc, stop it) and
+HTTP/1.1 response parsing (head, chunked body)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -88,12 +89,14 @@ LIMITS_OFF = {
 
 
 def start_server(
-    tmp: str, *, pin: bool = True, wait_s: float = 20.0
+    tmp: str, *, pin: bool = True, wait_s: float = 20.0, tls: bool = False
 ) -> tuple[subprocess.Popen[bytes], int]:
     """`python -m chat serve` on a free port with its own database in `tmp` (one there is
     opened as it is), log appended to `tmp/server.log`; it returns once /healthz answers
     (polled every 5 ms: the wait is a start-up time's measure too). With ``pin``, taskset and
-    two or more cores the server gets the first core and this process the second.
+    two or more cores the server gets the first core and this process the second. With
+    ``tls`` it serves HTTPS (HTTP/2 by ALPN) with a self-signed certificate made in `tmp`;
+    `client_tls()` is what a client connects with.
 
     The port is one the kernel found free (``bind(0)``), from its ephemeral range, where
     another process's outgoing connection may take it before the server binds it (as the
@@ -101,7 +104,7 @@ def start_server(
     start because the address is in use is started again on another port, twice at most."""
     for attempt in range(3):
         try:
-            return _start_server(tmp, pin=pin, wait_s=wait_s)
+            return _start_server(tmp, pin=pin, wait_s=wait_s, tls=tls)
         except AddressInUse:
             if attempt == 2:
                 raise
@@ -112,11 +115,16 @@ class AddressInUse(RuntimeError):
     """The server could not listen on the port it was given."""
 
 
-def _start_server(tmp: str, *, pin: bool, wait_s: float) -> tuple[subprocess.Popen[bytes], int]:
+def _start_server(
+    tmp: str, *, pin: bool, wait_s: float, tls: bool
+) -> tuple[subprocess.Popen[bytes], int]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "chat", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    if tls:
+        certfile, keyfile = make_cert(tmp)
+        cmd += ["--certfile", certfile, "--keyfile", keyfile]
     cpus = sorted(os.sched_getaffinity(0))
     if pin and shutil.which("taskset") and len(cpus) >= 2:
         cmd = ["taskset", "-c", str(cpus[0]), *cmd]  # taskset execs: the pid is the server's
@@ -140,13 +148,41 @@ def _start_server(tmp: str, *, pin: bool, wait_s: float) -> tuple[subprocess.Pop
                 if b"Address already in use" in f.read():
                     raise AddressInUse(f"port {port} was taken before the server bound it")
             raise RuntimeError(f"server exited with {proc.returncode}, see {tmp}/server.log")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as c:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), 1) as raw,
+            client_tls().wrap_socket(raw) if tls else raw as c,
+        ):
             c.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
             if c.recv(4096).startswith(b"HTTP/1.1 200"):
                 return proc, port
         time.sleep(0.005)
     stop_server(proc)
     raise RuntimeError(f"server did not answer /healthz within {wait_s:.0f} s")
+
+
+def make_cert(folder: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 and its key, written to `folder` by the
+    ``openssl`` command (Debian's ``openssl`` package): (certfile, keyfile)."""
+    certfile, keyfile = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    if not os.path.exists(certfile):
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext",
+             "subjectAltName=IP:127.0.0.1", "-keyout", keyfile, "-out", certfile],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    return certfile, keyfile
+
+
+def client_tls(alpn: str = "http/1.1") -> ssl.SSLContext:
+    """A client's TLS context for the benchmark's own server on loopback, offering `alpn`
+    ("h2" or "http/1.1"). It does not verify the certificate: the benchmark made it itself,
+    and what is measured is the service, not the verification."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.set_alpn_protocols([alpn])
+    return ctx
 
 
 def stop_server(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:

@@ -1,6 +1,7 @@
 """The growth benchmark and its data generator as a smoke test (issue 17): CI runs
 bench/growth.py at 10^4 and 10^5 events; the 10^7 run lives in bench/ (bench/README.md). And
-bench/search_pg.py, searches on PostgreSQL, at 20,000 events.
+bench/search_pg.py, searches on PostgreSQL, at 20,000 events. And bench/fanout.py's streams
+over HTTP/2, many on each connection (how one process holds 20,000 streams: bench/README.md).
 
 What is asserted is what a person running it sees: it exits 0, fills the store at the sizes
 asked, and reports every path at each size with the generator's rate. Its figures are not
@@ -15,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import need
+from tests.conftest import need, need_program
 from tests.postgres_server import bindir
 
 BENCH = Path(__file__).resolve().parent.parent / "bench"
@@ -83,3 +84,20 @@ def test_the_postgresql_search_benchmark_runs() -> None:
     assert sorted(n for (q, _), n in found.items() if q == "quokka") == [0, 1]
     assert all(s["median_ms"] > 0 for s in out["searches"])
     assert "| the rare word (`quokka`) |" in report  # the table a person reads
+
+
+def test_the_fanout_benchmark_multiplexes_its_streams_over_http2() -> None:
+    """``fanout.py --http2``: 250 streams on three TLS connections (100, 100, 50), each gets
+    every message once, in order; the server's memory per stream is reported."""
+    need_program("openssl")  # the benchmark's self-signed certificate
+    out, report = run_bench(
+        "fanout.py", "--http2", "-S", "250", "-M", "5", "--h2-streams", "100", timeout_s=120
+    )
+    assert out["http2"] is True and out["url"].startswith("https://127.0.0.1:")
+    assert (out["connected"], out["h2_connections"], out["connect_errors"]) == (250, 3, 0)
+    assert out["published"] == 5 and out["publish_errors"] == 0
+    assert (out["expected_deliveries"], out["received"]) == (1250, 1250)
+    counts = ("lost", "duplicates", "out_of_order", "unexpected", "bad_frames", "disconnects")
+    assert {k: out[k] for k in counts} == dict.fromkeys(counts, 0)
+    assert out["server"]["rss_per_conn_kb"] > 0
+    assert "250 subscribers, 5 messages" in report and "lost 0" in report

@@ -5,6 +5,7 @@ HTTP/1.1 response parsing (head, chunked body)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -68,6 +69,16 @@ class Server:
             with contextlib.suppress(OSError), open(f"/proc/{p}/status", "rb") as f:
                 total += next((int(ln.split()[1]) for ln in f if ln.startswith(b"VmRSS:")), 0)
         self.peak = max(self.peak, total)
+        return total
+
+    def fds(self) -> int | None:
+        """Files the pid and its descendants have open (/proc/PID/fd)."""
+        if not self.pid:
+            return None
+        total = 0
+        for p in self.pids:
+            with contextlib.suppress(OSError):
+                total += len(os.listdir(f"/proc/{p}/fd"))
         return total
 
     def cpu_s(self) -> float | None:
@@ -175,11 +186,13 @@ def make_cert(folder: str) -> tuple[str, str]:
     return certfile, keyfile
 
 
+@functools.cache
 def client_tls(alpn: str = "http/1.1") -> ssl.SSLContext:
     """A client's TLS context for the benchmark's own server on loopback, offering `alpn`
-    ("h2" or "http/1.1"). It does not verify the certificate: the benchmark made it itself,
-    and what is measured is the service, not the verification."""
-    ctx = ssl.create_default_context()
+    ("h2" or "http/1.1"), one for each (made once: ``create_default_context`` loads the
+    system's certificates, tens of milliseconds). It does not verify the server's
+    certificate: the benchmark made it itself, and what is measured is the service."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     ctx.set_alpn_protocols([alpn])
     return ctx

@@ -1,5 +1,5 @@
 """Hypercorn's HTTP/2 send buffers, released when the client resets their stream or the
-connection closes.
+connection closes, and holding a slow reader back; HTTP/2 connections never retired.
 
 Over HTTP/2 an answer's body goes through a buffer per stream (``StreamBuffer`` in
 ``hypercorn.protocol.h2``), which the connection's sending task empties as the client's
@@ -34,10 +34,30 @@ next DATA frame raised a ``KeyError`` in ``H2Protocol._handle_events`` that clos
 connection with every other stream on it (a page's event stream among them, in a browser
 that sends everything over one connection). Such data is acknowledged and dropped.
 
+Two more mends keep a stream's promises over HTTP/2 (API.md, Streams):
+
+- **A slow reader is held back.** ``StreamBuffer.push`` waits while the buffer holds 32 KiB,
+  until ``pop`` has taken it below 16 KiB; but Hypercorn's ``pop`` woke the writer whenever
+  the piece *it took* was under 16 KiB, and a stream whose client stopped reading (its
+  flow-control window spent) is popped for nothing after every push. The writer was never
+  held back: everything sent to the stream piled up in the buffer (a replay, every live
+  event), so the service never saw the stream fall behind and the process's memory grew
+  with what was posted. ``pop`` now wakes the writer when what is *left* is under 16 KiB: a
+  stalled stream's send waits, its subscriber falls behind and is caught up from the store
+  once its client reads again, as over HTTP/1.1.
+- **A connection is never retired after 1,000 requests.** Hypercorn ends an HTTP/2
+  connection after ``keep_alive_max_requests`` requests by closing h2's side of it at once:
+  a GOAWAY, then nothing more is sent, so the connection's open event streams went silent
+  (no event, no heartbeat, no end) and the request that crossed the limit, committed, was
+  never answered. A browser sends a page's POSTs and its stream over one connection. Its
+  request count now stays at 0 (HTTP/1.1's keeps Hypercorn's limit, with ``Connection:
+  close``).
+
 **This relies on Hypercorn's private ``H2Protocol.handle``'s ``Closed`` event,
-``H2Protocol._handle_events``, ``H2Protocol.stream_buffers`` and ``StreamBuffer.close``**
-(docs/design/private-access.md). If they have moved, ``install()`` logs a warning and
-changes nothing.
+``H2Protocol._handle_events``, ``H2Protocol.stream_buffers``, ``H2Protocol.keep_alive_requests``,
+``StreamBuffer.close`` and ``StreamBuffer.pop`` with its ``buffer``, ``_paused`` and
+``_is_empty``** (docs/design/private-access.md). If they have moved, ``install()`` logs a
+warning and changes nothing.
 """
 
 from __future__ import annotations
@@ -89,11 +109,38 @@ def _without_late_data(protocol: Any, events: list[Any]) -> list[Any]:
     return kept
 
 
+async def _pop(self: Any, max_length: int) -> bytes:
+    """``StreamBuffer.pop``, the writer woken by what is left under the low-water mark, not
+    by a small piece taken (a window of 0 takes nothing)."""
+    length = min(len(self.buffer), max_length)
+    data = bytes(self.buffer[:length])
+    del self.buffer[:length]
+    if len(self.buffer) < _LOW_WATER:
+        await self._paused.set()
+    if not self.buffer:
+        await self._is_empty.set()
+    return data
+
+
+_LOW_WATER = 2**14  # Hypercorn 0.18's BUFFER_LOW_WATER, read again by install()
+
+
+def _buffer_has_its_parts(stream_buffer: type[Any]) -> bool:
+    """Whether a ``StreamBuffer`` still has what ``_pop`` uses."""
+    try:
+        from hypercorn.asyncio.worker_context import EventWrapper
+    except ImportError:
+        return False
+    probe = stream_buffer(EventWrapper)
+    return all(hasattr(probe, name) for name in ("buffer", "_paused", "_is_empty"))
+
+
 def install() -> bool:
     """Wrap Hypercorn's ``H2Protocol.handle`` and ``H2Protocol._handle_events`` on the class,
     once per process; False (and a warning) if what it relies on has moved."""
     try:
         from hypercorn.events import Closed
+        from hypercorn.protocol import h2 as h2_module
         from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
     except ImportError:
         log.warning("Hypercorn's H2Protocol has moved: HTTP/2 send buffers are not released")
@@ -102,11 +149,19 @@ def install() -> bool:
     handle_events: Callable[[Any, list[Any]], Awaitable[None]] | None = getattr(
         H2Protocol, "_handle_events", None
     )
-    if handle is None or handle_events is None or not hasattr(StreamBuffer, "close"):
+    if (
+        handle is None
+        or handle_events is None
+        or not hasattr(StreamBuffer, "close")
+        or not hasattr(StreamBuffer, "pop")
+        or not _buffer_has_its_parts(StreamBuffer)
+    ):
         log.warning("Hypercorn's H2Protocol has moved: HTTP/2 send buffers are not released")
         return False
     if getattr(handle, _MARK, False):
         return True
+    global _LOW_WATER
+    _LOW_WATER = int(getattr(h2_module, "BUFFER_LOW_WATER", _LOW_WATER))
 
     # The buffers are closed before Hypercorn closes the streams: that puts a disconnect in
     # each application's queue, which waits while the queue is full, and an application
@@ -129,4 +184,7 @@ def install() -> bool:
     setattr(_handle, _MARK, True)
     H2Protocol.handle = _handle  # type: ignore[method-assign]
     H2Protocol._handle_events = _handle_events  # type: ignore[method-assign]
+    StreamBuffer.pop = _pop  # type: ignore[method-assign]
+    # Read as 0 whatever is counted, so never past keep_alive_max_requests: no retirement.
+    H2Protocol.keep_alive_requests = property(lambda self: 0, lambda self, value: None)  # type: ignore[assignment]
     return True

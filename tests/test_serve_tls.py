@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import re
 import ssl
 import subprocess
 import sys
@@ -436,6 +437,109 @@ async def test_http2_body_data_after_an_early_answer_keeps_the_connection(
         )
         assert said.status_code == 201, said.text
         await client.read_until(lambda: b"still here" in client.data.get(1, b""))
+
+
+def stream_ids(data: bytes) -> list[int]:
+    """The ``id:`` of every event in a stream's bytes, in the order they came."""
+    return [int(found) for found in re.findall(rb"^id: (\d+)$", data, re.MULTILINE)]
+
+
+async def post_texts(observer: httpx.AsyncClient, room: str, count: int) -> list[int]:
+    """``count`` messages of 3,000 characters, 20 a batch (bodies under 64 KiB); their ids."""
+    ids: list[int] = []
+    for start in range(0, count, 20):
+        items = [
+            {"author": "ann", "text": f"{n:05d} " + "x" * 3000} for n in range(start, start + 20)
+        ]
+        made = await asyncio.wait_for(
+            observer.post(f"/api/rooms/{room}/messages/batch", json={"messages": items}), TIMEOUT_S
+        )
+        assert made.status_code == 201, made.text
+        ids += [event["id"] for event in made.json()["events"]]
+    return ids
+
+
+@pytest.fixture(scope="module")
+def small_buffer_server(
+    tmp_path_factory: pytest.TempPathFactory, cert: Cert
+) -> Iterator[TLSServer]:
+    """A TLS server whose subscribers fall behind past 64 KiB of queued events."""
+    live = TLSServer(
+        tmp_path_factory.mktemp("tls-small"), cert, {"CHAT_SUBSCRIBER_BUFFER_BYTES": "65536"}
+    )
+    live.start()
+    yield live
+    log = live.log()
+    live.terminate()
+    assert "Traceback" not in log and " ERROR " not in log, log
+
+
+async def test_an_http2_stream_that_stops_reading_falls_behind_and_loses_nothing(
+    small_buffer_server: TLSServer, cert: Cert, room: str
+) -> None:
+    """A stream over HTTP/2 whose client stops reading (its flow-control window spent) while
+    6 MB of messages are posted: the server holds it back rather than buffer them (its memory
+    does not grow with what is posted: Hypercorn 0.18 kept all of it, ``chat.h2_streams``),
+    and when the client reads again the stream is caught up from the store, every id once, in
+    order (API.md: a slow reader never makes the server's memory grow without bound)."""
+    server = small_buffer_server
+    async with (
+        tls_client(server, "HTTP/1.1") as observer,
+        tls_connection(cert, server.port, ["h2"]) as (reader, writer),
+    ):
+        await post_texts(observer, "warm-up", 100)  # the writer's and the allocator's caches
+        before = await scrape(observer)
+        rss_before = server.rss_kib()
+        client = H2Client(reader, writer, acknowledge=False)
+        await ask(client, 1, f"/api/rooms/{room}/events", server.port)
+        await client.read_until(lambda: b": connected" in client.data.get(1, b""))
+        ids = await post_texts(observer, room, 2000)
+        await ping(client)  # the window is spent: the stream has stopped receiving
+        assert len(client.data[1]) < 70_000
+        growth_kib = server.rss_kib() - rss_before
+        assert growth_kib < 3072, f"the server grew {growth_kib} KiB with 6 MB posted"
+        client.acknowledge = True  # reading again: the window opens
+        client.conn.acknowledge_received_data(len(client.data[1]), 1)
+        await client.flush()
+        await client.read_until(lambda: ids[-1] in stream_ids(client.data.get(1, b"")))
+        assert stream_ids(client.data[1]) == ids
+        after = await scrape(observer)
+        caught_up = "chat_slow_subscriber_catchups_total"
+        assert after[caught_up] > before[caught_up]
+
+
+async def test_an_http2_connection_past_a_thousand_requests_keeps_its_stream(
+    server: TLSServer, cert: Cert, room: str
+) -> None:
+    """A page sends its POSTs and history requests on the connection its event stream uses.
+    Past 1,000 requests (Hypercorn's ``keep_alive_max_requests``) every request is still
+    answered and the stream still gets the room's messages: Hypercorn 0.18 closed h2's side
+    of the connection there, and the stream went silent (``chat.h2_streams``)."""
+    async with (
+        tls_client(server, "HTTP/1.1") as observer,
+        tls_connection(cert, server.port, ["h2"]) as (reader, writer),
+    ):
+        created = await asyncio.wait_for(observer.put(f"/api/rooms/{room}", json={}), TIMEOUT_S)
+        assert created.status_code == 201, created.text
+        client = H2Client(reader, writer)
+        await ask(client, 1, f"/api/rooms/{room}/events", server.port)
+        await client.read_until(lambda: b": connected" in client.data.get(1, b""))
+        stream_id = 3
+        for _ in range(21):  # 1,050 requests, 50 at a time
+            asked = range(stream_id, stream_id + 100, 2)
+            for each in asked:
+                headers = request_headers("GET", "/healthz", server.port)
+                client.conn.send_headers(each, headers, end_stream=True)
+            await client.flush()
+            await client.read_until(lambda: client.conn.open_outbound_streams == 1)
+            assert {client.status.get(n) for n in asked} == {"200"}
+            stream_id += 100
+        said = await asyncio.wait_for(
+            observer.post(f"/api/rooms/{room}/messages", json={"author": "ann", "text": "later"}),
+            TIMEOUT_S,
+        )
+        assert said.status_code == 201, said.text
+        await client.read_until(lambda: b'"text":"later"' in client.data.get(1, b""))
 
 
 @pytest.fixture(scope="module")

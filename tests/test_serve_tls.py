@@ -344,6 +344,25 @@ async def ask(client: H2Client, stream_id: int, path: str, port: int) -> None:
     assert client.status[stream_id] == "200", client.status
 
 
+async def stream_on(
+    observer: httpx.AsyncClient,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    port: int,
+    room: str,
+    *,
+    acknowledge: bool = True,
+) -> H2Client:
+    """An HTTP/2 client on the connection whose stream 1 follows ``room`` (made first), once
+    its ``: connected`` has come."""
+    created = await asyncio.wait_for(observer.put(f"/api/rooms/{room}", json={}), TIMEOUT_S)
+    assert created.status_code == 201, created.text
+    client = H2Client(reader, writer, acknowledge=acknowledge)
+    await ask(client, 1, f"/api/rooms/{room}/events", port)
+    await client.read_until(lambda: b": connected" in client.data.get(1, b""))
+    return client
+
+
 async def ping(client: H2Client) -> None:
     """A PING and its answer: the server has read everything sent before it."""
     pongs = client.pongs
@@ -411,11 +430,7 @@ async def test_http2_body_data_after_an_early_answer_keeps_the_connection(
         tls_client(server, "HTTP/1.1") as observer,
         tls_connection(cert, server.port, ["h2"]) as (reader, writer),
     ):
-        created = await asyncio.wait_for(observer.put(f"/api/rooms/{room}", json={}), TIMEOUT_S)
-        assert created.status_code == 201, created.text
-        client = H2Client(reader, writer)
-        await ask(client, 1, f"/api/rooms/{room}/events", server.port)
-        await client.read_until(lambda: b": connected" in client.data.get(1, b""))
+        client = await stream_on(observer, reader, writer, server.port, room)
         post = request_headers(
             "POST",
             f"/api/rooms/{room}/messages",
@@ -490,9 +505,7 @@ async def test_an_http2_stream_that_stops_reading_falls_behind_and_loses_nothing
         await post_texts(observer, "warm-up", 100)  # the writer's and the allocator's caches
         before = await scrape(observer)
         rss_before = server.rss_kib()
-        client = H2Client(reader, writer, acknowledge=False)
-        await ask(client, 1, f"/api/rooms/{room}/events", server.port)
-        await client.read_until(lambda: b": connected" in client.data.get(1, b""))
+        client = await stream_on(observer, reader, writer, server.port, room, acknowledge=False)
         ids = await post_texts(observer, room, 2000)
         await ping(client)  # the window is spent: the stream has stopped receiving
         assert len(client.data[1]) < 70_000
@@ -519,11 +532,7 @@ async def test_an_http2_connection_past_a_thousand_requests_keeps_its_stream(
         tls_client(server, "HTTP/1.1") as observer,
         tls_connection(cert, server.port, ["h2"]) as (reader, writer),
     ):
-        created = await asyncio.wait_for(observer.put(f"/api/rooms/{room}", json={}), TIMEOUT_S)
-        assert created.status_code == 201, created.text
-        client = H2Client(reader, writer)
-        await ask(client, 1, f"/api/rooms/{room}/events", server.port)
-        await client.read_until(lambda: b": connected" in client.data.get(1, b""))
+        client = await stream_on(observer, reader, writer, server.port, room)
         stream_id = 3
         for _ in range(21):  # 1,050 requests, 50 at a time
             asked = range(stream_id, stream_id + 100, 2)

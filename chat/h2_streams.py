@@ -72,6 +72,10 @@ from h2.events import DataReceived, RequestReceived, StreamReset
 log = logging.getLogger(__name__)
 
 _MARK = "_chat_closes_buffers"
+_MOVED = (
+    "Hypercorn's H2Protocol has moved: over HTTP/2 send buffers are not released, slow readers "
+    "are not held back, and connections are retired after keep_alive_max_requests"
+)
 
 
 async def _close_buffers(protocol: Any, stream_ids: Iterable[int] | None = None) -> None:
@@ -143,7 +147,7 @@ def install() -> bool:
         from hypercorn.protocol import h2 as h2_module
         from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
     except ImportError:
-        log.warning("Hypercorn's H2Protocol has moved: HTTP/2 send buffers are not released")
+        log.warning(_MOVED)
         return False
     handle: Callable[[Any, Any], Awaitable[None]] | None = getattr(H2Protocol, "handle", None)
     handle_events: Callable[[Any, list[Any]], Awaitable[None]] | None = getattr(
@@ -156,7 +160,7 @@ def install() -> bool:
         or not hasattr(StreamBuffer, "pop")
         or not _buffer_has_its_parts(StreamBuffer)
     ):
-        log.warning("Hypercorn's H2Protocol has moved: HTTP/2 send buffers are not released")
+        log.warning(_MOVED)
         return False
     if getattr(handle, _MARK, False):
         return True

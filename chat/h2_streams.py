@@ -141,7 +141,8 @@ def _buffer_has_its_parts(stream_buffer: type[Any]) -> bool:
 
 def install() -> bool:
     """Wrap Hypercorn's ``H2Protocol.handle`` and ``H2Protocol._handle_events`` on the class,
-    once per process; False (and a warning) if what it relies on has moved."""
+    replace ``StreamBuffer.pop`` and make ``H2Protocol.keep_alive_requests`` read 0, once per
+    process; False (and a warning, with nothing changed) if what it relies on has moved."""
     try:
         from hypercorn.events import Closed
         from hypercorn.protocol import h2 as h2_module

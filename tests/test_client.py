@@ -528,18 +528,25 @@ async def test_ids_sent_again_are_never_yielded_twice() -> None:
     assert pauses[0].reason.startswith("503 unavailable")
 
 
-async def turn_away(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A stream the server turns away as one over CHAT_MAX_STREAMS is (API.md, Streams): 200,
-    ``retry:`` of 3 s, a comment saying why, and the end."""
-    await reader.readuntil(b"\r\n\r\n")
-    writer.write(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
-        b"retry: 3000\n: too many open streams on this server\n\n"
-    )
-    await writer.drain()
-    writer.close()
-    with contextlib.suppress(ConnectionError):
-        await writer.wait_closed()
+def turned_away(retry_ms: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], Any]:
+    """A server that turns every stream away as one over CHAT_MAX_STREAMS is (API.md,
+    Streams): 200, ``retry: retry_ms``, a comment saying why, and the end."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+            b"retry: %d\n: too many open streams on this server\n\n" % retry_ms
+        )
+        await writer.drain()
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+    return handle
+
+
+turn_away = turned_away(3000)
 
 
 async def test_a_server_that_turns_streams_away_is_backed_off_up_to_max_backoff() -> None:
@@ -582,6 +589,30 @@ async def test_closing_the_client_while_a_stream_pauses_ends_its_iteration() -> 
         await bounded(waiting)
     with pytest.raises(ClientClosed):
         await bounded(chat.post("r", "after the close", author="ann"))
+
+
+@pytest.mark.parametrize("closed", ["the stream", "its client"])
+async def test_closing_during_a_long_pause_ends_the_iteration_at_once(closed: str) -> None:
+    """A probe: ``aclose()`` while a stream waited a minute to reconnect (the server's
+    ``retry:``) ended its iteration only when the minute was over, where the documents say
+    that closing the client or the stream while it pauses ends the iteration."""
+    pauses: list[Reconnect] = []
+    async with loopback_server(turned_away(60_000)) as url:
+        chat = ChatClient(url, max_backoff=60.0)
+        stream = chat.events("r", since=0, on_reconnect=pauses.append)
+        waiting = asyncio.ensure_future(anext(stream))
+
+        async def paused_long() -> bool:
+            return any(p.delay_s >= 30 for p in pauses)
+
+        try:
+            await wait_until(paused_long, "a pause of a minute")
+            await (stream.aclose() if closed == "the stream" else chat.aclose())
+            with pytest.raises(StopAsyncIteration):
+                await bounded(waiting, 2.0)
+        finally:
+            waiting.cancel()
+            await chat.aclose()
 
 
 # --- the SSE parser ---------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import inspect
 import json
 import logging
@@ -71,6 +72,7 @@ class EventStream(AsyncClosing):
         self._retry_after: float | None = None
         self._delivered = False
         self._closed = False
+        self._woken = asyncio.Event()  # set by aclose(): a pause before reconnecting ends
 
     def __aiter__(self) -> EventStream:
         return self
@@ -78,6 +80,7 @@ class EventStream(AsyncClosing):
     async def aclose(self) -> None:
         """End the stream (its connection too); iterating it then stops at once."""
         self._closed = True
+        self._woken.set()
         self._pending.clear()
         await self._disconnect()
 
@@ -185,7 +188,9 @@ class EventStream(AsyncClosing):
         log.debug("%s; reconnecting in %.1fs after #%s", why, delay, self.last_id)
         if self._on_reconnect is not None:
             await _call(self._on_reconnect, Reconnect(why, delay, self.last_id, self._failures))
-        await asyncio.sleep(delay)
+        with contextlib.suppress(TimeoutError):  # the pause, or until aclose()
+            async with asyncio.timeout(delay):
+                await self._woken.wait()
 
     async def _dropped(self, why: str) -> None:
         if self._delivered:

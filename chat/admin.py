@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from chat import credentials
+from chat.cli import reader_gone
 from chat.config import Settings
 from chat.errors import ChatError, InvalidRoom
 from chat.events import now_rfc3339
@@ -65,6 +66,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     except (KeyboardInterrupt, EOFError):  # Ctrl-C or Ctrl-D at the password prompt
         print("\nstopped; nothing changed", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tokens list | head -1`: the reader has what it wanted
+        return reader_gone()
 
 
 # -- the store ---------------------------------------------------------------------------

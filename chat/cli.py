@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import logging
+import os
 import ssl
 import sys
 from collections.abc import Sequence
@@ -55,6 +57,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
     except ValueError:
         return False
+
+
+def reader_gone() -> int:
+    """After a ``BrokenPipeError`` on stdout (``... | head -1``: the reader has what it
+    wanted): no traceback, and no flush at exit into the closed pipe. Returns 0."""
+    with contextlib.suppress(OSError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (left open until the process ends)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
 import sys
 from collections.abc import Mapping
@@ -16,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from chat import client
+from chat.cli import reader_gone
 from chat.client import ChatClient, Event, Filters, Reconnect, Reset
 from chat.config import Settings
 
@@ -56,6 +56,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         except client.ClientError as error:
             print(f"error: {error}{_details(error)}", file=sys.stderr)
             return 1
+        except KeyboardInterrupt:  # Ctrl-C while the POST was on its way
+            print("\nstopped: the message may or may not have been posted", file=sys.stderr)
+            return 130
         print(json.dumps(message.model_dump(mode="json", exclude_unset=True), ensure_ascii=False))
         return 0
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a tail ends
@@ -65,9 +68,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"error: {error}{_details(error)}", file=sys.stderr)
             return 1
         except BrokenPipeError:  # `tail ... | head -1`: the reader has what it wanted
-            with contextlib.suppress(OSError):
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (no flush at exit to a closed pipe)
-            return 0
+            return reader_gone()
     return 0
 
 

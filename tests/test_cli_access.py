@@ -294,6 +294,31 @@ def test_tokens_list_of_one_user_takes_the_name_as_the_service_does(operator: Op
     assert json.loads(operator.ok("tokens", "list", "--user", "nobody", "--json")) == []
 
 
+@pytest.mark.parametrize("listing", [("tokens", "list"), ("users", "list")])
+def test_a_listing_into_a_reader_that_stopped_ends_quietly(
+    operator: Operator, listing: tuple[str, str]
+) -> None:
+    """``tokens list | head -1`` ended with a BrokenPipeError traceback and exit 1 (a probe):
+    the reader has what it wanted, so the command ends quietly, exit 0."""
+    for n in range(3):
+        operator.add_user(f"user{n}", "a long enough password")
+        operator.token(f"user{n}")
+    env = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
+    listed = subprocess.Popen(
+        [*CHAT, *listing], cwd=operator.cwd, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert listed.stdout is not None and listed.stderr is not None
+    listed.stdout.close()  # the reader stopped before the first line, as head may
+    try:
+        assert listed.wait(timeout=30) == 0
+        said = listed.stderr.read().decode()
+    finally:
+        listed.kill()
+        listed.stderr.close()
+    assert "Traceback" not in said and "BrokenPipe" not in said, said
+
+
 def test_removing_a_user_revokes_its_tokens_and_sessions(
     required: tuple[LiveServer, Operator],
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -81,6 +82,30 @@ def test_post_to_an_unreachable_url_exits_1_cleanly(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: cannot reach {url}")
     assert "Traceback" not in done.stderr and done.stdout == ""
+
+
+def test_ctrl_c_while_a_post_waits_for_its_answer_ends_it_cleanly(tmp_path: Path) -> None:
+    """Ctrl-C while the POST waited for a server that never answers printed asyncio's
+    KeyboardInterrupt traceback (a probe): now one line saying the message may or may not
+    have been posted, and exit 130."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        command = [*CHAT, "post", "general", "x", "--author", "carol", "--url", url]
+        posting = subprocess.Popen(
+            command, cwd=tmp_path, env=without_chat_settings(), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        try:
+            silent.settimeout(20)
+            connection, _ = silent.accept()  # the POST is on its way
+            with connection:
+                posting.send_signal(signal.SIGINT)
+                out, err = posting.communicate(timeout=20)
+        finally:
+            posting.kill()
+    assert posting.returncode == 130, err
+    assert err.strip() == "stopped: the message may or may not have been posted", err
+    assert out == ""
 
 
 # --- tail across a restart -------------------------------------------------------------------

@@ -67,6 +67,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print("\nstopped; nothing changed", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `tokens list | head -1`: the reader has what it wanted
+        if args.action != "list":  # a token or a change's report not shown: not quietly
+            raise
         return reader_gone()
 
 

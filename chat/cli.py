@@ -61,13 +61,28 @@ def is_loopback(host: str) -> bool:
 
 def reader_gone() -> int:
     """After a ``BrokenPipeError`` on stdout (``... | head -1``: the reader has what it
-    wanted): no traceback, and no flush at exit into the closed pipe. Returns 0."""
-    with contextlib.suppress(OSError):
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (left open until the process ends)
+    wanted): what is still buffered, and anything written later, goes to /dev/null, so
+    nothing fails again (at exit either). Returns 0."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``chat`` command; its exit status. Output is flushed here, where a reader that
+    stopped early is still seen: a buffered stdout would otherwise meet the closed pipe at
+    the interpreter's exit, after any handler."""
+    code = _command(argv)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        reader_gone()
+    return code
+
+
+def _command(argv: Sequence[str] | None) -> int:
     args = cli_parser.parser().parse_args(argv)
     try:
         settings = Settings()

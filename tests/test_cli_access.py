@@ -304,6 +304,7 @@ def test_a_listing_into_a_reader_that_stopped_ends_quietly(
         operator.add_user(f"user{n}", "a long enough password")
         operator.token(f"user{n}")
     env = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
+    env.pop("PYTHONUNBUFFERED", None)  # stdout buffered, as in a shell: it fails at the flush
     listed = subprocess.Popen(
         [*CHAT, *listing], cwd=operator.cwd, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,

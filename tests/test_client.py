@@ -615,6 +615,32 @@ async def test_closing_during_a_long_pause_ends_the_iteration_at_once(closed: st
             await chat.aclose()
 
 
+async def test_closing_while_a_stream_waits_for_its_answer_ends_the_iteration_at_once() -> None:
+    """A probe: ``aclose()`` while the stream's request waited for a server slow to answer
+    took effect only when the request did (up to the client's ``timeout``), where the docs
+    say iterating a closed stream stops at once."""
+    asked = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        asked.set()
+        await reader.read()  # never answers; done when the client has gone
+        writer.close()
+
+    async with loopback_server(silent) as url:
+        chat = ChatClient(url, timeout=60.0)
+        stream = chat.events("r", since=0)
+        waiting = asyncio.ensure_future(anext(stream))
+        try:
+            await bounded(asked.wait())
+            await stream.aclose()
+            with pytest.raises(StopAsyncIteration):
+                await bounded(waiting, 2.0)
+        finally:
+            waiting.cancel()
+            await chat.aclose()
+
+
 # --- the SSE parser ---------------------------------------------------------------------------
 
 

@@ -10,8 +10,8 @@ import json
 import logging
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from chat.client.chat_client import ChatClient
 
 log = logging.getLogger("chat.client")
+T = TypeVar("T")
 
 DEFAULT_RETRY_S = 1.0  # until the server's `retry:` says otherwise
 MIN_RETRY_S = 0.05
@@ -155,8 +156,14 @@ class EventStream(AsyncClosing):
                     return
             try:
                 if self.last_id is None:  # from now: know where "now" is before anything
-                    self.last_id = await self._client.latest_id()
-                response = await self._client.open_stream(self._path, self._params, self.last_id)
+                    latest = await self._unless_closed(self._client.latest_id())
+                    if latest is None:
+                        return
+                    self.last_id = latest
+                opening = self._client.open_stream(self._path, self._params, self.last_id)
+                response = await self._unless_closed(opening)
+                if response is None:
+                    return
             except RequestRefused:
                 self._closed = True
                 raise
@@ -175,6 +182,20 @@ class EventStream(AsyncClosing):
             self._delivered = False
             self._why = None
             return
+
+    async def _unless_closed(self, work: Awaitable[T]) -> T | None:
+        """``work``'s result; or None, with ``work`` cancelled, when the stream is closed
+        first (``aclose()``: a request to a server slow to answer does not hold it open)."""
+        task = asyncio.ensure_future(work)
+        closing = asyncio.ensure_future(self._woken.wait())
+        try:
+            await asyncio.wait((task, closing), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait((task,))
+        return None if task.cancelled() else task.result()
 
     async def _pause(self, why: str) -> None:
         self._failures += 1

@@ -615,7 +615,11 @@ async def test_closing_during_a_long_pause_ends_the_iteration_at_once(closed: st
             await chat.aclose()
 
 
-async def test_closing_while_a_stream_waits_for_its_answer_ends_the_iteration_at_once() -> None:
+@pytest.mark.parametrize("since", [0, None])  # None: it asks for the newest id first
+@pytest.mark.parametrize("closed", ["the stream", "its client"])
+async def test_closing_while_a_stream_waits_for_its_answer_ends_the_iteration_at_once(
+    closed: str, since: int | None
+) -> None:
     """A probe: ``aclose()`` while the stream's request waited for a server slow to answer
     took effect only when the request did (up to the client's ``timeout``), where the docs
     say iterating a closed stream stops at once."""
@@ -628,17 +632,34 @@ async def test_closing_while_a_stream_waits_for_its_answer_ends_the_iteration_at
         writer.close()
 
     async with loopback_server(silent) as url:
-        chat = ChatClient(url, timeout=60.0)
-        stream = chat.events("r", since=0)
+        chat = ChatClient(url, timeout=60.0, stream_idle_timeout=60.0)
+        stream = chat.events("r", since=since)
         waiting = asyncio.ensure_future(anext(stream))
         try:
             await bounded(asked.wait())
-            await stream.aclose()
+            await (stream.aclose() if closed == "the stream" else chat.aclose())
             with pytest.raises(StopAsyncIteration):
                 await bounded(waiting, 2.0)
         finally:
             waiting.cancel()
             await chat.aclose()
+
+
+async def test_a_client_closed_before_its_stream_asked_ends_the_iteration() -> None:
+    """A read of the first version of the fix above: a client closed in the moment between
+    the stream's first step and its request made the iteration raise ``ClientClosed``; a
+    closed stream stops."""
+    async with loopback_server(turn_away) as url:
+        chat = ChatClient(url)
+        stream = chat.events("r", since=0)
+        waiting = asyncio.ensure_future(anext(stream))
+        try:
+            await asyncio.sleep(0)  # the iteration has begun, its request not yet
+            await chat.aclose()
+            with pytest.raises(StopAsyncIteration):
+                await bounded(waiting, 2.0)
+        finally:
+            waiting.cancel()
 
 
 # --- the SSE parser ---------------------------------------------------------------------------

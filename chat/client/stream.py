@@ -73,7 +73,7 @@ class EventStream(AsyncClosing):
         self._retry_after: float | None = None
         self._delivered = False
         self._closed = False
-        self._woken = asyncio.Event()  # set by aclose(): a pause before reconnecting ends
+        self._waiting: asyncio.Timeout | None = None  # a pause or request aclose() cuts short
 
     def __aiter__(self) -> EventStream:
         return self
@@ -81,7 +81,9 @@ class EventStream(AsyncClosing):
     async def aclose(self) -> None:
         """End the stream (its connection too); iterating it then stops at once."""
         self._closed = True
-        self._woken.set()
+        if self._waiting is not None:  # a pause or a request under way ends at once
+            with contextlib.suppress(RuntimeError):  # its end already under way
+                self._waiting.reschedule(asyncio.get_running_loop().time())
         self._pending.clear()
         await self._disconnect()
 
@@ -156,12 +158,13 @@ class EventStream(AsyncClosing):
                     return
             try:
                 if self.last_id is None:  # from now: know where "now" is before anything
-                    latest = await self._unless_closed(self._client.latest_id())
+                    latest = await self._unless_closed(self._client.latest_id)
                     if latest is None:
                         return
                     self.last_id = latest
-                opening = self._client.open_stream(self._path, self._params, self.last_id)
-                response = await self._unless_closed(opening)
+                response = await self._unless_closed(
+                    lambda: self._client.open_stream(self._path, self._params, self.last_id)
+                )
                 if response is None:
                     return
             except RequestRefused:
@@ -183,19 +186,23 @@ class EventStream(AsyncClosing):
             self._why = None
             return
 
-    async def _unless_closed(self, work: Awaitable[T]) -> T | None:
-        """``work``'s result; or None, with ``work`` cancelled, when the stream is closed
-        first (``aclose()``: a request to a server slow to answer does not hold it open)."""
-        task = asyncio.ensure_future(work)
-        closing = asyncio.ensure_future(self._woken.wait())
+    async def _unless_closed(self, work: Callable[[], Awaitable[T]]) -> T | None:
+        """``work()``'s result; None, without starting it, once the stream is closed, or when
+        ``aclose()`` cuts it short (a pause, or a request to a server slow to answer). It runs
+        in this task, under a timeout that ``aclose()`` moves to now: cancelled as by a
+        timeout, with httpx closing what it had opened."""
+        if self._closed:
+            return None
+        waiting = self._waiting = asyncio.timeout(None)
         try:
-            await asyncio.wait((task, closing), return_when=asyncio.FIRST_COMPLETED)
+            async with waiting:
+                return await work()
+        except TimeoutError:
+            if not waiting.expired():  # the work's own, not aclose()'s
+                raise
+            return None
         finally:
-            closing.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.wait((task,))
-        return None if task.cancelled() else task.result()
+            self._waiting = None
 
     async def _pause(self, why: str) -> None:
         self._failures += 1
@@ -209,9 +216,7 @@ class EventStream(AsyncClosing):
         log.debug("%s; reconnecting in %.1fs after #%s", why, delay, self.last_id)
         if self._on_reconnect is not None:
             await _call(self._on_reconnect, Reconnect(why, delay, self.last_id, self._failures))
-        with contextlib.suppress(TimeoutError):  # the pause, or until aclose()
-            async with asyncio.timeout(delay):
-                await self._woken.wait()
+        await self._unless_closed(lambda: asyncio.sleep(delay))
 
     async def _dropped(self, why: str) -> None:
         if self._delivered:

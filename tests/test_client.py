@@ -645,21 +645,52 @@ async def test_closing_while_a_stream_waits_for_its_answer_ends_the_iteration_at
             await chat.aclose()
 
 
-async def test_a_client_closed_before_its_stream_asked_ends_the_iteration() -> None:
-    """A read of the first version of the fix above: a client closed in the moment between
-    the stream's first step and its request made the iteration raise ``ClientClosed``; a
-    closed stream stops."""
+async def test_a_client_closed_as_its_stream_begins_ends_the_iteration() -> None:
+    """A read of the first version of the fix above: a client closed in the moment the
+    stream began its request made the iteration raise ``ClientClosed``; a closed stream
+    stops."""
     async with loopback_server(turn_away) as url:
         chat = ChatClient(url)
         stream = chat.events("r", since=0)
         waiting = asyncio.ensure_future(anext(stream))
         try:
-            await asyncio.sleep(0)  # the iteration has begun, its request not yet
+            await asyncio.sleep(0)  # the iteration has begun: its request is on its way
             await chat.aclose()
             with pytest.raises(StopAsyncIteration):
                 await bounded(waiting, 2.0)
         finally:
             waiting.cancel()
+
+
+async def test_a_stream_closed_while_its_reconnect_is_announced_asks_nothing_more() -> None:
+    """Closed by another task while an async ``on_reconnect`` is awaited (before the pause
+    begins): no pause and no request follow; the iteration stops."""
+    connections = 0
+
+    async def counting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await turned_away(3000)(reader, writer)
+
+    announced = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def on_reconnect(pause: Reconnect) -> None:
+        announced.set()
+        await go_on.wait()
+
+    async with loopback_server(counting) as url, ChatClient(url) as chat:
+        stream = chat.events("r", since=0, on_reconnect=on_reconnect)
+        waiting = asyncio.ensure_future(anext(stream))
+        try:
+            await bounded(announced.wait())
+            await stream.aclose()
+            go_on.set()
+            with pytest.raises(StopAsyncIteration):
+                await bounded(waiting, 2.0)
+        finally:
+            waiting.cancel()
+    assert connections == 1  # the first only
 
 
 # --- the SSE parser ---------------------------------------------------------------------------

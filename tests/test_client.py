@@ -591,6 +591,22 @@ async def test_closing_the_client_while_a_stream_pauses_ends_its_iteration() -> 
         await bounded(chat.post("r", "after the close", author="ann"))
 
 
+async def ends_when_closed(
+    chat: ChatClient, stream: EventStream, closed: str, ready: Callable[[], Awaitable[object]]
+) -> None:
+    """Iterate ``stream``; once ``ready()`` has returned, close ``closed`` ("the stream" or
+    "its client"): the iteration must end (StopAsyncIteration) within 2 s."""
+    waiting = asyncio.ensure_future(anext(stream))
+    try:
+        await ready()
+        await (stream.aclose() if closed == "the stream" else chat.aclose())
+        with pytest.raises(StopAsyncIteration):
+            await bounded(waiting, 2.0)
+    finally:
+        waiting.cancel()
+        await chat.aclose()
+
+
 @pytest.mark.parametrize("closed", ["the stream", "its client"])
 async def test_closing_during_a_long_pause_ends_the_iteration_at_once(closed: str) -> None:
     """A probe: ``aclose()`` while a stream waited a minute to reconnect (the server's
@@ -600,19 +616,11 @@ async def test_closing_during_a_long_pause_ends_the_iteration_at_once(closed: st
     async with loopback_server(turned_away(60_000)) as url:
         chat = ChatClient(url, max_backoff=60.0)
         stream = chat.events("r", since=0, on_reconnect=pauses.append)
-        waiting = asyncio.ensure_future(anext(stream))
 
         async def paused_long() -> bool:
             return any(p.delay_s >= 30 for p in pauses)
 
-        try:
-            await wait_until(paused_long, "a pause of a minute")
-            await (stream.aclose() if closed == "the stream" else chat.aclose())
-            with pytest.raises(StopAsyncIteration):
-                await bounded(waiting, 2.0)
-        finally:
-            waiting.cancel()
-            await chat.aclose()
+        await ends_when_closed(chat, stream, closed, lambda: wait_until(paused_long, "a pause"))
 
 
 @pytest.mark.parametrize("since", [0, None])  # None: it asks for the newest id first
@@ -634,15 +642,7 @@ async def test_closing_while_a_stream_waits_for_its_answer_ends_the_iteration_at
     async with loopback_server(silent) as url:
         chat = ChatClient(url, timeout=60.0, stream_idle_timeout=60.0)
         stream = chat.events("r", since=since)
-        waiting = asyncio.ensure_future(anext(stream))
-        try:
-            await bounded(asked.wait())
-            await (stream.aclose() if closed == "the stream" else chat.aclose())
-            with pytest.raises(StopAsyncIteration):
-                await bounded(waiting, 2.0)
-        finally:
-            waiting.cancel()
-            await chat.aclose()
+        await ends_when_closed(chat, stream, closed, lambda: bounded(asked.wait()))
 
 
 async def test_a_client_closed_as_its_stream_begins_ends_the_iteration() -> None:
@@ -652,14 +652,8 @@ async def test_a_client_closed_as_its_stream_begins_ends_the_iteration() -> None
     async with loopback_server(turn_away) as url:
         chat = ChatClient(url)
         stream = chat.events("r", since=0)
-        waiting = asyncio.ensure_future(anext(stream))
-        try:
-            await asyncio.sleep(0)  # the iteration has begun: its request is on its way
-            await chat.aclose()
-            with pytest.raises(StopAsyncIteration):
-                await bounded(waiting, 2.0)
-        finally:
-            waiting.cancel()
+        # once the iteration has begun (one step): its request is on its way
+        await ends_when_closed(chat, stream, "its client", lambda: asyncio.sleep(0))
 
 
 async def test_a_stream_closed_while_its_reconnect_is_announced_asks_nothing_more() -> None:

@@ -265,7 +265,8 @@ def create_app(
                 database,
                 mode,
             )
-        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop, asyncio
+        kinds = [kind.__module__ for kind in type(asyncio.get_running_loop()).__mro__]
+        loop = "uvloop" if "uvloop" in kinds else kinds[0].split(".")[0]  # or asyncio
         log.info("chat ready: database %s, broker %s, loop %s", database, broker_name, loop)
 
     @app.after_serving

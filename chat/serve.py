@@ -24,7 +24,6 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
@@ -55,7 +54,10 @@ def hypercorn_config(
     config.accesslog = None  # one log line per request costs more than the request itself
     config.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup
     config.graceful_timeout = settings.shutdown_grace_seconds
-    config.backlog = 2048
+    # The kernel's queue of connections not yet accepted (capped by net.core.somaxconn): deep
+    # enough for a reconnect storm's second of 10,000 clients while a pass of the loop takes
+    # hundreds of milliseconds (bench/storm.py: 2,048 overflowed about 1,000 times, 4,096 never)
+    config.backlog = 4096
     # The header timeout. Hypercorn's idle timer starts when a connection opens and after
     # each response, and stops once a request's headers are complete (h11: the Request event;
     # h2: RequestReceived), so a connection that has not sent whole headers within it is
@@ -93,14 +95,16 @@ def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop]:
     if name == "asyncio":
         return asyncio.new_event_loop
     try:
-        import uvloop
+        import uvloop  # noqa: F401  (chat.accept builds on it)
     except Exception as error:  # not installed (ImportError), or installed and broken
         if name == "uvloop":  # the settings refused it already, unless they were bypassed
             raise
         if not isinstance(error, ImportError):
             log.warning("uvloop failed to import (%r): serving on asyncio's loop", error)
         return asyncio.new_event_loop
-    return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
+    from chat import accept  # uvloop's loop, accepting in bursts as asyncio's does
+
+    return accept.new_event_loop
 
 
 async def _exit_if_stuck(stop: asyncio.Event, grace_s: float) -> None:

@@ -14,7 +14,8 @@ socket: each time it is readable, every waiting connection (up to the server's b
 accepted and handed to the server's protocol factory (``connect_accepted_socket``, uvloop's
 public way to serve a socket accepted elsewhere), as libuv's own accept would have. libuv's
 watcher stays: whichever runs first accepts, and the other finds the queue empty. Closing the
-server closes the duplicate too, so the port is released.
+server closes the duplicate too, so the port is released, and the connections accepted but not
+yet handed over, as the kernel closes those still queued.
 
 Imported only where uvloop imports (``chat.serve.loop_factory``).
 """
@@ -70,9 +71,29 @@ class BurstServer(asyncio.AbstractServer):
                 if options.get(name) is not None
             }
         self._tasks: set[asyncio.Task[None]] = set()
-        self._sock: socket.socket | None = sock.dup()
-        self._sock.setblocking(False)
-        loop.add_reader(self._sock.fileno(), self._accept)
+        # Accepted and not yet handed to a transport: closed with the server, as the kernel
+        # closes what still waits in the queue of a listening socket that closes.
+        self._waiting: dict[asyncio.Task[None], socket.socket] = {}
+        self._sock: socket.socket | None = None
+        self._watching = False
+        try:
+            self._sock = sock.dup()
+            self._sock.setblocking(False)
+            if options.get("start_serving", True):
+                self._watch()
+        except BaseException:
+            self.close()
+            raise
+
+    def _watch(self) -> None:
+        if self._sock is not None and not self._watching:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+            self._watching = True
+
+    def _unwatch(self) -> None:
+        if self._sock is not None and self._watching:
+            self._loop.remove_reader(self._sock.fileno())
+        self._watching = False
 
     def _accept(self) -> None:
         sock = self._sock
@@ -89,29 +110,42 @@ class BurstServer(asyncio.AbstractServer):
                 if error.errno not in _RESOURCES:
                     raise
                 log.warning("cannot accept connections for %.0f s: %s", ACCEPT_RETRY_DELAY_S, error)
-                self._loop.remove_reader(sock.fileno())
-                self._loop.call_later(ACCEPT_RETRY_DELAY_S, self._resume)
+                self._unwatch()
+                self._loop.call_later(ACCEPT_RETRY_DELAY_S, self._watch)
                 return
             task = self._loop.create_task(self._serve(conn))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._waiting[task] = conn
+            task.add_done_callback(self._done)
 
-    def _resume(self) -> None:
-        if self._sock is not None:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
-
-    async def _serve(self, conn: socket.socket) -> None:
-        try:
-            await self._loop.connect_accepted_socket(self._factory, conn, **self._tls)
-        except (OSError, TimeoutError) as error:  # gone during a TLS handshake, or too slow
-            log.debug("an accepted connection ended before it was served: %r", error)
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        conn = self._waiting.pop(task, None)
+        if conn is not None:  # cancelled before it ran: nothing else owns the socket
             conn.close()
 
+    async def _serve(self, conn: socket.socket) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._waiting.pop(task, None)  # from here the transport owns it, or this closes it
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn, **self._tls)
+        except OSError as error:  # gone during a TLS handshake (ssl.SSLError), or too slow
+            log.debug("an accepted connection ended before it was served: %r", error)
+            conn.close()  # nothing, if its transport already let go of it
+        except Exception as error:
+            conn.close()
+            self._loop.call_exception_handler(
+                {"message": "serving an accepted connection failed", "exception": error}
+            )
+
     def close(self) -> None:
+        self._unwatch()
         sock, self._sock = self._sock, None
         if sock is not None:
-            self._loop.remove_reader(sock.fileno())
             sock.close()
+        for task in list(self._waiting):
+            task.cancel()  # its socket is closed when it is done
         self._server.close()
 
     async def wait_closed(self) -> None:
@@ -125,9 +159,14 @@ class BurstServer(asyncio.AbstractServer):
 
     async def start_serving(self) -> None:
         await self._server.start_serving()
+        self._watch()
 
     async def serve_forever(self) -> None:
-        await self._server.serve_forever()
+        self._watch()
+        try:
+            await self._server.serve_forever()
+        finally:
+            self.close()  # uvloop's server closes only itself
 
     @property
     def sockets(self) -> Any:

@@ -38,6 +38,8 @@ _RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 
 
 class BurstLoop(uvloop.Loop):
+    """uvloop's loop; a server it creates on a socket given to it accepts in bursts."""
+
     async def create_server(  # type: ignore[override]
         self, protocol_factory: Any, *args: Any, **kwargs: Any
     ) -> asyncio.AbstractServer:

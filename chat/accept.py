@@ -3,11 +3,12 @@ readable, as asyncio's own loop does.
 
 libuv, which uvloop bundles, accepts one connection per pass of its loop since version 1.45
 ("unix: don't accept() connections in a loop", libuv pull request 3696). A loop busy with
-thousands of streams makes passes of several milliseconds, so it accepted a few hundred
-connections a second: in a reconnect storm (10,000 clients within a second, bench/storm.py)
-the kernel's accept queue stayed full for seconds, the connections beyond it were dropped and
-their clients waited for TCP to send their SYN again (after 1, 3, 7 s). Everyone was caught
-up after 9-15 s instead of 4.5 s (docs/design/transport.md, "Accepting connections").
+thousands of streams makes passes of milliseconds (some of hundreds), so it accepted a few
+hundred connections a second: in a reconnect storm (10,000 clients within a second,
+bench/storm.py) the kernel's accept queue stayed full for seconds, the connections beyond it
+were dropped and their clients waited for TCP to send their SYN again (after 1, 3, 7 s).
+Everyone was caught up after 9.0-9.6 s instead of 4.5 s (docs/design/transport.md,
+"Accepting connections").
 
 ``BurstLoop`` is uvloop's loop with a server that also watches a duplicate of its listening
 socket: each time it is readable, every waiting connection (up to the server's backlog) is
@@ -134,7 +135,7 @@ class BurstServer(asyncio.AbstractServer):
             await self._loop.connect_accepted_socket(self._factory, conn, **self._tls)
         except OSError as error:  # gone during a TLS handshake (ssl.SSLError), or too slow
             log.debug("an accepted connection ended before it was served: %r", error)
-            conn.close()  # nothing, if its transport already let go of it
+            conn.close()  # safe: a transport that took the socket detached it or holds a ref
         except Exception as error:
             conn.close()
             self._loop.call_exception_handler(
@@ -167,8 +168,9 @@ class BurstServer(asyncio.AbstractServer):
         self._watch()
         try:
             await self._server.serve_forever()
-        finally:
-            self.close()  # uvloop's server closes only itself
+        except asyncio.CancelledError:
+            self.close()  # uvloop's server, cancelled, closes only itself
+            raise
 
     @property
     def sockets(self) -> Any:

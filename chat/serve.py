@@ -55,8 +55,9 @@ def hypercorn_config(
     config.errorlog = logging.getLogger("hypercorn.error")  # through our logging setup
     config.graceful_timeout = settings.shutdown_grace_seconds
     # The kernel's queue of connections not yet accepted (capped by net.core.somaxconn): deep
-    # enough for a reconnect storm's second of 10,000 clients while a pass of the loop takes
-    # hundreds of milliseconds (bench/storm.py: 2,048 overflowed about 1,000 times, 4,096 never)
+    # enough for a reconnect storm's second of 10,000 clients while some passes of the loop
+    # take hundreds of milliseconds (bench/storm.py: 2,048 overflowed about 1,000 times a
+    # storm, each a client waiting a second or more for TCP's retry; 4,096 never)
     config.backlog = 4096
     # The header timeout. Hypercorn's idle timer starts when a connection opens and after
     # each response, and stops once a request's headers are complete (h11: the Request event;

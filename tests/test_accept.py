@@ -17,8 +17,11 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.config import Config
 
 from chat import serve
 from tests.conftest import need
@@ -127,8 +130,10 @@ def test_connections_accepted_but_not_yet_served_are_closed_with_the_server(
 
     async def close_after_one_pass() -> tuple[int, int]:
         server = await asyncio.start_server(greet, sock=sock, backlog=1024)
-        clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(200)]
+        clients: list[socket.socket] = []
         try:
+            for _ in range(200):
+                clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
             await asyncio.sleep(0)  # one poll of the loop: the burst is accepted
             server.close()
             await server.wait_closed()
@@ -136,6 +141,7 @@ def test_connections_accepted_but_not_yet_served_are_closed_with_the_server(
             await asyncio.sleep(0.2)
             return before, greeted(clients)
         finally:
+            server.close()
             for client in clients:
                 client.close()
 
@@ -174,7 +180,7 @@ def test_a_server_ended_by_cancelling_serve_forever_releases_its_port(
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
 
 
-def test_a_server_started_later_serves_only_from_then_on(
+def test_a_server_created_not_serving_refuses_until_it_starts(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     errors: list[object] = []
@@ -187,6 +193,8 @@ def test_a_server_started_later_serves_only_from_then_on(
     )
     try:
         passes(loop, PASSES)  # not listening yet: nothing to accept, and no error
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
         assert errors == []
         loop.run_until_complete(asyncio.wait_for(server.start_serving(), TIMEOUT_S))
         with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
@@ -195,6 +203,67 @@ def test_a_server_started_later_serves_only_from_then_on(
     finally:
         server.close()
         loop.run_until_complete(asyncio.wait_for(server.wait_closed(), TIMEOUT_S))
+
+
+def test_hypercorn_serving_as_serve_does_accepts_in_bursts(
+    loop: asyncio.AbstractEventLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop changes only servers created on a socket given to them, which is how
+    Hypercorn serves the socket ``serve`` binds (``fd://``): if Hypercorn stopped creating its
+    servers so, the bursts would be gone without a word, and this test fails."""
+    from chat import accept  # where uvloop imports (the fixture made sure)
+
+    built: list[accept.BurstServer] = []
+
+    class Counted(accept.BurstServer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(accept, "BurstServer", Counted)
+    sock = serve.listening_socket("127.0.0.1", 0, dead_peer_seconds=0)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # as serve.run hands its socket over
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        length = str(len(GREETING)).encode()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
+        )
+        await send({"type": "http.response.body", "body": GREETING})
+
+    async def serve_and_ask() -> bytes:
+        stop = asyncio.Event()
+        serving = asyncio.create_task(hypercorn_serve(app, config, shutdown_trigger=stop.wait))
+        try:
+            for _ in range(100):  # until it listens
+                try:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    break
+                except ConnectionRefusedError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise AssertionError("Hypercorn never listened")
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            answer = await reader.read()
+            writer.close()
+            return answer
+        finally:
+            stop.set()
+            await serving
+
+    answer = loop.run_until_complete(asyncio.wait_for(serve_and_ask(), TIMEOUT_S))
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(GREETING)
+    assert len(built) == 1
 
 
 def test_tls_connections_waiting_together_are_served(

@@ -36,6 +36,22 @@ log = logging.getLogger(__name__)
 # Out of files or memory: asyncio's loop pauses its accepting for as long (``base_events``).
 ACCEPT_RETRY_DELAY_S = 1.0
 _RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# A connection's own network error, which Linux's accept() passes on: accept(2) says to treat
+# these like EAGAIN and try again.
+_ITS_OWN = frozenset(
+    getattr(errno, name)
+    for name in (
+        "ENETDOWN",
+        "EPROTO",
+        "ENOPROTOOPT",
+        "EHOSTDOWN",
+        "ENONET",
+        "EHOSTUNREACH",
+        "EOPNOTSUPP",
+        "ENETUNREACH",
+    )
+    if hasattr(errno, name)
+)
 
 
 class BurstLoop(uvloop.Loop):
@@ -110,6 +126,8 @@ class BurstServer(asyncio.AbstractServer):
             except ConnectionAbortedError:
                 continue  # the client gave up while it waited
             except OSError as error:
+                if error.errno in _ITS_OWN:
+                    continue
                 if error.errno not in _RESOURCES:
                     raise
                 log.warning("cannot accept connections for %.0f s: %s", ACCEPT_RETRY_DELAY_S, error)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import socket
 import ssl
 import threading
@@ -293,3 +294,92 @@ def test_tls_connections_waiting_together_are_served(
         for thread in threads:
             thread.join(TIMEOUT_S)
         assert heard == [GREETING] * len(raw)
+
+
+class Scripted:
+    """The server's duplicate socket, whose ``accept`` first raises the errors given: the
+    kernel's errors that a test on loopback cannot cause at will."""
+
+    def __init__(self, sock: socket.socket, errors: list[OSError]) -> None:
+        self.sock, self.errors, self.calls = sock, errors, 0
+
+    def accept(self) -> tuple[socket.socket, Any]:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.sock.accept()
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def scripted(server: asyncio.AbstractServer, errors: list[OSError]) -> Scripted:
+    from chat import accept  # where uvloop imports (the fixture made sure)
+
+    assert isinstance(server, accept.BurstServer)
+    assert server._sock is not None
+    fake = Scripted(server._sock, errors)
+    server._sock = fake  # type: ignore[assignment]
+    return fake
+
+
+def test_a_connection_s_own_network_error_skips_it_and_accepting_goes_on(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """Linux's accept() passes on a waiting connection's network error (accept(2): treat it
+    like EAGAIN): the others are served, and nothing reaches the loop's error handler."""
+    errors: list[object] = []
+    loop.set_exception_handler(lambda _loop, context: errors.append(context.get("exception")))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = loop.run_until_complete(asyncio.start_server(greet, sock=sock, backlog=64))
+    clients: list[socket.socket] = []
+    try:
+        fake = scripted(server, [OSError(errno.EPROTO, "protocol error")] * 3)
+        for _ in range(5):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        passes(loop, PASSES)
+        assert fake.calls > 3  # the reader went on after the errors
+        assert greeted(clients) == len(clients)
+        assert errors == []
+    finally:
+        server.close()
+        loop.run_until_complete(asyncio.wait_for(server.wait_closed(), TIMEOUT_S))
+        for client in clients:
+            client.close()
+
+
+def test_out_of_files_the_reader_pauses_and_comes_back(
+    loop: asyncio.AbstractEventLoop,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from chat import accept
+
+    monkeypatch.setattr(accept, "ACCEPT_RETRY_DELAY_S", 0.05)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = loop.run_until_complete(asyncio.start_server(greet, sock=sock, backlog=64))
+    clients: list[socket.socket] = []
+    try:
+        fake = scripted(server, [OSError(errno.EMFILE, "Too many open files")])
+        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        passes(loop, PASSES)
+        assert "cannot accept connections for" in caplog.text
+        calls = fake.calls
+        loop.run_until_complete(asyncio.sleep(0.2))  # the pause is over
+        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        passes(loop, PASSES)
+        assert fake.calls > calls  # watching again
+        assert greeted(clients) == len(clients)
+        assert caplog.text.count("cannot accept connections for") == 1
+    finally:
+        server.close()
+        loop.run_until_complete(asyncio.wait_for(server.wait_closed(), TIMEOUT_S))
+        for client in clients:
+            client.close()

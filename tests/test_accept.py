@@ -316,14 +316,35 @@ class Scripted:
         self.sock.close()
 
 
-def scripted(server: asyncio.AbstractServer, errors: list[OSError]) -> Scripted:
+@contextlib.contextmanager
+def scripted_server(
+    loop: asyncio.AbstractEventLoop, errors: list[OSError]
+) -> Iterator[tuple[Scripted, Callable[[], socket.socket], list[socket.socket]]]:
+    """A greeting server whose duplicate socket raises ``errors`` first: (the script, a
+    function that connects a client to it, the clients connected)."""
     from chat import accept  # where uvloop imports (the fixture made sure)
 
-    assert isinstance(server, accept.BurstServer)
-    assert server._sock is not None
-    fake = Scripted(server._sock, errors)
-    server._sock = fake  # type: ignore[assignment]
-    return fake
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = loop.run_until_complete(asyncio.start_server(greet, sock=sock, backlog=64))
+    clients: list[socket.socket] = []
+
+    def connect() -> socket.socket:
+        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        return clients[-1]
+
+    try:
+        assert isinstance(server, accept.BurstServer)
+        assert server._sock is not None
+        fake = Scripted(server._sock, errors)
+        server._sock = fake  # type: ignore[assignment]
+        yield fake, connect, clients
+    finally:
+        server.close()
+        loop.run_until_complete(asyncio.wait_for(server.wait_closed(), TIMEOUT_S))
+        for client in clients:
+            client.close()
 
 
 def test_a_connection_s_own_network_error_skips_it_and_accepting_goes_on(
@@ -333,24 +354,14 @@ def test_a_connection_s_own_network_error_skips_it_and_accepting_goes_on(
     like EAGAIN): the others are served, and nothing reaches the loop's error handler."""
     errors: list[object] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context.get("exception")))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = loop.run_until_complete(asyncio.start_server(greet, sock=sock, backlog=64))
-    clients: list[socket.socket] = []
-    try:
-        fake = scripted(server, [OSError(errno.EPROTO, "protocol error")] * 3)
+    protocol_errors = [OSError(errno.EPROTO, "protocol error")] * 3
+    with scripted_server(loop, protocol_errors) as (fake, connect, clients):
         for _ in range(5):
-            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            connect()
         passes(loop, PASSES)
         assert fake.calls > 3  # the reader went on after the errors
         assert greeted(clients) == len(clients)
         assert errors == []
-    finally:
-        server.close()
-        loop.run_until_complete(asyncio.wait_for(server.wait_closed(), TIMEOUT_S))
-        for client in clients:
-            client.close()
 
 
 def test_out_of_files_the_reader_pauses_and_comes_back(
@@ -361,25 +372,15 @@ def test_out_of_files_the_reader_pauses_and_comes_back(
     from chat import accept
 
     monkeypatch.setattr(accept, "ACCEPT_RETRY_DELAY_S", 0.05)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = loop.run_until_complete(asyncio.start_server(greet, sock=sock, backlog=64))
-    clients: list[socket.socket] = []
-    try:
-        fake = scripted(server, [OSError(errno.EMFILE, "Too many open files")])
-        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+    out_of_files = [OSError(errno.EMFILE, "Too many open files")]
+    with scripted_server(loop, out_of_files) as (fake, connect, clients):
+        connect()
         passes(loop, PASSES)
         assert "cannot accept connections for" in caplog.text
         calls = fake.calls
         loop.run_until_complete(asyncio.sleep(0.2))  # the pause is over
-        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        connect()
         passes(loop, PASSES)
         assert fake.calls > calls  # watching again
         assert greeted(clients) == len(clients)
         assert caplog.text.count("cannot accept connections for") == 1
-    finally:
-        server.close()
-        loop.run_until_complete(asyncio.wait_for(server.wait_closed(), TIMEOUT_S))
-        for client in clients:
-            client.close()

@@ -236,7 +236,17 @@ def tokens_create(args: argparse.Namespace, settings: Settings) -> int:
     token_id = credentials.new_token_id()
     op = accounts.create_token(token_id, token_hash, name, args.role, "api", rooms, expires_at)
     _with_store(settings, lambda store: store.write(op))
-    print(token, flush=True)
+    try:
+        print(token, flush=True)
+    except BrokenPipeError:  # `tokens create ... | head -c 0`: the token was made, not shown
+        reader_gone()
+        print(
+            f"error: token {token_id} was created, but standard output was closed before it "
+            f"could be shown, and it is shown only once: revoke it with "
+            f"`python -m chat tokens revoke {token_id}` and create another.",
+            file=sys.stderr,
+        )
+        return 1
     scope = ", ".join(rooms) if rooms is not None else "every room"
     print(
         f"token {token_id} for {name} ({args.role}; {scope}; expires "

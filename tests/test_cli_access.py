@@ -320,6 +320,33 @@ def test_a_listing_into_a_reader_that_stopped_ends_quietly(
     assert "Traceback" not in said and "BrokenPipe" not in said, said
 
 
+def test_a_token_created_into_a_closed_output_says_so_in_one_line(operator: Operator) -> None:
+    """``tokens create`` whose standard output was closed ended with a BrokenPipeError
+    traceback (a probe); the token exists but was never shown, so the command says which one
+    to revoke, in one line, and exits 1."""
+    operator.add_user("frank", "a long enough password")
+    env = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
+    env.pop("PYTHONUNBUFFERED", None)
+    created = subprocess.Popen(
+        [*CHAT, "tokens", "create", "frank"], cwd=operator.cwd, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert created.stdout is not None and created.stderr is not None
+    created.stdout.close()  # nobody reads the token
+    try:
+        assert created.wait(timeout=30) == 1
+        said = created.stderr.read().decode()
+    finally:
+        created.kill()
+        created.stderr.close()
+    (token,) = [t for t in operator.tokens() if t["user"] == "frank"]
+    assert said.splitlines() == [
+        f"error: token {token['id']} was created, but standard output was closed before it "
+        f"could be shown, and it is shown only once: revoke it with "
+        f"`python -m chat tokens revoke {token['id']}` and create another."
+    ], said
+
+
 def test_removing_a_user_revokes_its_tokens_and_sessions(
     required: tuple[LiveServer, Operator],
 ) -> None:

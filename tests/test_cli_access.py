@@ -294,6 +294,26 @@ def test_tokens_list_of_one_user_takes_the_name_as_the_service_does(operator: Op
     assert json.loads(operator.ok("tokens", "list", "--user", "nobody", "--json")) == []
 
 
+def with_stdout_closed(operator: Operator, *args: str) -> tuple[int, str]:
+    """Run ``chat`` with the operator's database and its stdout closed before it writes, as
+    a reader like ``head`` may close it; stdout buffered, as in a shell (it fails at the
+    flush): (its exit status, what it said on stderr)."""
+    env = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
+    env.pop("PYTHONUNBUFFERED", None)
+    command = subprocess.Popen(
+        [*CHAT, *args], cwd=operator.cwd, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert command.stdout is not None and command.stderr is not None
+    command.stdout.close()
+    try:
+        code = command.wait(timeout=30)
+        return code, command.stderr.read().decode()
+    finally:
+        command.kill()
+        command.stderr.close()
+
+
 @pytest.mark.parametrize("listing", [("tokens", "list"), ("users", "list")])
 def test_a_listing_into_a_reader_that_stopped_ends_quietly(
     operator: Operator, listing: tuple[str, str]
@@ -303,20 +323,8 @@ def test_a_listing_into_a_reader_that_stopped_ends_quietly(
     for n in range(3):
         operator.add_user(f"user{n}", "a long enough password")
         operator.token(f"user{n}")
-    env = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
-    env.pop("PYTHONUNBUFFERED", None)  # stdout buffered, as in a shell: it fails at the flush
-    listed = subprocess.Popen(
-        [*CHAT, *listing], cwd=operator.cwd, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert listed.stdout is not None and listed.stderr is not None
-    listed.stdout.close()  # the reader stopped before the first line, as head may
-    try:
-        assert listed.wait(timeout=30) == 0
-        said = listed.stderr.read().decode()
-    finally:
-        listed.kill()
-        listed.stderr.close()
+    code, said = with_stdout_closed(operator, *listing)
+    assert code == 0
     assert "Traceback" not in said and "BrokenPipe" not in said, said
 
 
@@ -325,20 +333,8 @@ def test_a_token_created_into_a_closed_output_says_so_in_one_line(operator: Oper
     traceback (a probe); the token exists but was never shown, so the command says which one
     to revoke, in one line, and exits 1."""
     operator.add_user("frank", "a long enough password")
-    env = {**without_chat_settings(), "CHAT_DATABASE": str(operator.database)}
-    env.pop("PYTHONUNBUFFERED", None)
-    created = subprocess.Popen(
-        [*CHAT, "tokens", "create", "frank"], cwd=operator.cwd, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert created.stdout is not None and created.stderr is not None
-    created.stdout.close()  # nobody reads the token
-    try:
-        assert created.wait(timeout=30) == 1
-        said = created.stderr.read().decode()
-    finally:
-        created.kill()
-        created.stderr.close()
+    code, said = with_stdout_closed(operator, "tokens", "create", "frank")
+    assert code == 1
     (token,) = [t for t in operator.tokens() if t["user"] == "frank"]
     assert said.splitlines() == [
         f"error: token {token['id']} was created, but standard output was closed before it "

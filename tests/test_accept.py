@@ -26,19 +26,12 @@ from hypercorn.config import Config
 
 from chat import serve
 from tests.conftest import need
+from tests.test_serve_loop import uvloop_imports
 from tests.test_serve_tls import Cert, make_cert
 
 GREETING = b"hello\n"
 PASSES = 10  # of run_until_complete(sleep(0)): uvloop's own loop accepted 38 of 300 in these
 TIMEOUT_S = 10.0
-
-
-def uvloop_imports() -> bool:
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture
@@ -57,15 +50,21 @@ async def greet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
     await writer.wait_closed()
 
 
+def bound() -> tuple[socket.socket, int]:
+    """A socket bound to a free port of 127.0.0.1, not listening (as ``serve`` binds its
+    own): it and its port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
 @contextlib.contextmanager
 def server_on(
     loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None = None
-) -> Iterator[tuple[int, Callable[[], None]]]:
+) -> Iterator[tuple[int, Callable[[], None], asyncio.AbstractServer]]:
     """A server greeting each connection, on a socket bound here as ``serve`` binds it:
-    (its port, a function that closes it)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    (its port, a function that closes it, the server)."""
+    sock, port = bound()
     server = loop.run_until_complete(
         asyncio.start_server(greet, sock=sock, backlog=1024, ssl=tls, ssl_handshake_timeout=5)
         if tls is not None
@@ -77,7 +76,7 @@ def server_on(
         loop.run_until_complete(asyncio.wait_for(server.wait_closed(), TIMEOUT_S))
 
     try:
-        yield port, close
+        yield port, close, server
     finally:
         close()
 
@@ -109,7 +108,7 @@ def test_every_waiting_connection_is_served_within_a_few_passes(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     need(queue_room() >= 300, "net.core.somaxconn is under 300: 300 connections cannot wait")
-    with server_on(loop) as (port, _close):
+    with server_on(loop) as (port, _close, _server):
         clients = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(300)]
         try:
             passes(loop, PASSES)
@@ -125,9 +124,7 @@ def test_connections_accepted_but_not_yet_served_are_closed_with_the_server(
     """Hypercorn closes its server and then waits for the connections it serves: one still
     being handed over when the server closed would be served after that wait. Closed with the
     server instead, as the kernel closes those still in the queue."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock, port = bound()
 
     async def close_after_one_pass() -> tuple[int, int]:
         server = await asyncio.start_server(greet, sock=sock, backlog=1024)
@@ -152,7 +149,7 @@ def test_connections_accepted_but_not_yet_served_are_closed_with_the_server(
 
 
 def test_closing_the_server_releases_its_port(loop: asyncio.AbstractEventLoop) -> None:
-    with server_on(loop) as (port, close):
+    with server_on(loop) as (port, close, _server):
         with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
             passes(loop, PASSES)
             assert client.recv(64) == GREETING
@@ -164,9 +161,7 @@ def test_closing_the_server_releases_its_port(loop: asyncio.AbstractEventLoop) -
 def test_a_server_ended_by_cancelling_serve_forever_releases_its_port(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock, port = bound()
 
     async def serve_then_stop() -> None:
         server = await asyncio.start_server(greet, sock=sock, backlog=64, start_serving=False)
@@ -186,9 +181,7 @@ def test_a_server_created_not_serving_refuses_until_it_starts(
 ) -> None:
     errors: list[object] = []
     loop.set_exception_handler(lambda _loop, context: errors.append(context.get("exception")))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
+    sock, port = bound()
     server = loop.run_until_complete(
         asyncio.start_server(greet, sock=sock, backlog=64, start_serving=False)
     )
@@ -273,7 +266,7 @@ def test_tls_connections_waiting_together_are_served(
     cert: Cert = make_cert(tmp_path)
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(cert.certfile, cert.keyfile)
-    with server_on(loop, tls) as (port, _close):
+    with server_on(loop, tls) as (port, _close, _server):
         raw = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(20)]
         heard: list[bytes] = []
         context = cert.client_context()
@@ -324,27 +317,22 @@ def scripted_server(
     function that connects a client to it, the clients connected)."""
     from chat import accept  # where uvloop imports (the fixture made sure)
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = loop.run_until_complete(asyncio.start_server(greet, sock=sock, backlog=64))
-    clients: list[socket.socket] = []
+    with server_on(loop) as (port, _close, server):
+        clients: list[socket.socket] = []
 
-    def connect() -> socket.socket:
-        clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
-        return clients[-1]
+        def connect() -> socket.socket:
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            return clients[-1]
 
-    try:
-        assert isinstance(server, accept.BurstServer)
-        assert server._sock is not None
-        fake = Scripted(server._sock, errors)
-        server._sock = fake  # type: ignore[assignment]
-        yield fake, connect, clients
-    finally:
-        server.close()
-        loop.run_until_complete(asyncio.wait_for(server.wait_closed(), TIMEOUT_S))
-        for client in clients:
-            client.close()
+        try:
+            assert isinstance(server, accept.BurstServer)
+            assert server._sock is not None
+            fake = Scripted(server._sock, errors)
+            server._sock = fake  # type: ignore[assignment]
+            yield fake, connect, clients
+        finally:
+            for client in clients:
+                client.close()
 
 
 def test_a_connection_s_own_network_error_skips_it_and_accepting_goes_on(

@@ -1,0 +1,103 @@
+"""One message POST's transaction, and the hop to the store's write thread and back, measured
+back to back and after the process has been idle (as it is between messages at 50 msg/s, the
+yardstick's latency-lo scenario): the same work costs several times as much on a CPU that
+waited 20 ms (docs/design/performance.md, "Issue 17: the latency tail against the floor").
+
+    taskset -c 0 .venv/bin/python bench/cold_commit.py
+
+For each gap between messages (0 and 20 ms), 300 messages, p50 and p99 in µs of:
+- ``write, awaited``: ``Writer.write`` awaited as the route awaits it, split into the hop to
+  the write thread (until the operation starts there) and the rest (the transaction, its
+  COMMIT and the hand-back to the loop);
+- ``inline``: ``commit_batch`` run on the event loop's own thread (a connection of its own),
+  which the service does not do (ARCHITECTURE.md's rule 4: one hop to the write thread); shown
+  for what the hop costs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+import time
+from typing import Any
+
+import uvloop
+
+from chat.config import Settings
+from chat.store import writes
+from chat.store.sqlite import SqliteWriteDb
+from chat.store.tx import Tx, commit_batch
+from chat.store.writer import Writer
+
+MESSAGES = 300
+GAPS_S = (0.0, 0.02)
+
+
+def quantiles(ns: list[int]) -> str:
+    ns = sorted(ns)
+    return f"p50 {ns[len(ns) // 2] / 1000:7.1f}  p99 {ns[int(len(ns) * 0.99)] / 1000:7.1f}"
+
+
+def message(i: int) -> Any:
+    text = f"hello world, message {i} with a few words"
+    return writes.post_message("room", "alice", text, None, create_room=True)
+
+
+async def through_writer(directory: str, gap_s: float) -> tuple[list[int], list[int]]:
+    """(to the thread, from there to the answer): the job's start on the write thread, and
+    its transaction, COMMIT and hand-back to the loop."""
+    settings = Settings(database=os.path.join(directory, f"writer-{gap_s}.db"))
+    writer = Writer(settings, lambda events: None, SqliteWriteDb)
+    await writer.open()
+    there: list[int] = []
+    back: list[int] = []
+    try:
+        for i in range(MESSAGES):
+            await asyncio.sleep(gap_s)
+            op = message(i)
+            began: list[int] = []
+
+            def timed(tx: Tx, op: Any = op, began: list[int] = began) -> Any:
+                began.append(time.perf_counter_ns())  # on the write thread
+                return op(tx)
+
+            start = time.perf_counter_ns()
+            await writer.write(timed)
+            end = time.perf_counter_ns()
+            there.append(began[0] - start)
+            back.append(end - began[0])
+    finally:
+        await writer.drain(asyncio.get_running_loop().time() + 5)
+        await writer.close()
+    return there, back
+
+
+async def inline(directory: str, gap_s: float) -> list[int]:
+    db = SqliteWriteDb(Settings(database=os.path.join(directory, f"inline-{gap_s}.db")))
+    times: list[int] = []
+    try:
+        for i in range(MESSAGES):
+            await asyncio.sleep(gap_s)
+            op = message(i)
+            start = time.perf_counter_ns()
+            commit_batch(db, [op])
+            times.append(time.perf_counter_ns() - start)
+    finally:
+        db.close()
+    return times
+
+
+async def main() -> None:
+    with tempfile.TemporaryDirectory() as directory:
+        for gap_s in GAPS_S:
+            there, back = await through_writer(directory, gap_s)
+            alone = await inline(directory, gap_s)
+            total = [a + b for a, b in zip(there, back, strict=True)]
+            print(f"gap {gap_s * 1000:2.0f} ms: write, awaited          {quantiles(total)}")
+            print(f"           to the write thread      {quantiles(there)}")
+            print(f"           the transaction and back {quantiles(back)}")
+            print(f"           inline (not the service) {quantiles(alone)}")
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

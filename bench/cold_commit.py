@@ -7,8 +7,8 @@ waited 20 ms (docs/design/performance.md, "Issue 17: the latency tail against th
 
 For each gap between messages (0 and 20 ms), 300 messages, p50 and p99 in µs of:
 - ``write, awaited``: ``Writer.write`` awaited as the route awaits it, split into the hop to
-  the write thread (until the operation starts there) and the rest (the transaction, its
-  COMMIT and the hand-back to the loop);
+  the write thread (until its transaction begins there), the transaction (``BEGIN
+  IMMEDIATE`` to ``COMMIT``) and the hand-back (until the awaiting caller runs again);
 - ``inline``: ``commit_batch`` run on the event loop's own thread (a connection of its own),
   which the service does not do (ARCHITECTURE.md's rule 4: one hop to the write thread); shown
   for what the hop costs."""
@@ -25,8 +25,9 @@ import uvloop
 
 from chat.config import Settings
 from chat.store import writes
+from chat.store.dialect import Rows
 from chat.store.sqlite import SqliteWriteDb
-from chat.store.tx import Tx, commit_batch
+from chat.store.tx import commit_batch
 from chat.store.writer import Writer
 
 MESSAGES = 300
@@ -43,33 +44,47 @@ def message(i: int) -> Any:
     return writes.post_message("room", "alice", text, None, create_room=True)
 
 
-async def through_writer(directory: str, gap_s: float) -> tuple[list[int], list[int]]:
-    """(to the thread, from there to the answer): the job's start on the write thread, and
-    its transaction, COMMIT and hand-back to the loop."""
+class TimedDb(SqliteWriteDb):
+    """The store's write connection, noting when each transaction begins and commits."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.began = self.committed = 0
+
+    def begin(self) -> int:
+        self.began = time.perf_counter_ns()  # on the write thread, before BEGIN IMMEDIATE
+        return super().begin()
+
+    def commit(self, first_id: int, next_id: int, rows: Rows) -> None:
+        super().commit(first_id, next_id, rows)
+        self.committed = time.perf_counter_ns()
+
+
+async def through_writer(directory: str, gap_s: float) -> list[tuple[int, int, int]]:
+    """Per message: (the hop to the write thread, until its transaction begins; the
+    transaction, BEGIN IMMEDIATE to COMMIT; the hand-back, until the awaiting caller runs)."""
     settings = Settings(database=os.path.join(directory, f"writer-{gap_s}.db"))
-    writer = Writer(settings, lambda events: None, SqliteWriteDb)
+    made: list[TimedDb] = []
+
+    def open_db(settings: Settings) -> TimedDb:
+        made.append(TimedDb(settings))
+        return made[0]
+
+    writer = Writer(settings, lambda events: None, open_db)
     await writer.open()
-    there: list[int] = []
-    back: list[int] = []
+    times: list[tuple[int, int, int]] = []
     try:
         for i in range(MESSAGES):
             await asyncio.sleep(gap_s)
-            op = message(i)
-            began: list[int] = []
-
-            def timed(tx: Tx, op: Any = op, began: list[int] = began) -> Any:
-                began.append(time.perf_counter_ns())  # on the write thread
-                return op(tx)
-
             start = time.perf_counter_ns()
-            await writer.write(timed)
+            await writer.write(message(i))
             end = time.perf_counter_ns()
-            there.append(began[0] - start)
-            back.append(end - began[0])
+            db = made[0]
+            times.append((db.began - start, db.committed - db.began, end - db.committed))
     finally:
         await writer.drain(asyncio.get_running_loop().time() + 5)
         await writer.close()
-    return there, back
+    return times
 
 
 async def inline(directory: str, gap_s: float) -> list[int]:
@@ -90,12 +105,13 @@ async def inline(directory: str, gap_s: float) -> list[int]:
 async def main() -> None:
     with tempfile.TemporaryDirectory() as directory:
         for gap_s in GAPS_S:
-            there, back = await through_writer(directory, gap_s)
+            times = await through_writer(directory, gap_s)
             alone = await inline(directory, gap_s)
-            total = [a + b for a, b in zip(there, back, strict=True)]
-            print(f"gap {gap_s * 1000:2.0f} ms: write, awaited          {quantiles(total)}")
-            print(f"           to the write thread      {quantiles(there)}")
-            print(f"           the transaction and back {quantiles(back)}")
+            awaited = [sum(t) for t in times]
+            print(f"gap {gap_s * 1000:2.0f} ms: write, awaited          {quantiles(awaited)}")
+            print(f"           the hop to the thread    {quantiles([t[0] for t in times])}")
+            print(f"           the transaction          {quantiles([t[1] for t in times])}")
+            print(f"           the hand-back            {quantiles([t[2] for t in times])}")
             print(f"           inline (not the service) {quantiles(alone)}")
 
 
